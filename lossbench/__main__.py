@@ -1,0 +1,3 @@
+from lossbench.cli import entry_point
+
+entry_point()

@@ -1,0 +1,44 @@
+"""`lossbench weights status|import`: which pretrained files are present, and installing them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from lossbench import weights as weights_lib
+
+weights_app = typer.Typer(help="Pretrained weight files: status and import.", no_args_is_help=True)
+
+WeightsDirOption = typer.Option(
+    None, "--weights-dir", help=f"Extra folder to search first (also ${weights_lib.ENV_VAR})."
+)
+
+
+@weights_app.command("status")
+def status(weights_dir: Path | None = WeightsDirOption) -> None:
+    """List every pretrained file lossbench uses, where it was found, or that it is missing."""
+    table = Table(title="pretrained weights")
+    for col in ("key", "file", "used for", "found at"):
+        table.add_column(col)
+    for entry, path in weights_lib.status(weights_dir):
+        table.add_row(entry.key, entry.filename, entry.used_for, str(path) if path else "[red]missing[/red]")
+    console = Console()
+    console.print(table)
+    console.print("searched: " + ", ".join(str(d) for d in weights_lib.search_dirs(weights_dir)))
+
+
+@weights_app.command("import")
+def import_(
+    src: Path = typer.Argument(..., help="Folder holding downloaded weight files (searched recursively)."),
+    dest: Path | None = typer.Option(None, help="Target folder (default: the torch hub cache)."),
+) -> None:
+    """Copy known weight files from SRC into the torch hub cache (or DEST)."""
+    for path in weights_lib.import_weights(src, dest):
+        typer.echo(f"installed {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(weights_app, name="weights")

@@ -1,0 +1,42 @@
+"""The errors lossbench raises for bad input or a failed run.
+
+Every error a user can cause is a `LossbenchError`: the CLI prints its message as one line and
+exits with code 2, without a traceback. Messages are complete sentences that name the offending
+path, value or file and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+
+class LossbenchError(Exception):
+    """Base class of the errors that the CLI reports as one line (exit code 2)."""
+
+
+class DataError(LossbenchError):
+    """A dataset spec that cannot be loaded: missing path, no images, corrupt file, bad class."""
+
+
+class ConfigError(LossbenchError):
+    """An invalid configuration value: bad resolution, malformed list, unknown option."""
+
+
+class UnknownLossError(LossbenchError):
+    """A loss name that is not registered (in-tree or through a plugin)."""
+
+
+class PluginError(LossbenchError):
+    """A loss plugin that fails to import or clashes with a registered name."""
+
+
+class MissingWeightsError(LossbenchError):
+    """A pretrained weight file that is not present where lossbench looks for it."""
+
+
+class DivergedError(LossbenchError):
+    """Training produced NaN or Inf; `step` and `term` say where."""
+
+    def __init__(self, step: int, term: str, value: float | None = None) -> None:
+        self.step = step
+        self.term = term
+        self.value = value
+        super().__init__(f"training diverged at step {step}: {term} is {value}")
