@@ -1,0 +1,30 @@
+"""Shared test fixtures. Tests run on CPU at tiny sizes; nothing here needs ../shared or a network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+BUSI = REPO.parent / "shared" / "data" / "busi"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def busi_dir() -> Path:
+    """The real BUSI folder beside the repo; the test is skipped when ../shared is absent."""
+    if not (BUSI / "Dataset_BUSI_with_GT").is_dir():
+        pytest.skip("BUSI not found at ../shared/data/busi")
+    return BUSI
+
+
+@pytest.fixture(autouse=True)
+def _isolated_weights(tmp_path_factory, monkeypatch):
+    """Point the torch hub cache at an empty folder so no test sees (or needs) real weights."""
+    home = tmp_path_factory.mktemp("torch_home")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.delenv("LOSSBENCH_WEIGHTS", raising=False)
