@@ -79,6 +79,8 @@ class TrainConfig:
     sample_every: int = 500
     random_weights: bool = False  # explicit opt-in to random pretrained-network weights (demos, tests)
     weights_dir: str | None = None
+    progress: bool = True  # progress bar on stderr (shown only when stderr is a terminal)
+    n_samples: int = 64  # images in the sample grids (fixed z from `seed`, EMA generator)
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # torch 2.14 rejects int betas
@@ -111,6 +113,9 @@ class EvalConfig:
     n_fake: int = 1000
     feature_extractor: str = "inception-v3-compat"
     kid_subset_size: int | None = None  # None = min(1000, n_real, n_fake)
+    kid_subsets: int = 100  # torch-fidelity's default
+    prc_extractor: str = "vgg16"  # precision/recall features (torch-fidelity's PRC default)
+    swd_directions: int = 128  # random projections of the sliced Wasserstein distance
     n_pairs: int = 500  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
     batch_size: int = 100
     seed: int = 0
@@ -124,6 +129,11 @@ class EvalConfig:
             raise ConfigError(f"n_fake must be at least 2, got {self.n_fake}")
         if self.n_pairs < 1:
             raise ConfigError(f"n_pairs must be at least 1, got {self.n_pairs}")
+        for name in ("kid_subsets", "swd_directions", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.kid_subset_size is not None and self.kid_subset_size < 2:
+            raise ConfigError(f"kid_subset_size must be at least 2, got {self.kid_subset_size}")
 
 
 @dataclass
@@ -134,7 +144,8 @@ class StudyConfig:
     losses: tuple[str, ...] = ("wgangp", "bce")
     lambdas: tuple[float, ...] = (0.5, 3.0, 5.0, 7.0, 10.0)
     seeds: tuple[int, ...] = (0, 1, 2)
-    data: DataConfig = field(default_factory=DataConfig)
+    loss_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # loss name -> its hyper-parameters
+    data: DataConfig = field(default_factory=lambda: DataConfig(spec="busi"))  # "busi": found by study_config
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     objective: str = "fid"

@@ -1,9 +1,93 @@
-"""CLI commands for data (being written)."""
+"""`lossbench data inspect|phantom`: what a dataset spec loads to, and writing phantom images."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+import torchvision
 import typer
+from PIL import Image
+
+from lossbench.config import check_resolution, parse_name_list
+from lossbench.data import ImageDataset, load_dataset
+from lossbench.data.phantom import PHANTOM_CLASSES, phantom
+from lossbench.errors import DataError
+
+data_app = typer.Typer(help="Datasets: inspect a spec, write phantom images.", no_args_is_help=True)
+
+MAX_LISTED = 5  # skipped files listed per reason
+
+
+def _range(values: torch.Tensor) -> str:
+    lo, hi = int(values.min()), int(values.max())
+    return str(lo) if lo == hi else f"{lo}-{hi}"
+
+
+def _report(data: ImageDataset) -> list[str]:
+    """Lines describing `data`: source, fingerprint, per-class counts and sizes, skipped files."""
+    lines = [
+        f"source       {data.source}",
+        f"resolution   {data.resolution}",
+        f"fingerprint  {data.fingerprint}",
+        f"images       {len(data)}",
+        f"{'class':<12} {'images':>7}  {'width':>9}  {'height':>9}   (original sizes, px)",
+    ]
+    for i, name in enumerate(data.class_names):
+        mask = data.labels == i
+        w = h = "-"
+        if data.sizes is not None and mask.any():
+            w, h = _range(data.sizes[mask, 0]), _range(data.sizes[mask, 1])
+        lines.append(f"{name:<12} {int(mask.sum()):>7}  {w:>9}  {h:>9}")
+    by_reason: dict[str, list[str]] = defaultdict(list)
+    for path, reason in data.skipped:
+        by_reason[reason].append(path)
+    lines.append(f"skipped      {len(data.skipped)} files")
+    for reason, paths in by_reason.items():
+        lines.append(f"  {len(paths)} x {reason}:")
+        lines += [f"    {p}" for p in paths[:MAX_LISTED]]
+        if len(paths) > MAX_LISTED:
+            lines.append(f"    ... and {len(paths) - MAX_LISTED} more")
+    return lines
+
+
+@data_app.command("inspect")
+def inspect(
+    spec: str = typer.Argument(..., help="'phantom', 'phantom:N', a BUSI folder or an image folder."),
+    resolution: int = typer.Option(128, "--resolution", "-r", help="Side R of the square images."),
+    classes: str | None = typer.Option(None, help="Comma-separated classes to keep, e.g. benign,malignant."),
+) -> None:
+    """Load SPEC and print per-class counts, original size ranges, and the files skipped and why."""
+    selected = parse_name_list(classes, "class") if classes is not None else None
+    for line in _report(load_dataset(spec, resolution, selected)):
+        typer.echo(line)
+
+
+@data_app.command("phantom")
+def write_phantom(
+    out: Path = typer.Argument(..., help="New (or empty) folder; images go to OUT/<class>/<index>.png."),
+    n: int = typer.Option(780, "--n", help="Number of images."),
+    resolution: int = typer.Option(128, "--resolution", "-r", help="Side R of the square images."),
+    seed: int = typer.Option(0, help="Seed; the same seed gives the same images."),
+    grid: Path | None = typer.Option(None, help="Grid PNG (8 images per class); default OUT-grid.png beside OUT."),
+) -> None:
+    """Write N phantom images as PNGs, one subfolder per class, and a grid PNG to look at."""
+    resolution = check_resolution(resolution)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise DataError(f"{out} already exists and is not an empty folder; choose a new output folder")
+    images, labels = phantom(n, resolution, seed)
+    for name in PHANTOM_CLASSES:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+        Image.fromarray(image[0].numpy()).save(out / PHANTOM_CLASSES[label] / f"{i:05d}.png")
+    grid = grid or out.with_name(out.name + "-grid.png")
+    rows = [images[labels == c][:8] for c in range(len(PHANTOM_CLASSES))]
+    torchvision.utils.save_image(torch.cat(rows).float() / 255, grid, nrow=8, padding=2)
+    counts = ", ".join(f"{int((labels == c).sum())} {name}" for c, name in enumerate(PHANTOM_CLASSES))
+    typer.echo(f"wrote {n} images ({counts}) at {resolution}x{resolution} to {out}; grid: {grid}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
+    app.add_typer(data_app, name="data")

@@ -1,9 +1,113 @@
-"""CLI commands for evaluate (being written)."""
+"""`lossbench evaluate`: score a checkpoint's EMA generator, or a folder of images, against a dataset."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from lossbench.config import DataConfig, EvalConfig, check_resolution, parse_name_list
+from lossbench.errors import ConfigError
+from lossbench.metrics import evaluate as evaluate_images
+from lossbench.metrics.evaluate import resolve_metrics
+
+DEFAULTS = EvalConfig()
+
+
+def evaluate(
+    checkpoint: Path | None = typer.Option(
+        None, "--checkpoint", help="checkpoint.pt written by `lossbench train`; its EMA generator is scored."
+    ),
+    fake_dir: Path | None = typer.Option(None, "--fake", help="Score this folder of images instead."),
+    data: str = typer.Option(
+        ..., "--data", help="Real data: phantom, phantom:N, a BUSI folder or an image folder."
+    ),
+    resolution: int | None = typer.Option(
+        None,
+        "--resolution",
+        help=f"Image side R (default: the generator's; {DataConfig.resolution} for --fake).",
+    ),
+    metrics: str = typer.Option(
+        ",".join(DEFAULTS.metrics), "--metrics", help="Comma-separated: fid, kid, lpips, msssim, pr, swd."
+    ),
+    n_fake: int = typer.Option(DEFAULTS.n_fake, "--n-fake", help="Images generated from the checkpoint."),
+    n_pairs: int = typer.Option(
+        DEFAULTS.n_pairs, "--n-pairs", help="Random disjoint pairs for LPIPS/MS-SSIM."
+    ),
+    extractor: str = typer.Option(
+        DEFAULTS.feature_extractor,
+        "--extractor",
+        help="FID/KID feature extractor (torch-fidelity registry name).",
+    ),
+    prc_extractor: str = typer.Option(
+        DEFAULTS.prc_extractor, "--prc-extractor", help="Precision/recall feature extractor."
+    ),
+    seed: int = typer.Option(
+        DEFAULTS.seed, "--seed", help="Seeds the fakes' z, the pairs and the KID subsets."
+    ),
+    batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size"),
+    cache_dir: Path | None = typer.Option(
+        None, "--cache-dir", help="Real-feature cache folder (default mlruns/feature-cache)."
+    ),
+    weights_dir: Path | None = typer.Option(
+        None, "--weights-dir", help="Extra folder searched for weight files."
+    ),
+    random_weights: bool = typer.Option(
+        False, "--random-weights", help="Allow a random LPIPS backbone (demos, tests); tagged weights=random."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    as_json: bool = typer.Option(False, "--json", help="Print metrics, settings and timings as JSON."),
+) -> None:
+    """Score generated images with FID, KID, LPIPS, MS-SSIM (and precision/recall, SWD) against real data."""
+    from lossbench.data import load_dataset
+    from lossbench.train import load_generator
+
+    if (checkpoint is None) == (fake_dir is None):
+        raise ConfigError("give exactly one of --checkpoint CKPT or --fake DIR")
+    config = EvalConfig(
+        metrics=parse_name_list(metrics, "metric"),
+        n_fake=n_fake,
+        feature_extractor=extractor,
+        prc_extractor=prc_extractor,
+        n_pairs=n_pairs,
+        batch_size=batch_size,
+        seed=seed,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        random_weights=random_weights,
+        weights_dir=str(weights_dir) if weights_dir else None,
+    )
+    resolve_metrics(config.metrics)
+    if checkpoint is not None:
+        fake = load_generator(checkpoint, device)
+        if resolution is not None and check_resolution(resolution) != fake.resolution:
+            raise ConfigError(
+                f"--resolution {resolution} differs from the checkpoint's resolution {fake.resolution}"
+            )
+        resolution = fake.resolution
+    else:
+        resolution = check_resolution(resolution or DataConfig.resolution)
+        fake = load_dataset(str(fake_dir), resolution).images
+    real = load_dataset(data, resolution)
+    result = evaluate_images(fake, real, config, device)
+
+    if as_json:
+        typer.echo(
+            json.dumps({"metrics": result.metrics, "settings": result.settings, "timings": result.timings})
+        )
+        return
+    table = Table(title=f"{checkpoint or fake_dir} vs {real.source}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        table.add_row(key, f"{value:.6g}")
+    console = Console()
+    console.print(table)
+    console.print("settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add `lossbench evaluate` to the root app."""
+    app.command("evaluate")(evaluate)

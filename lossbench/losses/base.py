@@ -2,20 +2,26 @@
 
 Conventions every loss follows:
 - `D` is the critic module; it maps a batch N×C×H×W to raw scores (logits) of shape N or N×1.
+  Losses read them through `critic_scores`, which flattens them to N and casts bf16/fp16 to fp32.
 - `real` and `fake` are batches in [-1, 1]. The trainer detaches `fake` for the critic step and
   passes it with its graph for the generator step.
 - `discriminator_loss` includes the loss's own penalty (gradient penalty, R1, ...), computed in
-  fp32 even under autocast.
-- `LossOutput.terms` holds detached scalars worth logging ("wdist", "gp", "d_real", ...).
+  fp32 even under autocast (see `lossbench.losses.penalties`).
+- `LossOutput.terms` holds detached scalars worth logging ("wdist", "gp", "r1", ...).
+- The class docstring states the formula, the defaults and, on a line starting with "Source:",
+  the paper; `lossbench losses list` shows its first line and that Source line.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch
 from torch import nn
+
+from lossbench.errors import ConfigError
 
 
 @dataclass
@@ -45,3 +51,25 @@ class AdversarialLoss:
     def params(self) -> dict[str, float | int | bool | str]:
         """The loss's hyper-parameters, for logging (default: public instance attributes)."""
         return {k: v for k, v in vars(self).items() if not k.startswith("_")}
+
+
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """`x` in fp32 when it is in a lower precision (bf16/fp16); fp32 and fp64 are kept as they are."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def critic_scores(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """D(x) as a vector of N scores in at least fp32 (critics may return N or N×1, bf16 under autocast)."""
+    return at_least_fp32(D(x).reshape(len(x)))
+
+
+def float_param(name: str, value: float, minimum: float | None = None) -> float:
+    """`value` as a finite float (>= `minimum` when given); a ConfigError naming the parameter otherwise."""
+    bound = "" if minimum is None else f" >= {minimum:g}"
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = float("nan")
+    if not math.isfinite(x) or (minimum is not None and x < minimum):
+        raise ConfigError(f"loss parameter {name} must be a finite number{bound}, got {value!r}")
+    return x

@@ -1,0 +1,49 @@
+"""Critic penalties on input gradients: the WGAN-GP/DRAGAN gradient penalty and R1.
+
+Every penalty runs its extra forward and backward pass through the critic in fp32 (fp64 stays
+fp64) with autocast switched off, whatever the caller's autocast state: double backward in
+bf16/fp16 is a known source of NaNs in GAN training. The points are detached (a penalty regularises
+the critic only) and the gradient is taken with `create_graph=True`, so the penalty back-propagates
+into the critic's parameters. Norms are taken per sample, over all of C×H×W. Random draws use
+torch's global RNG.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lossbench.losses.base import at_least_fp32
+
+
+def input_gradients(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """∇ₓ D(x) for each sample of `x` (shape of `x`, at least fp32), differentiable w.r.t. D's parameters."""
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        x = at_least_fp32(x.detach()).requires_grad_(True)
+        scores = D(x)
+        (grad,) = torch.autograd.grad(scores.sum(), x, create_graph=True)
+    return grad
+
+
+def gradient_penalty(D: nn.Module, x: torch.Tensor, target: float = 1.0) -> torch.Tensor:
+    """E_i (‖∇D(x_i)‖₂ - target)², the norm taken per sample (Gulrajani et al. 2017)."""
+    norms = torch.linalg.vector_norm(input_gradients(D, x).flatten(1), dim=1)
+    return (norms - target).pow(2).mean()
+
+
+def r1_penalty(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """E_i ‖∇D(x_i)‖₂², without the γ/2 factor (Mescheder et al. 2018)."""
+    return input_gradients(D, x).flatten(1).pow(2).sum(1).mean()
+
+
+def interpolate(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """ε·a + (1-ε)·b with one ε ~ U[0, 1) per sample (at least fp32, detached)."""
+    a, b = at_least_fp32(a.detach()), at_least_fp32(b.detach())
+    eps = torch.rand((len(a),) + (1,) * (a.dim() - 1), device=a.device, dtype=a.dtype)
+    return eps * a + (1 - eps) * b
+
+
+def dragan_perturb(x: torch.Tensor) -> torch.Tensor:
+    """x + 0.5·std(x)·U[0, 1) noise per element; std over the whole batch, ddof 0 (Kodali et al. 2017)."""
+    x = at_least_fp32(x.detach())
+    return x + 0.5 * x.std(correction=0) * torch.rand_like(x)

@@ -1,0 +1,70 @@
+"""On-disk cache of tensors computed from real data: extractor features and real-real reference values.
+
+An entry is keyed by a dict: the dataset fingerprint (a hash of its content, so a changed dataset
+never hits a stale entry), resolution, extractor, layer, weights file, and whatever else the value
+depends on. The file name is a hash of the key and the file stores the key itself, checked on
+load; a file that fails to load or holds another key is recomputed and overwritten, never trusted.
+Writes are atomic (a temporary file in the same folder, then `os.replace`), so concurrent workers
+see either no entry or a complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+DEFAULT_DIR = Path("mlruns") / "feature-cache"
+
+
+def entry_path(folder: str | os.PathLike, key: dict[str, str | int]) -> Path:
+    """Where the entry for `key` lives in `folder`."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+    return Path(folder) / f"{digest[:32]}.pt"
+
+
+def _load(path: Path, key_text: str) -> torch.Tensor | None:
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+        if entry["key"] == key_text and isinstance(entry["value"], torch.Tensor):
+            return entry["value"]
+        warnings.warn(f"feature cache file {path} holds another entry; recomputing", stacklevel=3)
+    except Exception as e:  # truncated, corrupt or foreign file: recompute, never trust it
+        warnings.warn(
+            f"feature cache file {path} is unreadable ({type(e).__name__}); recomputing", stacklevel=3
+        )
+    return None
+
+
+def _save_atomic(path: Path, key_text: str, value: torch.Tensor) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"key": key_text, "value": value}, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def cached(
+    folder: str | os.PathLike, key: dict[str, str | int], compute: Callable[[], torch.Tensor]
+) -> tuple[torch.Tensor, bool]:
+    """The tensor stored under `key` in `folder`, or `compute()` stored there; and whether it was a hit."""
+    key_text = json.dumps(key, sort_keys=True)
+    path = entry_path(folder, key)
+    value = _load(path, key_text)
+    if value is not None:
+        return value, True
+    value = compute().detach().cpu()
+    _save_atomic(path, key_text, value)
+    return value, False

@@ -1,0 +1,129 @@
+"""DGAN-WP-TL's generator and critic, as lossbench reads the paper (see docs/training.md).
+
+- `Generator`: z (N×z_dim, ~N(0, I)) -> 4×4 transposed conv -> (transposed conv 4×4 stride 2,
+  BatchNorm, ReLU) up to R×R -> 3×3 conv to one channel -> tanh, so images are in [-1, 1].
+- `Critic`: (conv 4×4 stride 2, [norm], LeakyReLU(0.2)) down to 4×4 -> 4×4 conv to one raw score
+  per sample. No BatchNorm, which breaks per-sample gradient penalties: norm "none" or "layernorm"
+  (GroupNorm with one group: normalises each sample over C, H, W, with a per-channel affine).
+
+Widths: the generator's last hidden layer has `width` channels and the critic's first layer has
+`width` channels; each stage towards 4×4 doubles the channels, capped at 8 × width (DCGAN).
+Weights follow the DCGAN initialisation: conv weights N(0, 0.02), BatchNorm weights N(1, 0.02),
+biases 0.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lossbench.config import check_resolution
+
+MAX_WIDTH_MULT = 8
+
+
+def _channels(width: int, resolution: int, side: int) -> int:
+    """Channels of a feature map side×side in a network whose outermost hidden layer has `width`."""
+    return width * min(resolution // side, MAX_WIDTH_MULT)
+
+
+def dcgan_init_(module: nn.Module, rng: torch.Generator | None = None) -> nn.Module:
+    """Re-initialise `module` in place, DCGAN-style, drawing from `rng` (global RNG when None)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.02, generator=rng)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, 0.02, generator=rng)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+class Generator(nn.Module):
+    """z (N×z_dim) -> images N×1×R×R in [-1, 1]."""
+
+    def __init__(
+        self, resolution: int, z_dim: int = 128, width: int = 64, rng: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        self.resolution = check_resolution(resolution)
+        self.z_dim = z_dim
+        self.width = width
+        side = 4
+        c = _channels(width, resolution, side)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(z_dim, c, 4, 1, 0, bias=False),  # 1×1 -> 4×4
+            nn.BatchNorm2d(c),
+            nn.ReLU(),
+        ]
+        while side < resolution:
+            side *= 2
+            c_next = _channels(width, resolution, side)
+            layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU()]
+            c = c_next
+        layers += [nn.Conv2d(c, 1, 3, 1, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+        dcgan_init_(self, rng)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class Critic(nn.Module):
+    """Images N×1×R×R in [-1, 1] -> raw scores of shape N (no sigmoid)."""
+
+    def __init__(
+        self, resolution: int, width: int = 64, norm: str = "none", rng: torch.Generator | None = None
+    ) -> None:
+        super().__init__()
+        if norm not in ("none", "layernorm"):
+            raise ValueError(f"critic norm must be 'none' or 'layernorm', got {norm!r}")
+        self.resolution = check_resolution(resolution)
+        self.width = width
+        self.norm = norm
+        side = resolution // 2
+        c = width
+        layers: list[nn.Module] = [nn.Conv2d(1, c, 4, 2, 1), nn.LeakyReLU(0.2)]  # never normalised
+        while side > 4:
+            side //= 2
+            c_next = _channels(width, resolution // 2, side)
+            layers.append(nn.Conv2d(c, c_next, 4, 2, 1))
+            if norm == "layernorm":
+                layers.append(nn.GroupNorm(1, c_next))
+            layers.append(nn.LeakyReLU(0.2))
+            c = c_next
+        layers.append(nn.Conv2d(c, 1, 4, 1, 0))  # 4×4 -> 1×1
+        self.net = nn.Sequential(*layers)
+        dcgan_init_(self, rng)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+@torch.no_grad()
+def generate_images(
+    generator: Generator, n: int, seed: int, batch_size: int = 100, device: str | torch.device = "cpu"
+) -> torch.Tensor:
+    """`n` images as a uint8 tensor n×1×R×R on the CPU, from z drawn with a CPU torch.Generator
+    seeded with `seed` (the same z on every device and for every batch size). The generator runs in
+    eval mode; its previous mode is restored afterwards."""
+    z = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed))
+    was_training = generator.training
+    generator.eval()
+    try:
+        chunks = [generator(zb.to(device)).float().cpu() for zb in z.split(batch_size)]
+    finally:
+        generator.train(was_training)
+    images = torch.cat(chunks) if chunks else torch.empty(0, 1, generator.resolution, generator.resolution)
+    return to_uint8(images)
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Images in [-1, 1] -> uint8 in [0, 255] (rounded, clamped)."""
+    return ((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] -> float32 in [-1, 1]."""
+    return images.float() / 127.5 - 1

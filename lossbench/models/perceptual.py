@@ -1,0 +1,144 @@
+"""The perceptual loss of DGAN-WP-TL ("TL": transfer learning from a frozen ImageNet network).
+
+L_perc(fake, real) = Σ_layers mean d(φ_l(fake), φ_l(real))  (Johnson et al. 2016: a sum over layers
+of per-layer means), where
+- φ is a frozen feature network, VGG16 by default, VGG19 with `network="vgg19"`;
+- inputs in [-1, 1] are mapped to [0, 1], grayscale is repeated to 3 channels and normalised with
+  the ImageNet mean and std, the statistics the network was trained with;
+- layers are named VGG-style, counted from 1 in each block between poolings: `conv{b}_{i}`,
+  `relu{b}_{i}`, `pool{b}` (default relu1_2, relu2_2, relu3_3, relu4_3);
+- d is "l1" (mean absolute difference, default) or "mse";
+- pairing "paired" (default) compares fake i with real i of the batch (equal batch sizes);
+  "mean" compares the batch-mean features (feature matching).
+
+Feature networks come from a registry (`register_feature_network`); a builder gets
+`random_weights` and `weights_dir` and returns a VGG-style `nn.Sequential`. Pretrained weights are
+found through `lossbench.weights.find_weights`; random weights only when asked for explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from lossbench.errors import ConfigError
+from lossbench.weights import find_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+FeatureBuilder = Callable[[bool, str | None], nn.Sequential]
+_FEATURE_NETWORKS: dict[str, FeatureBuilder] = {}
+
+
+def register_feature_network(name: str, builder: FeatureBuilder) -> None:
+    """Register `builder(random_weights, weights_dir) -> nn.Sequential` under `name` (replaces)."""
+    _FEATURE_NETWORKS[name] = builder
+
+
+def available_feature_networks() -> list[str]:
+    return sorted(_FEATURE_NETWORKS)
+
+
+def _torchvision_vgg(arch: str) -> FeatureBuilder:
+    def build(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
+        if random_weights:
+            return getattr(torchvision.models, arch)(weights=None).features
+        path = find_weights(arch, weights_dir)
+        with torch.device("meta"):  # no time spent on a random initialisation that is overwritten
+            model = getattr(torchvision.models, arch)(weights=None)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), assign=True)
+        return model.features
+
+    return build
+
+
+register_feature_network("vgg16", _torchvision_vgg("vgg16"))
+register_feature_network("vgg19", _torchvision_vgg("vgg19"))
+
+
+def layer_names(features: nn.Sequential) -> list[str]:
+    """VGG-style names of the modules of `features`, in order (conv1_1, relu1_1, ..., pool1, ...)."""
+    names, block, i = [], 1, 0
+    for m in features:
+        if isinstance(m, nn.Conv2d):
+            i += 1
+            names.append(f"conv{block}_{i}")
+        elif isinstance(m, nn.ReLU):
+            names.append(f"relu{block}_{i}")
+        elif isinstance(m, nn.MaxPool2d | nn.AvgPool2d):
+            names.append(f"pool{block}")
+            block, i = block + 1, 0
+        else:
+            names.append(f"{type(m).__name__.lower()}{block}_{i}")
+    return names
+
+
+class PerceptualLoss(nn.Module):
+    """A frozen feature network and the distance between fake and real features (see module doc)."""
+
+    def __init__(
+        self,
+        network: str = "vgg16",
+        layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
+        distance: str = "l1",
+        pairing: str = "paired",
+        random_weights: bool = False,
+        weights_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        if network not in _FEATURE_NETWORKS:
+            raise ConfigError(
+                f"unknown perceptual network {network!r} (known: {', '.join(available_feature_networks())}, "
+                "or 'none')"
+            )
+        if distance not in ("l1", "mse"):
+            raise ConfigError(f"perceptual distance must be 'l1' or 'mse', got {distance!r}")
+        if pairing not in ("paired", "mean"):
+            raise ConfigError(f"perceptual pairing must be 'paired' or 'mean', got {pairing!r}")
+        features = _FEATURE_NETWORKS[network](random_weights, weights_dir)
+        names = layer_names(features)
+        unknown = [layer for layer in layers if layer not in names]
+        if not layers or unknown:
+            raise ConfigError(
+                f"perceptual layers {list(layers)} not all in {network} (its layers: {', '.join(names)})"
+            )
+        self.taps = sorted(names.index(layer) for layer in layers)
+        for m in features:  # torchvision's VGG uses ReLU(inplace=True), which would overwrite a tapped conv
+            if isinstance(m, nn.ReLU):
+                m.inplace = False
+        self.features = features[: self.taps[-1] + 1].eval().requires_grad_(False)
+        self.network, self.layers, self.distance, self.pairing = network, tuple(layers), distance, pairing
+        self.weights = "random" if random_weights else "pretrained"
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
+
+    def train(self, mode: bool = True) -> PerceptualLoss:
+        return super().train(False)  # frozen: always in eval mode
+
+    def extract(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features at the chosen layers for images N×C×H×W in [-1, 1] (C = 1 or 3)."""
+        x = ((x + 1) / 2).expand(-1, 3, -1, -1)
+        x = (x - self.mean) / self.std
+        out = []
+        for i, m in enumerate(self.features):
+            x = m(x)
+            if i in self.taps:
+                out.append(x)
+        return out
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        """The scalar perceptual loss; gradients flow to `fake` only."""
+        with torch.no_grad():
+            real_features = self.extract(real)
+        dist = F.l1_loss if self.distance == "l1" else F.mse_loss
+        total = fake.new_zeros(())
+        for f, r in zip(self.extract(fake), real_features, strict=True):
+            if self.pairing == "mean":
+                f, r = f.mean(0), r.mean(0)
+            total = total + dist(f.float(), r.float())
+        return total

@@ -1,0 +1,463 @@
+"""The study report: paper-style table, significance tables and figures, as HTML and markdown.
+
+Numbers come from a results frame (a study or its CSV) through `lossbench.stats`. Figures that
+need MLflow artifacts are read from the runs named in the frame's `run_id` column, following the
+tracking conventions: sample grid `samples/final.png`, training curves `train/<term>`, generated
+features `features/fake.npy` per trial run and real features `features/real.npy` on the parent
+(study) run. A figure whose inputs are missing says "not available", so a bare CSV still gives
+the whole numeric report.
+
+Output in `out_dir`: `report.html` (self-contained: images embedded as base64 PNG, inline CSS, no
+external assets), `report.md` with `figures/*.png` beside it, and `stats.json`. Figures are drawn
+with matplotlib's Agg canvas (`matplotlib.figure.Figure`, no pyplot state). PCA is numpy's SVD of
+the centred real + generated features.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lossbench import stats
+from lossbench.metrics import DIRECTIONS
+
+NOT_AVAILABLE = "not available"
+CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;
+text-align:right}th{background:#f0f0f0}img{max-width:100%}.na{color:#888;font-style:italic}
+.grid td{text-align:center}.grid img{width:180px;image-rendering:pixelated}"""
+
+
+@dataclass
+class Artifacts:
+    """What MLflow holds for the trials of a results frame; every part may be empty."""
+
+    grids: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG bytes per cell (lowest seed)
+    curves: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
+    real_features: np.ndarray | None = None
+    fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+@dataclass
+class Report:
+    """Paths of the written report."""
+
+    html: Path
+    markdown: Path
+    stats_json: Path
+    figures: list[Path]
+    logged_to: str | None = None  # MLflow parent run id when the report was logged
+
+
+# ------------------------------------------------------------------------------------- MLflow
+
+
+def tracking_client(tracking_uri: str | None = None, root: str | Path = "mlruns"):
+    """An `MlflowClient` on `tracking_uri` (default: the embedded store under `root`), or None when
+    that is a SQLite file that does not exist: a report never creates a store."""
+    from mlflow import MlflowClient
+
+    from lossbench.tracking import default_tracking_uri
+
+    uri = tracking_uri or default_tracking_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def _download(client, run_id: str, path: str, tmp: Path) -> Path | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(client.download_artifacts(run_id, path, str(tmp)))
+    except (MlflowException, OSError):
+        return None
+
+
+def _find_parent(client, df: pd.DataFrame, run_ids: list[str], study: str | None) -> str | None:
+    """The study's parent run: the trials' `mlflow.parentRunId` tag, else a run tagged role=study."""
+    for run_id in run_ids[:1]:
+        parent = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
+        if parent:
+            return parent
+    name = study or (str(df["study"].iloc[0]) if "study" in df.columns and len(df) else None)
+    experiment = client.get_experiment_by_name(name) if name else None
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`lossbench.role` = 'study' and tags.`lossbench.study` = '{name}'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def fetch_artifacts(df: pd.DataFrame, client, study: str | None = None) -> Artifacts:
+    """Sample grids, training curves and features of the runs in `df["run_id"]` (missing parts skipped)."""
+    from mlflow.exceptions import MlflowException
+
+    art = Artifacts()
+    if client is None or "run_id" not in df.columns:
+        return art
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
+    rows = df.dropna(subset=["run_id"]).sort_values(["loss", "lambda", "seed"])
+    rows = rows.assign(loss=rows["loss"].astype(str), run_id=rows["run_id"].astype(str))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for r in rows.to_dict("records"):
+            cell, run_id = (r["loss"], float(r["lambda"])), r["run_id"]
+            try:
+                run = client.get_run(run_id)
+            except MlflowException:
+                continue
+            for key in sorted(k for k in run.data.metrics if k.startswith("train/")):
+                history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+                art.curves.setdefault(key.removeprefix("train/"), []).append(
+                    (cell[0], cell[1], [m.step for m in history], [m.value for m in history])
+                )
+            if cell not in art.grids and (png := _download(client, run_id, "samples/final.png", tmp)):
+                art.grids[cell] = png.read_bytes()
+            if cell not in art.fake_features and (npy := _download(client, run_id, "features/fake.npy", tmp)):
+                art.fake_features[cell] = np.load(npy)
+        run_ids = list(dict.fromkeys(rows["run_id"]))
+        try:
+            art.parent_run_id = _find_parent(client, df, run_ids, study)
+        except MlflowException:
+            art.parent_run_id = None
+        if art.parent_run_id and (npy := _download(client, art.parent_run_id, "features/real.npy", tmp)):
+            art.real_features = np.load(npy)
+    return art
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _label(metric: str) -> str:
+    return f"{metric} ({'lower' if DIRECTIONS[metric] == 'min' else 'higher'} is better)"
+
+
+def plot_metrics_vs_lambda(summary: pd.DataFrame, metrics: list[str]) -> bytes:
+    """One panel per metric: mean over seeds against lambda per loss, with the CI as a band."""
+    cols = min(2, len(metrics))
+    rows = -(-len(metrics) // cols)
+    fig = Figure(figsize=(5.5 * cols, 3.6 * rows))
+    for i, metric in enumerate(metrics):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        for loss, s in summary[summary["metric"] == metric].groupby("loss", sort=True):
+            s = s.sort_values("lambda")
+            line = ax.plot(s["lambda"], s["mean"], marker="o", label=loss)[0]
+            ax.fill_between(s["lambda"], s["ci_low"], s["ci_high"], color=line.get_color(), alpha=0.2)
+        ax.set_xlabel("λ (perceptual-loss weight)")
+        ax.set_title(_label(metric), fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], list[float]]]]) -> bytes | None:
+    """One panel per logged training term; one line per run, coloured by loss."""
+    if not curves:
+        return None
+    terms = sorted(curves)
+    cols = min(3, len(terms))
+    rows = -(-len(terms) // cols)
+    fig = Figure(figsize=(4.5 * cols, 3.2 * rows))
+    losses = sorted({c[0] for runs in curves.values() for c in runs})
+    colors = {loss: f"C{i}" for i, loss in enumerate(losses)}
+    for i, term in enumerate(terms):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        seen = set()
+        for loss, _lam, steps, values in curves[term]:
+            ax.plot(
+                steps, values, color=colors[loss], lw=0.8, alpha=0.6, label=None if loss in seen else loss
+            )
+            seen.add(loss)
+        ax.set_title(term, fontsize=10)
+        ax.set_xlabel("generator step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def pca_2d(real: np.ndarray, fakes: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Project real and generated features on the top two principal axes of their union."""
+    union = np.concatenate([real, *fakes]).astype(np.float64)
+    mean = union.mean(axis=0)
+    _, _, vt = np.linalg.svd(union - mean, full_matrices=False)
+    axes = vt[:2].T
+    return (real - mean) @ axes, [(f - mean) @ axes for f in fakes]
+
+
+def plot_pca(real: np.ndarray | None, fakes: dict[tuple[str, float], np.ndarray]) -> bytes | None:
+    """One panel per lambda: real features (grey) against generated features per loss, in 2-D PCA."""
+    if real is None or not fakes:
+        return None
+    cells = sorted(fakes)
+    real_2d, fakes_2d = pca_2d(real, [fakes[c] for c in cells])
+    lambdas = sorted({lam for _, lam in cells})
+    losses = sorted({loss for loss, _ in cells})
+    cols = min(3, len(lambdas))
+    rows = -(-len(lambdas) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.8 * rows))
+    for i, lam in enumerate(lambdas):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        ax.scatter(real_2d[:, 0], real_2d[:, 1], s=6, c="0.6", alpha=0.5, label="real")
+        for (loss, cell_lam), pts in zip(cells, fakes_2d, strict=True):
+            if cell_lam == lam:
+                ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.6, c=f"C{losses.index(loss)}", label=loss)
+        ax.set_title(f"λ={lam:g}", fontsize=10)
+        ax.set_xlabel("PC1")
+        ax.set_ylabel("PC2")
+        ax.legend(fontsize=8, markerscale=2)
+    fig.tight_layout()
+    return _png(fig)
+
+
+# ------------------------------------------------------------------------------------- tables
+
+
+def paper_table(summary: pd.DataFrame, best: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows (loss, lambda), one column per metric, "mean ± sd" over seeds; and a mask of best cells."""
+    cells = summary[["loss", "lambda"]].drop_duplicates().sort_values(["loss", "lambda"])
+    table = cells.assign(**{"lambda": cells["lambda"].map("{:g}".format)}).reset_index(drop=True)
+    mask = pd.DataFrame(False, index=table.index, columns=table.columns)
+    for metric, s in summary.groupby("metric", sort=False):
+        s = cells.merge(s, on=["loss", "lambda"], how="left")
+        table[metric] = [
+            "–" if pd.isna(m) else f"{m:.4g}" if pd.isna(sd) else f"{m:.4g} ± {sd:.2g}"
+            for m, sd in zip(s["mean"], s["sd"], strict=True)
+        ]
+        b = best[best["metric"] == metric]
+        mask[metric] = (s["loss"] == b["loss"].iloc[0]).to_numpy() & (
+            s["lambda"] == b["lambda"].iloc[0]
+        ).to_numpy()
+    return table, mask
+
+
+def _html_table(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
+    body = []
+    for i, row in enumerate(table.astype(str).itertuples(index=False)):
+        cells = []
+        for j, value in enumerate(row):
+            text = html.escape(value)
+            cells.append(
+                f"<td><b>{text}</b></td>" if bold is not None and bold.iat[i, j] else f"<td>{text}</td>"
+            )
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _md_table(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
+    if bold is not None:
+        table = table.astype(str).mask(bold, "**" + table.astype(str) + "**")
+    return stats.markdown_table(table)
+
+
+PAIRWISE_COLUMNS = [
+    "metric",
+    "lambda",
+    "a",
+    "b",
+    "n_a",
+    "n_b",
+    "mean_a",
+    "mean_b",
+    "p",
+    "p_adj",
+    "rank_p_adj",
+    "hedges_g",
+    "cliffs_delta",
+    "verdict",
+]
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+class _Doc:
+    """Collects each section once, as HTML and as markdown."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.html: list[str] = []
+        self.md: list[str] = []
+        self.figures: list[Path] = []
+        self.fig_dir = out_dir / "figures"
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.md.append("#" * level + " " + text)
+
+    def text(self, text: str, css: str = "") -> None:
+        self.html.append(f"<p{f' class={css!r}' if css else ''}>{html.escape(text)}</p>")
+        self.md.append(f"_{text}_" if css == "na" else text)
+
+    def table(self, table: pd.DataFrame, bold: pd.DataFrame | None = None) -> None:
+        if table.empty:
+            return self.text(NOT_AVAILABLE, "na")
+        self.html.append(_html_table(table, bold))
+        self.md.append(_md_table(table, bold))
+
+    def _save(self, name: str, png: bytes, alt: str) -> tuple[str, str]:
+        """Write figures/<name>.png; return its embedded HTML <img> and its markdown reference."""
+        name = re.sub(r"[^\w.=-]", "_", name)
+        self.fig_dir.mkdir(parents=True, exist_ok=True)
+        path = self.fig_dir / f"{name}.png"
+        path.write_bytes(png)
+        self.figures.append(path)
+        data = base64.b64encode(png).decode()
+        return (
+            f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">',
+            f"![{alt}](figures/{name}.png)",
+        )
+
+    def image(self, name: str, png: bytes | None, alt: str) -> None:
+        if png is None:
+            return self.text(f"{alt}: {NOT_AVAILABLE}", "na")
+        img, md = self._save(name, png, alt)
+        self.html.append(img)
+        self.md.append(md)
+
+    def grids(self, grids: dict[tuple[str, float], bytes], losses: list[str], lambdas: list[float]) -> None:
+        if not grids:
+            return self.text(f"sample grids: {NOT_AVAILABLE}", "na")
+        head = "<th>loss \\ λ</th>" + "".join(f"<th>{lam:g}</th>" for lam in lambdas)
+        md = [
+            "| loss \\ λ | " + " | ".join(f"{lam:g}" for lam in lambdas) + " |",
+            "|---" * (len(lambdas) + 1) + "|",
+        ]
+        rows = []
+        for loss in losses:
+            cells, md_cells = [], []
+            for lam in lambdas:
+                png = grids.get((loss, lam))
+                if png is None:
+                    cells.append(f"<td class='na'>{NOT_AVAILABLE}</td>")
+                    md_cells.append(NOT_AVAILABLE)
+                    continue
+                img, md_img = self._save(f"samples_{loss}_{lam:g}", png, f"{loss} λ={lam:g}")
+                cells.append(f"<td>{img}</td>")
+                md_cells.append(md_img)
+            rows.append(f"<tr><th>{html.escape(loss)}</th>{''.join(cells)}</tr>")
+            md.append(f"| {loss} | " + " | ".join(md_cells) + " |")
+        self.html.append(
+            f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+        self.md.append("\n".join(md))
+
+
+def build_report(
+    df: pd.DataFrame,
+    out_dir: Path,
+    result: stats.StatsResult,
+    artifacts: Artifacts | None = None,
+    title: str = "lossbench report",
+) -> Report:
+    """Write report.html, report.md, figures/ and stats.json for an analysed results frame."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    art = artifacts or Artifacts()
+    doc = _Doc(out_dir)
+    losses = sorted(result.summary["loss"].unique())
+    lambdas = sorted(result.summary["lambda"].unique())
+    doc.heading(title, 1)
+    doc.text(f"{len(df)} trials; losses {', '.join(losses)}; λ {', '.join(f'{x:g}' for x in lambdas)}.")
+    doc.text(result.header())
+
+    doc.heading("Results: mean ± sd over seeds (best cell per metric in bold)")
+    doc.table(*paper_table(result.summary, result.best))
+    doc.heading("Significance")
+    doc.text(
+        f"Verdicts use the {result.pairwise['test'].iloc[0] if len(result.pairwise) else 't'} test p-values "
+        f"corrected with {result.correction_name} across every metric, λ and pair; p >= {result.alpha:g} "
+        "reads 'no significant difference'. Effect sizes are signed a − b."
+    )
+    doc.heading(stats.TITLES["pairwise"], 3)
+    pair = result.pairwise[PAIRWISE_COLUMNS] if len(result.pairwise) else result.pairwise
+    doc.table(stats.display(pair))
+    if len(result.omnibus):
+        doc.heading(stats.TITLES["omnibus"], 3)
+        doc.table(stats.display(result.omnibus))
+    doc.heading(stats.TITLES["anova"], 3)
+    doc.table(stats.display(result.anova))
+
+    doc.heading("Figures")
+    doc.heading("Metrics against λ (95% CI bands)", 3)
+    doc.image(
+        "metrics_vs_lambda", plot_metrics_vs_lambda(result.summary, result.metrics), "metrics against lambda"
+    )
+    doc.heading("Sample grids (lowest seed per cell)", 3)
+    doc.grids(art.grids, losses, lambdas)
+    doc.heading("Training curves", 3)
+    doc.image("training_curves", plot_training_curves(art.curves), "training curves")
+    doc.heading("PCA of real and generated features", 3)
+    doc.image("pca", plot_pca(art.real_features, art.fake_features), "PCA of features")
+
+    doc.heading("Warnings")
+    if result.warnings:
+        doc.html.append("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings) + "</ul>")
+        doc.md.append("\n".join(f"- {w}" for w in result.warnings))
+    else:
+        doc.text("none")
+    doc.heading(stats.TITLES["summary"])
+    doc.table(stats.display(result.summary))
+
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{CSS}</style></head><body>\n" + "\n".join(doc.html) + "\n</body></html>\n"
+    )
+    paths = Report(out_dir / "report.html", out_dir / "report.md", out_dir / "stats.json", doc.figures)
+    paths.html.write_text(page, encoding="utf-8")
+    paths.markdown.write_text("\n\n".join(doc.md) + "\n", encoding="utf-8")
+    paths.stats_json.write_text(stats.format_result(result, "json"), encoding="utf-8")
+    return paths
+
+
+def report(
+    source: str,
+    out_dir: Path,
+    storage: str | None = None,
+    tracking_uri: str | None = None,
+    root: str | Path = "mlruns",
+    **analysis: Any,
+) -> Report:
+    """Analyse a study (by name) or a results CSV and write its report to `out_dir`.
+
+    `analysis` goes to `stats.analyze` (alpha, paired, correction, bootstrap, seed). `storage` and
+    `root` locate the study as `lossbench study` does. Artifacts are read when the frame has a
+    `run_id` column and the MLflow store exists; a report made from a study name is also logged to
+    the study's parent run under `report/`.
+    """
+    df = stats.load_results(source, storage, root)
+    result = stats.analyze(df, name=source, **analysis)
+    from_study = not Path(source).is_file()
+    client = tracking_client(tracking_uri, root) if "run_id" in df.columns else None
+    art = fetch_artifacts(df, client, study=source if from_study else None)
+    out = build_report(
+        df, out_dir, result, art, title=f"lossbench report: {Path(source).stem if not from_study else source}"
+    )
+    if from_study and client is not None and art.parent_run_id:
+        client.log_artifacts(art.parent_run_id, str(out_dir), artifact_path="report")
+        out.logged_to = art.parent_run_id
+    return out

@@ -1,0 +1,601 @@
+"""Significance across seeds: cell summaries, pairwise tests, two-way ANOVA, corrections, verdicts.
+
+Input is a results frame with one row per trial and the columns `loss`, `lambda`, `seed` plus metric
+columns named by the keys of `lossbench.metrics.DIRECTIONS` (`fid`, `kid`, `lpips_ff`, ...).
+
+Conventions:
+- a cell is one (loss, lambda); its replicates are the seeds. NaN or infinite metric values
+  (diverged or missing runs) are dropped and counted per cell, never used as numbers;
+- confidence intervals are two-sided (95% by default): t-based (`scipy.stats.ttest_1samp`), or a
+  seeded BCa bootstrap of the mean (`scipy.stats.bootstrap`) on request;
+- pairwise comparisons run per metric, per lambda, per pair of losses (a, b): Welch's t and
+  Mann-Whitney U, or with `paired=True` (seeds matched) the paired t and Wilcoxon signed-rank
+  tests on the seeds present in both cells;
+- effect sizes are signed a - b: Hedges' g (pooled sd, exact small-sample factor J) and Cliff's
+  delta = P(a > b) - P(a < b) = 2 U_a / (n_a n_b) - 1 from the Mann-Whitney U statistic;
+- p-values are corrected with statsmodels' `multipletests` over one family per test kind (t tests,
+  rank tests, omnibus tests), spanning every metric, lambda and pair: Holm by default or
+  Benjamini-Hochberg (`correction="fdr_bh"`);
+- verdicts use the corrected t-test p-value and each metric's direction: "wgangp better (lower fid)",
+  or "no significant difference" when p >= alpha; rank tests are reported beside it;
+- with more than two losses, an omnibus test per lambda: Kruskal-Wallis, or Friedman when paired;
+- two-way ANOVA `metric ~ C(loss) * C(lambda)`, type II, with partial eta squared
+  SS_effect / (SS_effect + SS_residual).
+Every test statistic comes from scipy or statsmodels.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import special, stats
+from statsmodels.formula.api import ols
+from statsmodels.stats.anova import anova_lm
+from statsmodels.stats.multitest import multipletests
+
+from lossbench.errors import ConfigError, DataError
+from lossbench.metrics import DIRECTIONS, metric_key
+
+REQUIRED_COLUMNS = ("loss", "lambda", "seed")
+CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
+FORMATS = ("table", "markdown", "csv", "latex", "json")
+
+
+@dataclass
+class StatsResult:
+    """Everything `analyze` finds; each table is a tidy DataFrame with a `metric` column."""
+
+    metrics: list[str]
+    alpha: float
+    paired: bool
+    correction: str  # multipletests method: "holm" or "fdr_bh"
+    ci_method: str  # "t" or "bootstrap"
+    summary: pd.DataFrame  # metric, loss, lambda, n, n_dropped, mean, sd, ci_low, ci_high
+    best: pd.DataFrame  # metric, direction, loss, lambda, mean
+    pairwise: pd.DataFrame  # metric, lambda, a, b, tests, p, p_adj, effect sizes, verdict
+    omnibus: pd.DataFrame  # metric, lambda, test, statistic, p, p_adj (more than two losses only)
+    anova: pd.DataFrame  # metric, term, sum_sq, df, F, p, partial_eta_sq
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def correction_name(self) -> str:
+        return CORRECTIONS[self.correction]
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {
+            "summary": self.summary,
+            "best": self.best,
+            "pairwise": self.pairwise,
+            "omnibus": self.omnibus,
+            "anova": self.anova,
+        }
+
+    def header(self) -> str:
+        """One line naming the settings every number depends on."""
+        tests = "paired t / Wilcoxon signed-rank" if self.paired else "Welch t / Mann-Whitney U"
+        return (
+            f"metrics: {', '.join(self.metrics)}; alpha={self.alpha:g}; tests: {tests}; "
+            f"p-values corrected with {self.correction_name} (multipletests method='{self.correction}'); "
+            f"{'bootstrap (BCa)' if self.ci_method == 'bootstrap' else 't-based'} 95% CIs"
+        )
+
+    def to_dict(self) -> dict:
+        out = {
+            "metrics": self.metrics,
+            "alpha": self.alpha,
+            "paired": self.paired,
+            "correction": self.correction,
+            "correction_name": self.correction_name,
+            "ci_method": self.ci_method,
+            "warnings": self.warnings,
+        }
+        for name, table in self.tables().items():
+            out[name] = json.loads(table.to_json(orient="records", double_precision=15))
+        return out
+
+
+# ---------------------------------------------------------------------------------------- input
+
+
+def load_results(source: str | Path, storage: str | None = None, root: str | Path = "mlruns") -> pd.DataFrame:
+    """The results frame of a CSV file, or of a study by name (`lossbench.study.results_frame`)."""
+    path = Path(source)
+    if path.is_file():
+        try:
+            return pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read results CSV {path}: {str(e).splitlines()[0]}") from None
+    if path.suffix.lower() == ".csv" or path.parent != Path("."):
+        raise DataError(f"no results file at {path}: give an existing CSV or a study name")
+    try:
+        from lossbench.study import results_frame
+    except ImportError:
+        raise DataError(f"{source!r} is not a CSV file and studies are not available here") from None
+    return results_frame(str(source), storage, root)
+
+
+def check_results(
+    df: pd.DataFrame, metrics: list[str] | None = None, name: str = "results"
+) -> tuple[pd.DataFrame, list[str]]:
+    """Validate a results frame; return a clean copy and the metrics to analyse.
+
+    `metrics=None` takes every `DIRECTIONS` key present with at least one finite value. Metric
+    values are coerced to floats (anything unparsable becomes NaN, then counts as missing).
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{name} lacks column(s) {', '.join(missing)}: a results table needs loss, lambda, seed "
+            "and metric columns (see `lossbench study export`)"
+        )
+    if metrics is None:
+        metrics = [m for m in DIRECTIONS if m in df.columns]
+    else:
+        metrics = [metric_key(m) for m in metrics]
+        unknown = [m for m in metrics if m not in DIRECTIONS]
+        if unknown:
+            raise ConfigError(f"unknown metric {unknown[0]!r}: choose from {', '.join(DIRECTIONS)}")
+        absent = [m for m in metrics if m not in df.columns]
+        if absent:
+            raise DataError(f"{name} has no column {absent[0]!r}; it has {', '.join(map(str, df.columns))}")
+    clean = df.copy()
+    clean["loss"] = clean["loss"].astype(str)
+    clean["lambda"] = pd.to_numeric(clean["lambda"], errors="coerce")
+    if clean["lambda"].isna().any():
+        raise DataError(f"{name} has non-numeric or empty lambda values: every row needs a number")
+    for m in metrics:
+        clean[m] = pd.to_numeric(clean[m], errors="coerce")
+    metrics = [m for m in metrics if np.isfinite(clean[m].to_numpy(float)).any()]
+    if not metrics:
+        raise DataError(f"{name} has no finite values in any metric column ({', '.join(DIRECTIONS)})")
+    return clean, metrics
+
+
+# ---------------------------------------------------------------------------------- statistics
+
+
+def finite(values) -> np.ndarray:
+    """The finite values of `values` as a float array (NaN and +-Inf dropped)."""
+    x = np.asarray(values, dtype=float)
+    return x[np.isfinite(x)]
+
+
+def confidence_interval(
+    x: np.ndarray,
+    confidence: float = 0.95,
+    method: str = "t",
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Two-sided CI of the mean: t-based (scipy ttest_1samp) or BCa bootstrap; NaN when n < 2."""
+    if len(x) < 2:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance: scipy returns NaN/degenerate
+        if method == "bootstrap":
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            res = stats.bootstrap(
+                (x,),
+                np.mean,
+                confidence_level=confidence,
+                n_resamples=n_resamples,
+                rng=np.random.default_rng(seed),
+            )
+            ci = res.confidence_interval
+        else:
+            ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
+
+
+def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
+    """Hedges' g of a - b: Cohen's d with the pooled sd times the exact factor
+    J(m) = Gamma(m/2) / (sqrt(m/2) Gamma((m-1)/2)), m = n_a + n_b - 2 (Hedges 1981)."""
+    na, nb = len(a), len(b)
+    m = na + nb - 2
+    if na < 1 or nb < 1 or m < 2:
+        return float("nan")
+    pooled = np.sqrt(
+        ((na - 1) * np.var(a, ddof=1 if na > 1 else 0) + (nb - 1) * np.var(b, ddof=1 if nb > 1 else 0)) / m
+    )
+    if pooled == 0:
+        return float("nan")
+    j = np.exp(special.gammaln(m / 2) - 0.5 * np.log(m / 2) - special.gammaln((m - 1) / 2))
+    return float(j * (np.mean(a) - np.mean(b)) / pooled)
+
+
+def cliffs_delta(a: np.ndarray, b: np.ndarray) -> float:
+    """Cliff's delta of a vs b, P(a > b) - P(a < b), as 2 U_a / (n_a n_b) - 1 (scipy mannwhitneyu)."""
+    if len(a) < 1 or len(b) < 1:
+        return float("nan")
+    u = stats.mannwhitneyu(a, b, alternative="two-sided").statistic
+    return float(2 * u / (len(a) * len(b)) - 1)
+
+
+def min_rank_p(n_a: int, n_b: int, paired: bool) -> float:
+    """The smallest two-sided p-value the rank test can give at these sizes (perfect separation)."""
+    if paired:
+        return float(stats.wilcoxon(np.arange(1.0, n_a + 1)).pvalue) if n_a >= 1 else float("nan")
+    if n_a < 1 or n_b < 1:
+        return float("nan")
+    return float(stats.mannwhitneyu(np.arange(n_a), np.arange(n_a, n_a + n_b)).pvalue)
+
+
+def correct(pvalues, alpha: float = 0.05, method: str = "holm") -> np.ndarray:
+    """Corrected p-values (statsmodels multipletests); NaN entries stay NaN and are not counted."""
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full_like(p, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=alpha, method=method)[1]
+    return out
+
+
+def verdict(metric: str, a: str, b: str, mean_a: float, mean_b: float, p_adj: float, alpha: float) -> str:
+    """Which loss wins on `metric`, honouring its direction, or "no significant difference"."""
+    if not np.isfinite(p_adj):
+        return "not testable"
+    if p_adj >= alpha:
+        return "no significant difference"
+    lower, higher = (a, b) if mean_a < mean_b else (b, a)
+    if DIRECTIONS[metric] == "min":
+        return f"{lower} better (lower {metric})"
+    return f"{higher} better (higher {metric})"
+
+
+def _fmt_lambda(lam: float) -> str:
+    return f"λ={lam:g}"
+
+
+def summarize(
+    df: pd.DataFrame,
+    metric: str,
+    confidence: float = 0.95,
+    ci_method: str = "t",
+    n_resamples: int = 9999,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Per (loss, lambda): n (finite values), n_dropped, mean, sd (ddof=1), CI of the mean."""
+    rows = []
+    for (loss, lam), cell in df.groupby(["loss", "lambda"], sort=True):
+        raw = cell[metric].to_numpy(float)
+        x = finite(raw)
+        low, high = confidence_interval(x, confidence, ci_method, n_resamples, seed)
+        rows.append(
+            {
+                "metric": metric,
+                "loss": loss,
+                "lambda": lam,
+                "n": len(x),
+                "n_dropped": len(raw) - len(x),
+                "mean": float(np.mean(x)) if len(x) else float("nan"),
+                "sd": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
+                "ci_low": low,
+                "ci_high": high,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def best_cells(summary: pd.DataFrame) -> pd.DataFrame:
+    """The cell with the best mean per metric (lowest for "min" metrics, highest for "max")."""
+    rows = []
+    for metric, s in summary.dropna(subset=["mean"]).groupby("metric", sort=False):
+        direction = DIRECTIONS[metric]
+        row = s.loc[s["mean"].idxmin() if direction == "min" else s["mean"].idxmax()]
+        rows.append(
+            {
+                "metric": metric,
+                "direction": direction,
+                "loss": row["loss"],
+                "lambda": row["lambda"],
+                "mean": row["mean"],
+                "sd": row["sd"],
+                "n": row["n"],
+            }
+        )
+    return pd.DataFrame(rows, columns=["metric", "direction", "loss", "lambda", "mean", "sd", "n"])
+
+
+def _pair_values(
+    df: pd.DataFrame, metric: str, lam: float, a: str, b: str, paired: bool, notes: dict[str, None]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The finite values of cells (a, lam) and (b, lam); matched by seed when paired."""
+    at = df[df["lambda"] == lam]
+    xa = at[at["loss"] == a][["seed", metric]]
+    xb = at[at["loss"] == b][["seed", metric]]
+    xa, xb = xa[np.isfinite(xa[metric])], xb[np.isfinite(xb[metric])]
+    if not paired:
+        return xa[metric].to_numpy(float), xb[metric].to_numpy(float)
+    for loss, x in ((a, xa), (b, xb)):
+        if x["seed"].duplicated().any():
+            raise DataError(
+                f"cell ({loss}, {_fmt_lambda(lam)}) repeats a seed: paired tests need one row per seed "
+                "(drop --paired or remove the duplicate rows)"
+            )
+    both = xa.merge(xb, on="seed", suffixes=("_a", "_b"))
+    unmatched = len(xa) + len(xb) - 2 * len(both)
+    if unmatched:
+        notes[
+            f"{metric} {_fmt_lambda(lam)} {a} vs {b}: {unmatched} value(s) without a matching seed "
+            "left out of the paired tests"
+        ] = None
+    return both[f"{metric}_a"].to_numpy(float), both[f"{metric}_b"].to_numpy(float)
+
+
+def _compare(xa: np.ndarray, xb: np.ndarray, paired: bool) -> dict:
+    """The t test and rank test of one pair; NaN where the sizes do not allow the test."""
+    nan = float("nan")
+    t_stat = t_p = r_stat = r_p = nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # zero variance -> NaN, reported "not testable"
+        if paired:
+            if len(xa) >= 2:
+                res = stats.ttest_rel(xa, xb)
+                t_stat, t_p = float(res.statistic), float(res.pvalue)
+            if len(xa) >= 1 and np.any(xa != xb):
+                res = stats.wilcoxon(xa, xb)
+                r_stat, r_p = float(res.statistic), float(res.pvalue)
+        else:
+            if len(xa) >= 2 and len(xb) >= 2:
+                res = stats.ttest_ind(xa, xb, equal_var=False)
+                t_stat, t_p = float(res.statistic), float(res.pvalue)
+            if len(xa) >= 1 and len(xb) >= 1:
+                res = stats.mannwhitneyu(xa, xb, alternative="two-sided")
+                r_stat, r_p = float(res.statistic), float(res.pvalue)
+    return {
+        "test": "paired t" if paired else "Welch t",
+        "statistic": t_stat,
+        "p": t_p,
+        "rank_test": "Wilcoxon signed-rank" if paired else "Mann-Whitney U",
+        "rank_statistic": r_stat,
+        "rank_p": r_p,
+        "hedges_g": hedges_g(xa, xb),
+        "cliffs_delta": cliffs_delta(xa, xb),
+    }
+
+
+def pairwise(
+    df: pd.DataFrame, metric: str, alpha: float = 0.05, paired: bool = False, notes: dict | None = None
+) -> pd.DataFrame:
+    """Uncorrected tests for every lambda and pair of losses on one metric (see `analyze`)."""
+    notes = {} if notes is None else notes
+    rows = []
+    losses = sorted(df["loss"].unique())
+    for lam in sorted(df["lambda"].unique()):
+        for a, b in itertools.combinations(losses, 2):
+            xa, xb = _pair_values(df, metric, lam, a, b, paired, notes)
+            if len(xa) == 0 and len(xb) == 0:
+                continue
+            row = {"metric": metric, "lambda": lam, "a": a, "b": b, "n_a": len(xa), "n_b": len(xb)}
+            row |= {
+                "mean_a": float(np.mean(xa)) if len(xa) else np.nan,
+                "mean_b": float(np.mean(xb)) if len(xb) else np.nan,
+            }
+            row |= _compare(xa, xb, paired)
+            rows.append(row)
+            min_p = min_rank_p(len(xa), len(xb), paired)
+            if np.isfinite(min_p) and min_p >= alpha:
+                sizes = f"{len(xa)} seed pairs" if paired else f"{len(xa)} vs {len(xb)} seeds"
+                notes[
+                    f"{row['rank_test']} with {sizes} cannot reach p < {alpha:g} "
+                    f"(smallest possible p = {min_p:.3g}); add seeds for a rank test to be informative"
+                ] = None
+    return pd.DataFrame(rows)
+
+
+def omnibus(df: pd.DataFrame, metric: str, paired: bool = False) -> pd.DataFrame:
+    """Per lambda with more than two losses: Kruskal-Wallis, or Friedman on seeds common to all."""
+    rows = []
+    for lam, at in df.groupby("lambda", sort=True):
+        at = at[np.isfinite(at[metric])]
+        if at["loss"].nunique() < 3:
+            continue
+        if paired:
+            wide = at.pivot_table(index="seed", columns="loss", values=metric, aggfunc="first").dropna()
+            groups, test = [wide[c].to_numpy() for c in wide.columns], "Friedman"
+        else:
+            groups = [g[metric].to_numpy(float) for _, g in at.groupby("loss")]
+            test = "Kruskal-Wallis"
+        try:
+            res = stats.friedmanchisquare(*groups) if paired else stats.kruskal(*groups)
+            stat, p = float(res.statistic), float(res.pvalue)
+        except ValueError:  # identical values, or too few blocks
+            stat = p = float("nan")
+        rows.append(
+            {
+                "metric": metric,
+                "lambda": lam,
+                "test": test,
+                "k": len(groups),
+                "n": int(sum(len(g) for g in groups)),
+                "statistic": stat,
+                "p": p,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def two_way_anova(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Type II ANOVA of metric ~ C(loss) * C(lambda) (factors with one level left out), with
+    partial eta squared; empty when there are no residual degrees of freedom."""
+    data = df.loc[np.isfinite(df[metric]), ["loss", "lambda", metric]]
+    data = data.rename(columns={"lambda": "lam", metric: "y"})
+    factors = [f for f, col in (("C(loss)", "loss"), ("C(lam)", "lam")) if data[col].nunique() > 1]
+    if not factors:
+        return pd.DataFrame()
+    model = ols("y ~ " + " * ".join(factors), data).fit()
+    if model.df_resid < 1:
+        return pd.DataFrame()
+    table = anova_lm(model, typ=2)
+    ss_res = table.loc["Residual", "sum_sq"]
+    table["partial_eta_sq"] = table["sum_sq"] / (table["sum_sq"] + ss_res)
+    table.loc["Residual", "partial_eta_sq"] = np.nan
+    names = {"C(loss)": "loss", "C(lam)": "lambda", "C(loss):C(lam)": "loss:lambda", "Residual": "residual"}
+    table = table.rename(index=names, columns={"PR(>F)": "p"}).reset_index(names="term")
+    table.insert(0, "metric", metric)
+    return table[["metric", "term", "sum_sq", "df", "F", "p", "partial_eta_sq"]]
+
+
+def analyze(
+    df: pd.DataFrame,
+    metrics: list[str] | None = None,
+    alpha: float = 0.05,
+    paired: bool = False,
+    correction: str = "holm",
+    bootstrap: bool = False,
+    n_resamples: int = 9999,
+    seed: int = 0,
+    name: str = "results",
+) -> StatsResult:
+    """Summaries, best cells, corrected pairwise and omnibus tests, ANOVA and warnings for `df`."""
+    if correction not in CORRECTIONS:
+        raise ConfigError(f"unknown correction {correction!r}: use 'holm' or 'fdr_bh'")
+    if not 0 < alpha < 1:
+        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
+    df, metrics = check_results(df, metrics, name)
+    ci_method = "bootstrap" if bootstrap else "t"
+    notes: dict[str, None] = {}  # ordered, de-duplicated warnings
+    summary = pd.concat(
+        [summarize(df, m, 0.95, ci_method, n_resamples, seed) for m in metrics], ignore_index=True
+    )
+    for r in summary.to_dict("records"):
+        where = f"{r['metric']}: cell ({r['loss']}, {_fmt_lambda(r['lambda'])})"
+        if r["n_dropped"]:
+            notes[f"{where}: {r['n_dropped']} missing or non-finite value(s) (diverged runs?) dropped"] = None
+        if r["n"] < 2:
+            notes[f"{where} has {r['n']} valid seed(s): no sd, CI or t-test (need at least 2)"] = None
+    pairs = [pairwise(df, m, alpha, paired, notes) for m in metrics]
+    pair_table = pd.concat(pairs, ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()
+    if len(pair_table):
+        pair_table["p_adj"] = correct(pair_table["p"], alpha, correction)
+        pair_table["rank_p_adj"] = correct(pair_table["rank_p"], alpha, correction)
+        pair_table["correction"] = correction
+        pair_table["verdict"] = [
+            verdict(r.metric, r.a, r.b, r.mean_a, r.mean_b, r.p_adj, alpha) for r in pair_table.itertuples()
+        ]
+        order = [
+            "metric",
+            "lambda",
+            "a",
+            "b",
+            "n_a",
+            "n_b",
+            "mean_a",
+            "mean_b",
+            "test",
+            "statistic",
+            "p",
+            "p_adj",
+            "rank_test",
+            "rank_statistic",
+            "rank_p",
+            "rank_p_adj",
+            "correction",
+            "hedges_g",
+            "cliffs_delta",
+            "verdict",
+        ]
+        pair_table = pair_table[order]
+    omni = [omnibus(df, m, paired) for m in metrics]
+    omni_table = pd.concat(omni, ignore_index=True) if any(len(o) for o in omni) else pd.DataFrame()
+    if len(omni_table):
+        omni_table["p_adj"] = correct(omni_table["p"], alpha, correction)
+        omni_table["correction"] = correction
+    anovas = [two_way_anova(df, m) for m in metrics]
+    for m, a in zip(metrics, anovas, strict=True):
+        if a.empty:
+            notes[f"{m}: no two-way ANOVA (needs more than one row per cell or more than one level)"] = None
+    anova_table = (
+        pd.concat([a for a in anovas if len(a)], ignore_index=True)
+        if any(len(a) for a in anovas)
+        else pd.DataFrame()
+    )
+    return StatsResult(
+        metrics=metrics,
+        alpha=alpha,
+        paired=paired,
+        correction=correction,
+        ci_method=ci_method,
+        summary=summary,
+        best=best_cells(summary),
+        pairwise=pair_table,
+        omnibus=omni_table,
+        anova=anova_table,
+        warnings=list(notes),
+    )
+
+
+# ---------------------------------------------------------------------------------- formatting
+
+
+def display(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
+    """A copy with floats as strings of `digits` significant digits (p-values likewise)."""
+    out = table.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            fmt = "{:g}" if col == "lambda" else f"{{:.{digits}g}}"
+            out[col] = [("" if pd.isna(v) else fmt.format(v)) for v in out[col]]
+    return out
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub-flavoured markdown table of `table` (strings as they are)."""
+    cells = table.astype(str).map(lambda s: s.replace("|", "\\|"))
+    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+TITLES = {
+    "summary": "Per cell: mean, sd and 95% CI over seeds",
+    "best": "Best cell per metric",
+    "pairwise": "Pairwise comparisons per lambda",
+    "omnibus": "Omnibus tests per lambda (more than two losses)",
+    "anova": "Two-way ANOVA (type II): metric ~ loss * lambda",
+}
+
+
+def check_format(fmt: str) -> str:
+    """Return `fmt` if it is one of FORMATS; raise ConfigError otherwise."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
+    return fmt
+
+
+def format_result(result: StatsResult, fmt: str = "table") -> str:
+    """`result` as text: "table" (plain), "markdown", "csv", "latex" or "json".
+
+    csv and latex give one block per table, each after a line `# <table name>`.
+    """
+    check_format(fmt)
+    if fmt == "json":
+        return json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str)
+    blocks = [result.header()]
+    for name, table in result.tables().items():
+        if table.empty:
+            continue
+        shown = display(table)
+        if fmt == "table":
+            blocks.append(f"{TITLES[name]}\n{shown.to_string(index=False)}")
+        elif fmt == "markdown":
+            blocks.append(f"### {TITLES[name]}\n\n{markdown_table(shown)}")
+        elif fmt == "csv":
+            buf = io.StringIO()
+            table.to_csv(buf, index=False)
+            blocks.append(f"# {name}\n{buf.getvalue().rstrip()}")
+        else:
+            blocks.append(f"% {TITLES[name]}\n{shown.to_latex(index=False)}".rstrip())
+    comment = {"csv": "# ", "latex": "% "}.get(fmt, "")
+    blocks[0] = comment + blocks[0]
+    if result.warnings:
+        title = "### Warnings" if fmt == "markdown" else comment + "warnings:"
+        bullet = "- " if fmt == "markdown" else comment + "  "
+        blocks.append("\n".join([title, *[bullet + w for w in result.warnings]]))
+    return "\n\n".join(blocks) + "\n"

@@ -1,0 +1,181 @@
+"""Third-party losses through the `lossbench.losses` entry-point group, with real distributions.
+
+Each test puts `*.dist-info` folders (METADATA + entry_points.txt) and their modules on sys.path,
+which is how an installed package looks to importlib.metadata, and resets the registry's plugin
+cache; the fixture undoes both.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lossbench.cli import main
+from lossbench.errors import ConfigError, PluginError
+from lossbench.losses import available_losses, get_loss, registry
+
+FIXTURE = Path(__file__).parent / "fixtures" / "plugin"
+BUILTIN = ["bce", "dragan", "hinge", "lsgan", "ns-r1", "rasgan", "rsgan", "wgangp"]
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A site-packages folder on sys.path holding the lossbench-rahinge distribution of fixtures/."""
+    site = tmp_path / "site"
+    shutil.copytree(FIXTURE, site)
+    monkeypatch.syspath_prepend(str(site))
+    registry.clear_plugin_cache()
+    yield site
+    registry.clear_plugin_cache()
+    for name, module in list(sys.modules.items()):  # the plugin modules imported from `site`
+        if str(site) in str(getattr(module, "__file__", "")):
+            del sys.modules[name]
+
+
+def add_distribution(site: Path, dist: str, entry_points: dict[str, str], module: str = "", source: str = ""):
+    """Write an installed-looking distribution: dist-info with entry points, and optionally a module."""
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[lossbench.losses]\n{lines}")
+    if module:
+        (site / f"{module}.py").write_text(source)
+
+
+class LinearCritic(nn.Module):
+    def __init__(self, w: torch.Tensor) -> None:
+        super().__init__()
+        self.w = nn.Parameter(w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w
+
+
+def test_plugin_loss_is_listed_and_usable_by_name(site, capsys):
+    assert "rahinge" in available_losses() and set(BUILTIN) <= set(available_losses())
+    loss = get_loss("rahinge", margin=0.5)
+    assert loss.name == "rahinge" and loss.n_critic == 1 and loss.params() == {"margin": 0.5}
+    assert "lossbench-rahinge 0.1.0" in registry.origin("rahinge")
+
+    # Hand computation: scores r = (1, 3), f = (0, 2); E r = 2, E f = 1.
+    D = LinearCritic(torch.tensor([1.0, 0.0]))
+    real, fake = torch.tensor([[1.0, 5.0], [3.0, 5.0]]), torch.tensor([[0.0, 5.0], [2.0, 5.0]])
+    d = 0.5 * (max(0, 0.5 - (1 - 1)) + max(0, 0.5 - (3 - 1))) + 0.5 * (
+        max(0, 0.5 + (0 - 2)) + max(0, 0.5 + (2 - 2))
+    )
+    assert loss.discriminator_loss(D, real, fake).loss.item() == pytest.approx(d)
+
+    with pytest.raises(ConfigError, match="'rahinge' has no parameter gamma; valid: margin"):
+        get_loss("rahinge", gamma=1)
+
+    assert main(["losses", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert (
+        "\nrahinge " in out and "Relativistic average hinge loss." in out and "margin=1.0, n_critic=1" in out
+    )
+    assert "of distribution lossbench-rahinge 0.1.0" in out and "wgangp " in out and err == ""
+    assert main(["losses", "show", "rahinge"]) == 0
+    assert "L_D = E[relu(m - (D(r) - E[D(f)]))]" in capsys.readouterr().out
+
+
+def test_plugins_are_loaded_once(site, monkeypatch):
+    calls = []
+    entry_points = registry.importlib.metadata.entry_points
+
+    def counting(**kw):
+        calls.append(kw)
+        return entry_points(**kw)
+
+    monkeypatch.setattr(registry.importlib.metadata, "entry_points", counting)
+    for _ in range(3):
+        available_losses()
+        get_loss("rahinge")
+    assert calls == [{"group": "lossbench.losses"}]
+
+
+def test_broken_plugin_names_itself_and_breaks_nothing(site, capsys):
+    add_distribution(
+        site, "broken-dist", {"broken": "lb_broken_mod:Loss"}, "lb_broken_mod", "import lb_missing_dep\n"
+    )
+    with pytest.raises(PluginError) as e:
+        get_loss("broken")
+    message = str(e.value)
+    assert "'broken'" in message and "broken-dist 1.0" in message and "lb_missing_dep" in message
+    assert "broken" not in available_losses()
+    assert {"rahinge", *BUILTIN} <= set(available_losses())
+    assert get_loss("wgangp").n_critic == 5 and get_loss("rahinge").n_critic == 1
+
+    assert main(["losses", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert "wgangp " in out and "rahinge " in out
+    assert err.startswith("warning: plugin entry point 'broken'") and "ModuleNotFoundError" in err
+    assert main(["losses", "show", "broken"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: plugin entry point 'broken'")
+
+
+def test_plugin_clashing_with_a_builtin_is_an_error_for_that_name_only(site, capsys):
+    add_distribution(site, "clash-dist", {"hinge": "lossbench_rahinge:RaHinge"})
+    with pytest.raises(
+        PluginError, match=r"'hinge' is claimed by .*clash-dist 1\.0 and by the built-in loss"
+    ):
+        get_loss("hinge")
+    assert get_loss("bce").n_critic == 1 and get_loss("rahinge").name == "rahinge"
+    assert "hinge" not in available_losses() and "bce" in available_losses()
+    assert main(["losses", "list"]) == 0
+    assert "clash-dist" in capsys.readouterr().err
+
+
+def test_two_plugins_claiming_one_name(site):
+    add_distribution(site, "other-dist", {"rahinge": "lossbench_rahinge:RaHinge"})
+    with pytest.raises(PluginError, match="'rahinge' is claimed by .* and by plugin entry point 'rahinge'"):
+        get_loss("rahinge")
+    assert get_loss("wgangp").name == "wgangp"
+
+
+def test_plugin_subclassing_a_builtin_gets_its_own_name(site):
+    source = "from lossbench.losses.bce import BCE\n\n\nclass SaturatingBCE(BCE):\n    pass\n"
+    add_distribution(site, "sub-dist", {"bce-sat": "lb_sub_mod:SaturatingBCE"}, "lb_sub_mod", source)
+    assert get_loss("bce-sat", saturating=True).name == "bce-sat"
+    assert get_loss("bce").name == "bce"
+
+
+def test_entry_point_that_is_not_a_loss_class(site):
+    add_distribution(
+        site, "odd-dist", {"odd": "lb_odd_mod:make"}, "lb_odd_mod", "def make():\n    return 1\n"
+    )
+    with pytest.raises(PluginError, match="odd-dist 1.0 is not a loss class"):
+        get_loss("odd")
+
+
+def test_plugin_loss_trains_a_few_steps_by_name(site, tmp_path):
+    train = pytest.importorskip("lossbench.train").train
+    data = pytest.importorskip("lossbench.data")
+    if not hasattr(data, "load_dataset"):
+        pytest.skip("lossbench.data.load_dataset does not exist yet")
+    from lossbench.config import TrainConfig
+
+    config = TrainConfig(
+        loss="rahinge", loss_params={"margin": 0.5}, steps=2, batch_size=8, z_dim=16, g_width=4, d_width=4,
+        perceptual="none", lam=0.0, log_every=1, progress=False,
+    )  # fmt: skip
+    result = train(data.load_dataset("phantom:16", 32), config, tmp_path / "run")
+    assert result.steps == 2
+    assert {"d/loss", "g/adv"} <= set(result.history)
+    assert all(torch.isfinite(torch.tensor(v)) for _, v in result.history["d/loss"])
+
+
+def test_docs_example_is_the_tested_plugin():
+    """docs/plugins.md shows exactly the fixture module and the entry point these tests install."""
+    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    assert (FIXTURE / "lossbench_rahinge.py").read_text() in docs
+    entry_point = (
+        (FIXTURE / "lossbench_rahinge-0.1.0.dist-info" / "entry_points.txt").read_text().splitlines()[1]
+    )
+    assert entry_point.replace("lossbench_rahinge:RaHinge", '"lossbench_rahinge:RaHinge"') in docs

@@ -1,0 +1,200 @@
+"""lossbench.report and `lossbench report`: self-contained HTML, graceful degradation, MLflow artifacts."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lossbench import report as rp
+from lossbench import stats
+from lossbench.cli import main
+
+LOSSES, LAMBDAS, SEEDS = ("bce", "wgangp"), (0.5, 5.0), (0, 1, 2)
+
+
+def results(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = [
+        {
+            "study": "demo",
+            "trial": i,
+            "loss": loss,
+            "lambda": lam,
+            "seed": s,
+            "state": "COMPLETE",
+            "fid": 150 + (0 if loss == "wgangp" else 20) + 4 * rng.normal(),
+            "kid": 0.1 + 0.01 * rng.normal(),
+            "lpips_ff": 0.45 + 0.02 * rng.normal(),
+            "msssim_ff": 0.2 + 0.02 * rng.normal(),
+        }
+        for i, (loss, lam, s) in enumerate((lo, la, s) for lo in LOSSES for la in LAMBDAS for s in SEEDS)
+    ]
+    return pd.DataFrame(rows)
+
+
+def embedded_pngs(page: str) -> list[bytes]:
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
+
+
+def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys):
+    csv = tmp_path / "results.csv"
+    df = results()
+    df.to_csv(csv, index=False)
+    assert main(["report", str(csv), "--out", str(tmp_path / "out")]) == 0
+    assert "report.html" in capsys.readouterr().out
+    page = (tmp_path / "out" / "report.html").read_text()
+    # self-contained: no external URL, stylesheet or script; every image an embedded PNG
+    assert not re.search(r"(src|href)=[\"'](?!data:)", page)
+    assert "<script" not in page and "<link" not in page
+    pngs = embedded_pngs(page)
+    assert len(pngs) == 1  # metrics-vs-lambda only: no artifacts without MLflow
+    assert Image.open(io.BytesIO(pngs[0])).size[0] > 300
+    for missing in (
+        "sample grids: not available",
+        "training curves: not available",
+        "PCA of features: not available",
+    ):
+        assert missing in page
+    # paper-style table: mean ± sd over seeds; the best fid cell (lowest mean) in bold
+    cell = df[(df["loss"] == "wgangp") & (df["lambda"] == 5.0)]["fid"]
+    assert f"{cell.mean():.4g} ± {cell.std(ddof=1):.2g}" in page
+    summary = stats.analyze(df).summary
+    best = summary[summary["metric"] == "fid"].sort_values("mean").iloc[0]
+    best_text = f"{best['mean']:.4g} ± {best['sd']:.2g}"
+    assert f"<b>{best_text}</b>" in page
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert f"**{best_text}**" in md and "![metrics against lambda](figures/metrics_vs_lambda.png)" in md
+    assert "Holm" in page and "Welch t" in page
+    assert (tmp_path / "out" / "figures" / "metrics_vs_lambda.png").is_file()
+
+
+def test_report_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("loss,seed,fid\na,0,1\n")
+    assert main(["report", str(csv), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "lacks column(s) lambda" in err and err.count("\n") == 1
+
+
+def test_pca_matches_covariance_eigenvectors():
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(60, 5)) * [5, 2, 1, 0.5, 0.1]
+    fake = rng.normal(size=(40, 5)) + 3
+    real_2d, (fake_2d,) = rp.pca_2d(real, [fake])
+    union = np.concatenate([real, fake])
+    _, vecs = np.linalg.eigh(np.cov(union.T))
+    ref = (union - union.mean(0)) @ vecs[:, ::-1][:, :2]
+    got = np.concatenate([real_2d, fake_2d])
+    for k in range(2):  # equal up to the sign of each axis
+        assert np.allclose(np.abs(got[:, k]), np.abs(ref[:, k]), atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------ with MLflow
+
+
+def _png(value: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((16, 16), value, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tracked(tmp_path_factory):
+    """A small MLflow store laid out as tracking.py does: parent study run, one child per trial."""
+    from mlflow import MlflowClient
+
+    root = tmp_path_factory.mktemp("mlruns")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("demo", artifact_location=(root / "artifacts").as_uri())
+    parent = client.create_run(exp, tags={"lossbench.role": "study", "lossbench.study": "demo"}).info.run_id
+    files = tmp_path_factory.mktemp("files")
+    np.save(files / "real.npy", np.random.default_rng(0).normal(size=(50, 8)))
+    client.log_artifact(parent, str(files / "real.npy"), "features")
+    df = results()
+    run_ids = []
+    for r in df.to_dict("records"):
+        tags = {
+            "mlflow.parentRunId": parent,
+            "lossbench.role": "trial",
+            "lossbench.study": "demo",
+            "lossbench.loss": r["loss"],
+            "lossbench.lambda": str(r["lambda"]),
+            "lossbench.seed": str(r["seed"]),
+        }
+        run_id = client.create_run(exp, tags=tags).info.run_id
+        run_ids.append(run_id)
+        for step in range(0, 50, 10):
+            client.log_metric(run_id, "train/g_loss", float(np.exp(-step / 20) + r["seed"]), step=step)
+        if (r["loss"], r["lambda"]) != ("bce", 5.0):  # one cell without sample grid and features
+            d = files / run_id
+            d.mkdir()
+            (d / "final.png").write_bytes(_png(40 * r["seed"] + (100 if r["loss"] == "wgangp" else 0)))
+            np.save(d / "fake.npy", np.random.default_rng(r["trial"]).normal(size=(20, 8)) + 1)
+            client.log_artifact(run_id, str(d / "final.png"), "samples")
+            client.log_artifact(run_id, str(d / "fake.npy"), "features")
+        client.set_terminated(run_id)
+    df["run_id"] = run_ids
+    return uri, client, parent, df
+
+
+def test_report_with_mlflow_artifacts(tracked, tmp_path):
+    uri, client, parent, df = tracked
+    csv = tmp_path / "export.csv"
+    df.to_csv(csv, index=False)
+    out = rp.report(str(csv), tmp_path / "out", tracking_uri=uri)
+    assert out.logged_to is None  # a CSV is never logged back to the study
+    page = out.html.read_text()
+    pngs = embedded_pngs(page)
+    # metrics figure + 3 sample grids (bce λ=5 missing) + training curves + PCA
+    assert len(pngs) == 1 + 3 + 1 + 1
+    grids = [p for p in pngs if Image.open(io.BytesIO(p)).size == (16, 16)]
+    # lowest seed per cell: seed 0 -> value 0 (bce) or 100 (wgangp)
+    assert sorted(int(np.asarray(Image.open(io.BytesIO(p))).mean()) for p in grids) == [0, 100, 100]
+    assert "<td class='na'>not available</td>" in page
+    assert "training curves: not available" not in page and "PCA of features: not available" not in page
+    assert {p.name for p in out.figures} >= {"training_curves.png", "pca.png", "samples_wgangp_0.5.png"}
+
+
+def test_fetch_artifacts_follows_conventions(tracked):
+    _, client, parent, df = tracked
+    art = rp.fetch_artifacts(df, client)
+    assert art.parent_run_id == parent
+    assert art.real_features.shape == (50, 8)
+    assert set(art.fake_features) == {("bce", 0.5), ("wgangp", 0.5), ("wgangp", 5.0)}
+    runs = art.curves["g_loss"]
+    assert len(runs) == len(df)
+    loss, lam, steps, values = runs[0]
+    assert steps == [0, 10, 20, 30, 40] and values[0] == pytest.approx(1.0)  # bce λ=0.5 seed 0
+
+
+def test_report_from_study_is_logged_to_parent_run(tracked, tmp_path, monkeypatch, capsys):
+    uri, client, parent, df = tracked
+    frame = df.drop(columns=["run_id"]).assign(run_id=df["run_id"])
+    monkeypatch.setitem(
+        sys.modules,
+        "lossbench.study",
+        types.SimpleNamespace(results_frame=lambda name, storage=None, root="mlruns": frame),
+    )
+    assert main(["report", "demo", "--out", str(tmp_path / "rep"), "--tracking-uri", uri]) == 0
+    assert f"logged to MLflow run {parent}" in capsys.readouterr().out
+    logged = {Path(f.path).name for f in client.list_artifacts(parent, "report")}
+    assert {"report.html", "report.md", "stats.json", "figures"} <= logged
+
+
+def test_no_store_is_created_for_a_csv(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    df = results().assign(run_id="abc")
+    df.to_csv("r.csv", index=False)
+    assert rp.tracking_client(None) is None
+    out = rp.report("r.csv", Path("out"))
+    assert out.html.is_file() and not Path("mlruns").exists()

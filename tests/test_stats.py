@@ -1,0 +1,328 @@
+"""lossbench.stats and `lossbench stats`: published reference values, equality with scipy/statsmodels."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as st
+from statsmodels.stats.multitest import multipletests
+
+from lossbench import stats
+from lossbench.cli import main
+
+DATA = Path(__file__).parent / "data"
+
+
+def sig4(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+@pytest.fixture
+def toothgrowth_csv(tmp_path) -> Path:
+    """ToothGrowth as a lossbench results table: supp -> loss, dose -> lambda, len -> fid."""
+    df = pd.read_csv(DATA / "toothgrowth.csv")
+    assert len(df) == 60
+    df = df.rename(columns={"supp": "loss", "dose": "lambda", "len": "fid"})
+    df["seed"] = df.groupby(["loss", "lambda"]).cumcount()
+    path = tmp_path / "toothgrowth.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def run_json(capsys, *args) -> dict:
+    assert main(["stats", *map(str, args), "--format", "json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def synthetic(losses=("bce", "wgangp"), lambdas=(0.5, 3.0, 5.0), seeds=range(5), shift=None, seed=0):
+    """A results frame with fid and lpips_ff; `shift[loss]` moves fid by that amount."""
+    rng = np.random.default_rng(seed)
+    shift = shift or {}
+    rows = [
+        {
+            "study": "s",
+            "loss": loss,
+            "lambda": lam,
+            "seed": s,
+            "fid": 100 + shift.get(loss, 0) + 3 * rng.normal(),
+            "lpips_ff": 0.4 + 0.02 * rng.normal(),
+            "kid_std": 0.1,
+        }
+        for loss in losses
+        for lam in lambdas
+        for s in seeds
+    ]
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------ published reference values
+
+
+def test_toothgrowth_two_way_anova_matches_published_f_values(toothgrowth_csv, capsys):
+    out = run_json(capsys, toothgrowth_csv, "--metric", "fid")
+    anova = {r["term"]: r for r in out["anova"]}
+    # R: summary(aov(len ~ supp * factor(dose), ToothGrowth)); balanced, so type I = type II.
+    assert sig4(anova["loss"]["F"]) == 15.57
+    assert sig4(anova["lambda"]["F"]) == 92.00
+    assert sig4(anova["loss:lambda"]["F"]) == 4.107
+    assert f"{anova['loss']['p']:.3g}" == "0.000231"
+    assert sig4(anova["loss:lambda"]["p"]) == 0.02186
+    sum_sq = [anova[t]["sum_sq"] for t in ("loss", "lambda", "loss:lambda", "residual")]
+    assert sum_sq == pytest.approx([205.4, 2426.4, 108.3, 712.1], abs=0.051)  # R prints 1 decimal
+    assert anova["residual"]["df"] == 54
+    # partial eta squared by hand from the published sums of squares
+    assert anova["loss"]["partial_eta_sq"] == pytest.approx(205.4 / (205.4 + 712.1), abs=2e-4)
+    assert anova["lambda"]["partial_eta_sq"] == pytest.approx(2426.4 / (2426.4 + 712.1), abs=2e-4)
+
+
+def test_toothgrowth_welch_per_dose_matches_published_p_values(toothgrowth_csv, capsys):
+    out = run_json(capsys, toothgrowth_csv)
+    rows = {r["lambda"]: r for r in out["pairwise"]}
+    assert set(rows) == {0.5, 1.0, 2.0}
+    assert all((r["a"], r["b"], r["test"]) == ("OJ", "VC", "Welch t") for r in rows.values())
+    # R: t.test(len ~ supp, data = subset(ToothGrowth, dose == d)), Welch by default.
+    assert [sig4(rows[d]["p"]) for d in (0.5, 1.0, 2.0)] == [0.006359, 0.001038, 0.9639]
+    assert [sig4(rows[d]["statistic"]) for d in (0.5, 1.0, 2.0)] == [3.170, 4.033, -0.04614]
+    assert rows[2.0]["verdict"] == "no significant difference"
+    assert rows[0.5]["verdict"] == "VC better (lower fid)"  # fid: lower is better
+
+
+def test_toothgrowth_cell_summaries_match_published(toothgrowth_csv, capsys):
+    out = run_json(capsys, toothgrowth_csv)
+    cells = {(r["loss"], r["lambda"]): r for r in out["summary"]}
+    published = {  # Kabacoff, R in Action ch. 9: n, mean, sd, 95% CI half-width
+        ("OJ", 0.5): (13.23, 4.46, 3.19),
+        ("OJ", 1.0): (22.70, 3.91, 2.80),
+        ("OJ", 2.0): (26.06, 2.66, 1.90),
+        ("VC", 0.5): (7.98, 2.75, 1.96),
+        ("VC", 1.0): (16.77, 2.52, 1.80),
+        ("VC", 2.0): (26.14, 4.80, 3.43),
+    }
+    for cell, (mean, sd, half) in published.items():
+        r = cells[cell]
+        assert r["n"] == 10 and r["n_dropped"] == 0
+        assert round(r["mean"], 2) == mean and round(r["sd"], 2) == sd
+        assert round((r["ci_high"] - r["ci_low"]) / 2, 2) == half
+    best = out["best"][0]
+    assert (best["loss"], best["lambda"]) == ("VC", 0.5)  # lowest mean, fid is "min"
+
+
+def test_hedges_g_matches_published_example():
+    # reproducer::calculateHg(Mc=10, Mt=15, Nc=20, Nt=20, SDc=2, SDt=2): g 2.5, adjusted 2.450276.
+    z = np.random.default_rng(0).normal(size=20)
+    z = (z - z.mean()) / z.std(ddof=1)
+    control, treatment = 10 + 2 * z, 15 + 2 * z[::-1]
+    assert stats.hedges_g(treatment, control) == pytest.approx(2.450276, abs=1e-6)
+    assert stats.hedges_g(control, treatment) == pytest.approx(-2.450276, abs=1e-6)
+    # Hedges' common approximation of J agrees to 1e-4 at m = 38.
+    assert stats.hedges_g(treatment, control) == pytest.approx(2.5 * (1 - 3 / (4 * 38 - 1)), abs=1e-4)
+
+
+def test_hedges_g_by_hand_unequal_sizes():
+    a, b = np.array([3.0, 5.0, 4.0, 8.0]), np.array([1.0, 2.0, 2.5])
+    pooled = np.sqrt((3 * np.var(a, ddof=1) + 2 * np.var(b, ddof=1)) / 5)
+    j = math.gamma(5 / 2) / (math.sqrt(5 / 2) * math.gamma(4 / 2))  # exact J(m), m = 5
+    assert stats.hedges_g(a, b) == pytest.approx(j * (a.mean() - b.mean()) / pooled, rel=1e-12)
+
+
+def test_cliffs_delta_equals_pair_count_and_u_identity():
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 6, 9).astype(float), rng.integers(1, 7, 7).astype(float)  # with ties
+    dominance = np.mean([np.sign(x - y) for x, y in itertools.product(a, b)])
+    u = st.mannwhitneyu(a, b).statistic
+    assert stats.cliffs_delta(a, b) == pytest.approx(dominance, abs=1e-12)
+    assert stats.cliffs_delta(a, b) == pytest.approx(2 * u / (len(a) * len(b)) - 1, abs=1e-12)
+    assert stats.cliffs_delta(b, a) == pytest.approx(-dominance, abs=1e-12)
+
+
+# ------------------------------------------------------------------------ equality with scipy/statsmodels
+
+
+def test_t_confidence_intervals_equal_scipy():
+    df = synthetic(seeds=range(4))
+    res = stats.analyze(df, ["fid"])
+    for r in res.summary.to_dict("records"):
+        x = df[(df["loss"] == r["loss"]) & (df["lambda"] == r["lambda"])]["fid"].to_numpy()
+        low, high = st.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=st.sem(x))
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((low, high), rel=1e-12)
+        assert r["sd"] == pytest.approx(np.std(x, ddof=1))
+
+
+def test_bootstrap_confidence_intervals_equal_scipy():
+    df = synthetic(seeds=range(6), lambdas=(1.0,))
+    res = stats.analyze(df, ["fid"], bootstrap=True, n_resamples=999, seed=7)
+    assert res.ci_method == "bootstrap" and "bootstrap" in res.header()
+    for r in res.summary.to_dict("records"):
+        x = df[(df["loss"] == r["loss"]) & (df["lambda"] == r["lambda"])]["fid"].to_numpy()
+        ref = st.bootstrap((x,), np.mean, n_resamples=999, rng=np.random.default_rng(7)).confidence_interval
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
+
+
+@pytest.mark.parametrize("method", ["holm", "fdr_bh"])
+def test_corrections_equal_multipletests(method):
+    df = synthetic(shift={"wgangp": -4})
+    res = stats.analyze(df, ["fid", "lpips_ff"], correction=method)
+    pw = res.pairwise
+    assert len(pw) == 2 * 3  # 2 metrics x 3 lambdas x 1 pair
+    assert (pw["correction"] == method).all()
+    assert pw["p_adj"].to_numpy() == pytest.approx(multipletests(pw["p"], method=method)[1], rel=1e-12)
+    assert pw["rank_p_adj"].to_numpy() == pytest.approx(
+        multipletests(pw["rank_p"], method=method)[1], rel=1e-12
+    )
+    name = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}[method]
+    assert f"corrected with {name}" in stats.format_result(res, "table")
+    for r in pw.to_dict("records"):  # the raw tests are scipy's
+        at = df[df["lambda"] == r["lambda"]]
+        xa, xb = (at[at["loss"] == loss][r["metric"]].to_numpy() for loss in (r["a"], r["b"]))
+        assert r["p"] == pytest.approx(st.ttest_ind(xa, xb, equal_var=False).pvalue, rel=1e-12)
+        assert r["rank_p"] == pytest.approx(st.mannwhitneyu(xa, xb).pvalue, rel=1e-12)
+
+
+def test_paired_tests_match_seeds_and_equal_scipy():
+    df = synthetic(seeds=range(6), lambdas=(3.0,), shift={"wgangp": -5})
+    df = df[~((df["loss"] == "bce") & (df["seed"] == 5))]  # seed 5 has no partner
+    df = df.sample(frac=1, random_state=0)  # row order must not matter
+    res = stats.analyze(df, ["fid"], paired=True)
+    r = res.pairwise.iloc[0]
+    a = df[df["loss"] == "bce"].set_index("seed")["fid"]
+    b = df[df["loss"] == "wgangp"].set_index("seed")["fid"]
+    seeds = sorted(set(a.index) & set(b.index))
+    assert (r["test"], r["rank_test"], r["n_a"]) == ("paired t", "Wilcoxon signed-rank", 5)
+    assert r["p"] == pytest.approx(st.ttest_rel(a[seeds], b[seeds]).pvalue, rel=1e-12)
+    assert r["rank_p"] == pytest.approx(st.wilcoxon(a[seeds], b[seeds]).pvalue, rel=1e-12)
+    assert any("without a matching seed" in w for w in res.warnings)
+
+
+def test_more_than_two_losses_omnibus_and_all_pairs():
+    df = synthetic(losses=("bce", "hinge", "wgangp"), seeds=range(4), shift={"wgangp": -10})
+    res = stats.analyze(df, ["fid"])
+    assert len(res.pairwise) == 3 * 3  # 3 lambdas x 3 pairs, corrected together
+    assert res.pairwise["p_adj"].to_numpy() == pytest.approx(
+        multipletests(res.pairwise["p"], method="holm")[1]
+    )
+    for r in res.omnibus.to_dict("records"):
+        at = df[df["lambda"] == r["lambda"]]
+        groups = [g["fid"].to_numpy() for _, g in at.groupby("loss")]
+        assert r["test"] == "Kruskal-Wallis"
+        assert r["p"] == pytest.approx(st.kruskal(*groups).pvalue, rel=1e-12)
+    paired = stats.analyze(df, ["fid"], paired=True)
+    for r in paired.omnibus.to_dict("records"):
+        wide = df[df["lambda"] == r["lambda"]].pivot(index="seed", columns="loss", values="fid")
+        assert r["test"] == "Friedman"
+        assert r["p"] == pytest.approx(st.friedmanchisquare(*wide.to_numpy().T).pvalue, rel=1e-12)
+
+
+# ------------------------------------------------------------------------ direction, verdicts, edge cases
+
+
+def test_verdicts_are_direction_aware():
+    df = synthetic(seeds=range(8), lambdas=(5.0,), shift={"wgangp": -30})
+    df.loc[df["loss"] == "wgangp", "lpips_ff"] += 0.3  # wgangp more diverse: higher lpips is better
+    res = stats.analyze(df, ["fid", "lpips_ff"])
+    verdicts = dict(zip(res.pairwise["metric"], res.pairwise["verdict"], strict=True))
+    assert verdicts == {"fid": "wgangp better (lower fid)", "lpips_ff": "wgangp better (higher lpips_ff)"}
+    best = res.best.set_index("metric")
+    assert best.loc["fid", "loss"] == "wgangp" and best.loc["lpips_ff", "loss"] == "wgangp"
+    assert stats.verdict("fid", "a", "b", 1.0, 2.0, 0.05, 0.05) == "no significant difference"
+    assert stats.verdict("msssim_ff", "a", "b", 1.0, 2.0, 0.01, 0.05) == "a better (lower msssim_ff)"
+
+
+def test_nan_and_inf_are_dropped_and_counted():
+    df = synthetic(seeds=range(4), lambdas=(0.5,))
+    df.loc[(df["loss"] == "bce") & (df["seed"] == 0), "fid"] = np.nan
+    df.loc[(df["loss"] == "bce") & (df["seed"] == 1), "fid"] = np.inf
+    res = stats.analyze(df, ["fid"])
+    cell = res.summary.set_index("loss").loc["bce"]
+    finite = df[(df["loss"] == "bce") & (df["seed"] >= 2)]["fid"]
+    assert (cell["n"], cell["n_dropped"]) == (2, 2)
+    assert cell["mean"] == pytest.approx(finite.mean())
+    assert res.pairwise.iloc[0]["n_a"] == 2
+    assert any("2 missing or non-finite value(s)" in w for w in res.warnings)
+
+
+def test_too_few_seeds_warn_and_are_not_tested():
+    df = synthetic(seeds=range(3), lambdas=(0.5, 3.0))
+    df = df[~((df["loss"] == "bce") & (df["lambda"] == 3.0) & (df["seed"] > 0))]
+    res = stats.analyze(df, ["fid"])
+    row = res.pairwise.set_index("lambda").loc[3.0]
+    assert np.isnan(row["p"]) and row["verdict"] == "not testable"
+    assert any("(bce, λ=3) has 1 valid seed(s)" in w for w in res.warnings)
+    # 3 vs 3 seeds: Mann-Whitney's smallest two-sided p is 2 / C(6, 3) = 0.1 >= alpha
+    assert any(
+        "Mann-Whitney U with 3 vs 3 seeds cannot reach p < 0.05 (smallest possible p = 0.1)" in w
+        for w in res.warnings
+    )
+    assert stats.min_rank_p(3, 0, paired=True) == pytest.approx(0.25)  # Wilcoxon: 2 / 2**3
+
+
+def test_study_name_is_resolved_lazily(monkeypatch, capsys):
+    df = synthetic(seeds=range(3))
+    calls = []
+
+    def results_frame(name, storage=None, root="mlruns"):
+        calls.append((name, storage, root))
+        return df
+
+    monkeypatch.setitem(sys.modules, "lossbench.study", types.SimpleNamespace(results_frame=results_frame))
+    out = run_json(capsys, "demo", "--storage", "sqlite:///x.db", "--metric", "fid")
+    assert calls == [("demo", "sqlite:///x.db", Path("mlruns"))]
+    assert out["metrics"] == ["fid"]
+
+
+# ------------------------------------------------------------------------ CLI formats and errors
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv", "latex"])
+def test_cli_formats(tmp_path, capsys, fmt):
+    path = tmp_path / "r.csv"
+    synthetic(seeds=range(3)).to_csv(path, index=False)
+    assert main(["stats", str(path), "--format", fmt, "--correction", "fdr_bh"]) == 0
+    out = capsys.readouterr().out
+    assert "Benjamini-Hochberg" in out
+    if fmt == "csv":
+        block = out.split("# pairwise\n")[1].split("\n\n")[0]
+        table = pd.read_csv(io.StringIO(block))
+        assert set(table["metric"]) == {"fid", "lpips_ff"} and (table["correction"] == "fdr_bh").all()
+    if fmt == "latex":
+        assert "\\begin{tabular}" in out
+    if fmt == "markdown":
+        assert "| metric | lambda |" in out
+
+
+@pytest.mark.parametrize(
+    "content, args, message",
+    [
+        ("loss,seed,fid\nbce,0,1\n", [], "lacks column(s) lambda"),
+        ("loss,lambda,seed,fid\nbce,1,0,1\n", ["--metric", "inception"], "unknown metric 'inception'"),
+        ("loss,lambda,seed,fid\nbce,1,0,1\n", ["--metric", "kid"], "has no column 'kid'"),
+        ("loss,lambda,seed,fid\nbce,1,0,nan\n", [], "no finite values"),
+        ("loss,lambda,seed,fid\nbce,x,0,1\n", [], "non-numeric or empty lambda"),
+        ("loss,lambda,seed,fid\nbce,1,0,1\n", ["--correction", "bonferroni"], "unknown correction"),
+        ("loss,lambda,seed,fid\nbce,1,0,1\n", ["--format", "xml"], "unknown format 'xml'"),
+        ("loss,lambda,seed,fid\nbce,1,0,1\n", ["--alpha", "1.5"], "alpha must be in (0, 1)"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, content, args, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    assert main(["stats", str(path), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cli_missing_file_and_paired_duplicates(tmp_path, capsys):
+    assert main(["stats", str(tmp_path / "nope.csv")]) == 2
+    assert "no results file" in capsys.readouterr().err
+    path = tmp_path / "dup.csv"
+    path.write_text("loss,lambda,seed,fid\na,1,0,1\na,1,0,2\nb,1,0,3\nb,1,1,4\na,1,1,5\n")
+    assert main(["stats", str(path), "--paired"]) == 2
+    assert "repeats a seed" in capsys.readouterr().err

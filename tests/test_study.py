@@ -1,0 +1,328 @@
+"""Studies: exactly-once grids with several workers, resume after SIGKILL, failures, TOML files, CLI errors.
+
+The machinery tests use `fake_cell` (a deterministic stand-in for training, importable by the spawned
+workers); the end-to-end and kill tests train and evaluate for real at tiny settings.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from lossbench import cli, tracking
+from lossbench.config import DataConfig, EvalConfig, StudyConfig, TrainConfig
+from lossbench.errors import ConfigError, DivergedError, LossbenchError
+from lossbench.study import (
+    Cell,
+    _enqueue,
+    CellResult,
+    grid_cells,
+    load_study,
+    open_storage,
+    results_frame,
+    run_study,
+    study_cells,
+)
+from lossbench.study_config import load_study_config, with_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+FOUR_METRICS = ("fid", "kid", "lpips_ff", "msssim_ff")
+
+
+def tiny(name: str, **kw) -> StudyConfig:
+    """2 losses × 2 λ × 2 seeds at R=32, width 8, 4 steps, 16 fakes, weight-free extractor, random weights."""
+    return StudyConfig(
+        name=name,
+        losses=("wgangp", "bce"),
+        lambdas=(0.5, 3.0),
+        seeds=(0, 1),
+        data=DataConfig(spec="phantom:64", resolution=32),
+        train=TrainConfig(
+            steps=4,
+            batch_size=8,
+            g_width=8,
+            d_width=8,
+            z_dim=16,
+            n_critic=1,
+            checkpoint_every=2,
+            log_every=1,
+            sample_every=0,
+            n_samples=4,
+            random_weights=True,
+        ),
+        eval=EvalConfig(
+            metrics=("fid", "kid", "lpips", "msssim"),
+            n_fake=16,
+            n_pairs=8,
+            kid_subsets=10,
+            batch_size=16,
+            feature_extractor="lossbench-tiny",
+            random_weights=True,
+        ),
+        workers=2,
+        **kw,
+    )
+
+
+def fake_cell(cell: Cell, ctx) -> CellResult:
+    """A stand-in for training: a known value per cell; (bce, 3, seed 1) diverges."""
+    time.sleep(0.2)
+    if (cell.loss, cell.lam, cell.seed) == ("bce", 3.0, 1):
+        raise DivergedError(7, "d/loss", float("nan"))
+    fid = 100 * (cell.loss == "bce") + 10 * cell.lam + cell.seed
+    return CellResult({"fid": fid, "kid": fid / 1000}, {"extractor": "fake", "n_fake": 16}, steps=4)
+
+
+def trials(root: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name=name, storage=open_storage(None, root)).get_trials()
+
+
+def complete_cells(root: Path, name: str) -> list[Cell]:
+    return sorted(
+        Cell(t.params["loss"], t.params["lambda"], t.params["seed"])
+        for t in trials(root, name)
+        if t.state == TrialState.COMPLETE
+    )
+
+
+def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path):
+    config = tiny("machinery")
+    summary = run_study(config, root=tmp_path, cell_fn=fake_cell)
+    diverged = Cell("bce", 3.0, 1)
+    cells = grid_cells(config)
+    assert complete_cells(tmp_path, "machinery") == sorted(set(cells) - {diverged})
+    assert summary.counts["done"] == 7 and summary.counts["failed"] == 1
+    (failed,) = [t for t in trials(tmp_path, "machinery") if t.state == TrialState.FAIL]
+    assert failed.user_attrs["fail_reason"].startswith("diverged: training diverged at step 7")
+    for t in trials(tmp_path, "machinery"):
+        if t.state == TrialState.COMPLETE:
+            expected = 100 * (t.params["loss"] == "bce") + 10 * t.params["lambda"] + t.params["seed"]
+            assert t.value == expected == t.user_attrs["metric.fid"]
+            assert t.user_attrs["setting.extractor"] == "fake"
+
+    frame = results_frame("machinery", root=tmp_path)
+    assert list(frame.columns) == ["study", "trial", "loss", "lambda", "seed", "state", "run_id", "fid", "kid"]
+    assert len(frame) == 7 and not ((frame["loss"] == "bce") & (frame["lambda"] == 3) & (frame["seed"] == 1)).any()
+
+    client = MlflowClient(summary.tracking_uri)
+    run = client.get_run(failed.user_attrs["mlflow_run_id"])
+    assert run.info.status == "FAILED" and run.data.tags["lossbench.fail_reason"].startswith("diverged")
+
+    n = len(trials(tmp_path, "machinery"))
+    again = run_study(config, root=tmp_path, cell_fn=fake_cell)
+    assert again.new_trials == 0 and len(trials(tmp_path, "machinery")) == n  # diverged cells are final
+
+
+def test_duplicate_queued_cell_is_pruned_not_rerun(tmp_path):
+    """Two parents queueing the same cell (the race GridSampler's own picking has) run it once."""
+    config = tiny("dup", losses=("bce",), lambdas=(0.5,), seeds=(0, 1))
+    study = optuna.create_study(study_name="dup", storage=open_storage(None, tmp_path))
+    for _ in range(2):
+        _enqueue(study, Cell("bce", 0.5, 0), "grid")
+    run_study(config, root=tmp_path, cell_fn=fake_cell)
+    assert complete_cells(tmp_path, "dup") == [Cell("bce", 0.5, 0), Cell("bce", 0.5, 1)]
+    skipped = [t for t in trials(tmp_path, "dup") if "skipped" in t.user_attrs]
+    assert [t.state for t in skipped] == [TrialState.PRUNED]
+    assert skipped[0].user_attrs["skipped"] == "cell already taken by trial 0"
+
+
+def test_tpe_repeats_each_sampled_point_over_the_seeds(tmp_path):
+    config = tiny("tpe", search="tpe", n_trials=2, workers=1)
+    run_study(config, root=tmp_path, cell_fn=fake_cell)
+    done = [t for t in trials(tmp_path, "tpe") if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    points = {(t.params["loss"], t.params["lambda"]) for t in done}
+    assert len(points) == 2 and len(done) == 4
+    for loss, lam in points:
+        assert sorted(t.user_attrs["seed"] for t in done if (t.params["loss"], t.params["lambda"]) == (loss, lam)) == [0, 1]
+    assert all(0 <= lam <= 10 for _, lam in points)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    run_study(tiny("same", losses=("bce",), lambdas=(0.5,), seeds=(0,)), root=tmp_path, cell_fn=fake_cell)
+    changed = tiny("same", losses=("bce",), lambdas=(0.5,), seeds=(0,))
+    changed.train.steps = 5
+    with pytest.raises(ConfigError, match=r"created with other settings: train.steps=4 \(now 5\)"):
+        run_study(changed, root=tmp_path, cell_fn=fake_cell)
+
+
+def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path, capsys):
+    config = tiny("e2e")
+    summary = run_study(config, root=tmp_path)
+    ts = trials(tmp_path, "e2e")
+    assert [t.state for t in ts] == [TrialState.COMPLETE] * 8
+    assert complete_cells(tmp_path, "e2e") == sorted(grid_cells(config))
+
+    client = MlflowClient(summary.tracking_uri)
+    exp = client.get_experiment_by_name("e2e").experiment_id
+    runs = client.search_runs([exp])
+    (parent,) = [r for r in runs if r.data.tags.get("lossbench.role") == "study"]
+    children = [r for r in runs if r.data.tags.get("lossbench.role") == "trial"]
+    assert len(children) == 8 and parent.info.run_id == summary.parent_run_id
+    for run in children:
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["lossbench.weights"] == "random"
+        assert run.data.params["train.steps"] == "4" and run.data.params["eval.feature_extractor"] == "lossbench-tiny"
+        assert run.data.params["train.loss"] == run.data.tags["lossbench.loss"]
+        assert run.data.tags["setting.fid_extractor"] == "lossbench-tiny"
+        trial = ts[int(run.data.tags["lossbench.trial"])]
+        for key in FOUR_METRICS:
+            assert run.data.metrics[key] == pytest.approx(trial.user_attrs[f"metric.{key}"])
+        assert trial.value == trial.user_attrs["metric.fid"]
+        names = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"config.json", "metrics.json", "samples", "features"} <= names
+        curve = client.get_metric_history(run.info.run_id, "train/g/loss")
+        assert sorted(m.step for m in curve) == [1, 2, 3, 4]
+    assert tracking.has_artifact(summary.tracking_uri, parent.info.run_id, "features/real.npy")
+
+    assert cli.main(["study", "--root", str(tmp_path), "--name", "e2e", "--no-progress"]) == 2  # other grid
+    assert "created with other settings" in capsys.readouterr().err
+    again = run_study(config, root=tmp_path)
+    assert again.new_trials == 0 and len(trials(tmp_path, "e2e")) == 8
+
+    out = tmp_path / "results.csv"
+    assert cli.main(["study", "export", "e2e", "--out", str(out), "--root", str(tmp_path)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame.columns[:7]) == ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
+    assert set(FOUR_METRICS) <= set(frame.columns) and len(frame) == 8
+    assert set(frame["run_id"]) == {r.info.run_id for r in children}
+
+
+class _Killer(threading.Thread):
+    """SIGKILLs the worker of the first trial caught RUNNING after its first checkpoint: the worker
+    is stopped (SIGSTOP) first, so the trial is certainly still RUNNING when it dies."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        super().__init__(daemon=True)
+        self.root, self.name = root, name
+        self.killed: tuple[int, Cell] | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        folder = self.root / "checkpoints" / self.name
+        while not self.done.is_set() and self.killed is None:
+            time.sleep(0.02)
+            if not any(folder.glob("*/checkpoint.pt")):
+                continue
+            try:
+                running = [t for t in trials(self.root, self.name) if t.state == TrialState.RUNNING]
+            except Exception:  # the journal is being created
+                continue
+            for t in running:
+                cell = Cell(t.params.get("loss"), t.params.get("lambda"), t.params.get("seed"))
+                if "pid" not in t.user_attrs or not (folder / cell.key / "checkpoint.pt").exists():
+                    continue
+                os.kill(t.user_attrs["pid"], signal.SIGSTOP)
+                now = {u.number: u for u in trials(self.root, self.name)}[t.number]
+                if now.state == TrialState.RUNNING:
+                    os.kill(t.user_attrs["pid"], signal.SIGKILL)
+                    self.killed = (t.number, cell)
+                    return
+                os.kill(t.user_attrs["pid"], signal.SIGCONT)
+
+
+def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
+    config = tiny("kill")
+    config.train.steps = 6
+    killer = _Killer(tmp_path, "kill")
+    killer.start()
+    with pytest.raises(LossbenchError, match=r"exited with code -9.*rerun the same command"):
+        run_study(config, root=tmp_path)
+    killer.done.set()
+    assert killer.killed is not None
+    number, cell = killer.killed
+    dead = trials(tmp_path, "kill")[number]
+    assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"].startswith("worker pid")
+    client = MlflowClient(tracking.default_tracking_uri(tmp_path))
+    assert client.get_run(dead.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    queued = [t for t in trials(tmp_path, "kill") if t.state == TrialState.WAITING]
+    assert [t.user_attrs["retry_of"] for t in queued] == [number]
+
+    run_study(config, root=tmp_path)
+    assert complete_cells(tmp_path, "kill") == sorted(grid_cells(config))  # none lost, none twice
+    (retry,) = [t for t in trials(tmp_path, "kill") if t.user_attrs.get("retry_of") == number]
+    assert retry.state == TrialState.COMPLETE
+    run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert int(run.data.tags["lossbench.resumed_from_step"]) >= 2  # from the checkpoint, not from scratch
+    assert run.data.tags["lossbench.retry_of"] == str(number)
+    finished = [
+        r
+        for r in client.search_runs([client.get_experiment_by_name("kill").experiment_id])
+        if r.data.tags.get("lossbench.role") == "trial" and r.info.status == "FINISHED"
+    ]
+    assert len(finished) == 8
+    states = {c: s for c, s, _ in study_cells(load_study("kill", root=tmp_path))}
+    assert set(states.values()) == {"done"}
+
+
+# --------------------------------------------------------------------------------------------- config
+
+
+def test_study_files_load():
+    demo = load_study_config(REPO / "studies" / "demo.toml")
+    paper = load_study_config(REPO / "studies" / "busi-paper.toml")
+    for config in (demo, paper):
+        assert config.losses == ("wgangp", "bce") and config.lambdas == (0.5, 3.0, 5.0, 7.0, 10.0)
+        assert len(config.seeds) == 3
+    assert demo.data.spec == "phantom" and demo.data.resolution == 32
+    assert demo.train.random_weights and demo.eval.random_weights and demo.eval.feature_extractor == "lossbench-tiny"
+    assert paper.data.spec == "busi" and paper.data.resolution == 128
+    assert not paper.train.random_weights and not paper.eval.random_weights
+
+
+def test_overrides_beat_the_file_and_unknown_keys_are_named(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text('name = "s"\nlosses = ["bce"]\n[train]\nsteps = 7\n[loss_params.bce]\nx = 1\n')
+    config = with_overrides(load_study_config(path), {"train.steps": 9, "name": None, "loss_params": {"bce": {"y": 2}}})
+    assert (config.name, config.losses, config.train.steps) == ("s", ("bce",), 9)
+    assert config.loss_params == {"bce": {"x": 1, "y": 2}}
+    path.write_text("[train]\nstepz = 7\n")
+    with pytest.raises(ConfigError, match="unknown key 'stepz' in \\[train\\]"):
+        load_study_config(path)
+    path.write_text("[train]\nlam = 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'lam'"):
+        load_study_config(path)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lambdas", "0.5,,3"], "malformed lambda list"),
+        (["--lambdas", "0.5,x"], "'x' is not a number"),
+        (["--losses", "wgangp,nosuch"], "unknown loss 'nosuch'"),
+        (["--resolution", "48"], "resolution 48 is not a power of two"),
+        (["--loss-param", "gp_weight=10"], "malformed --loss-param"),
+        (["--objective", "nosuch"], "unknown objective"),
+        (["--seeds", "2", "--seed-list", "0,1"], "either --seeds"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, args, message):
+    root = tmp_path / "mlruns"
+    assert cli.main(["study", "--data", "phantom:16", "--root", str(root), *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not root.exists()
+
+
+def test_missing_busi_says_how_to_get_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("LOSSBENCH_BUSI", raising=False)
+    assert cli.main(["study", "--losses", "wgangp,bce", "--lambdas", "0.5,3,5,7,10"]) == 2
+    err = capsys.readouterr().err
+    assert "BUSI not found" in err and "--data phantom" in err and err.count("\n") == 1
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_status_and_export_of_unknown_study_are_one_line(tmp_path, capsys):
+    assert cli.main(["study", "status", "nope", "--root", str(tmp_path)]) == 2
+    assert "no study storage" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""MLflow tracking: store initialisation, parent run reuse, child runs with explicit parents, batched metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from lossbench import tracking
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One SQLite store for the module (creating one runs MLflow's migrations, seconds each)."""
+    root = tmp_path_factory.mktemp("mlruns")
+    return root, tracking.default_tracking_uri(root)
+
+
+def test_flatten_nested_config():
+    flat = tracking.flatten({"train": {"lr": 1e-4, "betas": (0.0, 0.9)}, "name": "x", "loss_params": {}})
+    assert flat == {"train.lr": "0.0001", "train.betas": "[0.0, 0.9]", "name": "x", "loss_params": "{}"}
+
+
+def test_default_uri_keeps_relative_root():
+    assert tracking.default_tracking_uri("mlruns") == "sqlite:///mlruns/mlflow.db"
+
+
+def test_parent_run_is_reused_and_children_point_to_it(store):
+    tmp_path, uri = store
+    exp = tracking.init_experiment(uri, "s1", tmp_path / "artifacts")
+    assert tracking.init_experiment(uri, "s1", tmp_path / "artifacts") == exp
+    client = MlflowClient(uri)
+    assert client.get_experiment(exp).artifact_location == (tmp_path / "artifacts" / "s1").as_uri()
+
+    parent = tracking.study_run(uri, exp, "s1", {"losses": '["bce"]'}, {"lossbench.weights": "random"})
+    tracking.end_run(uri, parent, "FINISHED")
+    again = tracking.study_run(uri, exp, "s1", {"losses": '["bce"]'}, {"lossbench.weights": "random"})
+    assert again == parent
+    assert client.get_run(parent).info.status == "RUNNING"  # reopened on resume
+    assert client.get_run(parent).data.tags["lossbench.role"] == "study"
+
+    child = tracking.TrialRun.start(uri, exp, parent, "c", {"lossbench.trial": 3, "lossbench.loss": "bce"})
+    tags = client.get_run(child.run_id).data.tags
+    assert tags["mlflow.parentRunId"] == parent
+    assert tags["lossbench.role"] == "trial" and tags["lossbench.trial"] == "3"
+    assert tags["lossbench.version"] and tags["lossbench.git_commit"]
+    assert [r.info.run_id for r in tracking.running_child_runs(uri, exp)] == [child.run_id]
+    child.end("KILLED")
+
+
+def test_metrics_are_buffered_then_written_in_order(store):
+    tmp_path, uri = store
+    exp = tracking.init_experiment(uri, "s2", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "s2", {}, {})
+    run = tracking.TrialRun.start(uri, exp, parent, "c", {})
+    values = [(step, 1.0 / step) for step in range(1, 31)]
+    for step, v in values:
+        run.log_metrics({"train/g/loss": v}, step)
+    client = MlflowClient(uri)
+    assert client.get_metric_history(run.run_id, "train/g/loss") == []  # still buffered
+    run.end("FAILED", "diverged: test")
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.run_id, "train/g/loss"))
+    assert history == values
+    info = client.get_run(run.run_id)
+    assert info.info.status == "FAILED"
+    assert info.data.tags["lossbench.fail_reason"] == "diverged: test"
+    assert tracking.running_child_runs(uri, exp) == []
+
+
+def test_features_artifact_keeps_at_most_500_rows(store, tmp_path):
+    uri = store[1]
+    exp = tracking.init_experiment(uri, "s3", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "s3", {}, {})
+    features = np.random.default_rng(0).normal(size=(700, 4)).astype(np.float32)
+    assert not tracking.has_artifact(uri, parent, "features/real.npy")
+    tracking.log_features(uri, parent, features, "features/real.npy")
+    assert tracking.has_artifact(uri, parent, "features/real.npy")
+    local = MlflowClient(uri).download_artifacts(parent, "features/real.npy", str(tmp_path))
+    np.testing.assert_array_equal(np.load(local), features[:500])

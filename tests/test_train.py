@@ -1,0 +1,331 @@
+"""The shared trainer: determinism, exact resume, divergence, callbacks, every loss, and `lossbench train`."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import lossbench.train as train_module
+from lossbench.cli import main
+from lossbench.config import TrainConfig
+from lossbench.errors import ConfigError, DivergedError
+from lossbench.losses import available_losses, get_loss
+from lossbench.models import register_feature_network
+from lossbench.train import Callback, load_generator, train
+
+TINY = dict(batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", progress=False, log_every=2)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny networks run fastest on one thread (two threads on a busy machine are ~100× slower)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU()
+    )
+
+
+def raising_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
+    raise AssertionError("the perceptual network must not be built")
+
+
+register_feature_network("tiny-train", tiny_features)
+register_feature_network("raising", raising_features)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """40 smooth random 32×32 images (uint8), like ImageDataset.images."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(40, 1, 8, 8, generator=g), size=32, mode="bilinear")
+    return SimpleNamespace(images=(x * 255).round().to(torch.uint8), source="test", fingerprint="0")
+
+
+def config(**kw) -> TrainConfig:
+    return TrainConfig(**{**TINY, **kw})
+
+
+def states_equal(a: nn.Module, b: nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.logs, self.steps, self.checkpoints, self.ends = [], [], [], []
+
+    def on_log(self, step, terms):
+        self.logs.append((step, terms))
+
+    def on_step(self, step, generator_ema):
+        self.steps.append(step)
+
+    def on_checkpoint(self, step, path):
+        self.checkpoints.append((step, path.name, path.exists()))
+
+    def on_end(self, result):
+        self.ends.append(result.steps)
+
+
+def test_outputs_callbacks_and_checkpoint(data, tmp_path):
+    rec = Recorder()
+    cfg = config(loss="bce", steps=5, checkpoint_every=4, sample_every=4, n_samples=9)
+    result = train(data, cfg, tmp_path, callbacks=[rec])
+    assert result.steps == 5 and result.perceptual_weights == "none"
+    assert rec.steps == [1, 2, 3, 4, 5] and rec.ends == [5]
+    assert [s for s, _ in rec.logs] == [2, 4, 5]  # every log_every steps, at checkpoints and at the end
+    assert rec.checkpoints == [(4, "checkpoint.pt", True), (5, "checkpoint.pt", True)]
+    names = list(rec.logs[0][1])
+    assert {"d/loss", "g/adv", "g/loss"} <= set(names) and all(n[:2] in ("d/", "g/") for n in names)
+    assert result.history["g/loss"] == [(s, t["g/loss"]) for s, t in rec.logs]
+    for name in ("config.json", "checkpoint.pt", "samples.png", "samples/step_000004.png"):
+        assert (tmp_path / name).is_file(), name
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (
+        saved["train"]["loss"] == "bce" and saved["n_critic"] == 1 and saved["perceptual_weights"] == "none"
+    )
+    G = load_generator(tmp_path / "checkpoint.pt")
+    assert not G.training and states_equal(G, result.generator_ema)
+
+
+def test_same_seed_same_run_and_shared_start_across_losses(data, tmp_path):
+    a = train(
+        data, config(loss="wgangp", steps=3, augment=("translation", "cutout", "color")), tmp_path / "a"
+    )
+    b = train(
+        data, config(loss="wgangp", steps=3, augment=("translation", "cutout", "color")), tmp_path / "b"
+    )
+    assert states_equal(a.generator_ema, b.generator_ema) and a.history == b.history
+    c = train(data, config(loss="wgangp", steps=3, seed=1), tmp_path / "c")
+    assert not states_equal(a.generator_ema, c.generator_ema)
+    # With zero learning rates the weights stay at their initialisation: the same for every loss.
+    frozen = dict(steps=1, lr_g=0.0, lr_d=0.0)
+    w = train(data, config(loss="wgangp", **frozen), tmp_path / "w").generator_ema
+    h = train(data, config(loss="hinge", **frozen), tmp_path / "h").generator_ema
+    assert all(torch.equal(p, q) for p, q in zip(w.parameters(), h.parameters(), strict=True))
+
+
+def test_same_batches_and_noise_for_every_loss(data, tmp_path, monkeypatch):
+    """The critic sees the same real batches and the same fakes' z whatever the loss (same n_critic)."""
+    seen = {}
+
+    def spy(name):
+        real_loss = get_loss(name)
+
+        class Spy:
+            n_critic = 2
+
+            def discriminator_loss(self, D, real, fake):
+                seen.setdefault(name, []).append(real.clone())
+                return real_loss.discriminator_loss(D, real, fake)
+
+            def generator_loss(self, D, real, fake):
+                return real_loss.generator_loss(D, real, fake)
+
+            def params(self):
+                return {}
+
+        return Spy()
+
+    monkeypatch.setattr(train_module, "get_loss", lambda name, **kw: spy(name))
+    for name in ("bce", "lsgan"):
+        train(data, config(loss=name, steps=3, lr_g=0.0, lr_d=0.0), tmp_path / name)
+    assert len(seen["bce"]) == 6
+    assert all(torch.equal(x, y) for x, y in zip(seen["bce"], seen["lsgan"], strict=True))
+    assert not torch.equal(seen["bce"][0], seen["bce"][1])
+
+
+def test_resume_is_bit_identical(data, tmp_path):
+    kw = dict(
+        loss="wgangp",
+        lam=2.0,
+        perceptual="tiny-train",
+        perceptual_layers=("relu1_1", "relu2_1"),
+        augment=("translation", "color"),
+        checkpoint_every=2,
+    )
+    full = train(data, config(steps=4, **kw), tmp_path / "full")
+    train(data, config(steps=2, **kw), tmp_path / "part")
+    resumed = train(data, config(steps=4, **kw), tmp_path / "part", resume=True)
+    assert resumed.steps == 4 and resumed.history == full.history
+    s_full = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)
+    s_res = torch.load(tmp_path / "part" / "checkpoint.pt", weights_only=True)
+    for key in ("G", "D", "G_ema"):
+        assert s_full[key].keys() == s_res[key].keys()
+        assert all(torch.equal(s_full[key][k], s_res[key][k]) for k in s_full[key]), key
+    assert torch.equal(s_full["rng"]["torch"], s_res["rng"]["torch"])
+    with pytest.raises(ConfigError, match="lam 2.0 -> 3.0"):
+        train(data, config(steps=4, **{**kw, "lam": 3.0}), tmp_path / "part", resume=True)
+
+
+def test_nan_raises_diverged_error_naming_step_and_term(data, tmp_path, monkeypatch):
+    real_loss = get_loss("bce")
+    calls = []
+
+    class Poisoned:
+        n_critic = 1
+
+        def discriminator_loss(self, D, real, fake):
+            return real_loss.discriminator_loss(D, real, fake)
+
+        def generator_loss(self, D, real, fake):
+            out = real_loss.generator_loss(D, real, fake)
+            calls.append(1)
+            if len(calls) == 3:  # the third generator step
+                out.loss = out.loss * float("nan")
+            return out
+
+        def params(self):
+            return {}
+
+    monkeypatch.setattr(train_module, "get_loss", lambda name, **kw: Poisoned())
+    with pytest.raises(DivergedError) as info:
+        train(data, config(steps=10, log_every=5), tmp_path)
+    assert info.value.step == 3 and info.value.term == "g/adv"
+    assert "step 3" in str(info.value) and "nan" in str(info.value)
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_n_critic_from_loss_or_config(data, tmp_path, monkeypatch):
+    calls = []
+    wgangp = get_loss("wgangp")
+    original = type(wgangp).discriminator_loss
+
+    def counting(self, D, real, fake):
+        calls.append(1)
+        return original(self, D, real, fake)
+
+    monkeypatch.setattr(type(wgangp), "discriminator_loss", counting)
+    train(data, config(loss="wgangp", steps=2), tmp_path / "a")
+    assert len(calls) == 2 * wgangp.n_critic == 10
+    train(data, config(loss="wgangp", steps=2, n_critic=1), tmp_path / "b")
+    assert len(calls) == 12
+
+
+def test_lambda_zero_never_builds_a_perceptual_network(data, tmp_path):
+    assert (
+        train(data, config(steps=1, lam=0.0, perceptual="raising"), tmp_path / "a").perceptual_weights
+        == "none"
+    )
+    assert (
+        train(data, config(steps=1, lam=5.0, perceptual="none"), tmp_path / "b").perceptual_weights == "none"
+    )
+    with pytest.raises(AssertionError, match="must not be built"):  # the same path builds it when λ > 0
+        train(data, config(steps=1, lam=5.0, perceptual="raising"), tmp_path / "c")
+
+
+def test_perceptual_term_is_logged_and_weighted(data, tmp_path):
+    result = train(
+        data, config(steps=2, lam=3.0, perceptual="tiny-train", perceptual_layers=("relu2_1",)), tmp_path
+    )
+    (step, perc), (_, adv), (_, total) = (result.history[k][-1] for k in ("g/perc", "g/adv", "g/loss"))
+    assert perc > 0 and total == pytest.approx(adv + 3.0 * perc, rel=1e-5)
+    assert result.perceptual_weights == "pretrained"
+
+
+def test_callback_exception_propagates(data, tmp_path):
+    class Stop(Exception):
+        pass
+
+    class Pruner(Callback):
+        def on_step(self, step, generator_ema):
+            if step == 2:
+                raise Stop
+
+    with pytest.raises(Stop):
+        train(data, config(steps=5), tmp_path, callbacks=[Pruner()])
+
+
+@pytest.mark.parametrize("loss", available_losses())
+def test_every_registered_loss_trains(loss, data, tmp_path):
+    cfg = config(loss=loss, steps=5, n_critic=1, log_every=5)
+    init = train(data, dataclasses.replace(cfg, steps=1, lr_g=0.0, lr_d=0.0), tmp_path / "init").generator_ema
+    result = train(data, cfg, tmp_path / "run")
+    assert result.steps == 5
+    assert all(torch.isfinite(torch.tensor(v)).all() for h in result.history.values() for _, v in h)
+    assert not torch.equal(result.generator_ema.net[0].weight, init.net[0].weight)
+
+
+def test_bad_settings_are_config_errors(data, tmp_path):
+    with pytest.raises(ConfigError, match="batch size 64"):
+        train(data, config(batch_size=64), tmp_path)
+    with pytest.raises(ConfigError, match="unknown augmentation 'flip'"):
+        train(data, config(augment=("flip",)), tmp_path)
+    with pytest.raises(ConfigError, match="log_every"):
+        train(data, config(log_every=0), tmp_path)
+
+
+# ----- the CLI ---------------------------------------------------------------------------------------
+
+CLI_TINY = [
+    "--data",
+    "phantom:24",
+    "--resolution",
+    "32",
+    "--batch-size",
+    "8",
+    "--g-width",
+    "4",
+    "--d-width",
+    "4",
+]
+
+
+def test_cli_train_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = [
+        "train",
+        "--loss",
+        "wgangp",
+        "--lambda",
+        "0",
+        "--out",
+        str(out),
+        "--loss-param",
+        "gp_weight=5",
+        *CLI_TINY,
+    ]
+    assert main([*argv, "--steps", "2", "--n-critic", "2"]) == 0
+    assert "checkpoint" in capsys.readouterr().out
+    for name in ("config.json", "checkpoint.pt", "samples.png", "loss_curves.png"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["loss_params"] == {"gp_weight": 5} and saved["n_critic"] == 2
+    assert saved["train"]["lam"] == 0 and saved["data"]["n_images"] == 24
+    assert main([*argv, "--steps", "3", "--n-critic", "2", "--resume"]) == 0
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 3
+
+
+def test_cli_missing_vgg_weights_is_one_line_exit_2(tmp_path, capsys):
+    argv = ["train", "--lambda", "5", "--steps", "1", "--out", str(tmp_path), *CLI_TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err.startswith("error: ")
+        and "\n" not in err
+        and "vgg16-397923af.pth" in err
+        and "--random-weights" in err
+    )
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [(["--loss", "nope"], "unknown loss 'nope'"), (["--loss-param", "gp_weight"], "malformed --loss-param")],
+)
+def test_cli_bad_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
+    argv = ["train", "--lambda", "0", "--steps", "1", "--out", str(tmp_path), *CLI_TINY, *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
