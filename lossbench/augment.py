@@ -34,7 +34,8 @@ def color(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 def translation(x: torch.Tensor, rng: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
     n, _, h, w = x.shape
     shift = torch.stack(
-        [torch.randint(-int(s * ratio + 0.5), int(s * ratio + 0.5) + 1, (n,), generator=rng) for s in (w, h)], 1
+        [torch.randint(-int(s * ratio + 0.5), int(s * ratio + 0.5) + 1, (n,), generator=rng) for s in (w, h)],
+        1,
     )
     theta = torch.zeros(n, 2, 3)
     theta[:, 0, 0] = theta[:, 1, 1] = 1

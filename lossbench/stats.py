@@ -135,6 +135,8 @@ def check_results(
             f"{name} lacks column(s) {', '.join(missing)}: a results table needs loss, lambda, seed "
             "and metric columns (see `lossbench study export`)"
         )
+    if df.empty:
+        raise DataError(f"{name} has no rows: no completed trials yet, or an empty file")
     if metrics is None:
         metrics = [m for m in DIRECTIONS if m in df.columns]
     else:
@@ -201,9 +203,7 @@ def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
     m = na + nb - 2
     if na < 1 or nb < 1 or m < 2:
         return float("nan")
-    pooled = np.sqrt(
-        ((na - 1) * np.var(a, ddof=1 if na > 1 else 0) + (nb - 1) * np.var(b, ddof=1 if nb > 1 else 0)) / m
-    )
+    pooled = np.sqrt((np.sum((a - np.mean(a)) ** 2) + np.sum((b - np.mean(b)) ** 2)) / m)
     if pooled == 0:
         return float("nan")
     j = np.exp(special.gammaln(m / 2) - 0.5 * np.log(m / 2) - special.gammaln((m - 1) / 2))

@@ -36,7 +36,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,13 +52,23 @@ from lossbench.losses import get_loss
 from lossbench.models.dgan import Critic, Generator, generate_images, to_float
 from lossbench.models.perceptual import PerceptualLoss
 
+if TYPE_CHECKING:
+    from lossbench.data import ImageDataset
+
 CHECKPOINT = "checkpoint.pt"
 SAMPLE_GRID = "samples.png"
 LOSS_CURVES = "loss_curves.png"
 CONFIG_JSON = "config.json"
 # Fields that may differ between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = {
-    "steps", "device", "checkpoint_every", "log_every", "sample_every", "n_samples", "progress", "weights_dir"
+    "steps",
+    "device",
+    "checkpoint_every",
+    "log_every",
+    "sample_every",
+    "n_samples",
+    "progress",
+    "weights_dir",
 }
 
 
@@ -90,7 +100,7 @@ class TrainResult:
 
 
 def train(
-    data: Any,
+    data: ImageDataset,
     config: TrainConfig,
     out_dir: str | os.PathLike,
     callbacks: Sequence[Callback] = (),
@@ -240,7 +250,11 @@ def train(
                 _save_atomic(
                     {
                         "step": step,
-                        "generator": {"resolution": resolution, "z_dim": config.z_dim, "width": config.g_width},
+                        "generator": {
+                            "resolution": resolution,
+                            "z_dim": config.z_dim,
+                            "width": config.g_width,
+                        },
                         "G": G.state_dict(),
                         "D": D.state_dict(),
                         "G_ema": G_ema.state_dict(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 
 import lpips
@@ -17,7 +16,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from lossbench.config import EvalConfig
-from lossbench.data import ImageDataset, load_dataset
+from lossbench.data import ImageDataset, fingerprint, load_dataset
 from lossbench.errors import ConfigError, MissingWeightsError
 from lossbench.metrics import EvalResult, evaluate
 from lossbench.metrics import cache as cache_lib
@@ -38,15 +37,9 @@ R = 32
 
 
 def as_dataset(images: torch.Tensor) -> ImageDataset:
-    """An ImageDataset around a uint8 tensor, fingerprinted by its bytes."""
-    return ImageDataset(
-        images=images,
-        labels=torch.zeros(len(images), dtype=torch.int64),
-        class_names=("all",),
-        fingerprint=hashlib.sha256(images.numpy().tobytes()).hexdigest(),
-        source="test",
-        skipped=[],
-    )
+    """An ImageDataset around a uint8 tensor, with the data layer's fingerprint."""
+    labels = torch.zeros(len(images), dtype=torch.int64)
+    return ImageDataset(images, labels, ("all",), fingerprint(images, labels, ("all",)), "test")
 
 
 def noise(n: int, resolution: int = R, seed: int = 1) -> torch.Tensor:

@@ -59,7 +59,7 @@ def test_shapes_and_ranges(resolution):
 
 
 def test_stages_and_widths():
-    # R = 64: 4 -> 8 -> 16 -> 32 -> 64 is four stride-2 stages; channels double towards 4×4, capped at 8×width.
+    # R = 64: 4 -> 8 -> 16 -> 32 -> 64, four stride-2 stages; channels double towards 4×4, capped at 8×width.
     G = Generator(64, z_dim=8, width=2)
     ups = [m for m in G.modules() if isinstance(m, nn.ConvTranspose2d)]
     assert [m.stride[0] for m in ups] == [1, 2, 2, 2, 2]

@@ -302,6 +302,7 @@ def test_cli_formats(tmp_path, capsys, fmt):
     "content, args, message",
     [
         ("loss,seed,fid\nbce,0,1\n", [], "lacks column(s) lambda"),
+        ("loss,lambda,seed,fid\n", [], "has no rows"),
         ("loss,lambda,seed,fid\nbce,1,0,1\n", ["--metric", "inception"], "unknown metric 'inception'"),
         ("loss,lambda,seed,fid\nbce,1,0,1\n", ["--metric", "kid"], "has no column 'kid'"),
         ("loss,lambda,seed,fid\nbce,1,0,nan\n", [], "no finite values"),

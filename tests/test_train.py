@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 import lossbench.train as train_module
+from lossbench.augment import color, cutout, diff_augment, translation
 from lossbench.cli import main
 from lossbench.config import TrainConfig
 from lossbench.errors import ConfigError, DivergedError
@@ -250,7 +251,7 @@ def test_callback_exception_propagates(data, tmp_path):
 
 @pytest.mark.parametrize("loss", available_losses())
 def test_every_registered_loss_trains(loss, data, tmp_path):
-    cfg = config(loss=loss, steps=5, n_critic=1, log_every=5)
+    cfg = config(loss=loss, steps=5, log_every=5)
     init = train(data, dataclasses.replace(cfg, steps=1, lr_g=0.0, lr_d=0.0), tmp_path / "init").generator_ema
     result = train(data, cfg, tmp_path / "run")
     assert result.steps == 5
@@ -329,3 +330,44 @@ def test_cli_bad_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+# ----- differentiable augmentation ------------------------------------------------------------------
+
+
+def test_translation_shifts_by_whole_pixels_with_zero_padding():
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    out = translation(x, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # the same draws: x shifts, then y shifts, in [-4, 4]
+    sx, sy = torch.randint(-4, 5, (4,), generator=g), torch.randint(-4, 5, (4,), generator=g)
+    for i in range(4):
+        expected = torch.zeros(32 + 8, 32 + 8)
+        expected[4 + sy[i] : 4 + sy[i] + 32, 4 + sx[i] : 4 + sx[i] + 32] = x[i, 0]
+        torch.testing.assert_close(out[i, 0], expected[4:36, 4:36], rtol=0, atol=0)
+
+
+def test_cutout_zeroes_one_clipped_half_size_square():
+    out = cutout(torch.ones(16, 1, 32, 32), torch.Generator().manual_seed(0))
+    for image in out[:, 0]:
+        rows, cols = (image == 0).nonzero().unbind(1)
+        assert rows.numel() == (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)  # a rectangle
+        assert rows.max() - rows.min() + 1 <= 16 and cols.max() - cols.min() + 1 <= 16
+        assert rows.numel() >= 8 * 8  # the centre lies inside the image: at least a quarter remains
+    assert (out == 0).sum() < out.numel() / 4 + 1
+
+
+def test_augmentation_is_differentiable_and_seeded():
+    x = (torch.rand(4, 1, 32, 32) * 2 - 1).requires_grad_(True)
+    policy = ("color", "translation", "cutout")
+    a = diff_augment(x, policy, torch.Generator().manual_seed(1))
+    b = diff_augment(x, policy, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    a.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # colour alone: per image, brightness shift then contrast scaling around the mean
+    g = torch.Generator().manual_seed(5)
+    y = color(x.detach(), g)
+    g = torch.Generator().manual_seed(5)
+    shifted = x.detach() + (torch.rand(4, 1, 1, 1, generator=g) - 0.5)
+    mean = shifted.mean(dim=(1, 2, 3), keepdim=True)
+    torch.testing.assert_close(y, (shifted - mean) * (torch.rand(4, 1, 1, 1, generator=g) + 0.5) + mean)

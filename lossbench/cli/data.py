@@ -70,7 +70,9 @@ def write_phantom(
     n: int = typer.Option(780, "--n", help="Number of images."),
     resolution: int = typer.Option(128, "--resolution", "-r", help="Side R of the square images."),
     seed: int = typer.Option(0, help="Seed; the same seed gives the same images."),
-    grid: Path | None = typer.Option(None, help="Grid PNG (8 images per class); default OUT-grid.png beside OUT."),
+    grid: Path | None = typer.Option(
+        None, help="Grid PNG, 8 images per class (default: OUT-grid.png beside OUT)."
+    ),
 ) -> None:
     """Write N phantom images as PNGs, one subfolder per class, and a grid PNG to look at."""
     resolution = check_resolution(resolution)

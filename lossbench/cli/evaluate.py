@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from lossbench.config import DataConfig, EvalConfig, check_resolution, parse_name_list
+from lossbench.data import load_dataset
 from lossbench.errors import ConfigError
 from lossbench.metrics import evaluate as evaluate_images
 from lossbench.metrics.evaluate import resolve_metrics
+from lossbench.train import load_generator
 
 DEFAULTS = EvalConfig()
 
@@ -62,9 +64,6 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print metrics, settings and timings as JSON."),
 ) -> None:
     """Score generated images with FID, KID, LPIPS, MS-SSIM (and precision/recall, SWD) against real data."""
-    from lossbench.data import load_dataset
-    from lossbench.train import load_generator
-
     if (checkpoint is None) == (fake_dir is None):
         raise ConfigError("give exactly one of --checkpoint CKPT or --fake DIR")
     config = EvalConfig(

@@ -25,15 +25,18 @@ def _defaults(name: str) -> str:
 
 def list_losses() -> None:
     """List every loss usable by name: built-in and plugin, with defaults and source paper."""
-    for name in available_losses():
+    names = available_losses()
+    width = max(map(len, names))
+    indent = " " * (width + 4)  # hanging indent under the one-line summary
+    for name in names:
         first, source = _summary(registry.loss_class(name))
-        typer.echo(f"{name:<8} {first}")
-        typer.echo(f"{'':<8}   defaults: {_defaults(name)}")
         origin = registry.origin(name)
+        typer.echo(f"{name:<{width}}  {first}")
+        typer.echo(f"{indent}defaults: {_defaults(name)}")
         if source or origin != "built-in":
-            typer.echo(f"{'':<8}   source: {source or '(not stated)'}")
+            typer.echo(f"{indent}source: {source or '(not stated)'}")
         if origin != "built-in":
-            typer.echo(f"{'':<8}   from: {origin}")
+            typer.echo(f"{indent}from: {origin}")
     for problem in registry.problems().values():
         typer.echo(f"warning: {problem}", err=True)
 

@@ -109,12 +109,12 @@ def _load_files(found: FileList, source: str, resolution: int, classes: Sequence
             sizes.append(result[1])
             kept.append(label)
     if not arrays:
-        raise DataError(f"none of the {len(paths)} images in {source} could be decoded (first: {paths[0]}: {skipped[-1][1]})")
+        last, reason = skipped[-1]
+        raise DataError(f"none of the {len(paths)} images in {source} could be decoded ({last}: {reason})")
     images = torch.from_numpy(np.stack(arrays))[:, None]
     labels_t = torch.tensor(kept, dtype=torch.int64)
-    return ImageDataset(
-        images, labels_t, tuple(names), fingerprint(images, labels_t, names), source, skipped, torch.tensor(sizes)
-    )
+    digest = fingerprint(images, labels_t, names)
+    return ImageDataset(images, labels_t, tuple(names), digest, source, skipped, torch.tensor(sizes))
 
 
 def load_dataset(spec: str, resolution: int, classes: Sequence[str] | None = None) -> ImageDataset:
@@ -128,7 +128,9 @@ def load_dataset(spec: str, resolution: int, classes: Sequence[str] | None = Non
         return _load_phantom(spec, resolution, classes)
     path = Path(spec).expanduser()
     if not path.exists():
-        raise DataError(f"dataset path {spec} does not exist; give a BUSI folder, an image folder or 'phantom'")
+        raise DataError(
+            f"dataset path {spec} does not exist; give a BUSI folder, an image folder or 'phantom'"
+        )
     if not path.is_dir():
         raise DataError(f"dataset path {spec} is a file; give the folder that holds the images")
     path = path.resolve()

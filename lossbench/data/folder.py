@@ -27,7 +27,9 @@ class FileList:
 def _visible_files(folder: Path) -> list[Path]:
     """Every file under `folder`, recursively, except hidden ones and those in hidden folders."""
     return sorted(
-        p for p in folder.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(s.startswith(".") for s in p.relative_to(folder).parts)
     )
 
 
@@ -52,8 +54,10 @@ def scan_folder(root: Path, exclude: Callable[[Path], str | None] = lambda path:
     for name in sorted(classes):
         images = []
         for path in classes[name]:
-            reason = None if path.suffix.lower() in IMAGE_SUFFIXES else f"not an image file ({path.suffix or 'no suffix'})"
-            reason = reason or exclude(path)
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                reason = exclude(path)
+            else:
+                reason = f"not an image file ({path.suffix or 'no suffix'})"
             if reason:
                 found.skipped.append((str(path), reason))
             else:

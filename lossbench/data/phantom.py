@@ -85,7 +85,9 @@ def _b(v: torch.Tensor) -> torch.Tensor:
     return v[:, None, None]
 
 
-def _sample(grid: torch.Tensor, x: torch.Tensor, y: torch.Tensor, align_corners: bool = False) -> torch.Tensor:
+def _sample(
+    grid: torch.Tensor, x: torch.Tensor, y: torch.Tensor, align_corners: bool = False
+) -> torch.Tensor:
     """Bilinear samples of B×h×w grids spanning [0, 1]² at coordinates (x, y) broadcastable to B×H×W."""
     coords = torch.stack(torch.broadcast_tensors(2 * x - 1, 2 * y - 1), dim=-1).expand(len(grid), -1, -1, -1)
     return F.grid_sample(grid[:, None], coords, padding_mode="border", align_corners=align_corners)[:, 0]
@@ -108,7 +110,8 @@ def _speckle_db(noise: torch.Tensor, resolution: int) -> torch.Tensor:
     psf = _periodic_filter(r, 0.45 * scale, 1.2 * scale, "l2")  # keeps unit variance per field
     field = torch.fft.irfft2(torch.fft.rfft2(noise) * psf, s=(r, r))
     power = (field**2).sum(1) / 2  # mean 1: |complex Gaussian|^2, exponential (Rayleigh envelope)
-    smooth = _periodic_filter(r, 0.5 * scale, 0.7 * scale, "sum")
+    # at least ~1 px even at low resolution, where a real image's downsampling would average the speckle
+    smooth = _periodic_filter(r, max(0.5 * scale, 0.7), max(0.7 * scale, 0.8), "sum")
     power = torch.fft.irfft2(torch.fft.rfft2(power) * smooth, s=(r, r))
     return 10 * torch.log10(power.clamp_min(1e-6))
 
@@ -157,7 +160,8 @@ def _render(p: dict[str, torch.Tensor], labels: torch.Tensor, resolution: int) -
 
     # layered tissue with wavy boundaries; texture and streaks follow the layers' mean curvature
     f = torch.arange(1, 4, dtype=torch.float32)
-    wiggle = (p["wiggle_amp"][..., None] * torch.sin(2 * math.pi * f[:, None] * t + p["wiggle_phase"][..., None])).sum(2)
+    phase = 2 * math.pi * f[:, None] * t + p["wiggle_phase"][..., None]  # B×4×3×R
+    wiggle = (p["wiggle_amp"][..., None] * torch.sin(phase)).sum(2)
     bounds = p["bounds"][..., None] + wiggle  # B×4×R: depth of each boundary, per column
     levels = p["levels"]
     db = b(levels[:, 0]).expand(n, r, r)
@@ -186,7 +190,9 @@ def _render(p: dict[str, torch.Tensor], labels: torch.Tensor, resolution: int) -
     return (gray.clamp(0, 1) * 255).round().to(torch.uint8)[:, None]
 
 
-def phantom(n: int, resolution: int, seed: int = 0, chunk_pixels: int = 1 << 21) -> tuple[torch.Tensor, torch.Tensor]:
+def phantom(
+    n: int, resolution: int, seed: int = 0, chunk_pixels: int = 1 << 21
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` phantom images (uint8 n×1×R×R) and their labels (int64, indices into PHANTOM_CLASSES)."""
     if n < 1:
         raise ConfigError(f"phantom image count must be at least 1, got {n}")

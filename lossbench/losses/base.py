@@ -71,5 +71,5 @@ def float_param(name: str, value: float, minimum: float | None = None) -> float:
     except (TypeError, ValueError):
         x = float("nan")
     if not math.isfinite(x) or (minimum is not None and x < minimum):
-        raise ConfigError(f"loss parameter {name} must be a finite number{bound}, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number{bound}, got {value!r}")
     return x

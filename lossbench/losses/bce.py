@@ -40,7 +40,7 @@ class BCE(AdversarialLoss):
 
     def __init__(self, saturating: bool = False) -> None:
         if not isinstance(saturating, bool):
-            raise ConfigError(f"loss parameter saturating must be true or false, got {saturating!r}")
+            raise ConfigError(f"saturating must be true or false, got {saturating!r}")
         self.saturating = saturating
 
     def discriminator_loss(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> LossOutput:

@@ -163,8 +163,8 @@ def evaluate(
         )
 
     run = _Run(real, config, device)
-    with run.timed("generate"):
-        if isinstance(fake, nn.Module):
+    if isinstance(fake, nn.Module):
+        with run.timed("generate"):
             fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
     run.fakes = _check_fakes(fake, real)
     n_fake, n_real = len(run.fakes), len(real.images)

@@ -1,0 +1,152 @@
+"""Time per training step of lossbench's trainer against a bare hand-written PyTorch loop.
+
+Both run in this process, interleaved, with the same generator, critic, loss, batch size, n_critic
+and (for λ > 0) the same perceptual module, here on a tiny fixed network registered as
+"bench-tiny" so the figure measures the trainer and not VGG. The trainer adds what the bare loop
+lacks: the epoch sampler, the EMA generator, logged terms with NaN checks, callbacks and the
+progress bar. Steady-state time per generator step is measured from an `on_step` callback after
+`--warmup` steps (setup, final samples and checkpoint excluded from both). images/s counts the fakes
+generated per second, batch × (n_critic + 1) per generator step. Goal: ratio ≤ 1.05.
+
+    python benchmarks/train_step.py                       # R=64, batch 32, wgangp and bce, λ 0 and 5
+    python benchmarks/train_step.py --losses wgangp --lambdas 5 --steps 20 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+from lossbench.config import TrainConfig
+from lossbench.losses import get_loss
+from lossbench.models import Critic, Generator, PerceptualLoss, register_feature_network, to_float
+from lossbench.train import Callback, train
+
+LAYERS = ("relu1_1", "relu2_1")
+WIDTHS = (8, 4, 3, 15, 12, 7, 6)  # table columns
+
+
+def tiny_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU()
+    )
+
+
+register_feature_network("bench-tiny", tiny_features)
+
+
+class StepClock(Callback):
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step(self, step: int, generator_ema: nn.Module) -> None:
+        self.times.append(time.perf_counter())
+
+
+def per_step(times: list[float], warmup: int) -> float:
+    return (times[-1] - times[warmup - 1]) / (len(times) - warmup)
+
+
+def time_trainer(data, config: TrainConfig, warmup: int) -> float:
+    clock = StepClock()
+    with tempfile.TemporaryDirectory() as out:
+        train(data, config, out, callbacks=[clock])
+    return per_step(clock.times, warmup)
+
+
+def time_bare(images: torch.Tensor, config: TrainConfig, warmup: int) -> float:
+    """The textbook loop: no EMA, no logging, no checks, random batches."""
+    R, B = images.shape[-1], config.batch_size
+    torch.manual_seed(config.seed)
+    G = Generator(R, config.z_dim, config.g_width)
+    D = Critic(R, config.d_width, config.critic_norm)
+    loss = get_loss(config.loss)
+    n_critic = config.n_critic or loss.n_critic
+    perceptual = PerceptualLoss("bench-tiny", LAYERS) if config.lam > 0 else None
+    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
+    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.betas)
+    times = []
+    for _ in range(config.steps):
+        for _ in range(n_critic):
+            real = to_float(images[torch.randint(len(images), (B,))])
+            with torch.no_grad():
+                fake = G(torch.randn(B, config.z_dim))
+            opt_d.zero_grad()
+            loss.discriminator_loss(D, real, fake).loss.backward()
+            opt_d.step()
+        D.requires_grad_(False)
+        fake = G(torch.randn(B, config.z_dim))
+        loss_g = loss.generator_loss(D, real, fake).loss
+        if perceptual is not None:
+            loss_g = loss_g + config.lam * perceptual(fake, real)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        D.requires_grad_(True)
+        times.append(time.perf_counter())
+    return per_step(times, warmup)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--resolution", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--width", type=int, default=64, help="generator and critic width")
+    ap.add_argument("--losses", default="wgangp,bce")
+    ap.add_argument("--lambdas", default="0,5")
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each; the median is reported")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    R, B = args.resolution, args.batch_size
+    g = torch.Generator().manual_seed(0)
+    data = SimpleNamespace(images=torch.randint(0, 256, (512, 1, R, R), dtype=torch.uint8, generator=g))
+    print(
+        f"R={R} batch={B} width={args.width} threads={args.threads} steps={args.steps} (warmup {args.warmup})"
+    )
+    header = ("loss", "λ", "n_c", "trainer s/step", "bare s/step", "img/s", "ratio")
+    print(" ".join(f"{h:>{w}}" for h, w in zip(header, WIDTHS, strict=True)))
+    for loss in args.losses.split(","):
+        n_critic = get_loss(loss).n_critic
+        for lam in (float(x) for x in args.lambdas.split(",")):
+            config = TrainConfig(
+                loss=loss,
+                lam=lam,
+                steps=args.steps,
+                batch_size=B,
+                g_width=args.width,
+                d_width=args.width,
+                perceptual="bench-tiny",
+                perceptual_layers=LAYERS,
+                progress=False,
+            )
+            ours, bare = [], []
+            for _ in range(args.repeats):
+                ours.append(time_trainer(data, config, args.warmup))
+                bare.append(time_bare(data.images, config, args.warmup))
+            t_ours, t_bare = statistics.median(ours), statistics.median(bare)
+            img_s = B * (n_critic + 1) / t_ours
+            row = (
+                loss,
+                f"{lam:g}",
+                n_critic,
+                f"{t_ours:.4f}",
+                f"{t_bare:.4f}",
+                f"{img_s:.1f}",
+                f"{t_ours / t_bare:.3f}",
+            )
+            print(" ".join(f"{c:>{w}}" for c, w in zip(row, WIDTHS, strict=True)))
+
+
+if __name__ == "__main__":
+    main()
