@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
 
 from lossbench.errors import LossbenchError
@@ -34,24 +33,22 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; return the exit code (0 ok, 2 bad input or failed run, 130 interrupted)."""
+    """Run the CLI; return the exit code (0 ok, 2 bad input or failed run, 130 interrupted).
+
+    Typer runs in standalone mode, so usage errors are printed by typer itself (exit 2); errors from
+    the library arrive here as `LossbenchError` and become one line.
+    """
     try:
-        result = app(args=argv, prog_name="lossbench", standalone_mode=False)
-        return result if isinstance(result, int) else 0
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
+        app(args=argv, prog_name="lossbench")
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     except LossbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
 
 
 def entry_point() -> None:

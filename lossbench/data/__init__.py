@@ -84,8 +84,8 @@ def _load_phantom(spec: str, resolution: int, classes: Sequence[str] | None) -> 
     count = spec.partition(":")[2] or str(PHANTOM_SIZE)
     if not count.isdigit() or int(count) < 1:
         raise DataError(f"malformed phantom spec {spec!r}: use 'phantom' or 'phantom:N' with N >= 1")
-    images, labels = phantom(int(count), resolution)
     names = _select(PHANTOM_CLASSES, classes, spec)
+    images, labels = phantom(int(count), resolution)
     keep = torch.isin(labels, torch.tensor([PHANTOM_CLASSES.index(n) for n in names]))
     images = images[keep]
     labels = torch.tensor([names.index(PHANTOM_CLASSES[i]) for i in labels[keep].tolist()], dtype=torch.int64)

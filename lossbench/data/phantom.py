@@ -116,8 +116,10 @@ def _speckle_db(noise: torch.Tensor, resolution: int) -> torch.Tensor:
     return 10 * torch.log10(power.clamp_min(1e-6))
 
 
-def _lesion(p: dict[str, torch.Tensor], malignant: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
-    """Soft masks (B×R×R, 1 inside): the lesion, its core (casts the shadow) and a band around it."""
+def _lesion(
+    p: dict[str, torch.Tensor], malignant: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Soft masks (B×R×R, 1 inside): the lesion, a band around it (halo), and the region behind it."""
     lesion, b = p["lesion"], _b
     cx, cy = 0.3 + 0.4 * lesion[:, 0], 0.34 + 0.22 * lesion[:, 1]
     radius = torch.where(malignant, 0.10 + 0.09 * lesion[:, 2], 0.06 + 0.12 * lesion[:, 2])
