@@ -8,9 +8,10 @@ intermediate values.
 Every cell runs exactly once, also with several workers:
 - The parent enqueues each pending cell as a WAITING trial before any worker starts. A worker takes
   a WAITING trial with Optuna's WAITING -> RUNNING transition, which is atomic in the journal and
-  RDB storages, so two workers never take the same queued trial. GridSampler's own choice of grid
-  points can duplicate a point across processes; it never runs here: a trial that was not queued
-  (in the first run its number is >= the grid size) is pruned at the top of the objective.
+  RDB storages, so two workers never take the same queued trial. No sampler chooses grid points:
+  Optuna's GridSampler can give two processes the same point, and it fails on queued trials (its
+  `after_trial` reads a `grid_id` that queued trials lack). A trial that was not queued (in the
+  first run its number is >= the grid size) is pruned at the top of the objective.
 - Defence in depth: a trial whose cell already has a COMPLETE trial, or a RUNNING one with a lower
   number, is pruned (user attribute `skipped`). Analyses read COMPLETE trials only.
 - `search="tpe"`: the loss (categorical) and λ (float in `lambda_range`) are sampled by TPE; each
@@ -43,6 +44,7 @@ import socket
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,30 +258,28 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def recover(study: optuna.Study, tracking_uri: str, experiment_id: str) -> list[int]:
-    """Fail the trials of dead workers and end their MLflow runs KILLED; return their numbers.
+def recover(study: optuna.Study, tracking_uri: str, experiment_id: str) -> None:
+    """Fail the trials of dead workers and end their MLflow runs KILLED.
 
     Journal storage has no heartbeat: a RUNNING trial is dead when its recorded worker pid no
     longer exists on this host (trials of other hosts are left alone). RDB storages fail stale
     trials by heartbeat. Any child run still RUNNING whose trial is not RUNNING is ended KILLED.
     """
     host = socket.gethostname()
-    dead = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
         if t.user_attrs.get("host") == host and pid is not None and not _pid_alive(pid):
             # Optuna has no public setter for another process's trial; its own callbacks use the storage.
             study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker pid {pid} died")
             study.tell(t.number, state=TrialState.FAIL)
-            dead.append(t.number)
-    if isinstance(study._storage, RDBStorage):
-        dead += [t.number for t in optuna.storages.fail_stale_trials(study) or []]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a no-op unless the storage has a heartbeat (RDB)
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     for run in tracking.running_child_runs(tracking_uri, experiment_id):
         number = int(run.data.tags.get("lossbench.trial", -1))
         if number not in running:
             tracking.end_run(tracking_uri, run.info.run_id, "KILLED", "its worker died")
-    return dead
 
 
 # ---------------------------------------------------------------------------------------------
@@ -387,9 +387,10 @@ class _Job:
 
 
 def _sampler(config: StudyConfig, seed: int = 0) -> optuna.samplers.BaseSampler:
+    """TPE for `search="tpe"`; for the grid, a sampler that is never consulted (all cells are queued
+    with fixed parameters; a trial that was not queued is pruned before it suggests anything)."""
     if config.search == "grid":
-        space = {"loss": list(config.losses), "lambda": list(config.lambdas), "seed": list(config.seeds)}
-        return optuna.samplers.GridSampler(space, seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
 
@@ -584,7 +585,7 @@ def _preflight(config: StudyConfig, data: Any) -> EvalResult:
     """Evaluate real images as if they were fakes: loads every network (a missing weight file fails
     here, once, in the parent) and fills the real-data cache before the workers start."""
     fakes = data.images[torch.arange(config.eval.n_fake) % len(data.images)]
-    return evaluate(fakes, data, config.eval)
+    return evaluate(fakes, data, config.eval, device=config.devices[0])
 
 
 def _prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:

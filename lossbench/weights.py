@@ -34,6 +34,7 @@ class WeightFile:
     filename: str
     used_for: str
     source: str
+    alternative: str  # what a user without the file can do instead
 
 
 WEIGHTS: dict[str, WeightFile] = {
@@ -45,24 +46,29 @@ WEIGHTS: dict[str, WeightFile] = {
             "FID and KID (torch-fidelity's inception-v3-compat extractor)",
             "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
             "weights-inception-2015-12-05-6726825d.pth",
+            "feature extractors never use random weights; --extractor lossbench-tiny is weight-free, "
+            "for tests and demos, and not comparable with published scores",
         ),
         WeightFile(
             "vgg16",
             "vgg16-397923af.pth",
             "perceptual loss (default) and precision/recall",
             "https://download.pytorch.org/models/vgg16-397923af.pth",
+            "or pass --random-weights for an explicitly random (tagged) perceptual network",
         ),
         WeightFile(
             "vgg19",
             "vgg19-dcbb9e9d.pth",
             "perceptual loss (--perceptual vgg19)",
             "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth",
+            "or pass --random-weights for an explicitly random (tagged) perceptual network",
         ),
         WeightFile(
             "alexnet",
             "alexnet-owt-7be5be79.pth",
             "LPIPS (lpips v0.1, AlexNet backbone)",
             "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            "or pass --random-weights for an explicitly random (tagged) LPIPS backbone",
         ),
     )
 }
@@ -111,7 +117,7 @@ def find_weights(key: str, weights_dir: str | os.PathLike | None = None) -> Path
         raise MissingWeightsError(
             f"pretrained weights {entry.filename} ({entry.used_for}) not found in "
             f"{', '.join(str(d) for d in search_dirs(weights_dir))}; download {entry.source} and run "
-            f"'lossbench weights import DIR', or pass --random-weights for an explicitly random demo"
+            f"'lossbench weights import DIR' ({entry.alternative})"
         )
     return path
 

@@ -292,10 +292,12 @@ def test_msssim_window_is_the_largest_that_fits_the_pyramid():
         ("ms-ssim", 11),
         ("ms-ssim", 11),
     ]
-    for r in (64, 128):  # the next odd window trips pytorch-msssim's own check
+    for r in (64, 80, 128, 160):  # the window fits; the next odd one trips pytorch-msssim's own check
         x = torch.rand(1, 1, r, r)
+        win = msssim_window(r)[1]
+        assert ms_ssim(x, x, data_range=1, win_size=win) > 0.99
         with pytest.raises(AssertionError):
-            ms_ssim(x, x, data_range=1, win_size=msssim_window(r)[1] + 2)
+            ms_ssim(x, x, data_range=1, win_size=win + 2)
     with pytest.raises(AssertionError):
         ms_ssim(torch.rand(1, 1, 32, 32), torch.rand(1, 1, 32, 32), data_range=1, win_size=3)
 

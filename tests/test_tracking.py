@@ -1,4 +1,4 @@
-"""MLflow tracking: store initialisation, parent run reuse, child runs with explicit parents, batched metrics."""
+"""MLflow tracking: store set-up, parent run reuse, child runs with explicit parents, batched metrics."""
 
 from __future__ import annotations
 

@@ -91,9 +91,12 @@ def study(
     """Run or resume a study; rerunning the same command continues where it stopped."""
     if ctx.invoked_subcommand is not None:
         return
+    import optuna
+
     from lossbench.study import run_study
     from lossbench.study_config import load_study_config, with_overrides
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = load_study_config(config) if config is not None else StudyConfig()
     overrides = {
         "name": name,

@@ -61,7 +61,7 @@ def pair_scores(
 
 def msssim_window(resolution: int) -> tuple[str, int]:
     """("ms-ssim", window) when the 5-scale pyramid fits `resolution`, else ("ssim", 11)."""
-    win = min(MAX_WINDOW, (resolution - 1) // 2 ** (MSSSIM_LEVELS - 1))  # largest win with R > (win-1)*16
+    win = min(MAX_WINDOW, (resolution - 1) // 2 ** (MSSSIM_LEVELS - 1) + 1)  # largest with R > (win-1)*16
     win -= 1 - win % 2  # odd
     return ("ms-ssim", win) if win >= 3 else ("ssim", MAX_WINDOW)
 

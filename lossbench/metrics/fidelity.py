@@ -23,8 +23,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
 from lossbench import weights
-from lossbench.errors import ConfigError, MissingWeightsError
-from lossbench.metrics.extractors import TINY
+from lossbench.errors import ConfigError
 
 #: Extractors whose pretrained file lossbench locates itself (key in `lossbench.weights.WEIGHTS`).
 WEIGHT_KEYS: dict[str, str] = {"inception-v3-compat": "inception-v3-compat", "vgg16": "vgg16"}
@@ -58,16 +57,7 @@ def _weights_path(name: str, weights_dir: str | os.PathLike | None) -> Path | No
     """The pretrained file of extractor `name`, None for extractors lossbench does not manage."""
     if name not in WEIGHT_KEYS:
         return None
-    path = weights.locate(WEIGHT_KEYS[name], weights_dir)
-    if path is None:
-        entry = weights.WEIGHTS[WEIGHT_KEYS[name]]
-        raise MissingWeightsError(
-            f"pretrained weights {entry.filename} for the {name!r} feature extractor not found in "
-            f"{', '.join(str(d) for d in weights.search_dirs(weights_dir))}; download {entry.source} and run "
-            f"'lossbench weights import DIR' (extractors never use random weights; --extractor {TINY} is "
-            "weight-free, for tests and demos, and not comparable with published scores)"
-        )
-    return path
+    return weights.find_weights(WEIGHT_KEYS[name], weights_dir)
 
 
 @functools.lru_cache(maxsize=4)
