@@ -7,8 +7,9 @@ lacks: the epoch sampler, the EMA generator, logged terms with NaN checks, callb
 progress bar. Steady-state time per generator step is measured from an `on_step` callback after
 `--warmup` steps (setup, final samples and checkpoint excluded from both); the fastest of
 `--repeats` interleaved runs of each is reported. images/s counts the fakes generated per second,
-batch × (n_critic + 1) per generator step. The default width is small (8) so that the trainer's
-fixed per-step costs weigh as much as they can against the networks. Goal: ratio ≤ 1.05.
+batch × (n_critic + 1) per generator step. `--clock cpu` times process CPU time instead of wall
+time, which is steadier on a machine shared with other jobs. The default width is small (8) so that
+the trainer's fixed per-step costs weigh as much as they can against the networks. Goal: ratio ≤ 1.05.
 
     python benchmarks/train_step.py                       # R=64, batch 32, wgangp and bce, λ 0 and 5
     python benchmarks/train_step.py --losses wgangp --lambdas 5 --steps 20 --repeats 5
@@ -43,12 +44,16 @@ def tiny_features(random_weights: bool, weights_dir: str | None) -> nn.Sequentia
 register_feature_network("bench-tiny", tiny_features)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+clock = CLOCKS["wall"]
+
+
 class StepClock(Callback):
     def __init__(self) -> None:
         self.times: list[float] = []
 
     def on_step(self, step: int, generator_ema: nn.Module) -> None:
-        self.times.append(time.perf_counter())
+        self.times.append(clock())
 
 
 def per_step(times: list[float], warmup: int) -> float:
@@ -56,10 +61,10 @@ def per_step(times: list[float], warmup: int) -> float:
 
 
 def time_trainer(data, config: TrainConfig, warmup: int) -> float:
-    clock = StepClock()
+    stopwatch = StepClock()
     with tempfile.TemporaryDirectory() as out:
-        train(data, config, out, callbacks=[clock])
-    return per_step(clock.times, warmup)
+        train(data, config, out, callbacks=[stopwatch])
+    return per_step(stopwatch.times, warmup)
 
 
 def time_bare(images: torch.Tensor, config: TrainConfig, warmup: int) -> float:
@@ -91,7 +96,7 @@ def time_bare(images: torch.Tensor, config: TrainConfig, warmup: int) -> float:
         loss_g.backward()
         opt_g.step()
         D.requires_grad_(True)
-        times.append(time.perf_counter())
+        times.append(clock())
     return per_step(times, warmup)
 
 
@@ -108,14 +113,18 @@ def main() -> None:
         "--repeats", type=int, default=3, help="interleaved runs of each; the fastest is reported"
     )
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--clock", choices=CLOCKS, default="wall", help="cpu: process CPU time (busy machines)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    global clock
+    clock = CLOCKS[args.clock]
 
     R, B = args.resolution, args.batch_size
     g = torch.Generator().manual_seed(0)
     data = SimpleNamespace(images=torch.randint(0, 256, (512, 1, R, R), dtype=torch.uint8, generator=g))
     print(
-        f"R={R} batch={B} width={args.width} threads={args.threads} steps={args.steps} (warmup {args.warmup})"
+        f"R={R} batch={B} width={args.width} threads={args.threads} steps={args.steps} "
+        f"(warmup {args.warmup}) repeats={args.repeats} clock={args.clock}"
     )
     header = ("loss", "λ", "n_c", "trainer s/step", "bare s/step", "img/s", "ratio")
     print(" ".join(f"{h:>{w}}" for h, w in zip(header, WIDTHS, strict=True)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 BUSI = REPO.parent / "shared" / "data" / "busi"
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: tiny networks run ~100x slower when two threads oversubscribe two busy cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

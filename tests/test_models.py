@@ -20,15 +20,6 @@ from lossbench.models import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (two threads on a busy machine are ~100× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
     """A deterministic VGG-shaped network: block 1 (conv, relu), pool, block 2 (conv, relu, conv, relu)."""
     torch.manual_seed(123)

@@ -54,6 +54,7 @@ def tiny(name: str, **changes) -> StudyConfig:
             d_width=8,
             z_dim=16,
             n_critic=1,
+            perceptual_layers=("relu1_2",),  # truncated random VGG16: cheap; λ still matters
             checkpoint_every=2,
             log_every=1,
             sample_every=0,
@@ -95,13 +96,21 @@ def complete_cells(root: Path, name: str) -> list[Cell]:
     )
 
 
-def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path):
+def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsys):
     config = tiny("machinery")
+    # A second parent queueing the same cell (the duplicate GridSampler's own picking can make).
+    study = optuna.create_study(study_name="machinery", storage=open_storage(None, tmp_path))
+    for _ in range(2):
+        _enqueue(study, Cell("wgangp", 0.5, 0), "grid")
     summary = run_study(config, root=tmp_path, cell_fn=fake_cell)
     diverged = Cell("bce", 3.0, 1)
-    cells = grid_cells(config)
-    assert complete_cells(tmp_path, "machinery") == sorted(set(cells) - {diverged})
+    assert complete_cells(tmp_path, "machinery") == sorted(set(grid_cells(config)) - {diverged})
     assert summary.counts["done"] == 7 and summary.counts["failed"] == 1
+    (skipped,) = [t for t in trials(tmp_path, "machinery") if "skipped" in t.user_attrs]
+    assert (
+        skipped.state == TrialState.PRUNED
+        and skipped.user_attrs["skipped"] == "cell already taken by trial 0"
+    )
     (failed,) = [t for t in trials(tmp_path, "machinery") if t.state == TrialState.FAIL]
     assert failed.user_attrs["fail_reason"].startswith("diverged: training diverged at step 7")
     for t in trials(tmp_path, "machinery"):
@@ -111,42 +120,26 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path):
             assert t.user_attrs["setting.extractor"] == "fake"
 
     frame = results_frame("machinery", root=tmp_path)
-    assert list(frame.columns) == [
-        "study",
-        "trial",
-        "loss",
-        "lambda",
-        "seed",
-        "state",
-        "run_id",
-        "fid",
-        "kid",
-    ]
-    assert (
-        len(frame) == 7
-        and not ((frame["loss"] == "bce") & (frame["lambda"] == 3) & (frame["seed"] == 1)).any()
-    )
+    columns = ["study", "trial", "loss", "lambda", "seed", "state", "run_id", "fid", "kid"]
+    assert list(frame.columns) == columns and len(frame) == 7
+    assert not ((frame["loss"] == "bce") & (frame["lambda"] == 3) & (frame["seed"] == 1)).any()
 
     client = MlflowClient(summary.tracking_uri)
     run = client.get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["lossbench.fail_reason"].startswith("diverged")
 
+    assert cli.main(["study", "status", "machinery", "--root", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert table.count(" done ") == 7 and table.count(" failed ") == 1 and "diverged" in table
+
     n = len(trials(tmp_path, "machinery"))
     again = run_study(config, root=tmp_path, cell_fn=fake_cell)
     assert again.new_trials == 0 and len(trials(tmp_path, "machinery")) == n  # diverged cells are final
 
-
-def test_duplicate_queued_cell_is_pruned_not_rerun(tmp_path):
-    """Two parents queueing the same cell (the race GridSampler's own picking has) run it once."""
-    config = tiny("dup", losses=("bce",), lambdas=(0.5,), seeds=(0, 1))
-    study = optuna.create_study(study_name="dup", storage=open_storage(None, tmp_path))
-    for _ in range(2):
-        _enqueue(study, Cell("bce", 0.5, 0), "grid")
-    run_study(config, root=tmp_path, cell_fn=fake_cell)
-    assert complete_cells(tmp_path, "dup") == [Cell("bce", 0.5, 0), Cell("bce", 0.5, 1)]
-    skipped = [t for t in trials(tmp_path, "dup") if "skipped" in t.user_attrs]
-    assert [t.state for t in skipped] == [TrialState.PRUNED]
-    assert skipped[0].user_attrs["skipped"] == "cell already taken by trial 0"
+    changed = tiny("machinery")
+    changed.train.steps = 5
+    with pytest.raises(ConfigError, match=r"created with other settings: train.steps=4 \(now 5\)"):
+        run_study(changed, root=tmp_path, cell_fn=fake_cell)
 
 
 def test_tpe_repeats_each_sampled_point_over_the_seeds(tmp_path):
@@ -160,14 +153,6 @@ def test_tpe_repeats_each_sampled_point_over_the_seeds(tmp_path):
             t.user_attrs["seed"] for t in done if (t.params["loss"], t.params["lambda"]) == (loss, lam)
         ) == [0, 1]
     assert all(0 <= lam <= 10 for _, lam in points)
-
-
-def test_resume_with_other_settings_is_refused(tmp_path):
-    run_study(tiny("same", losses=("bce",), lambdas=(0.5,), seeds=(0,)), root=tmp_path, cell_fn=fake_cell)
-    changed = tiny("same", losses=("bce",), lambdas=(0.5,), seeds=(0,))
-    changed.train.steps = 5
-    with pytest.raises(ConfigError, match=r"created with other settings: train.steps=4 \(now 5\)"):
-        run_study(changed, root=tmp_path, cell_fn=fake_cell)
 
 
 def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
@@ -248,7 +233,7 @@ class _Killer(threading.Thread):
 
 
 def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
-    config = tiny("kill")
+    config = tiny("kill", losses=("wgangp",))
     config.train.steps = 6
     killer = _Killer(tmp_path, "kill")
     killer.start()
@@ -276,7 +261,7 @@ def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
         for r in client.search_runs([client.get_experiment_by_name("kill").experiment_id])
         if r.data.tags.get("lossbench.role") == "trial" and r.info.status == "FINISHED"
     ]
-    assert len(finished) == 8
+    assert len(finished) == len(grid_cells(config))
     states = {c: s for c, s, _ in study_cells(load_study("kill", root=tmp_path))}
     assert set(states.values()) == {"done"}
 

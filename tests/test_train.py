@@ -22,15 +22,6 @@ from lossbench.train import Callback, load_generator, train
 TINY = dict(batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", progress=False, log_every=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny networks run fastest on one thread (two threads on a busy machine are ~100× slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def tiny_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
