@@ -25,8 +25,10 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2")
     args = parser.parse_args()
     base = load_study_config(args.config)
-    print(f"{args.config}: {len(base.losses) * len(base.lambdas) * len(base.seeds)} cells, "
-          f"{len(os.sched_getaffinity(0))} cores")
+    print(
+        f"{args.config}: {len(base.losses) * len(base.lambdas) * len(base.seeds)} cells, "
+        f"{len(os.sched_getaffinity(0))} cores"
+    )
     seconds = {}
     for workers in parse_int_list(args.workers, "worker count"):
         with tempfile.TemporaryDirectory() as root:

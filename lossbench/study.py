@@ -62,6 +62,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.errors import ConfigError, DivergedError, LossbenchError
+from lossbench.losses import get_loss
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluate import METRICS, EvalResult, evaluate, resolve_metrics
 from lossbench.train import Callback, train
@@ -121,8 +122,6 @@ def checkpoint_dir(root: str | os.PathLike, study: str, cell: Cell) -> Path:
 
 def validate(config: StudyConfig) -> None:
     """Raise a one-line LossbenchError for a bad study before anything is recorded."""
-    from lossbench.losses import get_loss
-
     if not _NAME.fullmatch(config.name):
         raise ConfigError(f"study name {config.name!r} must be letters, digits, '_', '.', '-'")
     for loss in config.loss_params:
@@ -138,6 +137,8 @@ def validate(config: StudyConfig) -> None:
         raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
     if len(set(grid_cells(config))) != len(grid_cells(config)):
         raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
+    if config.prune and config.search != "tpe":
+        raise ConfigError("pruning (--prune) works with --search tpe only: a grid keeps every cell")
     if config.search == "tpe":
         lo, hi = config.lambda_range
         if not 0 <= lo < hi:
@@ -235,17 +236,14 @@ def _enqueue(study: optuna.Study, cell: Cell, search: str, **user_attrs: Any) ->
     study.enqueue_trial(params, user_attrs={"queued": True, **cell_attrs, **user_attrs})
 
 
-def _enqueue_pending(study: optuna.Study, config: StudyConfig) -> int:
-    """Queue every cell that has no COMPLETE, RUNNING, WAITING or final trial; return how many."""
+def _enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:
+    """Queue every cell that has no COMPLETE, RUNNING, WAITING or final trial."""
     states = cell_states(study)
     cells = grid_cells(config) if config.search == "grid" else sorted(states)
-    queued = 0
     for cell in cells:
         state, last = states.get(cell, ("pending", None))
         if state == "pending":
             _enqueue(study, cell, config.search, **({"retry_of": last.number} if last else {}))
-            queued += 1
-    return queued
 
 
 def _pid_alive(pid: int) -> bool:
@@ -253,8 +251,8 @@ def _pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, owned by another user
+        pass
     return True
 
 
@@ -466,7 +464,7 @@ class _Objective:
             "trial": trial.number,
             "train": to_dict(train_cfg),
             "eval": to_dict(config.eval),
-            "data": to_dict(config.data) | {"fingerprint": job.data.fingerprint if job.data else None},
+            "data": to_dict(config.data) | {"fingerprint": job.data.fingerprint},
         }
         run.log_params(tracking.flatten(config_json))
         run.log_dict(config_json, "config.json")
