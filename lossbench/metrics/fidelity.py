@@ -24,6 +24,7 @@ from torch_fidelity.utils import create_feature_extractor
 
 from lossbench import weights
 from lossbench.errors import ConfigError
+from lossbench.metrics.extractors import register_extractors
 
 #: Extractors whose pretrained file lossbench locates itself (key in `lossbench.weights.WEIGHTS`).
 WEIGHT_KEYS: dict[str, str] = {"inception-v3-compat": "inception-v3-compat", "vgg16": "vgg16"}
@@ -71,6 +72,7 @@ def load_extractor(
     name: str, metric: str = "fid", weights_dir: str | os.PathLike | None = None, device: str = "cpu"
 ) -> Extractor:
     """The registered extractor `name` with its default layer for `metric` ("fid" or "prc")."""
+    register_extractors()  # lossbench's own extractors are always available by name
     if name not in FEATURE_EXTRACTORS_REGISTRY:
         raise ConfigError(
             f"unknown feature extractor {name!r} (registered in torch-fidelity: "
