@@ -163,3 +163,13 @@ def test_vgg_needs_weights_unless_random_is_explicit(tmp_path):
     loss = PerceptualLoss("vgg19", ("relu1_2", "relu2_2"), random_weights=True)
     assert loss.weights == "random" and len(loss.features) == 9
     assert loss(torch.zeros(2, 1, 32, 32), torch.zeros(2, 1, 32, 32)).item() == 0
+
+
+def test_random_vgg_is_the_same_network_whatever_the_global_rng_state():
+    torch.manual_seed(1)
+    a = PerceptualLoss("vgg16", ("relu2_2",), random_weights=True)
+    torch.manual_seed(2)
+    b = PerceptualLoss("vgg16", ("relu2_2",), random_weights=True)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    w = a.features[0].weight  # torchvision's VGG init: kaiming normal, fan_out, ReLU gain
+    assert abs(w.std().item() - (2 / (w.shape[0] * 9)) ** 0.5) < 0.2 * (2 / (w.shape[0] * 9)) ** 0.5

@@ -31,6 +31,8 @@ from lossbench.weights import find_weights
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+RANDOM_WEIGHTS_SEED = 0  # the random (explicitly requested) perceptual network is the same in every run
+
 FeatureBuilder = Callable[[bool, str | None], nn.Sequential]
 _FEATURE_NETWORKS: dict[str, FeatureBuilder] = {}
 
@@ -46,15 +48,28 @@ def available_feature_networks() -> list[str]:
 
 def _torchvision_vgg(arch: str) -> FeatureBuilder:
     def build(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
-        if random_weights:
-            return getattr(torchvision.models, arch)(weights=None).features
-        path = find_weights(arch, weights_dir)
-        with torch.device("meta"):  # no time spent on a random initialisation that is overwritten
+        with torch.device("meta"):  # no time spent on initialising the 100M-parameter classifier
             model = getattr(torchvision.models, arch)(weights=None)
+        if random_weights:
+            return _random_features(model.features)
+        path = find_weights(arch, weights_dir)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), assign=True)
         return model.features
 
     return build
+
+
+def _random_features(features: nn.Sequential) -> nn.Sequential:
+    """`features` materialised with torchvision's VGG initialisation under a fixed seed (0), so every
+    run asking for random weights gets the same network, whatever the global RNG state."""
+    features = features.to_empty(device="cpu")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_WEIGHTS_SEED)
+        for m in features.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+    return features
 
 
 register_feature_network("vgg16", _torchvision_vgg("vgg16"))
