@@ -170,6 +170,8 @@ def test_random_vgg_is_the_same_network_whatever_the_global_rng_state():
     a = PerceptualLoss("vgg16", ("relu2_2",), random_weights=True)
     torch.manual_seed(2)
     b = PerceptualLoss("vgg16", ("relu2_2",), random_weights=True)
-    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    pairs = zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    assert all(torch.equal(x, y) for x, y in pairs)
     w = a.features[0].weight  # torchvision's VGG init: kaiming normal, fan_out, ReLU gain
-    assert abs(w.std().item() - (2 / (w.shape[0] * 9)) ** 0.5) < 0.2 * (2 / (w.shape[0] * 9)) ** 0.5
+    expected_std = (2 / (w.shape[0] * 9)) ** 0.5
+    assert abs(w.std().item() - expected_std) < 0.2 * expected_std
