@@ -569,14 +569,25 @@ class StudySummary:
 
 
 def _check_weights(config: StudyConfig) -> None:
-    """Fail fast when the perceptual network's pretrained file is absent (evaluation's are checked by
-    the preflight evaluation)."""
+    """Fail fast, before any data is loaded, when a pretrained file the study needs is absent."""
+    from lossbench.metrics.evaluate import resolve_metrics
+    from lossbench.metrics.fidelity import WEIGHT_KEYS
     from lossbench.weights import WEIGHTS, find_weights
 
-    train = config.train
+    train, ev = config.train, config.eval
     uses_perceptual = train.perceptual != "none" and any(lam > 0 for lam in config.lambdas)
     if uses_perceptual and not train.random_weights and train.perceptual in WEIGHTS:
         find_weights(train.perceptual, train.weights_dir)
+    metrics = resolve_metrics(ev.metrics)
+    needed = []
+    if {"fid", "kid"} & set(metrics):
+        needed.append(WEIGHT_KEYS.get(ev.feature_extractor))
+    if "pr" in metrics:
+        needed.append(WEIGHT_KEYS.get(ev.prc_extractor))
+    if "lpips" in metrics and not ev.random_weights:
+        needed.append("alexnet")
+    for key in filter(None, needed):
+        find_weights(key, ev.weights_dir)
 
 
 def _preflight(config: StudyConfig, data: Any) -> EvalResult:
@@ -597,8 +608,8 @@ def _prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
         data=dataclasses.replace(config.data, spec=resolve_data_spec(config.data.spec)),
         eval=dataclasses.replace(config.eval, cache_dir=config.eval.cache_dir or str(root / "feature-cache")),
     )
-    data = load_dataset(config.data.spec, config.data.resolution, config.data.classes)
     _check_weights(config)
+    data = load_dataset(config.data.spec, config.data.resolution, config.data.classes)
     return config, data
 
 
