@@ -679,9 +679,9 @@ def run_study(
     ):
         tracking.log_features(tracking_uri, parent_run_id, preflight.real_features, "features/real.npy")
 
+    n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
     recover(study, tracking_uri, experiment_id)
     _enqueue_pending(study, config)
-    n_before = len(study.get_trials(deepcopy=False))
     errors: list[str] = []
     status = "FINISHED"
     try:

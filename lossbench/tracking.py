@@ -42,8 +42,9 @@ ARTIFACTS_DIR = "artifacts"
 MAX_FEATURE_ROWS = 500  # rows of fake features kept as an artifact
 FLUSH_EVERY = 1000  # buffered metric values before an automatic flush
 
-# Alembic prints every migration of a new SQLite store at INFO level.
-logging.getLogger("alembic").setLevel(logging.WARNING)
+# Alembic and MLflow print every step of a new SQLite store's creation at INFO level.
+for _name in ("alembic", "mlflow.store.db.utils"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def default_tracking_uri(root: str | os.PathLike) -> str:
