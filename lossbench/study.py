@@ -808,7 +808,8 @@ def study_cells(study: optuna.Study) -> list[tuple[Cell, str, FrozenTrial | None
 
 
 def results_frame(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> pd.DataFrame:
-    """One row per COMPLETE trial: study, trial, loss, lambda, seed, state, run_id, then every metric.
+    """One row per COMPLETE trial: study, trial, loss, lambda, seed, state, run_id, every metric, then
+    the evaluation settings the metrics depend on (`setting.fid_extractor`, `setting.n_fake`, ...).
 
     Diverged or unfinished cells have no row: statistics treat them as missing."""
     study = load_study(name, storage, root)
@@ -827,6 +828,7 @@ def results_frame(name: str, storage: str | None = None, root: str | os.PathLike
             "run_id": t.user_attrs.get("mlflow_run_id"),
         }
         row.update({k.removeprefix("metric."): v for k, v in t.user_attrs.items() if k.startswith("metric.")})
+        row.update({k: v for k, v in t.user_attrs.items() if k.startswith("setting.")})
         rows.append(row)
     columns = ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(columns + [k for r in rows for k in r])))

@@ -196,6 +196,8 @@ def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
     frame = pd.read_csv(out)
     assert list(frame.columns[:7]) == ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
     assert set(FOUR_METRICS) <= set(frame.columns) and len(frame) == 8
+    assert set(frame["setting.fid_extractor"]) == {"lossbench-tiny"}  # each number carries its settings
+    assert set(frame["setting.n_fake"]) == {config.eval.n_fake}
     assert set(frame["run_id"]) == {r.info.run_id for r in children}
 
 
