@@ -275,21 +275,11 @@ def _md_table(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
     return stats.markdown_table(table)
 
 
-PAIRWISE_COLUMNS = [
-    "metric",
-    "lambda",
-    "a",
-    "b",
-    "n_a",
-    "n_b",
-    "mean_a",
-    "mean_b",
-    "p",
-    "p_adj",
-    "rank_p_adj",
-    "hedges_g",
-    "cliffs_delta",
-    "verdict",
+#: The pairwise columns shown in the report: test names, statistics and raw rank p-values are in stats.json.
+PAIRWISE_SHOWN = [
+    c
+    for c in stats.PAIRWISE_COLUMNS
+    if c not in {"test", "statistic", "rank_test", "rank_statistic", "rank_p", "correction"}
 ]
 
 
@@ -394,7 +384,7 @@ def build_report(
         "reads 'no significant difference'. Effect sizes are signed a − b."
     )
     doc.heading(stats.TITLES["pairwise"], 3)
-    pair = result.pairwise[PAIRWISE_COLUMNS] if len(result.pairwise) else result.pairwise
+    pair = result.pairwise[PAIRWISE_SHOWN] if len(result.pairwise) else result.pairwise
     doc.table(stats.display(pair))
     if len(result.omnibus):
         doc.heading(stats.TITLES["omnibus"], 3)

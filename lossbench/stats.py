@@ -46,6 +46,29 @@ from lossbench.metrics import DIRECTIONS, metric_key
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
 CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
 FORMATS = ("table", "markdown", "csv", "latex", "json")
+#: Columns of the pairwise table, in order.
+PAIRWISE_COLUMNS = (
+    "metric",
+    "lambda",
+    "a",
+    "b",
+    "n_a",
+    "n_b",
+    "mean_a",
+    "mean_b",
+    "test",
+    "statistic",
+    "p",
+    "p_adj",
+    "rank_test",
+    "rank_statistic",
+    "rank_p",
+    "rank_p_adj",
+    "correction",
+    "hedges_g",
+    "cliffs_delta",
+    "verdict",
+)
 
 
 @dataclass
@@ -480,29 +503,7 @@ def analyze(
         pair_table["verdict"] = [
             verdict(r.metric, r.a, r.b, r.mean_a, r.mean_b, r.p_adj, alpha) for r in pair_table.itertuples()
         ]
-        order = [
-            "metric",
-            "lambda",
-            "a",
-            "b",
-            "n_a",
-            "n_b",
-            "mean_a",
-            "mean_b",
-            "test",
-            "statistic",
-            "p",
-            "p_adj",
-            "rank_test",
-            "rank_statistic",
-            "rank_p",
-            "rank_p_adj",
-            "correction",
-            "hedges_g",
-            "cliffs_delta",
-            "verdict",
-        ]
-        pair_table = pair_table[order]
+        pair_table = pair_table[list(PAIRWISE_COLUMNS)]
     omni = [omnibus(df, m, paired) for m in metrics]
     omni_table = pd.concat(omni, ignore_index=True) if any(len(o) for o in omni) else pd.DataFrame()
     if len(omni_table):

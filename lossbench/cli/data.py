@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torchvision
 import typer
-from PIL import Image
 
+from lossbench.cli import options
 from lossbench.config import check_resolution, parse_name_list
-from lossbench.data import ImageDataset, load_dataset
-from lossbench.data.phantom import PHANTOM_CLASSES, phantom
 from lossbench.errors import DataError
+
+if TYPE_CHECKING:  # torch and the data package load when a command runs, not for --help
+    import torch
+
+    from lossbench.data import ImageDataset
 
 data_app = typer.Typer(help="Datasets: inspect a spec, write phantom images.", no_args_is_help=True)
 
@@ -56,9 +58,11 @@ def _report(data: ImageDataset) -> list[str]:
 def inspect(
     spec: str = typer.Argument(..., help="'phantom', 'phantom:N', a BUSI folder or an image folder."),
     resolution: int = typer.Option(128, "--resolution", "-r", help="Side R of the square images."),
-    classes: str | None = typer.Option(None, help="Comma-separated classes to keep, e.g. benign,malignant."),
+    classes: str | None = options.CLASSES,
 ) -> None:
     """Load SPEC and print per-class counts, original size ranges, and the files skipped and why."""
+    from lossbench.data import load_dataset
+
     selected = parse_name_list(classes, "class") if classes is not None else None
     for line in _report(load_dataset(spec, resolution, selected)):
         typer.echo(line)
@@ -75,6 +79,12 @@ def write_phantom(
     ),
 ) -> None:
     """Write N phantom images as PNGs, one subfolder per class, and a grid PNG to look at."""
+    import torch
+    import torchvision
+    from PIL import Image
+
+    from lossbench.data.phantom import PHANTOM_CLASSES, phantom
+
     resolution = check_resolution(resolution)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise DataError(f"{out} already exists and is not an empty folder; choose a new output folder")

@@ -6,15 +6,10 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from lossbench.cli import options
 from lossbench.config import DataConfig, EvalConfig, check_resolution, parse_name_list
-from lossbench.data import load_dataset
 from lossbench.errors import ConfigError
-from lossbench.metrics import evaluate as evaluate_images
-from lossbench.metrics.evaluate import resolve_metrics
-from lossbench.train import load_generator
 
 DEFAULTS = EvalConfig()
 
@@ -54,16 +49,20 @@ def evaluate(
     cache_dir: Path | None = typer.Option(
         None, "--cache-dir", help="Real-feature cache folder (default mlruns/feature-cache)."
     ),
-    weights_dir: Path | None = typer.Option(
-        None, "--weights-dir", help="Extra folder searched for weight files."
-    ),
-    random_weights: bool = typer.Option(
-        False, "--random-weights", help="Allow a random LPIPS backbone (demos, tests); tagged weights=random."
-    ),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    weights_dir: str | None = options.WEIGHTS_DIR,
+    random_weights: bool = options.RANDOM_WEIGHTS,
+    device: str = options.DEVICE,
     as_json: bool = typer.Option(False, "--json", help="Print metrics, settings and timings as JSON."),
 ) -> None:
     """Score generated images with FID, KID, LPIPS, MS-SSIM (and precision/recall, SWD) against real data."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lossbench.data import load_dataset
+    from lossbench.metrics.evaluate import evaluate as evaluate_images
+    from lossbench.metrics.evaluate import resolve_metrics
+    from lossbench.train import load_generator
+
     if (checkpoint is None) == (fake_dir is None):
         raise ConfigError("give exactly one of --checkpoint CKPT or --fake DIR")
     config = EvalConfig(
@@ -76,7 +75,7 @@ def evaluate(
         seed=seed,
         cache_dir=str(cache_dir) if cache_dir else None,
         random_weights=random_weights,
-        weights_dir=str(weights_dir) if weights_dir else None,
+        weights_dir=weights_dir,
     )
     resolve_metrics(config.metrics)
     if checkpoint is not None:

@@ -6,8 +6,6 @@ import inspect
 
 import typer
 
-from lossbench.losses import available_losses, registry
-
 
 def _summary(cls: type) -> tuple[str, str]:
     """The docstring's first line and its "Source:" paragraph (empty when absent)."""
@@ -19,12 +17,16 @@ def _summary(cls: type) -> tuple[str, str]:
 
 
 def _defaults(name: str) -> str:
+    from lossbench.losses import registry
+
     items = {**registry.defaults(name), "n_critic": getattr(registry.loss_class(name), "n_critic", "?")}
     return ", ".join(f"{k}={v}" for k, v in items.items())
 
 
 def list_losses() -> None:
     """List every loss usable by name: built-in and plugin, with defaults and source paper."""
+    from lossbench.losses import available_losses, registry
+
     names = available_losses()
     width = max(map(len, names))
     indent = " " * (width + 4)  # hanging indent under the one-line summary
@@ -43,6 +45,8 @@ def list_losses() -> None:
 
 def show(name: str = typer.Argument(..., help="Loss name, as listed by `lossbench losses list`.")) -> None:
     """Show a loss's formula, defaults, source paper and origin."""
+    from lossbench.losses import registry
+
     cls = registry.loss_class(name)
     typer.echo(f"{name}  ({registry.origin(name)})")
     typer.echo(f"defaults: {_defaults(name)}")

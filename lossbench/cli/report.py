@@ -6,34 +6,26 @@ from pathlib import Path
 
 import typer
 
+from lossbench.cli import options
+
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the root app."""
 
     @app.command("report")
     def report_command(
-        source: str = typer.Argument(
-            ..., help="Study name, or a CSV with loss, lambda, seed and metric columns."
-        ),
+        source: str = options.SOURCE,
         out: Path = typer.Option(
             ..., "--out", "-o", help="Output folder for report.html, report.md, figures/."
         ),
-        alpha: float = typer.Option(0.05, "--alpha", help="Significance level for verdicts."),
-        paired: bool = typer.Option(
-            False, "--paired", help="Seeds matched across losses: paired t, Wilcoxon."
-        ),
-        correction: str = typer.Option(
-            "holm", "--correction", help="Multiple-testing correction: holm or fdr_bh."
-        ),
-        bootstrap: bool = typer.Option(False, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based."),
-        storage: str | None = typer.Option(
-            None, "--storage", help="Optuna storage (default: ROOT's journal)."
-        ),
-        root: Path = typer.Option(
-            Path("mlruns"), "--root", help="Folder of the study's storage and MLflow store."
-        ),
-        tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow store with the runs."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+        alpha: float = options.ALPHA,
+        paired: bool = options.PAIRED,
+        correction: str = options.CORRECTION,
+        bootstrap: bool = options.BOOTSTRAP,
+        storage: str | None = options.STORAGE,
+        root: Path = options.ROOT,
+        tracking_uri: str | None = options.TRACKING_URI,
+        seed: int = options.BOOTSTRAP_SEED,
     ) -> None:
         """Paper-style table, significance tables and figures; logged to the study's MLflow run."""
         from lossbench.report import report
@@ -43,6 +35,7 @@ def register(app: typer.Typer) -> None:
             out,
             storage=storage,
             tracking_uri=tracking_uri,
+            root=root,
             alpha=alpha,
             paired=paired,
             correction=correction,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from lossbench.cli import options
 from lossbench.config import parse_name_list
 
 
@@ -14,28 +15,18 @@ def register(app: typer.Typer) -> None:
 
     @app.command("stats")
     def stats_command(
-        source: str = typer.Argument(
-            ..., help="Study name, or a CSV with loss, lambda, seed and metric columns."
-        ),
+        source: str = options.SOURCE,
         metric: str | None = typer.Option(
             None, "--metric", "-m", help="Metric(s), comma-separated; default all."
         ),
-        alpha: float = typer.Option(0.05, "--alpha", help="Significance level for verdicts."),
-        paired: bool = typer.Option(
-            False, "--paired", help="Seeds matched across losses: paired t, Wilcoxon."
-        ),
-        correction: str = typer.Option(
-            "holm", "--correction", help="Multiple-testing correction: holm or fdr_bh."
-        ),
-        bootstrap: bool = typer.Option(False, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based."),
+        alpha: float = options.ALPHA,
+        paired: bool = options.PAIRED,
+        correction: str = options.CORRECTION,
+        bootstrap: bool = options.BOOTSTRAP,
         fmt: str = typer.Option("table", "--format", help="table, markdown, csv, latex or json."),
-        storage: str | None = typer.Option(
-            None, "--storage", help="Optuna storage (default: ROOT's journal)."
-        ),
-        root: Path = typer.Option(
-            Path("mlruns"), "--root", help="Folder of the study's storage and MLflow store."
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap resampling."),
+        storage: str | None = options.STORAGE,
+        root: Path = options.ROOT,
+        seed: int = options.BOOTSTRAP_SEED,
     ) -> None:
         """Per-cell summaries, pairwise tests with corrected p-values, ANOVA and verdicts."""
         from lossbench import stats

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from lossbench.cli import options
 from lossbench.cli.train import parse_loss_params
 from lossbench.config import StudyConfig, parse_float_list, parse_int_list, parse_name_list
 from lossbench.errors import ConfigError
@@ -20,8 +19,6 @@ study_app = typer.Typer(
     invoke_without_command=True,
     help="Run (or resume) a study: one Optuna trial and one MLflow run per (loss, λ, seed) cell.",
 )
-
-ROOT_HELP = "Folder of the journal storage, MLflow store, artifacts, checkpoints and caches."
 
 
 def _loss_params(items: list[str]) -> dict[str, dict[str, Any]]:
@@ -60,7 +57,7 @@ def study(
     data: str | None = typer.Option(
         None, "--data", help="busi (looked for; see docs/study.md), phantom, phantom:N, or a folder."
     ),
-    classes: str | None = typer.Option(None, "--classes", help="Comma-separated classes (default: all)."),
+    classes: str | None = options.CLASSES,
     resolution: int | None = typer.Option(None, "--resolution", help="Image side R (32..512)."),
     steps: int | None = typer.Option(None, "--steps", help="Generator steps per cell."),
     batch_size: int | None = typer.Option(None, "--batch-size"),
@@ -73,19 +70,17 @@ def study(
     ),
     n_fake: int | None = typer.Option(None, "--n-fake", help="Generated images per evaluation."),
     extractor: str | None = typer.Option(None, "--extractor", help="FID/KID feature extractor."),
-    random_weights: bool = typer.Option(
-        False, "--random-weights", help="Explicitly allow random pretrained networks (demos, tests); tagged."
-    ),
+    random_weights: bool = options.RANDOM_WEIGHTS,
     search: str | None = typer.Option(None, "--search", help="grid (default) or tpe."),
     n_trials: int | None = typer.Option(None, "--n-trials", help="tpe: sampled (loss, λ) points."),
     lambda_range: str | None = typer.Option(None, "--lambda-range", help="tpe: λ range, e.g. 0,10."),
     prune: bool | None = typer.Option(None, "--prune/--no-prune", help="tpe: median pruning."),
     name: str | None = typer.Option(None, "--name", help="Study name (MLflow experiment)."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna storage: RDB URL or journal file."),
-    tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI."),
+    storage: str | None = options.STORAGE,
+    tracking_uri: str | None = options.TRACKING_URI,
     workers: int | None = typer.Option(None, "--workers", help="Worker processes."),
     devices: str | None = typer.Option(None, "--devices", help="cpu, or cuda:0,cuda:1 (round-robin)."),
-    root: Path = typer.Option(Path("mlruns"), "--root", help=ROOT_HELP),
+    root: Path = options.ROOT,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Run or resume a study; rerunning the same command continues where it stopped."""
@@ -134,10 +129,13 @@ def study(
 @study_app.command("status")
 def status(
     name: str = typer.Argument(..., help="Study name."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna storage (default: ROOT's journal)."),
-    root: Path = typer.Option(Path("mlruns"), "--root", help=ROOT_HELP),
+    storage: str | None = options.STORAGE,
+    root: Path = options.ROOT,
 ) -> None:
     """The study's grid as a table: done, running, queued, failed, pending per cell."""
+    from rich.console import Console
+    from rich.table import Table
+
     from lossbench.study import load_study, study_cells
 
     study = load_study(name, storage, root)
@@ -169,8 +167,8 @@ def status(
 def export(
     name: str = typer.Argument(..., help="Study name."),
     out: Path = typer.Option(..., "--out", help="CSV file to write."),
-    storage: str | None = typer.Option(None, "--storage", help="Optuna storage (default: ROOT's journal)."),
-    root: Path = typer.Option(Path("mlruns"), "--root", help=ROOT_HELP),
+    storage: str | None = options.STORAGE,
+    root: Path = options.ROOT,
 ) -> None:
     """One CSV row per COMPLETE trial: study, trial, loss, lambda, seed, state, run_id, every metric."""
     from lossbench.study import results_frame

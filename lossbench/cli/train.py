@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from lossbench.cli import options
 from lossbench.config import DataConfig, TrainConfig, parse_name_list
 from lossbench.errors import ConfigError
 
@@ -35,7 +36,7 @@ def train(
     ),
     data: str = typer.Option(..., "--data", help="phantom, phantom:N, a BUSI folder or an image folder."),
     resolution: int = typer.Option(DataConfig.resolution, "--resolution", help="Image side R (32..512)."),
-    classes: str | None = typer.Option(None, "--classes", help="Comma-separated classes (default: all)."),
+    classes: str | None = options.CLASSES,
     steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Generator steps."),
     seed: int = typer.Option(DEFAULTS.seed, "--seed"),
     out: Path = typer.Option(..., "--out", help="Output folder (checkpoint, samples, curves, config)."),
@@ -65,15 +66,9 @@ def train(
     checkpoint_every: int = typer.Option(DEFAULTS.checkpoint_every, "--checkpoint-every"),
     log_every: int = typer.Option(DEFAULTS.log_every, "--log-every"),
     sample_every: int = typer.Option(DEFAULTS.sample_every, "--sample-every", help="0: only the final grid."),
-    random_weights: bool = typer.Option(
-        False,
-        "--random-weights",
-        help="Allow a random perceptual network (demos, tests); recorded in config.json.",
-    ),
-    weights_dir: Path | None = typer.Option(
-        None, "--weights-dir", help="Extra folder searched for weight files."
-    ),
-    device: str = typer.Option(DEFAULTS.device, "--device", help="cpu, cuda, cuda:1, ..."),
+    random_weights: bool = options.RANDOM_WEIGHTS,
+    weights_dir: str | None = options.WEIGHTS_DIR,
+    device: str = options.DEVICE,
     progress: bool = typer.Option(DEFAULTS.progress, "--progress/--no-progress"),
 ) -> None:
     """Train DGAN-WP-TL with one adversarial loss and one λ; write checkpoint, samples, curves, config."""
@@ -106,7 +101,7 @@ def train(
         log_every=log_every,
         sample_every=sample_every,
         random_weights=random_weights,
-        weights_dir=str(weights_dir) if weights_dir else None,
+        weights_dir=weights_dir,
         progress=progress,
     )
     dataset = load_dataset(data_config.spec, data_config.resolution, data_config.classes)

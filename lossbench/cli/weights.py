@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from lossbench import weights as weights_lib
+from lossbench.cli import options
 
 weights_app = typer.Typer(help="Pretrained weight files: status and import.", no_args_is_help=True)
 
-WeightsDirOption = typer.Option(
-    None, "--weights-dir", help=f"Extra folder to search first (also ${weights_lib.ENV_VAR})."
-)
-
 
 @weights_app.command("status")
-def status(weights_dir: Path | None = WeightsDirOption) -> None:
+def status(weights_dir: str | None = options.WEIGHTS_DIR) -> None:
     """List every pretrained file lossbench uses, where it was found, or that it is missing."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from lossbench import weights as weights_lib
+
     table = Table(title="pretrained weights")
     for col in ("key", "file", "used for", "found at"):
         table.add_column(col)
@@ -36,6 +35,8 @@ def import_(
     dest: Path | None = typer.Option(None, help="Target folder (default: the torch hub cache)."),
 ) -> None:
     """Copy known weight files from SRC into the torch hub cache (or DEST)."""
+    from lossbench import weights as weights_lib
+
     for path in weights_lib.import_weights(src, dest):
         typer.echo(f"installed {path}")
 

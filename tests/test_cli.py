@@ -1,0 +1,117 @@
+"""The command line as a whole: every command's --help, light start-up, bad input as one line + exit 2.
+
+Nothing here trains or evaluates; each bad input is rejected before any real work starts.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lossbench import weights
+from lossbench.cli import main
+
+HELP = [
+    ([], ["data", "weights", "losses", "train", "evaluate", "study", "stats", "report"]),
+    (["data", "inspect"], ["--resolution", "--classes"]),
+    (["data", "phantom"], ["--n", "--resolution", "--seed", "--grid"]),
+    (["weights", "status"], ["--weights-dir", weights.ENV_VAR]),
+    (["weights", "import"], ["src", "--dest"]),
+    (["losses", "list"], []),
+    (["losses", "show"], ["name"]),
+    (["train"], ["--loss", "--lambda", "--data", "--out", "--weights-dir", "--random-weights", "--device"]),
+    (["evaluate"], ["--checkpoint", "--fake", "--data", "--metrics", "--weights-dir", "--random-weights"]),
+    (["study"], ["--losses", "--lambdas", "--seeds", "--classes", "--storage", "--root", "--tracking-uri"]),
+    (["study", "status"], ["--storage", "--root"]),
+    (["study", "export"], ["--out", "--storage", "--root"]),
+    (["stats"], ["--metric", "--alpha", "--paired", "--correction", "--bootstrap", "--format", "--seed"]),
+    (["report"], ["--out", "--alpha", "--paired", "--correction", "--bootstrap", "--root", "--tracking-uri"]),
+]
+
+
+@pytest.mark.parametrize("command, expected", HELP, ids=[" ".join(c) or "root" for c, _ in HELP])
+def test_help_of_every_command(command, expected, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")  # no wrapped option names
+    assert main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Usage:" in out
+    for word in expected:
+        assert word in out
+
+
+def test_help_does_not_import_heavy_libraries():
+    """`lossbench --help` and `lossbench stats --help` must not pay for torch, mlflow, optuna, ..."""
+    heavy = ("torch", "torchvision", "lpips", "torch_fidelity", "mlflow", "optuna", "pandas", "matplotlib")
+    code = (
+        "import sys\nfrom lossbench.cli import main\n"
+        "codes = [main(['--help']), main(['stats', '--help']), main(['train', '--help'])]\n"
+        f"print(codes, sorted(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stderr.strip().splitlines()[-1] == "[0, 0, 0] []"
+
+
+BAD_INPUT = [
+    (["losses", "show", "nope"], "unknown loss 'nope'"),
+    (
+        ["train", "--loss", "nope", "--data", "phantom:8", "--resolution", "32", "--batch-size", "4"],
+        "unknown loss",
+    ),
+    (["train", "--data", "phantom:8", "--resolution", "100"], "resolution 100 is not a power of two"),
+    (["train", "--data", "{tmp}/missing"], "missing does not exist"),
+    (["train", "--data", "phantom:8", "--loss-param", "gp_weight"], "malformed --loss-param 'gp_weight'"),
+    (["study", "--lambdas", "1,x"], "malformed lambda list '1,x'"),
+    (["study", "--seeds", "0"], "--seeds must be at least 1"),
+    (["study", "--seeds", "2", "--seed-list", "0,1"], "either --seeds N or --seed-list"),
+    (["study", "status", "nostudy", "--root", "{tmp}/r"], "no study storage at"),
+    (["evaluate", "--data", "phantom:8"], "exactly one of --checkpoint"),
+    (["evaluate", "--data", "phantom:8", "--checkpoint", "{tmp}/nope.pt"], "nope.pt does not exist"),
+    (
+        ["evaluate", "--data", "phantom:8", "--fake", "{tmp}/full", "--metrics", "fid,bogus"],
+        "unknown metric 'bogus'",
+    ),
+    (["data", "inspect", "{tmp}/missing"], "missing does not exist"),
+    (["data", "inspect", "phantom:8", "-r", "48"], "resolution 48 is not a power of two"),
+    (["data", "inspect", "phantom:8", "--classes", "tumour"], "unknown class 'tumour'"),
+    (["data", "phantom", "{tmp}/full", "--n", "8", "-r", "32"], "is not an empty folder"),
+    (["weights", "import", "{tmp}/missing"], "missing does not exist"),
+    (["stats", "{tmp}/missing.csv"], "no results file at"),
+    (["stats", "{tmp}/full/results.csv", "--format", "xml"], "unknown format 'xml'"),
+    (["report", "{tmp}/bad.csv", "--out", "{tmp}/out"], "lacks column(s) lambda"),
+    (["report", "nostudy", "--out", "{tmp}/out", "--root", "{tmp}/r"], "r/optuna-journal.log"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, message", BAD_INPUT, ids=[" ".join(a[:2]) + f" {i}" for i, (a, _) in enumerate(BAD_INPUT)]
+)
+def test_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "results.csv").write_text("loss,lambda,seed,fid\nbce,1,0,1\n")
+    (tmp_path / "bad.csv").write_text("loss,seed,fid\nbce,0,1\n")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if args[0] == "train":
+        args += ["--out", str(tmp_path / "run")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--resolution", "abc"], "Invalid value for '--resolution'"),
+        (["stats", "--bogus"], "No such option: --bogus"),
+        (["report", "results.csv"], "Missing option '--out'"),
+        (["losses", "show"], "Missing argument"),
+    ],
+)
+def test_usage_errors_exit_2_without_traceback(args, message, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
