@@ -32,7 +32,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 
 from lossbench.config import EvalConfig
 from lossbench.data import load_dataset
-from lossbench.metrics import evaluate
+from lossbench.metrics.evaluate import evaluate
 from lossbench.metrics.extractors import TINY
 from lossbench.models.dgan import Generator, generate_images
 

@@ -18,7 +18,6 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from lossbench.config import EvalConfig
 from lossbench.data import ImageDataset, fingerprint, load_dataset
 from lossbench.errors import ConfigError, MissingWeightsError
-from lossbench.metrics import EvalResult, evaluate
 from lossbench.metrics import cache as cache_lib
 from lossbench.metrics.diversity import (
     load_lpips,
@@ -28,6 +27,7 @@ from lossbench.metrics.diversity import (
     pair_scores,
     random_pairs,
 )
+from lossbench.metrics.evaluate import EvalResult, evaluate
 from lossbench.metrics.extractors import TINY, register_extractors
 from lossbench.metrics.fidelity import extract_features, load_extractor
 from lossbench.metrics.swd import sliced_wasserstein

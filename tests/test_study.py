@@ -121,6 +121,7 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
 
     frame = results_frame("machinery", root=tmp_path)
     columns = ["study", "trial", "loss", "lambda", "seed", "state", "run_id", "fid", "kid"]
+    columns += ["setting.extractor", "setting.n_fake"]  # each row carries the settings of its numbers
     assert list(frame.columns) == columns and len(frame) == 7
     assert not ((frame["loss"] == "bce") & (frame["lambda"] == 3) & (frame["seed"] == 1)).any()
 

@@ -4,16 +4,15 @@ Keys: `fid`, `kid` (mean over subsets; `kid_std` beside it), `lpips_ff` / `lpips
 random fake-fake / real-real pairs; `_std` beside each), `msssim_ff` / `msssim_rr` (likewise),
 `precision`, `recall`, `swd` (sliced Wasserstein distance).
 
-`evaluate(fake, real, config)` computes them (see `lossbench.metrics.evaluate`); the pieces live in
+`lossbench.metrics.evaluate.evaluate(fake, real, config)` computes them. This module stays free of
+heavy imports (stats and reports read the keys without loading torch). The pieces live in
 `fidelity` (FID/KID/PR via torch-fidelity), `diversity` (LPIPS, MS-SSIM pairs), `swd`, `cache` (real
 features on disk) and `extractors` (the weight-free `lossbench-tiny` extractor).
 """
 
 from __future__ import annotations
 
-from lossbench.metrics.evaluate import EvalResult, evaluate
-
-__all__ = ["ALIASES", "DIRECTIONS", "EvalResult", "evaluate", "metric_key"]
+__all__ = ["ALIASES", "DIRECTIONS", "metric_key"]
 
 #: "min" when lower is better, "max" when higher is better.
 DIRECTIONS: dict[str, str] = {
