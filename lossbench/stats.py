@@ -86,6 +86,7 @@ class StatsResult:
     omnibus: pd.DataFrame  # metric, lambda, test, statistic, p, p_adj (more than two losses only)
     anova: pd.DataFrame  # metric, term, sum_sq, df, F, p, partial_eta_sq
     warnings: list[str] = field(default_factory=list)
+    settings: dict[str, str] = field(default_factory=dict)  # evaluation settings (`setting.*` columns)
 
     @property
     def correction_name(self) -> str:
@@ -107,6 +108,7 @@ class StatsResult:
             f"metrics: {', '.join(self.metrics)}; alpha={self.alpha:g}; tests: {tests}; "
             f"p-values corrected with {self.correction_name} (multipletests method='{self.correction}'); "
             f"{'bootstrap (BCa)' if self.ci_method == 'bootstrap' else 't-based'} 95% CIs"
+            + (f"\nevaluation settings: {_join_settings(self.settings)}" if self.settings else "")
         )
 
     def to_dict(self) -> dict:
@@ -118,6 +120,7 @@ class StatsResult:
             "correction_name": self.correction_name,
             "ci_method": self.ci_method,
             "warnings": self.warnings,
+            "settings": self.settings,
         }
         for name, table in self.tables().items():
             out[name] = json.loads(table.to_json(orient="records", double_precision=15))
@@ -513,6 +516,15 @@ def analyze(
     for m, a in zip(metrics, anovas, strict=True):
         if a.empty:
             notes[f"{m}: no two-way ANOVA (needs more than one row per cell or more than one level)"] = None
+    settings = evaluation_settings(df)
+    for key, value in settings.items():
+        if "|" in value:
+            notes[f"{key} differs between rows ({value}): the numbers are not comparable"] = None
+    if settings.get("weights") == "random":
+        notes[
+            "metrics come from explicitly random network weights: they exercise the pipeline and are "
+            "not comparable with published scores"
+        ] = None
     anova_table = (
         pd.concat([a for a in anovas if len(a)], ignore_index=True)
         if any(len(a) for a in anovas)
@@ -530,7 +542,27 @@ def analyze(
         omnibus=omni_table,
         anova=anova_table,
         warnings=list(notes),
+        settings=settings,
     )
+
+
+#: `setting.*` columns that record how a number was obtained, not what it depends on.
+PROVENANCE_COLUMNS = {"setting.fid_cache"}
+
+
+def evaluation_settings(df: pd.DataFrame) -> dict[str, str]:
+    """The `setting.*` columns of a results table (from `lossbench study export`) as key -> value;
+    a setting that differs between rows lists its values joined by " | "."""
+    out = {}
+    for column in df.columns:
+        if str(column).startswith("setting.") and column not in PROVENANCE_COLUMNS:
+            values = sorted({str(v) for v in df[column].dropna()})
+            out[str(column).removeprefix("setting.")] = " | ".join(values)
+    return out
+
+
+def _join_settings(settings: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
 # ---------------------------------------------------------------------------------- formatting

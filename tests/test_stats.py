@@ -249,6 +249,23 @@ def test_nan_and_inf_are_dropped_and_counted():
     assert any("2 missing or non-finite value(s)" in w for w in res.warnings)
 
 
+def test_evaluation_settings_are_printed_and_mixed_or_random_ones_warned():
+    df = synthetic(seeds=range(3), lambdas=(0.5,))
+    df["setting.fid_extractor"] = "lossbench-tiny"
+    df["setting.n_fake"] = 128
+    df["setting.fid_cache"] = ["hit", "miss"] * (len(df) // 2)  # provenance, not a setting
+    df["setting.weights"] = "random"
+    res = stats.analyze(df, ["fid"])
+    assert res.settings == {"fid_extractor": "lossbench-tiny", "n_fake": "128", "weights": "random"}
+    assert "evaluation settings: fid_extractor=lossbench-tiny, n_fake=128, weights=random" in res.header()
+    assert any("random network weights" in w for w in res.warnings)
+    assert not any("differs" in w for w in res.warnings)
+    df.loc[0, "setting.n_fake"] = 1000
+    res = stats.analyze(df, ["fid"])
+    assert res.settings["n_fake"] == "1000 | 128"
+    assert any(w.startswith("n_fake differs between rows") for w in res.warnings)
+
+
 def test_too_few_seeds_warn_and_are_not_tested():
     df = synthetic(seeds=range(3), lambdas=(0.5, 3.0))
     df = df[~((df["loss"] == "bce") & (df["lambda"] == 3.0) & (df["seed"] > 0))]
