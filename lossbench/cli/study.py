@@ -124,6 +124,14 @@ def study(
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
     typer.echo(f"optuna storage: {summary.storage}")
     typer.echo(f"mlflow: {summary.tracking_uri} (parent run {summary.parent_run_id})")
+    where = "" if root == Path("mlruns") else f" --root {root}"
+    steps = [
+        f"lossbench stats {summary.name}{where}",
+        f"lossbench report {summary.name}{where} --out report/",
+    ]
+    if summary.tracking_uri.startswith("sqlite:"):
+        steps.append(f"mlflow server --backend-store-uri {summary.tracking_uri}")
+    typer.echo("next: " + "  |  ".join(steps))
 
 
 @study_app.command("status")
