@@ -13,6 +13,8 @@ TOML study files (see `studies/`) map one-to-one onto `StudyConfig`.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +88,8 @@ class TrainConfig:
         self.betas = tuple(float(b) for b in self.betas)  # torch 2.14 rejects int betas
         self.perceptual_layers = tuple(self.perceptual_layers)
         self.augment = tuple(self.augment)
-        if self.lam < 0:
-            raise ConfigError(f"lambda must be >= 0, got {self.lam}")
+        if not math.isfinite(self.lam) or self.lam < 0:
+            raise ConfigError(f"lambda must be a finite number >= 0, got {self.lam}")
         for name in ("steps", "batch_size", "z_dim", "g_width", "d_width"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
@@ -168,6 +170,9 @@ class StudyConfig:
             raise ConfigError("a study needs at least one loss")
         if not self.lambdas:
             raise ConfigError("a study needs at least one lambda")
+        bad = [lam for lam in self.lambdas if not math.isfinite(lam) or lam < 0]
+        if bad:
+            raise ConfigError(f"lambda must be a finite number >= 0, got {bad[0]}")
         if not self.seeds:
             raise ConfigError("a study needs at least one seed")
         if self.workers < 1:
@@ -181,37 +186,44 @@ def to_dict(config: Any) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def parse_float_list(text: str, what: str = "lambda") -> tuple[float, ...]:
-    """Parse '0.5,3,5' into floats; raise ConfigError naming the bad item."""
+def _parse_list(text: str, what: str, convert: Callable[[str], Any], kind: str, example: str) -> tuple:
+    """Split a comma-separated list and convert each item; ConfigError naming the bad item."""
     items = [t.strip() for t in str(text).split(",")]
     if not text or any(t == "" for t in items):
-        raise ConfigError(f"malformed {what} list {text!r}: expected comma-separated numbers like 0.5,3,5")
-    out = []
-    for t in items:
-        try:
-            out.append(float(t))
-        except ValueError:
-            raise ConfigError(f"malformed {what} list {text!r}: {t!r} is not a number") from None
-    return tuple(out)
+        raise ConfigError(f"malformed {what} list {text!r}: expected comma-separated {kind}s like {example}")
+    try:
+        return tuple(convert(t) for t in items)
+    except ValueError as e:
+        raise ConfigError(f"malformed {what} list {text!r}: {e}") from None
+
+
+def _finite_float(item: str) -> float:
+    try:
+        value = float(item)
+    except ValueError:
+        raise ValueError(f"{item!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{item!r} is not a finite number")
+    return value
+
+
+def _integer(item: str) -> int:
+    try:
+        return int(item)
+    except ValueError:
+        raise ValueError(f"{item!r} is not an integer") from None
+
+
+def parse_float_list(text: str, what: str = "lambda") -> tuple[float, ...]:
+    """Parse '0.5,3,5' into finite floats; raise ConfigError naming the bad item."""
+    return _parse_list(text, what, _finite_float, "number", "0.5,3,5")
 
 
 def parse_int_list(text: str, what: str = "seed") -> tuple[int, ...]:
     """Parse '0,1,2' into ints; raise ConfigError naming the bad item."""
-    items = [t.strip() for t in str(text).split(",")]
-    if not text or any(t == "" for t in items):
-        raise ConfigError(f"malformed {what} list {text!r}: expected comma-separated integers like 0,1,2")
-    out = []
-    for t in items:
-        try:
-            out.append(int(t))
-        except ValueError:
-            raise ConfigError(f"malformed {what} list {text!r}: {t!r} is not an integer") from None
-    return tuple(out)
+    return _parse_list(text, what, _integer, "integer", "0,1,2")
 
 
 def parse_name_list(text: str, what: str = "loss") -> tuple[str, ...]:
     """Parse 'wgangp,bce' into names; raise ConfigError on empty items."""
-    items = tuple(t.strip() for t in str(text).split(","))
-    if not text or any(t == "" for t in items):
-        raise ConfigError(f"malformed {what} list {text!r}: expected comma-separated names like wgangp,bce")
-    return items
+    return _parse_list(text, what, str, "name", "wgangp,bce")
