@@ -110,7 +110,6 @@ def train(
     exists (otherwise start afresh). Raises DivergedError on NaN/Inf, ConfigError on bad settings,
     MissingWeightsError when the perceptual network's weights are absent."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = _device(config.device)
     for name in ("checkpoint_every", "log_every", "n_samples"):
         if getattr(config, name) <= 0:
@@ -166,6 +165,7 @@ def train(
         step = state["step"]
 
     weights = perceptual.weights if perceptual is not None else "none"
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once every setting has been checked
     _write_json(
         out_dir / CONFIG_JSON,
         {
