@@ -43,6 +43,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -527,8 +528,22 @@ def _work_left(study: optuna.Study, config: StudyConfig) -> bool:
     return False
 
 
+def _exit_with_parent(poll_seconds: float = 2.0) -> None:
+    """Exit this worker as soon as its parent is gone (killed without a chance to stop its workers):
+    an orphan would go on training unseen. Its RUNNING trial is recovered by the next run."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="lossbench-parent-watch", daemon=True).start()
+
+
 def _worker_main(job: _Job) -> None:
     """Entry point of a worker process: load the study, run trials until none is left."""
+    _exit_with_parent()
     torch.set_num_threads(job.threads)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = job.config
@@ -764,6 +779,10 @@ def _run_workers(
                     states=", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "done"),
                 )
                 time.sleep(1.0)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop the workers now, not after their cells
+        for w in workers:
+            w.terminate()
+        raise
     finally:
         for w in workers:
             w.join(timeout=30)

@@ -7,6 +7,7 @@ workers); the end-to-end and kill tests train and evaluate for real at tiny sett
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import signal
 import threading
@@ -338,3 +339,47 @@ def test_missing_busi_says_how_to_get_it(tmp_path, monkeypatch, capsys):
 def test_status_and_export_of_unknown_study_are_one_line(tmp_path, capsys):
     assert cli.main(["study", "status", "nope", "--root", str(tmp_path)]) == 2
     assert "no study storage" in capsys.readouterr().err
+
+
+def _orphan_candidate(pid_file: str) -> None:
+    """Grandchild: watches its parent, then would sleep for a minute."""
+    from lossbench.study import _exit_with_parent
+
+    _exit_with_parent(poll_seconds=0.05)
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(60)
+
+
+def _short_lived_parent(pid_file: str) -> None:
+    """Child: starts the grandchild, then waits to be killed."""
+    multiprocessing.get_context("spawn").Process(target=_orphan_candidate, args=(pid_file,)).start()
+    time.sleep(60)
+
+
+def test_a_worker_exits_when_its_parent_is_killed(tmp_path):
+    pid_file = tmp_path / "grandchild.pid"
+    parent = multiprocessing.get_context("spawn").Process(target=_short_lived_parent, args=(str(pid_file),))
+    parent.start()
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the grandchild never started"
+        time.sleep(0.05)
+    grandchild = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)  # no chance to stop its own children
+    parent.join()
+    deadline = time.monotonic() + 10
+    while _alive(grandchild):
+        assert time.monotonic() < deadline, "the orphaned worker went on running"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:  # a zombie is dead, only not yet reaped
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

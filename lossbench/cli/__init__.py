@@ -6,7 +6,9 @@ One module per command group; each exposes `register(app)`. Errors a user can ca
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import typer
 
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     Typer runs in standalone mode, so usage errors are printed by typer itself (exit 2); errors from
     the library arrive here as `LossbenchError` and become one line.
     """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    if in_main_thread:  # a terminated run (SIGTERM) cleans up like Ctrl-C: workers stopped, runs closed
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         app(args=argv, prog_name="lossbench")
     except SystemExit as e:
@@ -48,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     except LossbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def entry_point() -> None:
