@@ -118,3 +118,12 @@ def test_usage_errors_exit_2_without_traceback(args, message, capsys, monkeypatc
     assert main(args) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_an_interrupted_command_says_so_and_exits_130(monkeypatch, capsys):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(weights, "status", interrupted)
+    assert main(["weights", "status"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"

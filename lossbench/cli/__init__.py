@@ -46,10 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, prog_name="lossbench")
     except SystemExit as e:
-        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        if code == 130:  # typer turns KeyboardInterrupt (Ctrl-C, or SIGTERM here) into exit 130
+            print("interrupted", file=sys.stderr)
+        return code
     except LossbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
