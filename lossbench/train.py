@@ -48,6 +48,7 @@ from torch import nn
 from lossbench.augment import check_policy, diff_augment
 from lossbench.config import TrainConfig, to_dict
 from lossbench.errors import ConfigError, DivergedError
+from lossbench.files import atomic_write
 from lossbench.losses import get_loss
 from lossbench.models.dgan import Critic, Generator, generate_images, to_float
 from lossbench.models.perceptual import PerceptualLoss
@@ -395,15 +396,13 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
 
 
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        torch.save(state, f)
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    with atomic_write(path) as f:
+        f.write((json.dumps(obj, indent=2, default=str) + "\n").encode())
 
 
 def _progress_bar(config: TrainConfig) -> Progress:

@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from lossbench.files import atomic_write
 
 DEFAULT_DIR = Path("mlruns") / "feature-cache"
 
@@ -44,18 +45,6 @@ def _load(path: Path, key_text: str) -> torch.Tensor | None:
     return None
 
 
-def _save_atomic(path: Path, key_text: str, value: torch.Tensor) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"key": key_text, "value": value}, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def cached(
     folder: str | os.PathLike, key: dict[str, str | int], compute: Callable[[], torch.Tensor]
 ) -> tuple[torch.Tensor, bool]:
@@ -66,5 +55,6 @@ def cached(
     if value is not None:
         return value, True
     value = compute().detach().cpu()
-    _save_atomic(path, key_text, value)
+    with atomic_write(path) as f:
+        torch.save({"key": key_text, "value": value}, f)
     return value, False
