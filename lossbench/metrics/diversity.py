@@ -25,6 +25,7 @@ import torch
 from pytorch_msssim import ms_ssim, ssim
 
 from lossbench.errors import MissingWeightsError
+from lossbench.models.dgan import to_float
 from lossbench.weights import find_weights
 
 MSSSIM_LEVELS = 5
@@ -110,7 +111,7 @@ def lpips_score(model: lpips.LPIPS) -> Callable[[torch.Tensor, torch.Tensor], to
     """Per-pair LPIPS of two uint8 batches N×C×H×W (C in {1, 3})."""
 
     def to_lpips(x: torch.Tensor) -> torch.Tensor:
-        x = x.float() / 127.5 - 1
+        x = to_float(x)
         return x.repeat(1, 3, 1, 1) if x.shape[1] == 1 else x
 
     return lambda x, y: model(to_lpips(x), to_lpips(y))
