@@ -99,9 +99,11 @@ class Cell:
 
 def grid_cells(config: StudyConfig) -> list[Cell]:
     """The cells of the grid, loss-major."""
-    return [
-        Cell(loss, lam, seed) for loss in config.losses for lam in config.lambdas for seed in config.seeds
-    ]
+    return _cells(config.losses, config.lambdas, config.seeds)
+
+
+def _cells(losses: Sequence[str], lambdas: Sequence[float], seeds: Sequence[int]) -> list[Cell]:
+    return [Cell(loss, float(lam), int(seed)) for loss in losses for lam in lambdas for seed in seeds]
 
 
 def open_storage(storage: str | None, root: str | os.PathLike = "mlruns") -> BaseStorage:
@@ -817,12 +819,7 @@ def study_cells(study: optuna.Study) -> list[tuple[Cell, str, FrozenTrial | None
     states = cell_states(study)
     cells = set(states)
     if ident.get("search") == "grid":
-        cells |= {
-            Cell(loss, float(lam), int(seed))
-            for loss in ident["losses"]
-            for lam in ident["lambdas"]
-            for seed in ident["seeds"]
-        }
+        cells |= set(_cells(ident["losses"], ident["lambdas"], ident["seeds"]))
     return [(cell, *states.get(cell, ("pending", None))) for cell in sorted(cells)]
 
 
