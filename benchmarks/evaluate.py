@@ -34,7 +34,8 @@ from lossbench.config import EvalConfig
 from lossbench.data import load_dataset
 from lossbench.metrics.evaluate import evaluate
 from lossbench.metrics.extractors import TINY
-from lossbench.models.dgan import Generator, generate_images
+from lossbench.images import generate_images
+from lossbench.models.dgan import Generator
 
 INCEPTION_RANDOM = "bench-inception-v3-random"
 STAGES = ("real_features", "fake_features", "fid", "kid", "pr", "lpips", "msssim", "swd")

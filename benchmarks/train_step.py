@@ -27,7 +27,8 @@ from torch import nn
 
 from lossbench.config import TrainConfig
 from lossbench.losses import get_loss
-from lossbench.models import Critic, Generator, PerceptualLoss, register_feature_network, to_float
+from lossbench.images import to_float
+from lossbench.models import Critic, Generator, PerceptualLoss, register_feature_network
 from lossbench.train import Callback, train
 
 LAYERS = ("relu1_1", "relu2_1")

@@ -50,7 +50,8 @@ from lossbench.config import TrainConfig, to_dict
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.files import atomic_write
 from lossbench.losses import get_loss
-from lossbench.models.dgan import Critic, Generator, generate_images, to_float
+from lossbench.images import generate_images, to_float
+from lossbench.models.dgan import Critic, Generator
 from lossbench.models.perceptual import PerceptualLoss
 
 if TYPE_CHECKING:

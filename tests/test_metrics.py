@@ -31,7 +31,8 @@ from lossbench.metrics.evaluate import EvalResult, evaluate
 from lossbench.metrics.extractors import TINY, register_extractors
 from lossbench.metrics.fidelity import extract_features, load_extractor
 from lossbench.metrics.swd import sliced_wasserstein
-from lossbench.models.dgan import Generator, generate_images
+from lossbench.images import generate_images
+from lossbench.models.dgan import Generator
 
 R = 32
 

@@ -9,12 +9,12 @@ import torchvision
 from torch import nn
 
 from lossbench.errors import ConfigError, MissingWeightsError
+from lossbench.images import generate_images
 from lossbench.models import (
     Critic,
     Generator,
     PerceptualLoss,
     dcgan_init_,
-    generate_images,
     layer_names,
     register_feature_network,
 )

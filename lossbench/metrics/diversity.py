@@ -25,7 +25,7 @@ import torch
 from pytorch_msssim import ms_ssim, ssim
 
 from lossbench.errors import MissingWeightsError
-from lossbench.models.dgan import to_float
+from lossbench.images import to_float
 from lossbench.weights import find_weights
 
 MSSSIM_LEVELS = 5

@@ -1,6 +1,6 @@
 """DGAN-WP-TL's networks: generator, critic (dgan.py) and the perceptual loss (perceptual.py)."""
 
-from lossbench.models.dgan import Critic, Generator, dcgan_init_, generate_images, to_float, to_uint8
+from lossbench.models.dgan import Critic, Generator, dcgan_init_
 from lossbench.models.perceptual import (
     PerceptualLoss,
     available_feature_networks,
@@ -14,9 +14,6 @@ __all__ = [
     "PerceptualLoss",
     "available_feature_networks",
     "dcgan_init_",
-    "generate_images",
     "layer_names",
     "register_feature_network",
-    "to_float",
-    "to_uint8",
 ]
