@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from lossbench.config import TrainConfig
-from lossbench.losses import get_loss
 from lossbench.images import to_float
+from lossbench.losses import get_loss
 from lossbench.models import Critic, Generator, PerceptualLoss, register_feature_network
 from lossbench.train import Callback, train
 

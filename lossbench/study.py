@@ -64,8 +64,8 @@ from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.errors import ConfigError, DivergedError, LossbenchError
 from lossbench.losses import get_loss
-from lossbench.metrics import DIRECTIONS, metric_key
-from lossbench.metrics.evaluate import METRICS, EvalResult, evaluate, resolve_metrics
+from lossbench.metrics import DIRECTIONS, get_metric, metric_key, resolve_metrics
+from lossbench.metrics.evaluation import EvalResult, evaluate
 from lossbench.train import Callback, train
 
 JOURNAL = "optuna-journal.log"
@@ -135,7 +135,7 @@ def validate(config: StudyConfig) -> None:
     key = metric_key(config.objective)
     if key not in DIRECTIONS:
         raise ConfigError(f"unknown objective {config.objective!r} (choose from {', '.join(DIRECTIONS)})")
-    if METRICS[key] not in resolve_metrics(config.eval.metrics):
+    if get_metric(key).name not in resolve_metrics(config.eval.metrics):
         metrics = ", ".join(config.eval.metrics)
         raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
     if len(set(grid_cells(config))) != len(grid_cells(config)):
@@ -587,23 +587,14 @@ class StudySummary:
 
 def _check_weights(config: StudyConfig) -> None:
     """Fail fast, before any data is loaded, when a pretrained file the study needs is absent."""
-    from lossbench.metrics.evaluate import resolve_metrics
-    from lossbench.metrics.fidelity import WEIGHT_KEYS
+    from lossbench.metrics import required_weights
     from lossbench.weights import WEIGHTS, find_weights
 
     train, ev = config.train, config.eval
     uses_perceptual = train.perceptual != "none" and any(lam > 0 for lam in config.lambdas)
     if uses_perceptual and not train.random_weights and train.perceptual in WEIGHTS:
         find_weights(train.perceptual, train.weights_dir)
-    metrics = resolve_metrics(ev.metrics)
-    needed = []
-    if {"fid", "kid"} & set(metrics):
-        needed.append(WEIGHT_KEYS.get(ev.feature_extractor))
-    if "pr" in metrics:
-        needed.append(WEIGHT_KEYS.get(ev.prc_extractor))
-    if "lpips" in metrics and not ev.random_weights:
-        needed.append("alexnet")
-    for key in filter(None, needed):
+    for key in required_weights(ev):
         find_weights(key, ev.weights_dir)
 
 

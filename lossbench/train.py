@@ -49,8 +49,8 @@ from lossbench.augment import check_policy, diff_augment
 from lossbench.config import TrainConfig, to_dict
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.files import atomic_write
-from lossbench.losses import get_loss
 from lossbench.images import generate_images, to_float
+from lossbench.losses import get_loss
 from lossbench.models.dgan import Critic, Generator
 from lossbench.models.perceptual import PerceptualLoss
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch_fidelity
 import torchvision
+from lossbench.metrics import EvalResult, evaluate
 from pytorch_msssim import ms_ssim, ssim
 from scipy.stats import wasserstein_distance
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -18,6 +19,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from lossbench.config import EvalConfig
 from lossbench.data import ImageDataset, fingerprint, load_dataset
 from lossbench.errors import ConfigError, MissingWeightsError
+from lossbench.images import generate_images
 from lossbench.metrics import cache as cache_lib
 from lossbench.metrics.diversity import (
     load_lpips,
@@ -27,11 +29,9 @@ from lossbench.metrics.diversity import (
     pair_scores,
     random_pairs,
 )
-from lossbench.metrics.evaluate import EvalResult, evaluate
 from lossbench.metrics.extractors import TINY, register_extractors
 from lossbench.metrics.fidelity import extract_features, load_extractor
 from lossbench.metrics.swd import sliced_wasserstein
-from lossbench.images import generate_images
 from lossbench.models.dgan import Generator
 
 R = 32
@@ -182,14 +182,14 @@ def test_real_features_are_cached_and_a_changed_dataset_misses(phantom, tmp_path
     config = tiny_config(tmp_path, metrics=("fid",))
     first = evaluate(noise(20), phantom, config)
     second = evaluate(noise(20), phantom, config)
-    assert (first.settings["fid_cache"], second.settings["fid_cache"]) == ("miss", "hit")
+    assert (first.provenance["fid_cache"], second.provenance["fid_cache"]) == ("miss", "hit")
     np.testing.assert_array_equal(first.real_features, second.real_features)
     assert first.metrics == second.metrics
 
     changed = phantom.images.clone()
     changed[0] = 255 - changed[0]
     third = evaluate(noise(20), as_dataset(changed), config)
-    assert third.settings["fid_cache"] == "miss"
+    assert third.provenance["fid_cache"] == "miss"
     ext = load_extractor(TINY)
     np.testing.assert_array_equal(third.real_features, extract_features(ext, changed).numpy())
 

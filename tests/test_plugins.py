@@ -7,6 +7,7 @@ cache; the fixture undoes both.
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import sys
 from pathlib import Path
@@ -86,13 +87,13 @@ def test_plugin_loss_is_listed_and_usable_by_name(site, capsys):
 
 def test_plugins_are_loaded_once(site, monkeypatch):
     calls = []
-    entry_points = registry.importlib.metadata.entry_points
+    entry_points = importlib.metadata.entry_points
 
     def counting(**kw):
         calls.append(kw)
         return entry_points(**kw)
 
-    monkeypatch.setattr(registry.importlib.metadata, "entry_points", counting)
+    monkeypatch.setattr(importlib.metadata, "entry_points", counting)
     for _ in range(3):
         available_losses()
         get_loss("rahinge")

@@ -10,6 +10,7 @@ import typer
 from lossbench.cli import options
 from lossbench.config import DataConfig, EvalConfig, check_resolution, parse_name_list
 from lossbench.errors import ConfigError
+from lossbench.metrics import available_metrics
 
 DEFAULTS = EvalConfig()
 
@@ -28,7 +29,9 @@ def evaluate(
         help=f"Image side R (default: the generator's; {DataConfig.resolution} for --fake).",
     ),
     metrics: str = typer.Option(
-        ",".join(DEFAULTS.metrics), "--metrics", help="Comma-separated: fid, kid, lpips, msssim, pr, swd."
+        ",".join(DEFAULTS.metrics),
+        "--metrics",
+        help=f"Comma-separated, from: {', '.join(available_metrics())} (`lossbench metrics list`).",
     ),
     n_fake: int = typer.Option(DEFAULTS.n_fake, "--n-fake", help="Images generated from the checkpoint."),
     n_pairs: int = typer.Option(
@@ -52,15 +55,17 @@ def evaluate(
     weights_dir: str | None = options.WEIGHTS_DIR,
     random_weights: bool = options.RANDOM_WEIGHTS,
     device: str = options.DEVICE,
-    as_json: bool = typer.Option(False, "--json", help="Print metrics, settings and timings as JSON."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print metrics, settings, provenance and timings as JSON."
+    ),
 ) -> None:
     """Score generated images with FID, KID, LPIPS, MS-SSIM (and precision/recall, SWD) against real data."""
     from rich.console import Console
     from rich.table import Table
 
     from lossbench.data import load_dataset
-    from lossbench.metrics.evaluate import evaluate as evaluate_images
-    from lossbench.metrics.evaluate import resolve_metrics
+    from lossbench.metrics import evaluate as evaluate_images
+    from lossbench.metrics import resolve_metrics
     from lossbench.train import load_generator
 
     if (checkpoint is None) == (fake_dir is None):
@@ -93,7 +98,14 @@ def evaluate(
 
     if as_json:
         typer.echo(
-            json.dumps({"metrics": result.metrics, "settings": result.settings, "timings": result.timings})
+            json.dumps(
+                {
+                    "metrics": result.metrics,
+                    "settings": result.settings,
+                    "provenance": result.provenance,
+                    "timings": result.timings,
+                }
+            )
         )
         return
     table = Table(title=f"{checkpoint or fake_dir} vs {real.source}")
@@ -104,6 +116,7 @@ def evaluate(
     console = Console()
     console.print(table)
     console.print("settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
+    console.print("provenance: " + ", ".join(f"{k}={v}" for k, v in result.provenance.items()))
 
 
 def register(app: typer.Typer) -> None:

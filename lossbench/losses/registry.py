@@ -18,14 +18,13 @@ silently either way, so a name in a results table always means one formula.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from lossbench.errors import ConfigError, PluginError, UnknownLossError
 from lossbench.losses.base import AdversarialLoss
+from lossbench.plugins import Plugins, load_plugins
 
 ENTRY_POINT_GROUP = "lossbench.losses"
 _METHODS = ("discriminator_loss", "generator_loss", "params")
@@ -46,52 +45,21 @@ def register_loss(name: str) -> Callable[[type], type]:
     return decorate
 
 
-@dataclass(frozen=True)
-class _Plugins:
-    losses: dict[str, type]  # name -> class
-    origins: dict[str, str]  # name -> "entry point 'x' (my_package.losses:X) of distribution my-dist 1.0"
-    errors: dict[str, str]  # name -> why it cannot be used
-
-
-def _describe(ep: importlib.metadata.EntryPoint) -> str:
-    dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
-    return f"plugin entry point {ep.name!r} ({ep.value}) of distribution {dist}"
+def _check(name: str, cls: object, where: str) -> str | None:
+    """Why `cls` cannot be the loss `name` (None when it can; then its `name` is set)."""
+    missing = [m for m in _METHODS if not callable(getattr(cls, m, None))]
+    if not inspect.isclass(cls) or missing:
+        what = f"lacks {', '.join(missing)}" if inspect.isclass(cls) else f"is a {type(cls).__name__}"
+        return f"{where} is not a loss class ({what}); subclass lossbench.losses.AdversarialLoss"
+    if vars(cls).get("name", name) != name:
+        return f"{where} names a class whose name is {cls.name!r}; make the two agree"
+    cls.name = name
+    return None
 
 
 @functools.cache
-def _plugins() -> _Plugins:
-    losses: dict[str, type] = {}
-    origins: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        where = _describe(ep)
-        if ep.name in _BUILTIN or ep.name in losses or ep.name in errors:
-            other = "the built-in loss" if ep.name in _BUILTIN else origins.get(ep.name, "another plugin")
-            errors[ep.name] = (
-                f"loss name {ep.name!r} is claimed by {where} and by {other}; "
-                "uninstall one of them or rename the entry point"
-            )
-            losses.pop(ep.name, None)
-            continue
-        try:
-            cls = ep.load()
-        except Exception as e:  # a broken plugin must not break the others
-            errors[ep.name] = f"{where} failed to import: {type(e).__name__}: {e}"
-            continue
-        missing = [m for m in _METHODS if not callable(getattr(cls, m, None))]
-        if not inspect.isclass(cls) or missing:
-            what = f"lacks {', '.join(missing)}" if inspect.isclass(cls) else f"is a {type(cls).__name__}"
-            errors[ep.name] = (
-                f"{where} is not a loss class ({what}); subclass lossbench.losses.AdversarialLoss"
-            )
-            continue
-        if vars(cls).get("name", ep.name) != ep.name:
-            errors[ep.name] = f"{where} names a class whose name is {cls.name!r}; make the two agree"
-            continue
-        cls.name = ep.name
-        losses[ep.name] = cls
-        origins[ep.name] = where
-    return _Plugins(losses, origins, errors)
+def _plugins() -> Plugins:
+    return load_plugins(ENTRY_POINT_GROUP, "loss", _BUILTIN, _check)
 
 
 def clear_plugin_cache() -> None:
@@ -102,7 +70,7 @@ def clear_plugin_cache() -> None:
 def available_losses() -> list[str]:
     """Sorted names that `get_loss` accepts: the built-in losses and the working plugins."""
     plugins = _plugins()
-    names = (set(_BUILTIN) | set(plugins.losses)) - set(plugins.errors)
+    names = (set(_BUILTIN) | set(plugins.objects)) - set(plugins.errors)
     return sorted(names)
 
 
@@ -116,7 +84,7 @@ def loss_class(name: str) -> type:
     plugins = _plugins()
     if name in plugins.errors:
         raise PluginError(plugins.errors[name])
-    cls = _BUILTIN.get(name) or plugins.losses.get(name)
+    cls = _BUILTIN.get(name) or plugins.objects.get(name)
     if cls is None:
         raise UnknownLossError(f"unknown loss {name!r}; available: {', '.join(available_losses())}")
     return cls

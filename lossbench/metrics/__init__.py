@@ -1,34 +1,54 @@
-"""Evaluation metrics. Result keys and their better direction are defined here, once.
+"""Evaluation metrics: a registry of declared metrics, and `evaluate()` that runs them.
 
-Keys: `fid`, `kid` (mean over subsets; `kid_std` beside it), `lpips_ff` / `lpips_rr` (LPIPS over
-random fake-fake / real-real pairs; `_std` beside each), `msssim_ff` / `msssim_rr` (likewise),
-`precision`, `recall`, `swd` (sliced Wasserstein distance).
+Each metric is declared once (`lossbench.metrics.registry`; the built-ins in `builtin`): names,
+result keys with their better direction, the weights it needs, how it is computed. `DIRECTIONS`
+(result key -> "min"/"max") and `ALIASES` are read from the registry, plugins included.
 
-`lossbench.metrics.evaluate.evaluate(fake, real, config)` computes them. This module stays free of
-heavy imports (stats and reports read the keys without loading torch). The pieces live in
-`fidelity` (FID/KID/PR via torch-fidelity), `diversity` (LPIPS, MS-SSIM pairs), `swd`, `cache` (real
-features on disk) and `extractors` (the weight-free `lossbench-tiny` extractor).
+This package stays free of heavy imports (stats and reports read directions without loading
+torch): `evaluate`, `EvalResult` and `EvalState` are imported from `evaluation` on first access.
+The pieces: `fidelity` (FID/KID/PR via torch-fidelity), `diversity` (LPIPS, MS-SSIM pairs), `swd`,
+`cache` (real features on disk), `extractors` (the weight-free `lossbench-tiny` extractor) and
+`compute` (the built-ins wired to the shared `EvalState`).
 """
 
 from __future__ import annotations
 
-__all__ = ["ALIASES", "DIRECTIONS", "metric_key"]
+from typing import Any
 
-#: "min" when lower is better, "max" when higher is better.
-DIRECTIONS: dict[str, str] = {
-    "fid": "min",
-    "kid": "min",
-    "lpips_ff": "max",  # more diverse fakes
-    "msssim_ff": "min",  # more diverse fakes
-    "precision": "max",
-    "recall": "max",
-    "swd": "min",
-}
+from lossbench.metrics import builtin  # noqa: F401  (registers the built-in metrics)
+from lossbench.metrics.registry import (
+    ALIASES,
+    DIRECTIONS,
+    Metric,
+    available_metrics,
+    get_metric,
+    metric_key,
+    register_metric,
+    required_weights,
+    resolve_metrics,
+)
 
-#: Short names accepted on the command line (`--objective lpips`) and the result key they mean.
-ALIASES: dict[str, str] = {"lpips": "lpips_ff", "msssim": "msssim_ff", "pr": "precision"}
+__all__ = [
+    "ALIASES",
+    "DIRECTIONS",
+    "EvalResult",
+    "EvalState",
+    "Metric",
+    "available_metrics",
+    "evaluate",
+    "get_metric",
+    "metric_key",
+    "register_metric",
+    "required_weights",
+    "resolve_metrics",
+]
+
+_LAZY = ("evaluate", "EvalResult", "EvalState")
 
 
-def metric_key(name: str) -> str:
-    """The result key for a metric name or alias (`lpips` -> `lpips_ff`)."""
-    return ALIASES.get(name, name)
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from lossbench.metrics import evaluation
+
+        return getattr(evaluation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,10 +24,8 @@ from torch_fidelity.utils import create_feature_extractor
 
 from lossbench import weights
 from lossbench.errors import ConfigError
+from lossbench.metrics.builtin import WEIGHT_KEYS
 from lossbench.metrics.extractors import register_extractors
-
-#: Extractors whose pretrained file lossbench locates itself (key in `lossbench.weights.WEIGHTS`).
-WEIGHT_KEYS: dict[str, str] = {"inception-v3-compat": "inception-v3-compat", "vgg16": "vgg16"}
 
 #: torch-fidelity's k of the k-NN manifold estimate in precision/recall.
 PRC_NEIGHBORHOOD = 3

@@ -1,0 +1,76 @@
+"""How the built-in metrics (declared in `metrics.builtin`) are computed from an `EvalState`.
+
+Each `compute` returns its result keys and records the settings its numbers depend on; each
+`prepare` loads a network before any fake image is generated. Formulas live in `fidelity`,
+`diversity` and `swd`; this module only wires them to the shared state.
+"""
+
+from __future__ import annotations
+
+from lossbench.errors import ConfigError
+from lossbench.metrics import diversity, fidelity
+from lossbench.metrics.evaluation import EvalState
+from lossbench.metrics.swd import sliced_wasserstein
+
+MAX_KID_SUBSET = 1000
+
+
+def load_fid_extractor(state: EvalState) -> None:
+    state.extractor("fid", state.config.feature_extractor)
+
+
+def load_prc_extractor(state: EvalState) -> None:
+    state.extractor("prc", state.config.prc_extractor)
+
+
+def load_lpips(state: EvalState) -> None:
+    config = state.config
+    if "lpips" not in state.networks:
+        state.networks["lpips"] = diversity.load_lpips(
+            config.weights_dir, config.random_weights, config.seed, state.device
+        )
+
+
+def fid(state: EvalState) -> dict[str, float]:
+    fake_f, real_f = state.features("fid", state.config.feature_extractor)
+    return {"fid": fidelity.fid(fake_f, real_f)}
+
+
+def kid(state: EvalState) -> dict[str, float]:
+    """KID with subset size `kid_subset_size`, by default min(1000, n_real, n_fake)."""
+    config = state.config
+    fake_f, real_f = state.features("fid", config.feature_extractor)
+    n_fake, n_real = len(fake_f), len(real_f)
+    subset = config.kid_subset_size or min(MAX_KID_SUBSET, n_real, n_fake)
+    if subset > min(n_real, n_fake):
+        raise ConfigError(f"kid_subset_size {subset} exceeds the samples (n_real {n_real}, n_fake {n_fake})")
+    mean, std = fidelity.kid(fake_f, real_f, subset, config.kid_subsets, config.seed)
+    state.settings.update(kid_subset_size=subset, kid_subsets=config.kid_subsets)
+    return {"kid": mean, "kid_std": std}
+
+
+def precision_recall(state: EvalState) -> dict[str, float]:
+    fake_f, real_f = state.features("prc", state.config.prc_extractor)
+    precision, recall = fidelity.precision_recall(fake_f, real_f)
+    state.settings["prc_neighborhood"] = fidelity.PRC_NEIGHBORHOOD
+    return {"precision": precision, "recall": recall}
+
+
+def lpips(state: EvalState) -> dict[str, float]:
+    load_lpips(state)
+    model, weights = state.networks["lpips"]
+    state.settings.update(lpips_net="alex", lpips_version="0.1", lpips_weights=weights)
+    return state.pairs("lpips", diversity.lpips_score(model), weights)
+
+
+def msssim(state: EvalState) -> dict[str, float]:
+    resolution = state.real.images.shape[-1]
+    mode, win = diversity.msssim_window(resolution)
+    state.settings.update(msssim_mode=mode, msssim_win_size=win)
+    return state.pairs("msssim", diversity.msssim_score(resolution), f"{mode}:{win}")
+
+
+def swd(state: EvalState) -> dict[str, float]:
+    config = state.config
+    state.settings.update(swd_directions=config.swd_directions, swd_space="pixels")
+    return {"swd": sliced_wasserstein(state.fakes, state.real.images, config.swd_directions, config.seed)}

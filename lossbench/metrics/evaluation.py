@@ -1,0 +1,197 @@
+"""`evaluate`: score generated images against a real dataset with every requested metric.
+
+Metrics come from the registry (`lossbench.metrics.registry`; `EvalConfig.metrics` holds names,
+aliases or result keys). Fakes come from a generator (`lossbench.images.generate_images`: batches
+under no_grad, eval mode, seeded with `EvalConfig.seed`) or are given as a uint8 tensor. Every
+metric's `prepare` (network loading) runs before any fake is generated, so a missing weight file
+fails fast. Real-data quantities (extractor features, real-real pair figures) are cached on disk
+(`lossbench.metrics.cache`). The result separates `settings` (everything a number depends on) from
+`provenance` (how it was obtained: cache hits) and `timings` (seconds per stage, exclusive).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from lossbench.config import EvalConfig
+from lossbench.errors import ConfigError
+from lossbench.images import generate_images
+from lossbench.metrics import cache, diversity, fidelity
+from lossbench.metrics.registry import get_metric, resolve_metrics
+
+if TYPE_CHECKING:
+    from lossbench.data import ImageDataset
+
+Settings = dict[str, str | int | float]
+
+
+@dataclass
+class EvalResult:
+    """Scores; the settings they depend on; how they were obtained (cache hits); FID-extractor
+    features (fake, real) when FID or KID ran; seconds spent per stage."""
+
+    metrics: dict[str, float]
+    settings: Settings
+    provenance: dict[str, str] = field(default_factory=dict)
+    fake_features: np.ndarray | None = None
+    real_features: np.ndarray | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
+    if fakes.dtype != torch.uint8 or fakes.dim() != 4 or fakes.shape[1:] != real.images.shape[1:]:
+        raise ConfigError(
+            f"fake images must be a uint8 tensor N×{'×'.join(map(str, real.images.shape[1:]))} like the real "
+            f"data, got {fakes.dtype} {tuple(fakes.shape)}"
+        )
+    if len(fakes) < 2:
+        raise ConfigError(f"need at least 2 fake images, got {len(fakes)}")
+    return fakes
+
+
+class EvalState:
+    """What the metrics of one evaluation share: inputs (`fakes`: uint8 N×C×R×R, `real`, `config`,
+    `device`), loaded networks, the feature and real-data caches, and the outputs besides the
+    scores (`settings`, `provenance`, `timings`)."""
+
+    def __init__(self, real: ImageDataset, config: EvalConfig, device: str) -> None:
+        self.real, self.config, self.device = real, config, device
+        self.fakes = torch.empty(0, dtype=torch.uint8)
+        self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
+        self.data_key = {"dataset": real.fingerprint, "resolution": real.images.shape[-1]}
+        self.networks: dict[str, Any] = {}  # loaded by the metrics' `prepare`
+        self.role_features: dict[str, tuple[Tensor, Tensor]] = {}  # role -> (fake, real) features
+        self.settings: Settings = {}
+        self.provenance: dict[str, str] = {}
+        self.timings: dict[str, float] = {}
+        self._inner: list[float] = []  # seconds spent in nested stages, per open stage
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the seconds spent in the block, less those of stages nested in it, to `timings[stage]`."""
+        start = time.perf_counter()
+        self._inner.append(0.0)
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - start
+            self.timings[stage] = self.timings.get(stage, 0.0) + spent - self._inner.pop()
+            if self._inner:
+                self._inner[-1] += spent
+
+    def extractor(self, role: str, name: str) -> fidelity.Extractor:
+        """Extractor `name` (torch-fidelity registry), default layer for `role` ("fid"/"prc"), loaded once."""
+        key = f"extractor:{role}:{name}"
+        if key not in self.networks:
+            self.networks[key] = fidelity.load_extractor(name, role, self.config.weights_dir, self.device)
+        return self.networks[key]
+
+    def features(self, role: str, name: str) -> tuple[Tensor, Tensor]:
+        """Fake and (cached) real features of extractor `name` for `role`, computed once per
+        (extractor, layer); its settings are recorded as `{role}_extractor`, ... and the cache hit
+        as provenance `{role}_cache`."""
+        if role in self.role_features:
+            return self.role_features[role]
+        ext = self.extractor(role, name)
+        same = [
+            r
+            for r in self.role_features
+            if self.settings[f"{r}_extractor"] == ext.name and self.settings[f"{r}_layer"] == ext.layer
+        ]
+        if same:
+            fake_f, real_f = self.role_features[same[0]]
+            self.provenance[f"{role}_cache"] = self.provenance[f"{same[0]}_cache"]
+        else:
+            config = self.config
+            with self.timed("real_features"):
+                real_f, hit = cache.cached(
+                    self.folder,
+                    {"kind": "features", **self.data_key, **ext.identity},
+                    lambda: fidelity.extract_features(ext, self.real.images, config.batch_size, self.device),
+                )
+            with self.timed("fake_features"):
+                fake_f = fidelity.extract_features(ext, self.fakes, config.batch_size, self.device)
+            self.provenance[f"{role}_cache"] = "hit" if hit else "miss"
+        self.settings.update(
+            {
+                f"{role}_extractor": ext.name,
+                f"{role}_layer": ext.layer,
+                f"{role}_feature_dim": fake_f.shape[1],
+                f"{role}_weights": ext.weights,
+            }
+        )
+        self.role_features[role] = fake_f, real_f
+        return fake_f, real_f
+
+    def pairs(self, name: str, score: Callable[[Tensor, Tensor], Tensor], variant: str) -> dict[str, float]:
+        """`{name}_ff` (+ std) over random disjoint fake pairs and the cached `{name}_rr` (+ std) over
+        real pairs; `n_pairs` = min(config.n_pairs, n_fake // 2, n_real // 2), recorded."""
+        config, device = self.config, self.device
+        n_pairs = min(config.n_pairs, len(self.fakes) // 2, len(self.real.images) // 2)
+        self.settings["n_pairs"] = n_pairs
+        ff = diversity.pair_scores(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
+        rr, hit = cache.cached(
+            self.folder,
+            {"kind": name, **self.data_key, "variant": variant, "n_pairs": n_pairs, "seed": config.seed},
+            lambda: torch.tensor(
+                diversity.pair_scores(
+                    score, self.real.images, n_pairs, config.seed, config.batch_size, device
+                )
+            ),
+        )
+        self.provenance[f"{name}_rr_cache"] = "hit" if hit else "miss"
+        return {
+            f"{name}_ff": ff[0],
+            f"{name}_ff_std": ff[1],
+            f"{name}_rr": rr[0].item(),
+            f"{name}_rr_std": rr[1].item(),
+        }
+
+
+def _weights_kind(settings: Settings) -> str:
+    """ "random" if any network ran with random weights, "pretrained" if one used a file, else "none"
+    (from the `*_weights` settings: a file name, "none", or "random(...)")."""
+    used = [str(v) for k, v in settings.items() if k.endswith("_weights")]
+    if any(w.startswith("random") for w in used):
+        return "random"
+    return "pretrained" if any(w != "none" for w in used) else "none"
+
+
+def evaluate(
+    fake: nn.Module | torch.Tensor, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+) -> EvalResult:
+    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`."""
+    metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
+    state = EvalState(real, config, device)
+    for metric in metrics:
+        metric.setup(state)
+    if isinstance(fake, nn.Module):
+        with state.timed("generate"):
+            fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
+    state.fakes = _check_fakes(fake, real)
+    state.settings.update(
+        resolution=real.images.shape[-1], seed=config.seed, n_fake=len(state.fakes), n_real=len(real.images)
+    )
+    scores: dict[str, float] = {}
+    for metric in metrics:
+        with state.timed(metric.name):
+            scores.update(metric.run(state))
+    state.settings["weights"] = _weights_kind(state.settings)
+    fid_features = state.role_features.get("fid")
+    return EvalResult(
+        metrics=scores,
+        settings=state.settings,
+        provenance=state.provenance,
+        fake_features=fid_features[0].numpy() if fid_features else None,
+        real_features=fid_features[1].numpy() if fid_features else None,
+        timings=state.timings,
+    )
