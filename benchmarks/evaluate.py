@@ -27,13 +27,13 @@ import time
 import torch
 import torch.nn.functional as F
 import torchvision
-from lossbench.metrics import evaluate
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from lossbench.config import EvalConfig
 from lossbench.data import load_dataset
 from lossbench.images import generate_images
+from lossbench.metrics import evaluate
 from lossbench.metrics.extractors import TINY
 from lossbench.models.dgan import Generator
 

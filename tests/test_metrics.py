@@ -10,7 +10,6 @@ import pytest
 import torch
 import torch_fidelity
 import torchvision
-from lossbench.metrics import EvalResult, evaluate
 from pytorch_msssim import ms_ssim, ssim
 from scipy.stats import wasserstein_distance
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
@@ -20,6 +19,7 @@ from lossbench.config import EvalConfig
 from lossbench.data import ImageDataset, fingerprint, load_dataset
 from lossbench.errors import ConfigError, MissingWeightsError
 from lossbench.images import generate_images
+from lossbench.metrics import EvalResult, evaluate
 from lossbench.metrics import cache as cache_lib
 from lossbench.metrics.diversity import (
     load_lpips,
