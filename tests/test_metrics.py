@@ -374,3 +374,121 @@ def test_evaluate_a_generator_is_seeded_and_reproducible(phantom, tmp_path):
     assert evaluate(fakes, phantom, config).metrics == first.metrics
     assert evaluate(G, phantom, config).metrics == first.metrics
     assert set(first.timings) >= {"generate", "real_features", "fake_features", "fid", "kid", "msssim", "swd"}
+
+
+# --- the registry -------------------------------------------------------------------------------------------
+
+
+def test_registry_names_aliases_and_directions():
+    from lossbench.metrics import (
+        ALIASES,
+        DIRECTIONS,
+        available_metrics,
+        get_metric,
+        metric_key,
+        resolve_metrics,
+    )
+
+    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd"]
+    assert dict(DIRECTIONS) == {
+        "fid": "min",
+        "kid": "min",
+        "lpips_ff": "max",
+        "msssim_ff": "min",
+        "precision": "max",
+        "recall": "max",
+        "swd": "min",
+    }
+    assert dict(ALIASES) == {"lpips": "lpips_ff", "msssim": "msssim_ff", "pr": "precision"}
+    assert (metric_key("lpips"), metric_key("fid"), metric_key("kid_std")) == ("lpips_ff", "fid", "kid_std")
+    assert resolve_metrics(["recall", "lpips_ff", "precision", "fid", "pr", "lpips"]) == (
+        "pr",
+        "lpips",
+        "fid",
+    )
+    assert get_metric("kid").auxiliary == ("kid_std",) and "kid_std" not in DIRECTIONS
+    with pytest.raises(TypeError):
+        DIRECTIONS["fid"] = "max"  # read-only
+
+
+@pytest.mark.parametrize("name", ["fdi", "kid_std"])
+def test_unknown_metric_is_a_one_line_error_listing_the_choices(name):
+    from lossbench.metrics import resolve_metrics
+
+    with pytest.raises(ConfigError) as e:
+        resolve_metrics(["fid", name])
+    assert str(e.value) == f"unknown metric {name!r} (choose from fid, kid, lpips, msssim, pr, swd)"
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (EvalConfig(), ["inception-v3-compat", "alexnet"]),
+        (EvalConfig(random_weights=True), ["inception-v3-compat"]),
+        (EvalConfig(metrics=("kid", "fid", "msssim", "swd")), ["inception-v3-compat"]),
+        (EvalConfig(metrics=("pr", "fid"), prc_extractor="inception-v3-compat"), ["inception-v3-compat"]),
+        (EvalConfig(metrics=("recall", "lpips")), ["vgg16", "alexnet"]),
+        (EvalConfig(metrics=("fid", "pr", "lpips"), feature_extractor=TINY, prc_extractor=TINY), ["alexnet"]),
+    ],
+)
+def test_required_weights_follow_the_metrics_and_the_config(config, expected):
+    from lossbench.metrics import required_weights
+    from lossbench.weights import WEIGHTS
+
+    assert required_weights(config) == expected and set(expected) <= set(WEIGHTS)
+
+
+def test_from_lossbench_metrics_import_evaluate_gives_the_function():
+    from lossbench.metrics import EvalResult as Result
+    from lossbench.metrics import evaluate as evaluate_fn
+
+    assert callable(evaluate_fn) and evaluate_fn is evaluate and Result is EvalResult
+    assert evaluate_fn.__name__ == "evaluate"
+
+
+def test_importing_lossbench_metrics_loads_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lossbench.metrics as m, lossbench.metrics.registry\n"
+        "assert m.DIRECTIONS['fid'] == 'min' and m.available_metrics()\n"
+        "heavy = {'torch', 'torch_fidelity', 'lpips', 'numpy'}\n"
+        "print(sorted({k.split('.')[0] for k in sys.modules} & heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_a_metric_registered_at_run_time_is_computed_by_evaluate(phantom, tmp_path, monkeypatch):
+    from lossbench.errors import PluginError
+    from lossbench.metrics import DIRECTIONS, register_metric, registry
+
+    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))
+
+    @register_metric("dark", keys={"dark_share": "max"}, aliases=("darkness",))
+    def dark(state):
+        return {"dark_share": (state.fakes < 128).double().mean().item()}
+
+    assert DIRECTIONS["dark_share"] == "max" and registry.origin("darkness") == f"registered by {__name__}"
+    fakes = torch.zeros(4, 1, R, R, dtype=torch.uint8)
+    fakes[:1] = 255
+    result = evaluate(fakes, phantom, tiny_config(tmp_path, metrics=("darkness",)))
+    assert result.metrics == {"dark_share": 0.75} and "dark" in result.timings
+
+    with pytest.raises(ValueError, match="metric 'fid2': 'fid' is already taken by metric 'fid'"):
+        register_metric("fid2", keys={"fid": "min"}, compute=dark)
+    register_metric("leaky", keys={"leaky": "min"}, compute=lambda state: {"leaky": 0.0, "extra": 1.0})
+    with pytest.raises(PluginError, match=r"metric 'leaky' returned undeclared keys \['extra'\]"):
+        evaluate(fakes, phantom, tiny_config(tmp_path, metrics=("leaky",)))
+    with pytest.raises(ValueError, match="directions must be 'min' or 'max'"):
+        register_metric("bad", keys={"bad": "lower"}, compute=dark)
+
+
+def test_settings_hold_what_numbers_depend_on_and_provenance_the_cache_hits(phantom, tmp_path):
+    config = tiny_config(tmp_path, metrics=("fid", "pr", "msssim"))
+    first, second = (evaluate(phantom.images[:40], phantom, config) for _ in range(2))
+    assert first.provenance == {"fid_cache": "miss", "prc_cache": "miss", "msssim_rr_cache": "miss"}
+    assert set(second.provenance.values()) == {"hit"}
+    assert first.settings == second.settings and first.metrics == second.metrics
+    assert not any("cache" in key for key in first.settings)

@@ -179,3 +179,108 @@ def test_docs_example_is_the_tested_plugin():
         (FIXTURE / "lossbench_rahinge-0.1.0.dist-info" / "entry_points.txt").read_text().splitlines()[1]
     )
     assert entry_point.replace("lossbench_rahinge:RaHinge", '"lossbench_rahinge:RaHinge"') in docs
+
+
+# --- metric plugins (entry-point group `lossbench.metrics`) ------------------------------------------------
+
+METRIC_FIXTURE = Path(__file__).parent / "fixtures" / "metric_plugin"
+
+
+@pytest.fixture
+def metric_site(tmp_path, monkeypatch):
+    """A site-packages folder on sys.path holding the lossbench-meangap distribution of fixtures/."""
+    from lossbench.metrics import registry as metric_registry
+
+    site = tmp_path / "metric-site"
+    shutil.copytree(METRIC_FIXTURE, site)
+    monkeypatch.syspath_prepend(str(site))
+    metric_registry.clear_plugin_cache()
+    yield site
+    metric_registry.clear_plugin_cache()
+    for name, module in list(sys.modules.items()):
+        if str(site) in str(getattr(module, "__file__", "")):
+            del sys.modules[name]
+
+
+def add_metric_distribution(site: Path, dist: str, entry_points: dict[str, str], module: str, source: str):
+    info = site / f"{dist.replace('-', '_')}-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.0\n")
+    lines = "".join(f"{name} = {value}\n" for name, value in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[lossbench.metrics]\n{lines}")
+    (site / f"{module}.py").write_text(source)
+
+
+def test_plugin_metric_is_listed_evaluated_and_has_a_direction(metric_site, tmp_path, capsys):
+    from lossbench.config import EvalConfig
+    from lossbench.data import load_dataset
+    from lossbench.metrics import (
+        ALIASES,
+        DIRECTIONS,
+        available_metrics,
+        evaluate,
+        metric_key,
+        resolve_metrics,
+    )
+
+    assert available_metrics()[-1] == "mean_gap" and DIRECTIONS["mean_gap"] == "min"
+    assert "mean_fake" not in DIRECTIONS and ALIASES["mpd"] == "mean_gap" and metric_key("mpd") == "mean_gap"
+    assert resolve_metrics(["mpd", "swd", "mean_gap"]) == ("mean_gap", "swd")
+
+    real = load_dataset("phantom:20", 32)
+    fakes = torch.full((6, 1, 32, 32), 200, dtype=torch.uint8)
+    result = evaluate(fakes, real, EvalConfig(metrics=("mpd", "swd"), cache_dir=str(tmp_path)))
+    expected = abs(200 - real.images.double().mean().item())  # independent: the whole tensor's mean
+    assert result.metrics["mean_gap"] == pytest.approx(expected, rel=1e-12)
+    assert result.metrics["mean_fake"] == 200 and "swd" in result.metrics
+    assert result.settings["mean_gap_scale"] == "uint8" and result.settings["weights"] == "none"
+    assert "mean_gap" in result.timings
+
+    assert main(["metrics", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert "\nmean_gap " in out and "mean_gap (lower is better); also mean_fake" in out and err == ""
+    assert "of distribution lossbench-meangap 0.1.0" in out and out.startswith("fid ")
+
+
+def test_broken_or_clashing_metric_plugins_break_only_themselves(metric_site, capsys):
+    from lossbench.config import EvalConfig
+    from lossbench.metrics import DIRECTIONS, available_metrics, get_metric, required_weights
+
+    add_metric_distribution(metric_site, "broken-metric", {"broken": "lb_bm:M"}, "lb_bm", "import lb_nope\n")
+    source = (
+        "from lossbench.metrics import Metric\n"
+        "M = Metric('fid2', keys={'fid': 'min'}, compute='x:y')\n"  # claims the built-in key fid
+        "W = Metric('heavy', keys={'heavy': 'max'}, compute='x:y', weights=lambda c: ['vgg16'])\n"
+        "N = 3\n"
+    )
+    entry_points = {"fid2": "lb_cm:M", "heavy": "lb_cm:W", "number": "lb_cm:N", "kid": "lb_cm:W"}
+    add_metric_distribution(metric_site, "clash-metric", entry_points, "lb_cm", source)
+
+    for name, message in [
+        ("broken", r"'broken' \(lb_bm:M\) of distribution broken-metric 1\.0 failed to import"),
+        ("fid2", r"declares fid, already taken by a registered metric"),
+        ("number", r"is a int, not a lossbench\.metrics\.Metric"),
+    ]:
+        with pytest.raises(PluginError, match=message):
+            get_metric(name)
+    with pytest.raises(
+        PluginError, match="'kid' is claimed by .*clash-metric 1.0 and by the built-in metric"
+    ):
+        get_metric("kid")
+    assert DIRECTIONS["fid"] == "min" and "heavy" in DIRECTIONS and "mean_gap" in available_metrics()
+    assert not {"broken", "fid2", "number", "kid"} & set(available_metrics()) and "kid" not in DIRECTIONS
+    assert required_weights(EvalConfig(metrics=("heavy", "mpd", "msssim"))) == ["vgg16"]
+
+    assert main(["metrics", "list"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 4 and "lb_nope" in err
+    assert main(["evaluate", "--fake", "x", "--data", "phantom:8", "--metrics", "broken"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: plugin entry point 'broken'")
+
+
+def test_docs_show_the_tested_metric_plugin():
+    docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
+    assert (METRIC_FIXTURE / "lossbench_meangap.py").read_text() in docs
+    entry_point = (METRIC_FIXTURE / "lossbench_meangap-0.1.0.dist-info" / "entry_points.txt").read_text()
+    assert 'mean_gap = "lossbench_meangap:MEAN_GAP"' in docs and entry_point.startswith("[lossbench.metrics]")

@@ -107,9 +107,10 @@ def register_metric(
 
     def add(fn: str | Callable) -> Metric:
         metric = Metric(name, keys, fn, **declaration)
-        taken = _taken(_REGISTERED.values()).keys() & (set(metric.names) | set(metric.auxiliary))
+        owners = _taken(_REGISTERED.values())
+        taken = sorted(owners.keys() & (set(metric.names) | set(metric.auxiliary)))
         if taken:
-            raise ValueError(f"metric {name!r}: {', '.join(sorted(taken))} already registered")
+            raise ValueError(f"metric {name!r}: {taken[0]!r} is already taken by metric {owners[taken[0]]!r}")
         _REGISTERED[name] = metric
         return metric
 
@@ -159,8 +160,10 @@ def clear_plugin_cache() -> None:
 
 
 def _metrics() -> dict[str, Metric]:
-    """Every usable metric by name: registered first (in registration order), then plugins."""
-    return {**_REGISTERED, **_plugins().objects}
+    """Every usable metric by name: registered first (in registration order), then plugins; a name
+    claimed twice (e.g. by a built-in and a plugin) is not usable, as for losses."""
+    plugins = _plugins()
+    return {n: m for n, m in {**_REGISTERED, **plugins.objects}.items() if n not in plugins.errors}
 
 
 def available_metrics() -> list[str]:
