@@ -68,6 +68,7 @@ def run_twice(fake: torch.Tensor, real, config: EvalConfig) -> tuple[dict[str, f
     first = evaluate(fake, real, config)
     second = evaluate(fake, real, config)
     assert second.metrics == first.metrics, "cached real data changed a result"
+    assert set(second.provenance.values()) == {"hit"}, f"cache missed: {second.provenance}"
     return first.timings, second.timings
 
 
