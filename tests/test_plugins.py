@@ -284,3 +284,17 @@ def test_docs_show_the_tested_metric_plugin():
     assert (METRIC_FIXTURE / "lossbench_meangap.py").read_text() in docs
     entry_point = (METRIC_FIXTURE / "lossbench_meangap-0.1.0.dist-info" / "entry_points.txt").read_text()
     assert 'mean_gap = "lossbench_meangap:MEAN_GAP"' in docs and entry_point.startswith("[lossbench.metrics]")
+
+
+def test_two_metric_plugins_sharing_an_alias_are_both_errors(metric_site):
+    from lossbench.metrics import available_metrics, get_metric
+
+    source = (
+        "from lossbench.metrics import Metric\n"
+        "M = Metric('gap2', keys={'gap2': 'min'}, aliases=('mpd',), compute='x:y')\n"
+    )
+    add_metric_distribution(metric_site, "gap-dist", {"gap2": "lb_gap:M"}, "lb_gap", source)
+    for name in ("gap2", "mean_gap"):
+        with pytest.raises(PluginError, match=r"'mpd' is declared by .* and by .*; uninstall one of them"):
+            get_metric(name)
+    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd"]

@@ -25,10 +25,9 @@ def load_prc_extractor(state: EvalState) -> None:
 
 def load_lpips(state: EvalState) -> None:
     config = state.config
-    if "lpips" not in state.networks:
-        state.networks["lpips"] = diversity.load_lpips(
-            config.weights_dir, config.random_weights, config.seed, state.device
-        )
+    state.networks["lpips"] = diversity.load_lpips(
+        config.weights_dir, config.random_weights, config.seed, state.device
+    )
 
 
 def fid(state: EvalState) -> dict[str, float]:
@@ -57,7 +56,6 @@ def precision_recall(state: EvalState) -> dict[str, float]:
 
 
 def lpips(state: EvalState) -> dict[str, float]:
-    load_lpips(state)
     model, weights = state.networks["lpips"]
     state.settings.update(lpips_net="alex", lpips_version="0.1", lpips_weights=weights)
     return state.pairs("lpips", diversity.lpips_score(model), weights)

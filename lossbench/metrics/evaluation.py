@@ -73,6 +73,7 @@ class EvalState:
         self.settings: Settings = {}
         self.provenance: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self._features: dict[tuple[str, str], tuple[Tensor, Tensor, bool]] = {}  # by (extractor, layer)
         self._inner: list[float] = []  # seconds spent in nested stages, per open stage
 
     @contextmanager
@@ -99,18 +100,8 @@ class EvalState:
         """Fake and (cached) real features of extractor `name` for `role`, computed once per
         (extractor, layer); its settings are recorded as `{role}_extractor`, ... and the cache hit
         as provenance `{role}_cache`."""
-        if role in self.role_features:
-            return self.role_features[role]
         ext = self.extractor(role, name)
-        same = [
-            r
-            for r in self.role_features
-            if self.settings[f"{r}_extractor"] == ext.name and self.settings[f"{r}_layer"] == ext.layer
-        ]
-        if same:
-            fake_f, real_f = self.role_features[same[0]]
-            self.provenance[f"{role}_cache"] = self.provenance[f"{same[0]}_cache"]
-        else:
+        if (ext.name, ext.layer) not in self._features:  # FID and PR on one extractor share features
             config = self.config
             with self.timed("real_features"):
                 real_f, hit = cache.cached(
@@ -120,7 +111,9 @@ class EvalState:
                 )
             with self.timed("fake_features"):
                 fake_f = fidelity.extract_features(ext, self.fakes, config.batch_size, self.device)
-            self.provenance[f"{role}_cache"] = "hit" if hit else "miss"
+            self._features[ext.name, ext.layer] = fake_f, real_f, hit
+        fake_f, real_f, hit = self._features[ext.name, ext.layer]
+        self.provenance[f"{role}_cache"] = "hit" if hit else "miss"
         self.settings.update(
             {
                 f"{role}_extractor": ext.name,
