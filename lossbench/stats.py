@@ -1,7 +1,9 @@
 """Significance across seeds: cell summaries, pairwise tests, two-way ANOVA, corrections, verdicts.
 
-Input is a results frame with one row per trial and the columns `loss`, `lambda`, `seed` plus metric
-columns named by the keys of `lossbench.metrics.DIRECTIONS` (`fid`, `kid`, `lpips_ff`, ...).
+Pure analysis: a results frame in (one row per trial, the columns `loss`, `lambda`, `seed` plus
+metric columns named by the keys of `lossbench.metrics.DIRECTIONS`: `fid`, `kid`, `lpips_ff`, ...),
+a `StatsResult` out, warnings included. Reading a study is `lossbench.study.results`; text forms
+are `lossbench.formatting`.
 
 Conventions:
 - a cell is one (loss, lambda); its replicates are the seeds. NaN or infinite metric values
