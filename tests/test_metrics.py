@@ -12,13 +12,13 @@ import torch_fidelity
 import torchvision
 from pytorch_msssim import ms_ssim, ssim
 from scipy.stats import wasserstein_distance
+from test_weights import trust_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
 from lossbench.config import EvalConfig
 from lossbench.data import ImageDataset, fingerprint, load_dataset
 from lossbench.errors import ConfigError, MissingWeightsError
-from test_weights import trust_file
 from lossbench.metrics import cache as cache_lib
 from lossbench.metrics.diversity import (
     load_lpips,

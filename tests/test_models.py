@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from test_weights import trust_file
 from torch import nn
 
 from lossbench.errors import ConfigError, MissingWeightsError
-from test_weights import trust_file
 from lossbench.models import (
     Critic,
     Generator,
