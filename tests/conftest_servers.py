@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from servers import Postgres, ServerUnavailable, mlflow_server, postgres_cluster
 
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A throwaway PostgreSQL cluster for the whole session (skip when PostgreSQL cannot start)."""
-    pytest.importorskip("psycopg", reason="psycopg 3 is needed for PostgreSQL (pip install lossbench[postgres])")
+    pytest.importorskip(
+        "psycopg", reason="psycopg 3 is needed for PostgreSQL (pip install lossbench[postgres])"
+    )
     try:
         with postgres_cluster() as cluster:
             yield cluster

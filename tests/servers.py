@@ -94,7 +94,9 @@ def postgres_cluster() -> Iterator[Postgres]:
     """A fresh cluster, stopped and deleted on exit; ServerUnavailable when it cannot start."""
     bin_dir = postgres_bin_dir()
     if bin_dir is None:
-        raise ServerUnavailable("PostgreSQL not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin)")
+        raise ServerUnavailable(
+            "PostgreSQL not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin)"
+        )
     root = Path(tempfile.mkdtemp(prefix="lossbench-pg-"))  # short: the socket path is limited to 107 bytes
     data_dir = root / "data"
     data_dir.mkdir()
@@ -112,7 +114,9 @@ def postgres_cluster() -> Iterator[Postgres]:
     finally:
         if (data_dir / "postmaster.pid").exists():
             subprocess.run(
-                _as_cluster_owner([str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]),
+                _as_cluster_owner(
+                    [str(bin_dir / "pg_ctl"), "-D", str(data_dir), "-m", "immediate", "-w", "stop"]
+                ),
                 capture_output=True,
                 timeout=60,
             )

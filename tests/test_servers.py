@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import optuna
 import pytest
@@ -59,7 +60,7 @@ def test_mlflow_server_run_params_tags_metric_and_proxied_artifact(mlflow_url, t
     assert [(m.value, m.step) for m in client.get_metric_history(run_id, "fid")] == [(12.5, 3)]
     assert run.info.artifact_uri.startswith("mlflow-artifacts:")  # through the server's proxy
     local = client.download_artifacts(run_id, "reports/report.txt", str(tmp_path / "back"))
-    assert open(local).read() == "lossbench"
+    assert Path(local).read_text() == "lossbench"
 
 
 def test_postgres_restart_keeps_data_and_a_pre_pinging_storage_reconnects(postgres):

@@ -162,3 +162,10 @@ def test_inception_is_torch_fidelitys_own_with_the_files_weights(tmp_path, monke
         theirs = reference(images.repeat(1, 3, 1, 1))[0]
     assert ours.shape == (2, 2048) and torch.equal(ours, theirs)
     assert not any(t.is_meta for t in [*extractor.module.parameters(), *extractor.module.buffers()])
+
+
+def test_status_reports_a_wrong_digest(tmp_path, capsys):
+    (tmp_path / INCEPTION).write_bytes(b"not the inception weights")
+    assert main(["weights", "status", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "wrong" in out and "missing" in out
