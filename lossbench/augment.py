@@ -6,7 +6,9 @@ fresh random parameters per call; gradients flow through to the generator. Polic
   (DiffAugment's saturation step does nothing on one channel and is left out);
 - "translation": integer shift of up to 1/8 of the side in x and y, zero (mid-grey) padding;
 - "cutout": one square of half the side, at a random centre, set to 0 (mid-grey).
-Random numbers are drawn on the CPU from the `rng` passed in, so a run is reproducible on any device.
+Random numbers are drawn on the CPU from the `rng` passed in, so a run is reproducible on any device;
+index grids and masks are built on the input's device. Translation and cutout move or zero whole
+pixels exactly, in any dtype and under autocast.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from lossbench.errors import ConfigError
 
@@ -32,27 +33,30 @@ def color(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
 
 
 def translation(x: torch.Tensor, rng: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
-    n, _, h, w = x.shape
-    shift = torch.stack(
-        [torch.randint(-int(s * ratio + 0.5), int(s * ratio + 0.5) + 1, (n,), generator=rng) for s in (w, h)],
-        1,
+    """Output pixel (y, x) is input pixel (y - sy, x - sx), zero outside: an exact gather, in any dtype
+    (also under autocast), as in DiffAugment. Draws the x shifts, then the y shifts, from `rng`."""
+    n, c, h, w = x.shape
+    sx, sy = (
+        torch.randint(-int(s * ratio + 0.5), int(s * ratio + 0.5) + 1, (n, 1), generator=rng).to(x.device)
+        for s in (w, h)
     )
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1
-    theta[:, :, 2] = -2 * shift / torch.tensor([w, h])  # output pixel p samples input pixel p - shift
-    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    rows = torch.arange(h, device=x.device) - sy  # n×h source row of each output row
+    cols = torch.arange(w, device=x.device) - sx  # n×w source column of each output column
+    inside = ((rows >= 0) & (rows < h)).view(n, 1, h, 1) & ((cols >= 0) & (cols < w)).view(n, 1, 1, w)
+    x = x.gather(2, rows.clamp(0, h - 1).view(n, 1, h, 1).expand(n, c, h, w))
+    x = x.gather(3, cols.clamp(0, w - 1).view(n, 1, 1, w).expand(n, c, h, w))
+    return x * inside.to(x.dtype)
 
 
 def cutout(x: torch.Tensor, rng: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
     n, _, h, w = x.shape
     size_y, size_x = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    cy = torch.randint(0, h, (n, 1, 1), generator=rng)
-    cx = torch.randint(0, w, (n, 1, 1), generator=rng)
-    ys = torch.arange(h).view(1, h, 1) - (cy - size_y // 2)  # offsets from the square's first row
-    xs = torch.arange(w).view(1, 1, w) - (cx - size_x // 2)
+    cy = torch.randint(0, h, (n, 1, 1), generator=rng).to(x.device)
+    cx = torch.randint(0, w, (n, 1, 1), generator=rng).to(x.device)
+    ys = torch.arange(h, device=x.device).view(1, h, 1) - (cy - size_y // 2)  # offsets from the first row
+    xs = torch.arange(w, device=x.device).view(1, 1, w) - (cx - size_x // 2)
     inside = (ys >= 0) & (ys < size_y) & (xs >= 0) & (xs < size_x)
-    return x * (~inside).unsqueeze(1).to(x.device, x.dtype)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
 _FUNCTIONS = {"color": color, "translation": translation, "cutout": cutout}

@@ -32,6 +32,10 @@ class MissingWeightsError(LossbenchError):
     """A pretrained weight file that is not present where lossbench looks for it."""
 
 
+class WeightsDigestError(LossbenchError):
+    """A pretrained weight file whose sha256 is not the published one, or that is not a plain state dict."""
+
+
 class DivergedError(LossbenchError):
     """Training produced NaN or Inf; `step` and `term` say where."""
 

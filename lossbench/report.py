@@ -1,11 +1,10 @@
 """The study report: paper-style table, significance tables and figures, as HTML and markdown.
 
-Numbers come from a results frame (a study or its CSV) through `lossbench.stats`. Figures that
-need MLflow artifacts are read from the runs named in the frame's `run_id` column, following the
-tracking conventions: sample grid `samples/final.png`, training curves `train/<term>`, generated
-features `features/fake.npy` per trial run and real features `features/real.npy` on the parent
-(study) run. A figure whose inputs are missing says "not available", so a bare CSV still gives
-the whole numeric report.
+Numbers come from a results frame (a study's or a CSV's; the CLI reads it) through
+`lossbench.stats`. Figures that need MLflow artifacts are read by `lossbench.tracking.fetch_artifacts`
+from the runs named in the frame's `run_id` column: sample grids, training curves, generated
+features per trial run and real features on the parent (study) run. A figure whose inputs are
+missing says "not available", so a bare CSV still gives the whole numeric report.
 
 Output in `out_dir`: `report.html` (self-contained: images embedded as base64 PNG, inline CSS, no
 external assets), `report.md` with `figures/*.png` beside it, and `stats.json`. Figures are drawn
@@ -18,10 +17,8 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 import re
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,25 +26,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lossbench import stats
+from lossbench import stats, tracking
+from lossbench.formatting import TITLES, display, format_result, header, markdown_table
 from lossbench.metrics import DIRECTIONS
+from lossbench.tracking import Artifacts
 
 NOT_AVAILABLE = "not available"
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f0f0f0}img{max-width:100%}.na{color:#888;font-style:italic}
 .grid td{text-align:center}.grid img{width:180px;image-rendering:pixelated}"""
-
-
-@dataclass
-class Artifacts:
-    """What MLflow holds for the trials of a results frame; every part may be empty."""
-
-    grids: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG bytes per cell (lowest seed)
-    curves: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
-    real_features: np.ndarray | None = None
-    fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
-    parent_run_id: str | None = None
 
 
 @dataclass
@@ -59,87 +47,6 @@ class Report:
     stats_json: Path
     figures: list[Path]
     logged_to: str | None = None  # MLflow parent run id when the report was logged
-
-
-# ------------------------------------------------------------------------------------- MLflow
-
-
-def tracking_client(tracking_uri: str | None = None, root: str | Path = "mlruns"):
-    """An `MlflowClient` on `tracking_uri` (default: the embedded store under `root`), or None when
-    that is a SQLite file that does not exist: a report never creates a store."""
-    from mlflow import MlflowClient
-
-    from lossbench.tracking import default_tracking_uri
-
-    uri = tracking_uri or default_tracking_uri(root)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        return None
-
-    return MlflowClient(tracking_uri=uri)
-
-
-def _download(client, run_id: str, path: str, tmp: Path) -> Path | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return Path(client.download_artifacts(run_id, path, str(tmp)))
-    except (MlflowException, OSError):
-        return None
-
-
-def _find_parent(client, df: pd.DataFrame, run_ids: list[str], study: str | None) -> str | None:
-    """The study's parent run: the trials' `mlflow.parentRunId` tag, else a run tagged role=study."""
-    for run_id in run_ids[:1]:
-        parent = client.get_run(run_id).data.tags.get("mlflow.parentRunId")
-        if parent:
-            return parent
-    name = study or (str(df["study"].iloc[0]) if "study" in df.columns and len(df) else None)
-    experiment = client.get_experiment_by_name(name) if name else None
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=f"tags.`lossbench.role` = 'study' and tags.`lossbench.study` = '{name}'",
-        max_results=1,
-    )
-    return runs[0].info.run_id if runs else None
-
-
-def fetch_artifacts(df: pd.DataFrame, client, study: str | None = None) -> Artifacts:
-    """Sample grids, training curves and features of the runs in `df["run_id"]` (missing parts skipped)."""
-    from mlflow.exceptions import MlflowException
-
-    art = Artifacts()
-    if client is None or "run_id" not in df.columns:
-        return art
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
-    rows = df.dropna(subset=["run_id"]).sort_values(["loss", "lambda", "seed"])
-    rows = rows.assign(loss=rows["loss"].astype(str), run_id=rows["run_id"].astype(str))
-    with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        for r in rows.to_dict("records"):
-            cell, run_id = (r["loss"], float(r["lambda"])), r["run_id"]
-            try:
-                run = client.get_run(run_id)
-            except MlflowException:
-                continue
-            for key in sorted(k for k in run.data.metrics if k.startswith("train/")):
-                history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-                art.curves.setdefault(key.removeprefix("train/"), []).append(
-                    (cell[0], cell[1], [m.step for m in history], [m.value for m in history])
-                )
-            if cell not in art.grids and (png := _download(client, run_id, "samples/final.png", tmp)):
-                art.grids[cell] = png.read_bytes()
-            if cell not in art.fake_features and (npy := _download(client, run_id, "features/fake.npy", tmp)):
-                art.fake_features[cell] = np.load(npy)
-        run_ids = list(dict.fromkeys(rows["run_id"]))
-        try:
-            art.parent_run_id = _find_parent(client, df, run_ids, study)
-        except MlflowException:
-            art.parent_run_id = None
-        if art.parent_run_id and (npy := _download(client, art.parent_run_id, "features/real.npy", tmp)):
-            art.real_features = np.load(npy)
-    return art
 
 
 # ------------------------------------------------------------------------------------ figures
@@ -272,7 +179,7 @@ def _html_table(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
 def _md_table(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
     if bold is not None:
         table = table.astype(str).mask(bold, "**" + table.astype(str) + "**")
-    return stats.markdown_table(table)
+    return markdown_table(table)
 
 
 #: The pairwise columns shown in the report: test names, statistics and raw rank p-values are in stats.json.
@@ -373,7 +280,7 @@ def build_report(
     lambdas = sorted(result.summary["lambda"].unique())
     doc.heading(title, 1)
     doc.text(f"{len(df)} trials; losses {', '.join(losses)}; λ {', '.join(f'{x:g}' for x in lambdas)}.")
-    doc.text(result.header())
+    doc.text(header(result))
 
     doc.heading("Results: mean ± sd over seeds (best cell per metric in bold)")
     doc.table(*paper_table(result.summary, result.best))
@@ -383,14 +290,14 @@ def build_report(
         f"corrected with {result.correction_name} across every metric, λ and pair; p >= {result.alpha:g} "
         "reads 'no significant difference'. Effect sizes are signed a − b."
     )
-    doc.heading(stats.TITLES["pairwise"], 3)
+    doc.heading(TITLES["pairwise"], 3)
     pair = result.pairwise[PAIRWISE_SHOWN] if len(result.pairwise) else result.pairwise
-    doc.table(stats.display(pair))
+    doc.table(display(pair))
     if len(result.omnibus):
-        doc.heading(stats.TITLES["omnibus"], 3)
-        doc.table(stats.display(result.omnibus))
-    doc.heading(stats.TITLES["anova"], 3)
-    doc.table(stats.display(result.anova))
+        doc.heading(TITLES["omnibus"], 3)
+        doc.table(display(result.omnibus))
+    doc.heading(TITLES["anova"], 3)
+    doc.table(display(result.anova))
 
     doc.heading("Figures")
     doc.heading("Metrics against λ (95% CI bands)", 3)
@@ -410,8 +317,8 @@ def build_report(
         doc.md.append("\n".join(f"- {w}" for w in result.warnings))
     else:
         doc.text("none")
-    doc.heading(stats.TITLES["summary"])
-    doc.table(stats.display(result.summary))
+    doc.heading(TITLES["summary"])
+    doc.table(display(result.summary))
 
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
@@ -420,34 +327,33 @@ def build_report(
     paths = Report(out_dir / "report.html", out_dir / "report.md", out_dir / "stats.json", doc.figures)
     paths.html.write_text(page, encoding="utf-8")
     paths.markdown.write_text("\n\n".join(doc.md) + "\n", encoding="utf-8")
-    paths.stats_json.write_text(stats.format_result(result, "json"), encoding="utf-8")
+    paths.stats_json.write_text(format_result(result, "json"), encoding="utf-8")
     return paths
 
 
 def report(
-    source: str,
+    df: pd.DataFrame,
     out_dir: Path,
-    storage: str | None = None,
+    name: str = "results",
+    study: str | None = None,
+    title: str | None = None,
     tracking_uri: str | None = None,
     root: str | Path = "mlruns",
     **analysis: Any,
 ) -> Report:
-    """Analyse a study (by name) or a results CSV and write its report to `out_dir`.
+    """Analyse a results frame and write its report to `out_dir`.
 
-    `analysis` goes to `stats.analyze` (alpha, paired, correction, bootstrap, seed). `storage` and
-    `root` locate the study as `lossbench study` does. Artifacts are read when the frame has a
-    `run_id` column and the MLflow store exists; a report made from a study name is also logged to
-    the study's parent run under `report/`.
+    `name` (the frame's source) appears in error messages and the default title. `analysis` goes
+    to `stats.analyze` (alpha, paired, correction, bootstrap, seed). Artifacts are
+    read when the frame has a `run_id` column and the MLflow store (`tracking_uri`, default the one
+    under `root`) exists. `study` names the study the frame was read from: the report is then also
+    logged to the study's parent run under `report/` (a frame from a CSV is never logged back).
     """
-    df = stats.load_results(source, storage, root)
-    result = stats.analyze(df, name=source, **analysis)
-    from_study = not Path(source).is_file()
-    client = tracking_client(tracking_uri, root) if "run_id" in df.columns else None
-    art = fetch_artifacts(df, client, study=source if from_study else None)
-    out = build_report(
-        df, out_dir, result, art, title=f"lossbench report: {Path(source).stem if not from_study else source}"
-    )
-    if from_study and client is not None and art.parent_run_id:
-        client.log_artifacts(art.parent_run_id, str(out_dir), artifact_path="report")
+    result = stats.analyze(df, name=name, **analysis)
+    client = tracking.tracking_client(tracking_uri, root) if "run_id" in df.columns else None
+    art = tracking.fetch_artifacts(df, client, study=study)
+    out = build_report(df, out_dir, result, art, title=title or f"lossbench report: {name}")
+    if study is not None and client is not None and art.parent_run_id:
+        tracking.log_report(client, art.parent_run_id, out_dir)
         out.logged_to = art.parent_run_id
     return out

@@ -1,7 +1,9 @@
 """Significance across seeds: cell summaries, pairwise tests, two-way ANOVA, corrections, verdicts.
 
-Input is a results frame with one row per trial and the columns `loss`, `lambda`, `seed` plus metric
-columns named by the keys of `lossbench.metrics.DIRECTIONS` (`fid`, `kid`, `lpips_ff`, ...).
+Pure analysis: a results frame in (one row per trial, the columns `loss`, `lambda`, `seed` plus
+metric columns named by the keys of `lossbench.metrics.DIRECTIONS`: `fid`, `kid`, `lpips_ff`, ...),
+a `StatsResult` out, warnings included. Reading a study is `lossbench.study.results`; text forms
+are `lossbench.formatting`.
 
 Conventions:
 - a cell is one (loss, lambda); its replicates are the seeds. NaN or infinite metric values
@@ -26,12 +28,10 @@ Every test statistic comes from scipy or statsmodels.
 
 from __future__ import annotations
 
-import io
 import itertools
 import json
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,6 @@ from lossbench.metrics import DIRECTIONS, metric_key
 
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
 CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
-FORMATS = ("table", "markdown", "csv", "latex", "json")
 #: Columns of the pairwise table, in order.
 PAIRWISE_COLUMNS = (
     "metric",
@@ -101,16 +100,6 @@ class StatsResult:
             "anova": self.anova,
         }
 
-    def header(self) -> str:
-        """One line naming the settings every number depends on."""
-        tests = "paired t / Wilcoxon signed-rank" if self.paired else "Welch t / Mann-Whitney U"
-        return (
-            f"metrics: {', '.join(self.metrics)}; alpha={self.alpha:g}; tests: {tests}; "
-            f"p-values corrected with {self.correction_name} (multipletests method='{self.correction}'); "
-            f"{'bootstrap (BCa)' if self.ci_method == 'bootstrap' else 't-based'} 95% CIs"
-            + (f"\nevaluation settings: {_join_settings(self.settings)}" if self.settings else "")
-        )
-
     def to_dict(self) -> dict:
         out = {
             "metrics": self.metrics,
@@ -128,23 +117,6 @@ class StatsResult:
 
 
 # ---------------------------------------------------------------------------------------- input
-
-
-def load_results(source: str | Path, storage: str | None = None, root: str | Path = "mlruns") -> pd.DataFrame:
-    """The results frame of a CSV file, or of a study by name (`lossbench.study.results_frame`)."""
-    path = Path(source)
-    if path.is_file():
-        try:
-            return pd.read_csv(path)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read results CSV {path}: {str(e).splitlines()[0]}") from None
-    if path.suffix.lower() == ".csv" or path.parent != Path("."):
-        raise DataError(f"no results file at {path}: give an existing CSV or a study name")
-    try:
-        from lossbench.study import results_frame
-    except ImportError:
-        raise DataError(f"{source!r} is not a CSV file and studies are not available here") from None
-    return results_frame(str(source), storage, root)
 
 
 def check_results(
@@ -330,15 +302,15 @@ def best_cells(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pair_values(
-    df: pd.DataFrame, metric: str, lam: float, a: str, b: str, paired: bool, notes: dict[str, None]
-) -> tuple[np.ndarray, np.ndarray]:
-    """The finite values of cells (a, lam) and (b, lam); matched by seed when paired."""
+    df: pd.DataFrame, metric: str, lam: float, a: str, b: str, paired: bool
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The finite values of cells (a, lam) and (b, lam), matched by seed when paired; warnings."""
     at = df[df["lambda"] == lam]
     xa = at[at["loss"] == a][["seed", metric]]
     xb = at[at["loss"] == b][["seed", metric]]
     xa, xb = xa[np.isfinite(xa[metric])], xb[np.isfinite(xb[metric])]
     if not paired:
-        return xa[metric].to_numpy(float), xb[metric].to_numpy(float)
+        return xa[metric].to_numpy(float), xb[metric].to_numpy(float), []
     for loss, x in ((a, xa), (b, xb)):
         if x["seed"].duplicated().any():
             raise DataError(
@@ -347,12 +319,13 @@ def _pair_values(
             )
     both = xa.merge(xb, on="seed", suffixes=("_a", "_b"))
     unmatched = len(xa) + len(xb) - 2 * len(both)
+    notes = []
     if unmatched:
-        notes[
+        notes.append(
             f"{metric} {_fmt_lambda(lam)} {a} vs {b}: {unmatched} value(s) without a matching seed "
             "left out of the paired tests"
-        ] = None
-    return both[f"{metric}_a"].to_numpy(float), both[f"{metric}_b"].to_numpy(float)
+        )
+    return both[f"{metric}_a"].to_numpy(float), both[f"{metric}_b"].to_numpy(float), notes
 
 
 def _compare(xa: np.ndarray, xb: np.ndarray, paired: bool) -> dict:
@@ -388,15 +361,17 @@ def _compare(xa: np.ndarray, xb: np.ndarray, paired: bool) -> dict:
 
 
 def pairwise(
-    df: pd.DataFrame, metric: str, alpha: float = 0.05, paired: bool = False, notes: dict | None = None
-) -> pd.DataFrame:
-    """Uncorrected tests for every lambda and pair of losses on one metric (see `analyze`)."""
-    notes = {} if notes is None else notes
+    df: pd.DataFrame, metric: str, alpha: float = 0.05, paired: bool = False
+) -> tuple[pd.DataFrame, list[str]]:
+    """Uncorrected tests for every lambda and pair of losses on one metric (see `analyze`), and the
+    warnings they raise (unmatched seeds, rank tests that cannot reach `alpha`)."""
+    notes: list[str] = []
     rows = []
     losses = sorted(df["loss"].unique())
     for lam in sorted(df["lambda"].unique()):
         for a, b in itertools.combinations(losses, 2):
-            xa, xb = _pair_values(df, metric, lam, a, b, paired, notes)
+            xa, xb, pair_notes = _pair_values(df, metric, lam, a, b, paired)
+            notes += pair_notes
             if len(xa) == 0 and len(xb) == 0:
                 continue
             row = {"metric": metric, "lambda": lam, "a": a, "b": b, "n_a": len(xa), "n_b": len(xb)}
@@ -409,11 +384,11 @@ def pairwise(
             min_p = min_rank_p(len(xa), len(xb), paired)
             if np.isfinite(min_p) and min_p >= alpha:
                 sizes = f"{len(xa)} seed pairs" if paired else f"{len(xa)} vs {len(xb)} seeds"
-                notes[
+                notes.append(
                     f"{row['rank_test']} with {sizes} cannot reach p < {alpha:g} "
                     f"(smallest possible p = {min_p:.3g}); add seeds for a rank test to be informative"
-                ] = None
-    return pd.DataFrame(rows)
+                )
+    return pd.DataFrame(rows), notes
 
 
 def omnibus(df: pd.DataFrame, metric: str, paired: bool = False) -> pd.DataFrame:
@@ -469,6 +444,56 @@ def two_way_anova(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return table[["metric", "term", "sum_sq", "df", "F", "p", "partial_eta_sq"]]
 
 
+def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    tables = [t for t in tables if len(t)]
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+
+
+def _cell_warnings(summary: pd.DataFrame) -> list[str]:
+    """Cells with dropped values or fewer than two valid seeds."""
+    notes = []
+    for r in summary.to_dict("records"):
+        where = f"{r['metric']}: cell ({r['loss']}, {_fmt_lambda(r['lambda'])})"
+        if r["n_dropped"]:
+            notes.append(f"{where}: {r['n_dropped']} missing or non-finite value(s) (diverged runs?) dropped")
+        if r["n"] < 2:
+            notes.append(f"{where} has {r['n']} valid seed(s): no sd, CI or t-test (need at least 2)")
+    return notes
+
+
+def _settings_warnings(settings: dict[str, str]) -> list[str]:
+    """Settings that differ between rows, and explicitly random network weights."""
+    notes = [
+        f"{key} differs between rows ({value}): the numbers are not comparable"
+        for key, value in settings.items()
+        if "|" in value
+    ]
+    if settings.get("weights") == "random":
+        notes.append(
+            "metrics come from explicitly random network weights: they exercise the pipeline and are "
+            "not comparable with published scores"
+        )
+    return notes
+
+
+def _corrected_pairwise(
+    df: pd.DataFrame, metrics: list[str], alpha: float, paired: bool, correction: str
+) -> tuple[pd.DataFrame, list[str]]:
+    """The pairwise table of every metric with corrected p-values and verdicts; its warnings."""
+    pairs = [pairwise(df, m, alpha, paired) for m in metrics]
+    table = _concat([p for p, _ in pairs])
+    notes = [n for _, pair_notes in pairs for n in pair_notes]
+    if len(table):
+        table["p_adj"] = correct(table["p"], alpha, correction)
+        table["rank_p_adj"] = correct(table["rank_p"], alpha, correction)
+        table["correction"] = correction
+        table["verdict"] = [
+            verdict(r.metric, r.a, r.b, r.mean_a, r.mean_b, r.p_adj, alpha) for r in table.itertuples()
+        ]
+        table = table[list(PAIRWISE_COLUMNS)]
+    return table, notes
+
+
 def analyze(
     df: pd.DataFrame,
     metrics: list[str] | None = None,
@@ -487,49 +512,20 @@ def analyze(
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     df, metrics = check_results(df, metrics, name)
     ci_method = "bootstrap" if bootstrap else "t"
-    notes: dict[str, None] = {}  # ordered, de-duplicated warnings
-    summary = pd.concat(
-        [summarize(df, m, 0.95, ci_method, n_resamples, seed) for m in metrics], ignore_index=True
-    )
-    for r in summary.to_dict("records"):
-        where = f"{r['metric']}: cell ({r['loss']}, {_fmt_lambda(r['lambda'])})"
-        if r["n_dropped"]:
-            notes[f"{where}: {r['n_dropped']} missing or non-finite value(s) (diverged runs?) dropped"] = None
-        if r["n"] < 2:
-            notes[f"{where} has {r['n']} valid seed(s): no sd, CI or t-test (need at least 2)"] = None
-    pairs = [pairwise(df, m, alpha, paired, notes) for m in metrics]
-    pair_table = pd.concat(pairs, ignore_index=True) if any(len(p) for p in pairs) else pd.DataFrame()
-    if len(pair_table):
-        pair_table["p_adj"] = correct(pair_table["p"], alpha, correction)
-        pair_table["rank_p_adj"] = correct(pair_table["rank_p"], alpha, correction)
-        pair_table["correction"] = correction
-        pair_table["verdict"] = [
-            verdict(r.metric, r.a, r.b, r.mean_a, r.mean_b, r.p_adj, alpha) for r in pair_table.itertuples()
-        ]
-        pair_table = pair_table[list(PAIRWISE_COLUMNS)]
-    omni = [omnibus(df, m, paired) for m in metrics]
-    omni_table = pd.concat(omni, ignore_index=True) if any(len(o) for o in omni) else pd.DataFrame()
+    summary = _concat([summarize(df, m, 0.95, ci_method, n_resamples, seed) for m in metrics])
+    pair_table, pair_notes = _corrected_pairwise(df, metrics, alpha, paired, correction)
+    omni_table = _concat([omnibus(df, m, paired) for m in metrics])
     if len(omni_table):
         omni_table["p_adj"] = correct(omni_table["p"], alpha, correction)
         omni_table["correction"] = correction
     anovas = [two_way_anova(df, m) for m in metrics]
-    for m, a in zip(metrics, anovas, strict=True):
-        if a.empty:
-            notes[f"{m}: no two-way ANOVA (needs more than one row per cell or more than one level)"] = None
+    anova_notes = [
+        f"{m}: no two-way ANOVA (needs more than one row per cell or more than one level)"
+        for m, a in zip(metrics, anovas, strict=True)
+        if a.empty
+    ]
     settings = evaluation_settings(df)
-    for key, value in settings.items():
-        if "|" in value:
-            notes[f"{key} differs between rows ({value}): the numbers are not comparable"] = None
-    if settings.get("weights") == "random":
-        notes[
-            "metrics come from explicitly random network weights: they exercise the pipeline and are "
-            "not comparable with published scores"
-        ] = None
-    anova_table = (
-        pd.concat([a for a in anovas if len(a)], ignore_index=True)
-        if any(len(a) for a in anovas)
-        else pd.DataFrame()
-    )
+    notes = _cell_warnings(summary) + pair_notes + anova_notes + _settings_warnings(settings)
     return StatsResult(
         metrics=metrics,
         alpha=alpha,
@@ -540,8 +536,8 @@ def analyze(
         best=best_cells(summary),
         pairwise=pair_table,
         omnibus=omni_table,
-        anova=anova_table,
-        warnings=list(notes),
+        anova=_concat(anovas),
+        warnings=list(dict.fromkeys(notes)),  # ordered, de-duplicated
         settings=settings,
     )
 
@@ -559,76 +555,3 @@ def evaluation_settings(df: pd.DataFrame) -> dict[str, str]:
             values = sorted({str(v) for v in df[column].dropna()})
             out[str(column).removeprefix("setting.")] = " | ".join(values)
     return out
-
-
-def _join_settings(settings: dict[str, str]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in settings.items())
-
-
-# ---------------------------------------------------------------------------------- formatting
-
-
-def display(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
-    """A copy with floats as strings of `digits` significant digits (p-values likewise)."""
-    out = table.copy()
-    for col in out.columns:
-        if pd.api.types.is_float_dtype(out[col]):
-            fmt = "{:g}" if col == "lambda" else f"{{:.{digits}g}}"
-            out[col] = [("" if pd.isna(v) else fmt.format(v)) for v in out[col]]
-    return out
-
-
-def markdown_table(table: pd.DataFrame) -> str:
-    """A GitHub-flavoured markdown table of `table` (strings as they are)."""
-    cells = table.astype(str).map(lambda s: s.replace("|", "\\|"))
-    lines = ["| " + " | ".join(map(str, table.columns)) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-TITLES = {
-    "summary": "Per cell: mean, sd and 95% CI over seeds",
-    "best": "Best cell per metric",
-    "pairwise": "Pairwise comparisons per lambda",
-    "omnibus": "Omnibus tests per lambda (more than two losses)",
-    "anova": "Two-way ANOVA (type II): metric ~ loss * lambda",
-}
-
-
-def check_format(fmt: str) -> str:
-    """Return `fmt` if it is one of FORMATS; raise ConfigError otherwise."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown format {fmt!r}: choose from {', '.join(FORMATS)}")
-    return fmt
-
-
-def format_result(result: StatsResult, fmt: str = "table") -> str:
-    """`result` as text: "table" (plain), "markdown", "csv", "latex" or "json".
-
-    csv and latex give one block per table, each after a line `# <table name>`.
-    """
-    check_format(fmt)
-    if fmt == "json":
-        return json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str)
-    blocks = [result.header()]
-    for name, table in result.tables().items():
-        if table.empty:
-            continue
-        shown = display(table)
-        if fmt == "table":
-            blocks.append(f"{TITLES[name]}\n{shown.to_string(index=False)}")
-        elif fmt == "markdown":
-            blocks.append(f"### {TITLES[name]}\n\n{markdown_table(shown)}")
-        elif fmt == "csv":
-            buf = io.StringIO()
-            table.to_csv(buf, index=False)
-            blocks.append(f"# {name}\n{buf.getvalue().rstrip()}")
-        else:
-            blocks.append(f"% {TITLES[name]}\n{shown.to_latex(index=False)}".rstrip())
-    comment = {"csv": "# ", "latex": "% "}.get(fmt, "")
-    blocks[0] = comment + blocks[0]
-    if result.warnings:
-        title = "### Warnings" if fmt == "markdown" else comment + "warnings:"
-        bullet = "- " if fmt == "markdown" else comment + "  "
-        blocks.append("\n".join([title, *[bullet + w for w in result.warnings]]))
-    return "\n\n".join(blocks) + "\n"

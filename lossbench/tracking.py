@@ -1,24 +1,27 @@
-"""MLflow tracking of studies: one parent run per study, one child run per trial, batched logging.
+"""The MLflow layout of studies, writing and reading: one parent run per study, one child run per trial.
 
-Conventions (every run made by lossbench follows them):
+The layout (every run made by lossbench follows it; each name below is a constant of this module):
 - experiment = study name; its artifacts live under `<root>/artifacts/<study>` for the default store;
 - parent run tags `lossbench.role=study`, `lossbench.study`; it is found again by these tags on resume;
 - child run tags `lossbench.role=trial`, `lossbench.study`, `lossbench.trial` (Optuna trial number),
   `lossbench.loss`, `lossbench.lambda`, `lossbench.seed`, `lossbench.weights` ("pretrained" or
-  "random"), `lossbench.version`, `lossbench.git_commit`, and `mlflow.parentRunId` set explicitly (MLflow's
-  own nesting is thread-local and does not reach worker processes);
+  "random", from `weights_kind`), `lossbench.state` (COMPLETE or FAIL), `lossbench.version`,
+  `lossbench.git_commit`, and `mlflow.parentRunId` set explicitly (MLflow's own nesting is
+  thread-local and does not reach worker processes); a failed run says why in `lossbench.fail_reason`;
 - training curves `train/<term>` and evaluations `eval/<key>` are metrics with the generator step;
-  final metrics use their plain keys (`fid`, `kid`, ...);
+  final metrics use their plain keys (`fid`, `kid`, ...); evaluation settings are tags `setting.<key>`;
 - artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` per trial,
-  `features/real.npy` on the parent run.
+  `features/real.npy` and the report (`report/`) on the parent run.
 
 Everything goes through `MlflowClient` with explicit run ids, so several worker processes can log to
 one store. The store must be initialised (`init_experiment`) once, by one process, before workers
-start: MLflow's first initialisation of a SQLite store is not safe under concurrency.
+start: MLflow's first initialisation of a SQLite store is not safe under concurrency. Reading
+(`tracking_client`, `fetch_artifacts`) never creates a store.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -26,19 +29,49 @@ import os
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 import lossbench
+from lossbench.errors import DivergedError
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
+# Metric prefixes (a final metric has its plain key).
+TRAIN_PREFIX = "train/"
+EVAL_PREFIX = "eval/"
+SETTING_PREFIX = "setting."  # evaluation settings: tags of a trial run, `setting.*` result columns
+# Artifacts.
+SAMPLE_GRID = "samples/final.png"
+METRICS_JSON = "metrics.json"
+CONFIG_JSON = "config.json"
+FAKE_FEATURES = "features/fake.npy"
+REAL_FEATURES = "features/real.npy"  # on the parent run
+REPORT_DIR = "report"  # on the parent run
+# Tags.
+ROLE_TAG = "lossbench.role"  # "study" (parent run) or "trial" (child run)
+STUDY_TAG = "lossbench.study"
+TRIAL_TAG = "lossbench.trial"
+LOSS_TAG = "lossbench.loss"
+LAMBDA_TAG = "lossbench.lambda"
+SEED_TAG = "lossbench.seed"
+STATE_TAG = "lossbench.state"  # "COMPLETE" or "FAIL" (diverged), the trial's final state
+WEIGHTS_TAG = "lossbench.weights"
+STORAGE_TAG = "lossbench.storage"
+DEVICE_TAG = "lossbench.device"
+WORKER_TAG = "lossbench.worker"
+RESUMED_FROM_TAG = "lossbench.resumed_from_step"
+FAIL_REASON_TAG = "lossbench.fail_reason"
+TAG_PREFIX = "lossbench."
 MAX_FEATURE_ROWS = 500  # rows of fake features kept as an artifact
 FLUSH_EVERY = 1000  # buffered metric values before an automatic flush
 
@@ -50,6 +83,28 @@ for _name in ("alembic", "mlflow.store.db.utils"):
 def default_tracking_uri(root: str | os.PathLike) -> str:
     """The embedded store under `root`: `sqlite:///<root>/mlflow.db` (relative roots stay relative)."""
     return f"sqlite:///{Path(root).as_posix()}/{DB_NAME}"
+
+
+def weights_kind(train: Any, eval: Any) -> str:
+    """ "random" when the training or evaluation config asks for random network weights (demos,
+    tests), else "pretrained": the one place this is decided (`train`/`eval`: TrainConfig/EvalConfig)."""
+    return "random" if (train.random_weights or eval.random_weights) else "pretrained"
+
+
+def failure_reason(error: BaseException) -> str:
+    """The reason recorded for a run or trial ended by `error`; a diverged run's starts with "diverged"."""
+    if isinstance(error, DivergedError):
+        return f"diverged: {error}"
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return "interrupted"
+    return f"{type(error).__name__}: {error}"
+
+
+def ending_status(error: BaseException | None) -> str:
+    """The MLflow status of a run ended by `error`: FINISHED (None), KILLED (interrupt), else FAILED."""
+    if error is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED"
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -85,7 +140,7 @@ def git_commit() -> str:
 
 def provenance_tags() -> dict[str, str]:
     """Tags every lossbench run carries: package version and git commit."""
-    return {"lossbench.version": lossbench.__version__, "lossbench.git_commit": git_commit()}
+    return {f"{TAG_PREFIX}version": lossbench.__version__, f"{TAG_PREFIX}git_commit": git_commit()}
 
 
 def init_experiment(tracking_uri: str, name: str, artifact_root: str | os.PathLike | None) -> str:
@@ -108,7 +163,7 @@ def study_run(
     client = MlflowClient(tracking_uri)
     found = client.search_runs(
         [experiment_id],
-        f"tags.`lossbench.role` = 'study' AND tags.`lossbench.study` = '{study}'",
+        _study_filter(study),
         max_results=1,
         order_by=["attributes.start_time ASC"],
     )
@@ -116,7 +171,7 @@ def study_run(
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
     else:
-        all_tags = {"lossbench.role": "study", "lossbench.study": study, **tags}
+        all_tags = {ROLE_TAG: "study", STUDY_TAG: study, **tags}
         run_id = client.create_run(experiment_id, tags=all_tags, run_name=study).info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, **provenance_tags()}.items()])
@@ -127,15 +182,24 @@ def end_run(tracking_uri: str, run_id: str, status: str, reason: str | None = No
     """Mark a run FINISHED, FAILED or KILLED; `reason` is kept as tag `lossbench.fail_reason`."""
     client = MlflowClient(tracking_uri)
     if reason:
-        client.set_tag(run_id, "lossbench.fail_reason", reason)
+        client.set_tag(run_id, FAIL_REASON_TAG, reason)
     client.set_terminated(run_id, status)
 
 
 def running_child_runs(tracking_uri: str, experiment_id: str) -> list[Any]:
     """The experiment's child (trial) runs still marked RUNNING."""
     return MlflowClient(tracking_uri).search_runs(
-        [experiment_id], "tags.`lossbench.role` = 'trial' AND attributes.status = 'RUNNING'"
+        [experiment_id], f"tags.`{ROLE_TAG}` = 'trial' AND attributes.status = 'RUNNING'"
     )
+
+
+def run_trial_number(run: Any) -> int:
+    """The Optuna trial number of a child run (-1 when it has none)."""
+    return int(run.data.tags.get(TRIAL_TAG, -1))
+
+
+def _study_filter(study: str) -> str:
+    return f"tags.`{ROLE_TAG}` = 'study' AND tags.`{STUDY_TAG}` = '{study}'"
 
 
 def has_artifact(tracking_uri: str, run_id: str, path: str) -> bool:
@@ -169,7 +233,7 @@ class TrialRun:
         client = MlflowClient(tracking_uri)
         all_tags = {
             MLFLOW_PARENT_RUN_ID: parent_run_id,
-            "lossbench.role": "trial",
+            ROLE_TAG: "trial",
             **provenance_tags(),
             **tags,
         }
@@ -204,3 +268,103 @@ class TrialRun:
         """Flush, then mark the run FINISHED, FAILED or KILLED (with `reason` as a tag)."""
         self.flush()
         end_run(self.tracking_uri, self.run_id, status, reason)
+
+
+@contextlib.contextmanager
+def ending(run: TrialRun) -> Iterator[TrialRun]:
+    """Use `run`, then end it: FINISHED on a normal exit, KILLED on KeyboardInterrupt/SystemExit,
+    FAILED on any other exception (with `failure_reason` as the reason); the exception goes on."""
+    try:
+        yield run
+    except BaseException as e:
+        run.end(ending_status(e), failure_reason(e))
+        raise
+    run.end("FINISHED")
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class Artifacts:
+    """What MLflow holds for the trials of a results frame; every part may be empty."""
+
+    grids: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG bytes per cell (lowest seed)
+    curves: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
+    real_features: np.ndarray | None = None
+    fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    parent_run_id: str | None = None
+
+
+def tracking_client(
+    tracking_uri: str | None = None, root: str | os.PathLike = "mlruns"
+) -> MlflowClient | None:
+    """An `MlflowClient` on `tracking_uri` (default: the embedded store under `root`), or None when
+    that is a SQLite file that does not exist: reading never creates a store."""
+    uri = tracking_uri or default_tracking_uri(root)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    return MlflowClient(tracking_uri=uri)
+
+
+def _download(client: MlflowClient, run_id: str, path: str, tmp: Path) -> Path | None:
+    try:
+        return Path(client.download_artifacts(run_id, path, str(tmp)))
+    except (MlflowException, OSError):
+        return None
+
+
+def find_study_run(client: MlflowClient, study: str | None, trial_run_ids: list[str]) -> str | None:
+    """The study's parent run: the first trial run's `mlflow.parentRunId`, else the run tagged
+    role=study of experiment `study`; None when neither is found."""
+    for run_id in trial_run_ids[:1]:
+        parent = client.get_run(run_id).data.tags.get(MLFLOW_PARENT_RUN_ID)
+        if parent:
+            return parent
+    experiment = client.get_experiment_by_name(study) if study else None
+    if experiment is None:
+        return None
+    runs = client.search_runs([experiment.experiment_id], filter_string=_study_filter(study), max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | None = None) -> Artifacts:
+    """Sample grids, training curves and features of the runs in `df["run_id"]` (missing parts
+    skipped); `study` (default: the frame's `study` column) finds the parent run if no trial names it."""
+    art = Artifacts()
+    if client is None or "run_id" not in df.columns:
+        return art
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file otherwise
+    rows = df.dropna(subset=["run_id"]).sort_values(["loss", "lambda", "seed"])
+    rows = rows.assign(loss=rows["loss"].astype(str), run_id=rows["run_id"].astype(str))
+    if study is None and "study" in df.columns and len(df):
+        study = str(df["study"].iloc[0])
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for r in rows.to_dict("records"):
+            cell, run_id = (r["loss"], float(r["lambda"])), r["run_id"]
+            try:
+                run = client.get_run(run_id)
+            except MlflowException:
+                continue
+            for key in sorted(k for k in run.data.metrics if k.startswith(TRAIN_PREFIX)):
+                history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
+                art.curves.setdefault(key.removeprefix(TRAIN_PREFIX), []).append(
+                    (cell[0], cell[1], [m.step for m in history], [m.value for m in history])
+                )
+            if cell not in art.grids and (png := _download(client, run_id, SAMPLE_GRID, tmp)):
+                art.grids[cell] = png.read_bytes()
+            if cell not in art.fake_features and (npy := _download(client, run_id, FAKE_FEATURES, tmp)):
+                art.fake_features[cell] = np.load(npy)
+        try:
+            art.parent_run_id = find_study_run(client, study, list(dict.fromkeys(rows["run_id"])))
+        except MlflowException:
+            art.parent_run_id = None
+        if art.parent_run_id and (npy := _download(client, art.parent_run_id, REAL_FEATURES, tmp)):
+            art.real_features = np.load(npy)
+    return art
+
+
+def log_report(client: MlflowClient, run_id: str, folder: str | os.PathLike) -> None:
+    """Log a written report folder to the study's parent run under `report/`."""
+    client.log_artifacts(run_id, str(folder), artifact_path=REPORT_DIR)

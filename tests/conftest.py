@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest_servers import mlflow_url, postgres  # noqa: F401  (fixtures for tests marked `servers`)
 
 REPO = Path(__file__).resolve().parents[1]
 BUSI = REPO.parent / "shared" / "data" / "busi"

@@ -12,6 +12,7 @@ import torch_fidelity
 import torchvision
 from pytorch_msssim import ms_ssim, ssim
 from scipy.stats import wasserstein_distance
+from test_weights import trust_file
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
 
@@ -224,13 +225,15 @@ def test_a_truncated_or_foreign_cache_file_is_recomputed(tmp_path):
 
 
 @pytest.fixture
-def alexnet_dir(tmp_path):
-    """A weights folder holding a (random) torchvision AlexNet state_dict under the real file name."""
+def alexnet_dir(tmp_path, monkeypatch):
+    """A weights folder holding a (random) torchvision AlexNet state_dict under the real file name,
+    its digest standing in for the published one."""
     torch.manual_seed(3)
     features = torchvision.models.alexnet().features.state_dict()
     folder = tmp_path / "weights"
     folder.mkdir()
     torch.save({f"features.{k}": v for k, v in features.items()}, folder / "alexnet-owt-7be5be79.pth")
+    trust_file(monkeypatch, "alexnet", folder / "alexnet-owt-7be5be79.pth")
     return folder
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from test_weights import trust_file
 from torch import nn
 
 from lossbench.errors import ConfigError, MissingWeightsError
@@ -149,7 +150,7 @@ def test_perceptual_truncates_and_rejects_bad_layers():
         PerceptualLoss("nope")
 
 
-def test_vgg_needs_weights_unless_random_is_explicit(tmp_path):
+def test_vgg_needs_weights_unless_random_is_explicit(tmp_path, monkeypatch):
     with pytest.raises(MissingWeightsError, match="vgg16-397923af.pth"):
         PerceptualLoss("vgg16", weights_dir=str(tmp_path))
     # A stand-in weight file with torchvision's keys and shapes (stride-0 tensors: a few bytes each).
@@ -157,6 +158,7 @@ def test_vgg_needs_weights_unless_random_is_explicit(tmp_path):
         shapes = {k: v.shape for k, v in torchvision.models.vgg16().state_dict().items()}
     state = {k: torch.full((1,), float(i)).expand(shape) for i, (k, shape) in enumerate(shapes.items())}
     torch.save(state, tmp_path / "vgg16-397923af.pth")
+    trust_file(monkeypatch, "vgg16", tmp_path / "vgg16-397923af.pth")
     loss = PerceptualLoss("vgg16", ("relu1_2",), weights_dir=str(tmp_path))
     assert loss.weights == "pretrained" and len(loss.features) == 4
     assert torch.equal(loss.features[2].weight, state["features.2.weight"])

@@ -5,8 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import re
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +13,7 @@ import pytest
 from PIL import Image
 
 from lossbench import report as rp
-from lossbench import stats
+from lossbench import stats, tracking
 from lossbench.cli import main
 
 LOSSES, LAMBDAS, SEEDS = ("bce", "wgangp"), (0.5, 5.0), (0, 1, 2)
@@ -151,7 +149,7 @@ def test_report_with_mlflow_artifacts(tracked, tmp_path):
     uri, client, parent, df = tracked
     csv = tmp_path / "export.csv"
     df.to_csv(csv, index=False)
-    out = rp.report(str(csv), tmp_path / "out", tracking_uri=uri)
+    out = rp.report(pd.read_csv(csv), tmp_path / "out", tracking_uri=uri)
     assert out.logged_to is None  # a CSV is never logged back to the study
     page = out.html.read_text()
     pngs = embedded_pngs(page)
@@ -167,7 +165,7 @@ def test_report_with_mlflow_artifacts(tracked, tmp_path):
 
 def test_fetch_artifacts_follows_conventions(tracked):
     _, client, parent, df = tracked
-    art = rp.fetch_artifacts(df, client)
+    art = tracking.fetch_artifacts(df, client)
     assert art.parent_run_id == parent
     assert art.real_features.shape == (50, 8)
     assert set(art.fake_features) == {("bce", 0.5), ("wgangp", 0.5), ("wgangp", 5.0)}
@@ -180,11 +178,9 @@ def test_fetch_artifacts_follows_conventions(tracked):
 def test_report_from_study_is_logged_to_parent_run(tracked, tmp_path, monkeypatch, capsys):
     uri, client, parent, df = tracked
     frame = df.drop(columns=["run_id"]).assign(run_id=df["run_id"])
-    monkeypatch.setitem(
-        sys.modules,
-        "lossbench.study",
-        types.SimpleNamespace(results_frame=lambda name, storage=None, root="mlruns": frame),
-    )
+    from lossbench.study import results
+
+    monkeypatch.setattr(results, "results_frame", lambda name, storage=None, root="mlruns": frame)
     assert main(["report", "demo", "--out", str(tmp_path / "rep"), "--tracking-uri", uri]) == 0
     assert f"logged to MLflow run {parent}" in capsys.readouterr().out
     logged = {Path(f.path).name for f in client.list_artifacts(parent, "report")}
@@ -195,6 +191,6 @@ def test_no_store_is_created_for_a_csv(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     df = results().assign(run_id="abc")
     df.to_csv("r.csv", index=False)
-    assert rp.tracking_client(None) is None
-    out = rp.report("r.csv", Path("out"))
+    assert tracking.tracking_client(None) is None
+    out = rp.report(pd.read_csv("r.csv"), Path("out"))
     assert out.html.is_file() and not Path("mlruns").exists()

@@ -6,8 +6,8 @@ import io
 import itertools
 import json
 import math
+import subprocess
 import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
-from lossbench import stats
+from lossbench import formatting, stats
 from lossbench.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -160,7 +160,7 @@ def test_t_confidence_intervals_equal_scipy():
 def test_bootstrap_confidence_intervals_equal_scipy():
     df = synthetic(seeds=range(6), lambdas=(1.0,))
     res = stats.analyze(df, ["fid"], bootstrap=True, n_resamples=999, seed=7)
-    assert res.ci_method == "bootstrap" and "bootstrap" in res.header()
+    assert res.ci_method == "bootstrap" and "bootstrap" in formatting.header(res)
     for r in res.summary.to_dict("records"):
         x = df[(df["loss"] == r["loss"]) & (df["lambda"] == r["lambda"])]["fid"].to_numpy()
         ref = st.bootstrap((x,), np.mean, n_resamples=999, rng=np.random.default_rng(7)).confidence_interval
@@ -179,7 +179,7 @@ def test_corrections_equal_multipletests(method):
         multipletests(pw["rank_p"], method=method)[1], rel=1e-12
     )
     name = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}[method]
-    assert f"corrected with {name}" in stats.format_result(res, "table")
+    assert f"corrected with {name}" in formatting.format_result(res, "table")
     for r in pw.to_dict("records"):  # the raw tests are scipy's
         at = df[df["lambda"] == r["lambda"]]
         xa, xb = (at[at["loss"] == loss][r["metric"]].to_numpy() for loss in (r["a"], r["b"]))
@@ -257,7 +257,10 @@ def test_evaluation_settings_are_printed_and_mixed_or_random_ones_warned():
     df["setting.weights"] = "random"
     res = stats.analyze(df, ["fid"])
     assert res.settings == {"fid_extractor": "lossbench-tiny", "n_fake": "128", "weights": "random"}
-    assert "evaluation settings: fid_extractor=lossbench-tiny, n_fake=128, weights=random" in res.header()
+    assert (
+        "evaluation settings: fid_extractor=lossbench-tiny, n_fake=128, weights=random"
+        in formatting.header(res)
+    )
     assert any("random network weights" in w for w in res.warnings)
     assert not any("differs" in w for w in res.warnings)
     df.loc[0, "setting.n_fake"] = 1000
@@ -289,7 +292,9 @@ def test_study_name_is_resolved_lazily(monkeypatch, capsys):
         calls.append((name, storage, root))
         return df
 
-    monkeypatch.setitem(sys.modules, "lossbench.study", types.SimpleNamespace(results_frame=results_frame))
+    from lossbench.study import results
+
+    monkeypatch.setattr(results, "results_frame", results_frame)
     out = run_json(capsys, "demo", "--storage", "sqlite:///x.db", "--metric", "fid")
     assert calls == [("demo", "sqlite:///x.db", Path("mlruns"))]
     assert out["metrics"] == ["fid"]
@@ -344,3 +349,13 @@ def test_cli_missing_file_and_paired_duplicates(tmp_path, capsys):
     path.write_text("loss,lambda,seed,fid\na,1,0,1\na,1,0,2\nb,1,0,3\nb,1,1,4\na,1,1,5\n")
     assert main(["stats", str(path), "--paired"]) == 2
     assert "repeats a seed" in capsys.readouterr().err
+
+
+def test_analysis_side_imports_no_study_optuna_or_torch():
+    """stats, formatting and report stay light: the CLI composes them with the study package."""
+    code = (
+        "import sys, lossbench.stats, lossbench.formatting, lossbench.report; "
+        "print(sorted(m for m in ('lossbench.study', 'optuna', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

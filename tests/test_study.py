@@ -26,7 +26,6 @@ from lossbench.errors import ConfigError, DivergedError, LossbenchError
 from lossbench.study import (
     Cell,
     CellResult,
-    _enqueue,
     grid_cells,
     load_study,
     open_storage,
@@ -34,6 +33,7 @@ from lossbench.study import (
     run_study,
     study_cells,
 )
+from lossbench.study.queue import enqueue
 from lossbench.study_config import load_study_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     # A second parent queueing the same cell (the duplicate GridSampler's own picking can make).
     study = optuna.create_study(study_name="machinery", storage=open_storage(None, tmp_path))
     for _ in range(2):
-        _enqueue(study, Cell("wgangp", 0.5, 0), "grid")
+        enqueue(study, Cell("wgangp", 0.5, 0))
     summary = run_study(config, root=tmp_path, cell_fn=fake_cell)
     diverged = Cell("bce", 3.0, 1)
     assert complete_cells(tmp_path, "machinery") == sorted(set(grid_cells(config)) - {diverged})
@@ -142,19 +142,6 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     changed.train.steps = 5
     with pytest.raises(ConfigError, match=r"created with other settings: train.steps=4 \(now 5\)"):
         run_study(changed, root=tmp_path, cell_fn=fake_cell)
-
-
-def test_tpe_repeats_each_sampled_point_over_the_seeds(tmp_path):
-    config = tiny("tpe", search="tpe", n_trials=2, workers=1)
-    run_study(config, root=tmp_path, cell_fn=fake_cell)
-    done = [t for t in trials(tmp_path, "tpe") if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
-    points = {(t.params["loss"], t.params["lambda"]) for t in done}
-    assert len(points) == 2 and len(done) == 4
-    for loss, lam in points:
-        assert sorted(
-            t.user_attrs["seed"] for t in done if (t.params["loss"], t.params["lambda"]) == (loss, lam)
-        ) == [0, 1]
-    assert all(0 <= lam <= 10 for _, lam in points)
 
 
 def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
@@ -315,7 +302,6 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named(tmp_path):
         (["--loss-param", "gp_weight=10"], "malformed --loss-param"),
         (["--objective", "nosuch"], "unknown objective"),
         (["--seeds", "2", "--seed-list", "0,1"], "either --seeds"),
-        (["--prune"], "works with --search tpe only"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, args, message):
@@ -343,7 +329,7 @@ def test_status_and_export_of_unknown_study_are_one_line(tmp_path, capsys):
 
 def _orphan_candidate(pid_file: str) -> None:
     """Grandchild: watches its parent, then would sleep for a minute."""
-    from lossbench.study import _exit_with_parent
+    from lossbench.study.workers import _exit_with_parent
 
     _exit_with_parent(poll_seconds=0.05)
     Path(pid_file).write_text(str(os.getpid()))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -77,3 +79,36 @@ def test_features_artifact_keeps_at_most_500_rows(store, tmp_path):
     assert tracking.has_artifact(uri, parent, "features/real.npy")
     local = MlflowClient(uri).download_artifacts(parent, "features/real.npy", str(tmp_path))
     np.testing.assert_array_equal(np.load(local), features[:500])
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "reason"),
+    [
+        (None, "FINISHED", None),
+        (ValueError("bad"), "FAILED", "ValueError: bad"),
+        (KeyboardInterrupt(), "KILLED", "interrupted"),
+        (SystemExit(2), "KILLED", "interrupted"),
+    ],
+)
+def test_ending_ends_the_run_by_how_the_block_ended(store, error, status, reason):
+    root, uri = store
+    exp = tracking.init_experiment(uri, "s4", root / "artifacts")
+    parent = tracking.study_run(uri, exp, "s4", {}, {})
+    run = tracking.TrialRun.start(uri, exp, parent, "c", {})
+    expected = pytest.raises(type(error)) if error is not None else contextlib.nullcontext()
+    with expected, tracking.ending(run):
+        run.log_metrics({f"{tracking.TRAIN_PREFIX}g": 1.0}, 0)  # buffered, flushed by the end
+        if error is not None:
+            raise error
+    got = MlflowClient(uri).get_run(run.run_id)
+    assert got.info.status == status
+    assert got.data.tags.get(tracking.FAIL_REASON_TAG) == reason
+    assert got.data.metrics == {"train/g": 1.0}
+
+
+def test_weights_kind_is_random_when_either_config_asks():
+    from lossbench.config import EvalConfig, TrainConfig
+
+    assert tracking.weights_kind(TrainConfig(), EvalConfig()) == "pretrained"
+    assert tracking.weights_kind(TrainConfig(random_weights=True), EvalConfig()) == "random"
+    assert tracking.weights_kind(TrainConfig(), EvalConfig(random_weights=True)) == "random"

@@ -29,11 +29,16 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Paper-style table, significance tables and figures; logged to the study's MLflow run."""
         from lossbench.report import report
+        from lossbench.study.results import load_results
 
+        df = load_results(source, storage, root)
+        from_study = not Path(source).is_file()
         result = report(
-            source,
+            df,
             out,
-            storage=storage,
+            name=source,
+            study=source if from_study else None,
+            title=f"lossbench report: {source if from_study else Path(source).stem}",
             tracking_uri=tracking_uri,
             root=root,
             alpha=alpha,

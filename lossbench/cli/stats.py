@@ -1,4 +1,4 @@
-"""`lossbench stats`: significance across seeds for a study or a results CSV."""
+"""`lossbench stats`: significance across seeds for a study or a results CSV (read -> analyze -> format)."""
 
 from __future__ import annotations
 
@@ -30,10 +30,12 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-cell summaries, pairwise tests with corrected p-values, ANOVA and verdicts."""
         from lossbench import stats
+        from lossbench.formatting import check_format, format_result
+        from lossbench.study.results import load_results
 
         metrics = list(parse_name_list(metric, "metric")) if metric else None
-        stats.check_format(fmt)  # before any work is done
-        df = stats.load_results(source, storage, root)
+        check_format(fmt)  # before any work is done
+        df = load_results(source, storage, root)
         result = stats.analyze(
             df,
             metrics,
@@ -44,4 +46,4 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             name=source,
         )
-        typer.echo(stats.format_result(result, fmt), nl=False)
+        typer.echo(format_result(result, fmt), nl=False)

@@ -13,17 +13,28 @@ weights_app = typer.Typer(help="Pretrained weight files: status and import.", no
 
 @weights_app.command("status")
 def status(weights_dir: str | None = options.WEIGHTS_DIR) -> None:
-    """List every pretrained file lossbench uses, where it was found, or that it is missing."""
+    """List every pretrained file lossbench uses, where it was found (or that it is missing), and
+    whether its sha256 is the published one."""
     from rich.console import Console
     from rich.table import Table
 
     from lossbench import weights as weights_lib
+    from lossbench.errors import WeightsDigestError
 
     table = Table(title="pretrained weights")
-    for col in ("key", "file", "used for", "found at"):
+    for col in ("key", "file", "used for", "found at", "sha256"):
         table.add_column(col)
     for entry, path in weights_lib.status(weights_dir):
-        table.add_row(entry.key, entry.filename, entry.used_for, str(path) if path else "[red]missing[/red]")
+        check = ""
+        if path is not None:
+            try:
+                weights_lib.verify(entry.key, path)
+                check = "ok"
+            except WeightsDigestError:
+                check = "[red]wrong: delete it[/red]"
+        table.add_row(
+            entry.key, entry.filename, entry.used_for, str(path) if path else "[red]missing[/red]", check
+        )
     console = Console()
     console.print(table)
     console.print("searched: " + ", ".join(str(d) for d in weights_lib.search_dirs(weights_dir)))
@@ -34,7 +45,7 @@ def import_(
     src: Path = typer.Argument(..., help="Folder holding downloaded weight files (searched recursively)."),
     dest: Path | None = typer.Option(None, help="Target folder (default: the torch hub cache)."),
 ) -> None:
-    """Copy known weight files from SRC into the torch hub cache (or DEST)."""
+    """Copy known weight files from SRC into the torch hub cache (or DEST), each checked first."""
     from lossbench import weights as weights_lib
 
     for path in weights_lib.import_weights(src, dest):

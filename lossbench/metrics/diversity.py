@@ -26,7 +26,7 @@ from pytorch_msssim import ms_ssim, ssim
 
 from lossbench.errors import MissingWeightsError
 from lossbench.images import to_float
-from lossbench.weights import find_weights
+from lossbench.weights import find_weights, load_state_dict
 
 MSSSIM_LEVELS = 5
 MAX_WINDOW = 11  # pytorch-msssim's default
@@ -81,7 +81,7 @@ def _lpips(weights_path: str | None, seed: int, device: str) -> lpips.LPIPS:
         torch.manual_seed(seed)
         model = lpips.LPIPS(net="alex", version="0.1", pretrained=True, pnet_rand=True, verbose=False)
     if weights_path is not None:
-        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+        state = load_state_dict("alexnet", weights_path)
         mapped = {}
         for name, _ in model.net.named_parameters():  # "slice2.3.weight" <- "features.3.weight"
             source = "features." + name.split(".", 1)[1]

@@ -10,6 +10,7 @@ Any name in torch-fidelity's extractor registry works, including ones a user reg
 from __future__ import annotations
 
 import functools
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
 from lossbench import weights
-from lossbench.errors import ConfigError
+from lossbench.errors import ConfigError, WeightsDigestError
 from lossbench.metrics.builtin import WEIGHT_KEYS
 from lossbench.metrics.extractors import register_extractors
 
@@ -61,9 +62,30 @@ def _weights_path(name: str, weights_dir: str | os.PathLike | None) -> Path | No
 
 @functools.lru_cache(maxsize=4)
 def _build(name: str, layer: str, weights_path: str | None, device: str) -> FeatureExtractorBase:
-    kwargs = {"feature_extractor_weights_path": weights_path} if weights_path else {}
-    module = create_feature_extractor(name, [layer], cuda=False, verbose=False, **kwargs)
-    return module.to(device)
+    """torch-fidelity's extractor `name`; a managed file is unpickled by lossbench only (weights_only).
+
+    torch-fidelity's Inception and VGG16 call `torch.load(path, weights_only=False)` on the path they
+    get. They get instead an in-memory file that lossbench wrote, holding meta tensors of the verified
+    state dict's shapes, and are built on the meta device; the real tensors are then assigned."""
+    if weights_path is None:
+        return create_feature_extractor(name, [layer], cuda=False, verbose=False).to(device)
+    state = weights.load_state_dict(WEIGHT_KEYS[name], weights_path)
+    shapes = io.BytesIO()
+    torch.save({k: torch.empty_like(v, device="meta") for k, v in state.items()}, shapes)
+    shapes.seek(0)
+    try:
+        with torch.device("meta"):
+            module = create_feature_extractor(
+                name, [layer], cuda=False, verbose=False, feature_extractor_weights_path=shapes
+            )
+        target = module.model if name == "vgg16" else module  # torch-fidelity's VGG16 wraps torchvision's
+        kept = target.state_dict().keys()  # VGG16 drops the classifier's last layers after loading
+        target.load_state_dict({k: v for k, v in state.items() if k in kept}, assign=True)
+    except RuntimeError as e:
+        raise WeightsDigestError(
+            f"weight file {weights_path} does not fit torch-fidelity's {name} ({str(e).splitlines()[0]})"
+        ) from None
+    return module.requires_grad_(False).eval().to(device)
 
 
 def load_extractor(

@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 from lossbench.errors import ConfigError
-from lossbench.weights import find_weights
+from lossbench.weights import find_weights, load_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -53,7 +53,7 @@ def _torchvision_vgg(arch: str) -> FeatureBuilder:
         if random_weights:
             return _random_features(model.features)
         path = find_weights(arch, weights_dir)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), assign=True)
+        model.load_state_dict(load_state_dict(arch, path), assign=True)
         return model.features
 
     return build

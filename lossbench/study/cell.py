@@ -1,0 +1,237 @@
+"""One cell of a study: the trial's admission, its MLflow child run, training and evaluation, and
+what is recorded (Optuna user attributes `metric.<key>` and `setting.<key>`, MLflow metrics, tags
+and artifacts).
+
+The trial's value is the objective metric. Evaluations every `eval_every` steps are logged as MLflow
+curves `eval/<key>` and reported to Optuna as intermediate values; nothing prunes on them. A trial
+whose cell already has a COMPLETE trial, or a RUNNING one with a lower number, is pruned (user
+attribute `skipped`), as is a trial that was not queued.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from optuna.trial import TrialState
+
+from lossbench import tracking
+from lossbench.config import StudyConfig, TrainConfig, to_dict
+from lossbench.errors import DivergedError
+from lossbench.metrics import metric_key
+from lossbench.metrics.evaluation import EvalResult, evaluate
+from lossbench.study.grid import Cell, train_config_for
+from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell
+from lossbench.train import Callback, train
+
+CHECKPOINTS = "checkpoints"
+_LINK_ATTRS = ("retry_of",)  # user attributes linking a trial to an earlier one, copied to its run's tags
+
+
+def checkpoint_dir(root: str | os.PathLike, study: str, cell: Cell) -> Path:
+    """Where a cell's training checkpoints live: `<root>/checkpoints/<study>/<cell key>/`."""
+    return Path(root) / CHECKPOINTS / study / cell.key
+
+
+@dataclass
+class CellResult:
+    """What one cell produced: final metrics and their settings, and optional artifacts."""
+
+    metrics: dict[str, float]
+    settings: dict[str, Any]
+    steps: int
+    sample_grid: Path | None = None
+    fake_features: np.ndarray | None = None
+
+
+@dataclass
+class CellContext:
+    """Everything a cell function needs: configs, data, where to checkpoint, where to report."""
+
+    config: StudyConfig
+    train: TrainConfig
+    data: Any  # lossbench.data.ImageDataset
+    device: str
+    checkpoint_dir: Path
+    run: tracking.TrialRun
+    trial: optuna.Trial
+    objective: str  # the metric key
+
+
+CellFn = Callable[[Cell, CellContext], CellResult]
+
+
+class TrialCallback(Callback):
+    """Training hooks of a trial: curves to MLflow (flushed at checkpoints), an evaluation every
+    `eval_every` steps, and the step training resumed from."""
+
+    def __init__(self, ctx: CellContext) -> None:
+        self.ctx = ctx
+        self.resumed_from: int | None = None
+        self.last_eval: tuple[int, EvalResult] | None = None
+
+    def on_log(self, step: int, terms: dict[str, float]) -> None:
+        self.ctx.run.log_metrics({f"{tracking.TRAIN_PREFIX}{k}": v for k, v in terms.items()}, step)
+
+    def on_checkpoint(self, step: int, path: Path) -> None:
+        self.ctx.run.flush()
+
+    def on_step(self, step: int, generator_ema: torch.nn.Module) -> None:
+        if self.resumed_from is None:
+            self.resumed_from = step - 1
+            self.ctx.run.set_tags({tracking.RESUMED_FROM_TAG: step - 1})
+        every = self.ctx.config.eval_every
+        if every > 0 and step % every == 0:
+            self.last_eval = (step, evaluate_and_report(self.ctx, generator_ema, step))
+
+
+def evaluate_and_report(ctx: CellContext, generator: torch.nn.Module, step: int) -> EvalResult:
+    """Evaluate at `step`: MLflow `eval/<key>` curves and the objective as Optuna intermediate value."""
+    result = evaluate(generator, ctx.data, ctx.config.eval, device=ctx.device)
+    ctx.run.log_metrics({f"{tracking.EVAL_PREFIX}{k}": v for k, v in result.metrics.items()}, step)
+    ctx.run.flush()
+    ctx.trial.report(result.metrics[ctx.objective], step)
+    return result
+
+
+def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
+    """The real cell: train (resuming from the cell's checkpoint if any), then evaluate."""
+    callback = TrialCallback(ctx)
+    trained = train(ctx.data, ctx.train, ctx.checkpoint_dir, callbacks=[callback], resume=True)
+    if callback.last_eval is not None and callback.last_eval[0] == trained.steps:
+        final = callback.last_eval[1]
+    else:
+        final = evaluate_and_report(ctx, trained.generator_ema, trained.steps)
+    return CellResult(
+        metrics=final.metrics,
+        settings={**final.settings, "perceptual_weights": trained.perceptual_weights},
+        steps=trained.steps,
+        sample_grid=trained.sample_grid,
+        fake_features=final.fake_features,
+    )
+
+
+def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
+    """The trial's cell, or TrialPruned for a trial that must not run (see the module docstring)."""
+    study = trial.study
+    if not is_queued(trial):
+        trial.set_user_attr("skipped", "not a queued cell")
+        raise optuna.TrialPruned()
+    loss = trial.suggest_categorical("loss", config.losses)
+    lam = trial.suggest_categorical("lambda", config.lambdas)
+    seed = trial.suggest_categorical("seed", config.seeds)
+    cell = Cell(loss, float(lam), int(seed))
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+        if t.number == trial.number or "skipped" in t.user_attrs or trial_cell(t) != cell:
+            continue
+        if t.state == TrialState.COMPLETE or t.number < trial.number:
+            trial.set_user_attr("skipped", f"cell already taken by trial {t.number}")
+            raise optuna.TrialPruned()
+    return cell
+
+
+@dataclass
+class Objective:
+    """The Optuna objective of a worker: admit the trial, run its cell in an MLflow child run, record."""
+
+    config: StudyConfig
+    root: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    data: Any  # lossbench.data.ImageDataset
+    device: str
+    cell_fn: CellFn
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        config = self.config
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("host", socket.gethostname())
+        cell = admit(trial, config)
+        train_cfg = train_config_for(config, cell, self.device)
+        run = self._start_run(trial, cell, train_cfg)
+        key = metric_key(config.objective)
+        ctx = CellContext(
+            config,
+            train_cfg,
+            self.data,
+            self.device,
+            checkpoint_dir(self.root, config.name, cell),
+            run,
+            trial,
+            key,
+        )
+        with tracking.ending(run):
+            try:
+                result = self.cell_fn(cell, ctx)
+            except BaseException as e:
+                if not isinstance(e, (KeyboardInterrupt, SystemExit)):
+                    trial.set_user_attr("fail_reason", tracking.failure_reason(e))
+                if isinstance(e, DivergedError):
+                    run.set_tags({tracking.STATE_TAG: "FAIL"})
+                    print(f"{cell}: {tracking.failure_reason(e)}", file=sys.stderr)
+                raise
+            _record(trial, run, result)
+        return result.metrics[key]
+
+    def _start_run(self, trial: optuna.Trial, cell: Cell, train_cfg: TrainConfig) -> tracking.TrialRun:
+        """The trial's MLflow child run, tagged and with its full config as params and `config.json`."""
+        config = self.config
+        run = tracking.TrialRun.start(
+            self.tracking_uri,
+            self.experiment_id,
+            self.parent_run_id,
+            f"{cell.key}-t{trial.number}",
+            {
+                tracking.STUDY_TAG: config.name,
+                tracking.TRIAL_TAG: trial.number,
+                tracking.LOSS_TAG: cell.loss,
+                tracking.LAMBDA_TAG: f"{cell.lam:g}",
+                tracking.SEED_TAG: cell.seed,
+                tracking.WEIGHTS_TAG: tracking.weights_kind(train_cfg, config.eval),
+                tracking.DEVICE_TAG: self.device,
+                tracking.WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}",
+                **{f"{tracking.TAG_PREFIX}{k}": v for k, v in trial.user_attrs.items() if k in _LINK_ATTRS},
+            },
+        )
+        trial.set_user_attr("mlflow_run_id", run.run_id)
+        config_json = {
+            "study": config.name,
+            "trial": trial.number,
+            "train": to_dict(train_cfg),
+            "eval": to_dict(config.eval),
+            "data": to_dict(config.data) | {"fingerprint": self.data.fingerprint},
+        }
+        run.log_params(tracking.flatten(config_json))
+        run.log_dict(config_json, tracking.CONFIG_JSON)
+        return run
+
+
+def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> None:
+    """User attributes, final MLflow metrics (plain keys), settings as tags, artifacts."""
+    settings = {f"{tracking.SETTING_PREFIX}{k}": v for k, v in result.settings.items()}
+    for k, v in result.metrics.items():
+        trial.set_user_attr(f"{METRIC_ATTR}{k}", float(v))
+    for k, v in settings.items():
+        trial.set_user_attr(k, v)
+    run.log_metrics(result.metrics, result.steps)
+    run.set_tags(settings)
+    run.set_tags({tracking.STATE_TAG: "COMPLETE"})
+    summary = {"metrics": result.metrics, "settings": result.settings, "steps": result.steps}
+    run.log_dict(summary, tracking.METRICS_JSON)
+    if result.sample_grid is not None:
+        folder, name = os.path.split(tracking.SAMPLE_GRID)
+        with tempfile.TemporaryDirectory() as tmp:
+            run.log_artifact(shutil.copy(result.sample_grid, Path(tmp, name)), folder)
+    if result.fake_features is not None:
+        tracking.log_features(run.tracking_uri, run.run_id, result.fake_features, tracking.FAKE_FEATURES)

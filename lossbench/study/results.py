@@ -1,0 +1,85 @@
+"""Reading a study back: the study, its cells with their states, and its results table."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from lossbench import tracking
+from lossbench.errors import ConfigError, DataError
+from lossbench.study.grid import Cell, cells_of
+from lossbench.study.queue import JOURNAL, METRIC_ATTR, cell_states, open_storage, trial_cell
+
+#: The first columns of a results table, before the metrics and the `setting.*` columns.
+RESULT_COLUMNS = ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
+
+
+def load_study(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> optuna.Study:
+    """An existing study; ConfigError (one line) naming the storage and the studies it holds."""
+    where = storage or Path(root) / JOURNAL
+    if storage is None and not where.exists():
+        raise ConfigError(
+            f"no study storage at {where}; run 'lossbench study' first, or pass --root or --storage"
+        )
+    opened = open_storage(storage, root)
+    try:
+        return optuna.load_study(study_name=name, storage=opened)
+    except KeyError:
+        names = ", ".join(optuna.get_all_study_names(opened)) or "none"
+        raise ConfigError(f"no study named {name!r} in {where} (studies: {names})") from None
+
+
+def study_cells(study: optuna.Study) -> list[tuple[Cell, str, FrozenTrial | None]]:
+    """Every cell of the study's grid (and any other cell tried) with its state and deciding trial."""
+    ident = study.user_attrs.get("config", {})
+    states = cell_states(study)
+    cells = set(states)
+    if {"losses", "lambdas", "seeds"} <= ident.keys():
+        cells |= set(cells_of(ident["losses"], ident["lambdas"], ident["seeds"]))
+    return [(cell, *states.get(cell, ("pending", None))) for cell in sorted(cells)]
+
+
+def results_frame(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> pd.DataFrame:
+    """One row per COMPLETE trial: study, trial, loss, lambda, seed, state, run_id, every metric, then
+    the evaluation settings the metrics depend on (`setting.fid_extractor`, `setting.n_fake`, ...).
+
+    Diverged or unfinished cells have no row: statistics treat them as missing."""
+    study = load_study(name, storage, root)
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        cell = trial_cell(t)
+        if cell is None or "skipped" in t.user_attrs:
+            continue
+        row = {
+            "study": name,
+            "trial": t.number,
+            "loss": cell.loss,
+            "lambda": cell.lam,
+            "seed": cell.seed,
+            "state": t.state.name,
+            "run_id": t.user_attrs.get("mlflow_run_id"),
+        }
+        row.update(
+            {k.removeprefix(METRIC_ATTR): v for k, v in t.user_attrs.items() if k.startswith(METRIC_ATTR)}
+        )
+        row.update({k: v for k, v in t.user_attrs.items() if k.startswith(tracking.SETTING_PREFIX)})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(dict.fromkeys(RESULT_COLUMNS + [k for r in rows for k in r])))
+    return frame.sort_values(["loss", "lambda", "seed"], ignore_index=True)
+
+
+def load_results(source: str | Path, storage: str | None = None, root: str | Path = "mlruns") -> pd.DataFrame:
+    """The results frame of a CSV file, or of a study by name (`results_frame`)."""
+    path = Path(source)
+    if path.is_file():
+        try:
+            return pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise DataError(f"cannot read results CSV {path}: {str(e).splitlines()[0]}") from None
+    if path.suffix.lower() == ".csv" or path.parent != Path("."):
+        raise DataError(f"no results file at {path}: give an existing CSV or a study name")
+    return results_frame(str(source), storage, root)
