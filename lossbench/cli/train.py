@@ -18,10 +18,10 @@ from lossbench.cli import options
 from lossbench.config import (
     AUGMENTATIONS,
     CRITIC_NORMS,
-    DataConfig,
-    ModelConfig,
     PERCEPTUAL_DISTANCES,
     PERCEPTUAL_PAIRINGS,
+    DataConfig,
+    ModelConfig,
     RunConfig,
     TrainConfig,
     config_from_dict,
