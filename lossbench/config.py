@@ -31,6 +31,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import sys
 import types
 import typing
@@ -120,10 +121,18 @@ def check_resolution(resolution: int) -> int:
     return r
 
 
+def check_device_name(name: str) -> str:
+    """Return `name` if it is spelled like a torch device ("cpu", "cuda", "cuda:N", "mps", ...);
+    ConfigError otherwise. Does not look at this machine (see `check_device`)."""
+    if not re.fullmatch(r"[a-z]+(:\d+)?", name):
+        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
+    return name
+
+
 def check_device(name: str) -> str:
     """Return `name` if this machine has that device ("cpu", "cuda", "cuda:N", ...); ConfigError
     otherwise. torch is imported only for a device other than "cpu"."""
-    if name == "cpu":
+    if check_device_name(name) == "cpu":
         return name
     import torch
 
@@ -346,6 +355,12 @@ class StudyConfig:
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
     workers: int = run_only(1)
     devices: tuple[str, ...] = run_only(("cpu",))
+    # TPE search is dropped; lossbench/study.py reads these until it is merged with the study package.
+    # Plain class attributes, not fields: not settable, not part of any identity. Remove at merge.
+    search = "grid"
+    n_trials = None
+    lambda_range = (0.0, 10.0)
+    prune = False
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -363,8 +378,8 @@ class StudyConfig:
             raise ConfigError(f"seeds must be >= 0, got {min(self.seeds)}")
         _check_min(self, 0, "eval_every")
         _check_min(self, 1, "workers")
-        for device in self.devices:
-            check_device(device)
+        for device in self.devices:  # spelling only: a study file may be written for another machine;
+            check_device_name(device)  # the study checks `check_device` before it starts workers
 
 
 @dataclass
@@ -386,18 +401,21 @@ def to_dict(config: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------- files and overrides
 
 
-def _close(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-    return f"did you mean {', '.join(close)}? " if close else ""
+def _unknown(key: str, known: list[str]) -> str:
+    """'unknown key ... (did you mean ...?)', or listing every known key when none is close."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = [siblings[k] for k in difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.6)]
+    close = close or difflib.get_close_matches(key, known, n=3, cutoff=0.8)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+    return f"unknown key {key!r} ({hint})"
 
 
 def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
-        raise ConfigError(
-            f"unknown key {unknown[0]!r} in {where} ({_close(unknown[0], sorted(allowed))}"
-            f"known: {', '.join(sorted(allowed))})"
-        )
+        message = _unknown(unknown[0], sorted(allowed))
+        raise ConfigError(message.replace(" (", f" in {where} (", 1))
 
 
 def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
@@ -493,7 +511,7 @@ def with_overrides(
             continue
         head = key.partition(".")[0]
         if key not in known and not (head in known and isinstance(raw[head], Mapping)):
-            raise ConfigError(f"unknown key {key!r} ({_close(key, known)}known: {', '.join(known)})")
+            raise ConfigError(_unknown(key, known))
         *parents, leaf = key.split(".")
         table = raw
         for part in parents:
