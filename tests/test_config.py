@@ -26,6 +26,7 @@ from lossbench.config import (
 )
 from lossbench.errors import ConfigError
 from lossbench.study_config import _PER_CELL, load_study_config
+from lossbench.study_config import with_overrides as study_overrides
 from lossbench.train import RESUMABLE_CHANGES
 
 CONFIGS = (DataConfig, ModelConfig, TrainConfig, EvalConfig, StudyConfig, RunConfig)
@@ -150,4 +151,4 @@ def test_overrides_name_close_matches_for_unknown_keys():
     with pytest.raises(ConfigError, match="seeds must be a list of integers"):
         with_overrides(StudyConfig(), parse_assignments(['seeds="01"']))
     with pytest.raises(ConfigError, match="unknown key 'train.lam'"):  # per cell: the grid sets it
-        with_overrides(StudyConfig(), {"train.lam": 1.0})
+        study_overrides(StudyConfig(), {"train.lam": 1.0})
