@@ -145,7 +145,8 @@ def test_set_assignments_are_toml_literals():
 def test_overrides_name_close_matches_for_unknown_keys():
     run = with_overrides(RunConfig(), {"train.steps": 3, "train.model.arch": "toy", "data.spec": "x"})
     assert (run.train.steps, run.train.model.arch, run.data.spec) == (3, "toy", "x")
-    with pytest.raises(ConfigError, match=r"unknown key 'train.stepz' \(did you mean train.steps\?\)$") as info:
+    close = r"unknown key 'train.stepz' \(did you mean train.steps\?\)$"
+    with pytest.raises(ConfigError, match=close) as info:
         with_overrides(RunConfig(), {"train.stepz": 3})
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="seeds must be a list of integers"):
