@@ -19,6 +19,10 @@ Conventions:
   end. They are checked there for NaN/Inf (one device sync per log, none per step): a DivergedError
   names the first step and term that went bad.
 
+Parts: `build` (networks by name from lossbench.models, optimisers, loss, perceptual loss, RNG
+streams), `train_step` (one generator step; returns the terms to log), `checkpoint_state`/`restore`
+(the checkpoint; `load_generator` reads the same state). `train` is the loop over them.
+
 Outputs in `out_dir`: config.json, checkpoint.pt (every `checkpoint_every` steps and at the end,
 written atomically), samples.png (final grid from the EMA generator), samples/step_NNNNNN.png
 (every `sample_every` steps). `plot_history` draws the loss curves (`lossbench train` writes

@@ -135,6 +135,8 @@ def _load_files(found: FileList, source: str, resolution: int, classes: Sequence
 
 def _folder_path(spec: str) -> Path:
     """The existing folder that a spec's path names; DataError otherwise."""
+    if not spec:
+        raise DataError("a dataset spec names no folder: use busi:DIR or folder:DIR")
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(
