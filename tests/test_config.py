@@ -36,6 +36,7 @@ CONFIGS = (DataConfig, ModelConfig, TrainConfig, EvalConfig, StudyConfig, RunCon
 def test_every_field_declares_a_role(cls):
     for f in dataclasses.fields(cls):
         assert f.metadata.get("role") in ROLES, f"{cls.__name__}.{f.name} has no role"
+        assert cfg.field_role(cls, f.name) == f.metadata["role"]
 
 
 def test_lists_derived_from_the_roles():
