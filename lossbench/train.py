@@ -446,7 +446,10 @@ def _run_record(run: Run, data: ImageDataset) -> dict[str, Any]:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" not in state:
+        raise ConfigError(f"checkpoint {path} predates architectures by name (no 'model' record); retrain it")
+    return state
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
