@@ -50,7 +50,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from lossbench.augment import check_policy, diff_augment
+from lossbench.augment import diff_augment
 from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.files import atomic_write
@@ -113,7 +113,6 @@ class Run:
     model: dict[str, Any]  # the architecture's name and arguments (stored in checkpoints)
     loss_fn: AdversarialLoss
     n_critic: int
-    policy: tuple[str, ...]
     perceptual: PerceptualLoss | None
     G: nn.Module
     D: nn.Module
@@ -189,7 +188,6 @@ def build(images: torch.Tensor, config: TrainConfig) -> Run:
     if len(images) < config.batch_size:
         raise ConfigError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} images)")
     loss_fn = get_loss(config.loss, **config.loss_params)
-    policy = check_policy(config.augment)
     perceptual = None
     if config.uses_perceptual:  # λ = 0 or perceptual "none": no network is built
         perceptual = PerceptualLoss(
@@ -215,7 +213,6 @@ def build(images: torch.Tensor, config: TrainConfig) -> Run:
         model=model,
         loss_fn=loss_fn,
         n_critic=config.n_critic or loss_fn.n_critic,
-        policy=policy,
         perceptual=perceptual,
         G=G,
         D=D,
@@ -241,7 +238,7 @@ def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
         return torch.randn(config.batch_size, config.z_dim, generator=run.noise_rng).to(run.device)
 
     def augment(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, run.policy, run.noise_rng) if run.policy else x
+        return diff_augment(x, config.augment, run.noise_rng) if config.augment else x
 
     # Critic: n_critic steps; the fakes carry no graph back to G.
     D.requires_grad_(True)

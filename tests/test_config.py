@@ -39,6 +39,12 @@ def test_every_field_declares_a_role(cls):
         assert cfg.field_role(cls, f.name) == f.metadata["role"]
 
 
+def test_augmentation_names_match_lossbench_augment():
+    from lossbench.augment import POLICIES
+
+    assert cfg.AUGMENTATIONS == POLICIES  # config checks the names, augment applies them in this order
+
+
 def test_lists_derived_from_the_roles():
     assert _PER_CELL == {"loss", "lam", "seed", "loss_params"} == fields_with_role(TrainConfig, CELL)
     assert {
