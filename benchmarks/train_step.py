@@ -28,7 +28,7 @@ from torch import nn
 from lossbench.config import TrainConfig
 from lossbench.images import to_float
 from lossbench.losses import get_loss
-from lossbench.models import Critic, Generator, PerceptualLoss, register_feature_network
+from lossbench.models import PerceptualLoss, build_model, register_feature_network
 from lossbench.train import Callback, train
 
 LAYERS = ("relu1_1", "relu2_1")
@@ -72,8 +72,15 @@ def time_bare(images: torch.Tensor, config: TrainConfig, warmup: int) -> float:
     """The textbook loop: no EMA, no logging, no checks, random batches."""
     R, B = images.shape[-1], config.batch_size
     torch.manual_seed(config.seed)
-    G = Generator(R, config.z_dim, config.g_width)
-    D = Critic(R, config.d_width, config.critic_norm)
+    G, D = build_model(
+        config.model.arch,
+        resolution=R,
+        z_dim=config.z_dim,
+        g_width=config.g_width,
+        d_width=config.d_width,
+        critic_norm=config.critic_norm,
+        **config.model.kwargs,
+    )
     loss = get_loss(config.loss)
     n_critic = config.n_critic or loss.n_critic
     perceptual = PerceptualLoss("bench-tiny", LAYERS) if config.lam > 0 else None

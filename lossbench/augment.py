@@ -17,9 +17,10 @@ from collections.abc import Sequence
 
 import torch
 
+from lossbench.config import AUGMENTATIONS
 from lossbench.errors import ConfigError
 
-POLICIES = ("color", "translation", "cutout")
+POLICIES = AUGMENTATIONS  # applied in this order
 
 
 def _uniform(n: int, rng: torch.Generator, x: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Typed configuration: every default lossbench uses lives here, in one place.
+"""Typed configuration: every default lossbench uses lives here, and each field says what it is.
 
 Units and conventions:
 - images are in [-1, 1] inside models and losses, uint8 [0, 255] on disk and for feature extractors;
@@ -6,22 +6,108 @@ Units and conventions:
 - `steps` counts generator steps; each is preceded by `n_critic` critic steps;
 - `lam` is the perceptual-loss weight λ in L_G = L_adv + λ · L_perc.
 
-A study is the grid (losses × lambdas × seeds) over one `TrainConfig`/`EvalConfig` template.
-TOML study files (see `studies/`) map one-to-one onto `StudyConfig`.
+Field roles (dataclass metadata "role", declared once on each field and read by `field_role`):
+- RESULT: changes what a run computes. Part of a study's identity (`results_identity`) and of the
+  provenance logged beside results; a resumed run or study must keep it. Any field that could
+  change a number, however slightly (amp, channels_last, eval batch size), is RESULT.
+- RUN: where or how a run executes or reports, never what it computes: devices, storage, tracking,
+  workers, progress, logging/checkpoint/sample cadence, sample grids, weight and cache folders,
+  names. It may change on resume. (The data path is RUN: data enter a study's identity by content,
+  through the fingerprint the study adds.) CPU runs are bit-identical across `device` changes; a
+  GPU may change rounding, which is accepted as "how", like the worker count.
+- CELL: set per cell of a study grid (loss, lam, seed, loss_params); never set in a study's [train].
+A resume may also extend `steps` (see train.RESUMABLE_CHANGES).
+
+Every field's type is checked in `__post_init__` (TOML `batch_size = 1.5`, `seeds = "01"` and
+`losses = "bce"` are ConfigErrors, ints are accepted for floats, lists for tuples), then its range.
+A study is the grid (losses × lambdas × seeds) over one `TrainConfig`/`EvalConfig` template; TOML
+study files (see `studies/`) and `lossbench train --config` files map one-to-one onto
+`StudyConfig` and `RunConfig` (`config_from_dict`, `load_toml`, `with_overrides`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
-from collections.abc import Callable
+import os
+import re
+import sys
+import types
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 from lossbench.errors import ConfigError
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 512
+CRITIC_NORMS = ("none", "layernorm")  # never BatchNorm: it breaks per-sample gradient penalties
+PERCEPTUAL_DISTANCES = ("l1", "mse")
+PERCEPTUAL_PAIRINGS = ("paired", "mean")  # fake i vs real i of the batch; batch-mean features
+AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment policies (lossbench.augment)
+
+RESULT, RUN, CELL = "result", "run", "cell"
+ROLES = (RESULT, RUN, CELL)
+
+
+def _field(role: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
+    return field(default=default, default_factory=factory, metadata={"role": role})
+
+
+def result(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field that changes what a run computes."""
+    return _field(RESULT, default, factory)
+
+
+def run_only(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field that may change on resume without changing results."""
+    return _field(RUN, default, factory)
+
+
+def per_cell(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+    """A field that a study sets per grid cell."""
+    return _field(CELL, default, factory)
+
+
+def field_role(cls: type, name: str) -> str:
+    """The role (RESULT, RUN or CELL) declared on field `name` of config class `cls`."""
+    return {f.name: f for f in dataclasses.fields(cls)}[name].metadata["role"]
+
+
+def fields_with_role(cls: type, role: str) -> frozenset[str]:
+    """The names of `cls`'s fields declared with `role`."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("role") == role)
+
+
+def results_identity(config: Any) -> dict[str, Any]:
+    """`config`'s RESULT fields as nested JSON values (tuples become lists); RUN and CELL fields are
+    left out, nested configs recursed into. What two runs must share to have the same results."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        if f.metadata["role"] != RESULT:
+            continue
+        value = getattr(config, f.name)
+        out[f.name] = results_identity(value) if dataclasses.is_dataclass(value) else _json(value)
+    return out
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_json(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _json(v) for k, v in value.items()}
+    return value
+
+
+# ----------------------------------------------------------------------------- checks
 
 
 def check_resolution(resolution: int) -> int:
@@ -35,72 +121,191 @@ def check_resolution(resolution: int) -> int:
     return r
 
 
+def check_device_name(name: str) -> str:
+    """Return `name` if it is spelled like a torch device ("cpu", "cuda", "cuda:N", "mps", ...);
+    ConfigError otherwise. Does not look at this machine (see `check_device`)."""
+    if not re.fullmatch(r"[a-z]+(:\d+)?", name):
+        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)")
+    return name
+
+
+def check_device(name: str) -> str:
+    """Return `name` if this machine has that device ("cpu", "cuda", "cuda:N", ...); ConfigError
+    otherwise. torch is imported only for a device other than "cpu"."""
+    if check_device_name(name) == "cpu":
+        return name
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} requested but CUDA is not available (use cpu)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device {name!r} requested but this machine has {count} CUDA device(s)")
+    return name
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_min(config: Any, minimum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _check_lambda(lam: float) -> None:
+    if not math.isfinite(lam) or lam < 0:
+        raise ConfigError(f"lambda must be a finite number >= 0, got {lam}")
+
+
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("none" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+        return f"a list of {len(args)} {_describe(args[0]).removeprefix('a ').removeprefix('an ')}s"
+    if origin is dict:
+        return "a table"
+    return _KINDS.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _coerce(value: Any, hint: Any, name: str) -> Any:
+    """`value` as type `hint` (ints for floats, lists for tuples); ConfigError on any other mismatch."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            return _coerce(value, arg, name)
+    ok = True
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    elif origin is tuple:
+        ok = isinstance(value, tuple | list) and (
+            (len(args) == 2 and args[1] is Ellipsis) or len(value) == len(args)
+        )
+        if ok:
+            items = args[:1] * len(value) if args[-1] is Ellipsis else args
+            value = tuple(_coerce(v, a, name) for v, a in zip(value, items, strict=True))
+    elif origin is dict:
+        ok = isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+        value = {k: _coerce(v, args[1], f"{name}.{k}") for k, v in value.items()} if ok else value
+    elif dataclasses.is_dataclass(hint):
+        ok = isinstance(value, hint)
+    if not ok:
+        raise ConfigError(f"{name} must be {_describe(hint)}, got {value!r}")
+    return value
+
+
+def _check_types(config: Any) -> None:
+    """Coerce every field of `config` to its annotated type in place (see `_coerce`)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        setattr(config, f.name, _coerce(getattr(config, f.name), hints[f.name], f.name))
+
+
+# ----------------------------------------------------------------------------- the configs
+
+
 @dataclass
 class DataConfig:
     """Which images to train on and at what size."""
 
-    spec: str = "phantom"  # "phantom", "phantom:N", a BUSI folder, or any image folder
-    resolution: int = 128
-    classes: tuple[str, ...] | None = None  # None = every class
+    spec: str = run_only("phantom")  # "phantom", "phantom:N", "busi" (looked for), a BUSI or image folder
+    resolution: int = result(128)
+    classes: tuple[str, ...] | None = result(None)  # None = every class
 
     def __post_init__(self) -> None:
+        _check_types(self)
         self.resolution = check_resolution(self.resolution)
-        if self.classes is not None:
-            self.classes = tuple(self.classes)
+
+
+@dataclass
+class ModelConfig:
+    """Which registered architecture (lossbench.models) builds the generator and critic."""
+
+    arch: str = result("dgan")
+    kwargs: dict[str, Any] = result(factory=dict)  # extra architecture-specific arguments
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
 
 @dataclass
 class TrainConfig:
     """One training run of DGAN-WP-TL with one adversarial loss and one λ."""
 
-    loss: str = "wgangp"
-    loss_params: dict[str, Any] = field(default_factory=dict)
-    lam: float = 5.0
-    seed: int = 0
-    steps: int = 2000
-    batch_size: int = 64
-    lr_g: float = 1e-4
-    lr_d: float = 1e-4
-    betas: tuple[float, float] = (0.0, 0.9)
-    n_critic: int | None = None  # None = the loss's own recommendation
-    z_dim: int = 128
-    g_width: int = 64  # channels of the generator's last hidden layer; doubled per upsampling stage
-    d_width: int = 64  # channels of the critic's first layer
-    critic_norm: str = "none"  # "none" or "layernorm"; never BatchNorm (breaks gradient penalties)
-    perceptual: str = "vgg16"  # "vgg16", "vgg19", "none", or a registered feature network
-    perceptual_layers: tuple[str, ...] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-    perceptual_distance: str = "l1"  # "l1" or "mse"
-    perceptual_pairing: str = "paired"  # "paired": fake i vs real i of the batch; "mean": batch-mean features
-    ema_decay: float = 0.999
-    augment: tuple[str, ...] = ()  # differentiable augmentation: "translation", "cutout", "color"
-    device: str = "cpu"
-    amp: bool = True  # bf16 autocast on CUDA only; always fp32 on CPU
-    channels_last: bool = True  # CUDA only
-    checkpoint_every: int = 500
-    log_every: int = 10
-    sample_every: int = 500
-    random_weights: bool = False  # explicit opt-in to random pretrained-network weights (demos, tests)
-    weights_dir: str | None = None
-    progress: bool = True  # progress bar on stderr (shown only when stderr is a terminal)
-    n_samples: int = 64  # images in the sample grids (fixed z from `seed`, EMA generator)
+    loss: str = per_cell("wgangp")
+    loss_params: dict[str, Any] = per_cell(factory=dict)
+    lam: float = per_cell(5.0)
+    seed: int = per_cell(0)
+    steps: int = result(2000)
+    batch_size: int = result(64)
+    lr_g: float = result(1e-4)
+    lr_d: float = result(1e-4)
+    betas: tuple[float, float] = result((0.0, 0.9))
+    n_critic: int | None = result(None)  # None = the loss's own recommendation
+    model: ModelConfig = result(factory=ModelConfig)
+    z_dim: int = result(128)
+    g_width: int = result(64)  # channels of the generator's last hidden layer; doubled per upsampling stage
+    d_width: int = result(64)  # channels of the critic's first layer
+    critic_norm: str = result("none")  # one of CRITIC_NORMS
+    perceptual: str = result("vgg16")  # "vgg16", "vgg19", "none", or a registered feature network
+    perceptual_layers: tuple[str, ...] = result(("relu1_2", "relu2_2", "relu3_3", "relu4_3"))
+    perceptual_distance: str = result("l1")  # one of PERCEPTUAL_DISTANCES
+    perceptual_pairing: str = result("paired")  # one of PERCEPTUAL_PAIRINGS
+    ema_decay: float = result(0.999)
+    augment: tuple[str, ...] = result(())  # differentiable augmentation, from AUGMENTATIONS
+    device: str = run_only("cpu")
+    amp: bool = result(True)  # bf16 autocast on CUDA only; always fp32 on CPU
+    channels_last: bool = result(True)  # CUDA only
+    checkpoint_every: int = run_only(500)
+    log_every: int = run_only(10)
+    sample_every: int = run_only(500)  # 0 = only the final grid
+    random_weights: bool = result(
+        False
+    )  # explicit opt-in to random pretrained-network weights (demos, tests)
+    weights_dir: str | None = run_only(None)
+    progress: bool = run_only(True)  # progress bar on stderr (shown only when stderr is a terminal)
+    n_samples: int = run_only(64)  # images in the sample grids (fixed z from `seed`, EMA generator)
 
     def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # torch 2.14 rejects int betas
-        self.perceptual_layers = tuple(self.perceptual_layers)
-        self.augment = tuple(self.augment)
-        if not math.isfinite(self.lam) or self.lam < 0:
-            raise ConfigError(f"lambda must be a finite number >= 0, got {self.lam}")
-        for name in ("steps", "batch_size", "z_dim", "g_width", "d_width"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.critic_norm not in ("none", "layernorm"):
-            raise ConfigError(f"critic_norm must be 'none' or 'layernorm', got {self.critic_norm!r}")
-        if self.perceptual_distance not in ("l1", "mse"):
-            raise ConfigError(f"perceptual_distance must be 'l1' or 'mse', got {self.perceptual_distance!r}")
-        if self.perceptual_pairing not in ("paired", "mean"):
-            raise ConfigError(
-                f"perceptual_pairing must be 'paired' or 'mean', got {self.perceptual_pairing!r}"
-            )
+        _check_types(self)
+        _check_lambda(self.lam)
+        _check_min(self, 0, "seed", "sample_every")
+        _check_min(self, 1, "steps", "batch_size", "z_dim", "g_width", "d_width", "n_critic")
+        _check_min(self, 1, "checkpoint_every", "log_every", "n_samples")
+        _check_choice("critic_norm", self.critic_norm, CRITIC_NORMS)
+        _check_choice("perceptual_distance", self.perceptual_distance, PERCEPTUAL_DISTANCES)
+        _check_choice("perceptual_pairing", self.perceptual_pairing, PERCEPTUAL_PAIRINGS)
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise ConfigError(f"unknown augmentation {unknown[0]!r} (known: {', '.join(AUGMENTATIONS)})")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        self.device = check_device(self.device)
 
     @property
     def uses_perceptual(self) -> bool:
@@ -111,79 +316,223 @@ class TrainConfig:
 class EvalConfig:
     """How generated images are scored. Every field is logged beside the numbers it produces."""
 
-    metrics: tuple[str, ...] = ("fid", "kid", "lpips", "msssim")
-    n_fake: int = 1000
-    feature_extractor: str = "inception-v3-compat"
-    kid_subset_size: int | None = None  # None = min(1000, n_real, n_fake)
-    kid_subsets: int = 100  # torch-fidelity's default
-    prc_extractor: str = "vgg16"  # precision/recall features (torch-fidelity's PRC default)
-    swd_directions: int = 128  # random projections of the sliced Wasserstein distance
-    n_pairs: int = 500  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
-    batch_size: int = 100
-    seed: int = 0
-    cache_dir: str | None = None  # real-feature cache; None = mlruns/feature-cache
-    random_weights: bool = False  # explicit opt-in (demos, tests); tagged on every result
-    weights_dir: str | None = None
+    metrics: tuple[str, ...] = result(("fid", "kid", "lpips", "msssim"))
+    n_fake: int = result(1000)
+    feature_extractor: str = result("inception-v3-compat")
+    kid_subset_size: int | None = result(None)  # None = min(1000, n_real, n_fake)
+    kid_subsets: int = result(100)  # torch-fidelity's default
+    prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
+    swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
+    n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
+    batch_size: int = result(100)
+    seed: int = result(0)
+    cache_dir: str | None = run_only(None)  # real-feature cache; None = mlruns/feature-cache
+    random_weights: bool = result(False)  # explicit opt-in (demos, tests); tagged on every result
+    weights_dir: str | None = run_only(None)
 
     def __post_init__(self) -> None:
-        self.metrics = tuple(self.metrics)
-        if self.n_fake < 2:
-            raise ConfigError(f"n_fake must be at least 2, got {self.n_fake}")
-        if self.n_pairs < 1:
-            raise ConfigError(f"n_pairs must be at least 1, got {self.n_pairs}")
-        for name in ("kid_subsets", "swd_directions", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.kid_subset_size is not None and self.kid_subset_size < 2:
-            raise ConfigError(f"kid_subset_size must be at least 2, got {self.kid_subset_size}")
+        _check_types(self)
+        _check_min(self, 0, "seed")
+        _check_min(self, 1, "n_pairs", "kid_subsets", "swd_directions", "batch_size")
+        _check_min(self, 2, "n_fake", "kid_subset_size")
 
 
 @dataclass
 class StudyConfig:
     """A (loss × λ × seed) grid and how to run it."""
 
-    name: str = "lossbench"
-    losses: tuple[str, ...] = ("wgangp", "bce")
-    lambdas: tuple[float, ...] = (0.5, 3.0, 5.0, 7.0, 10.0)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    loss_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # loss name -> its hyper-parameters
-    data: DataConfig = field(default_factory=lambda: DataConfig(spec="busi"))  # "busi": found by study_config
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    objective: str = "fid"
-    eval_every: int = 0  # 0 = evaluate only at the end
-    search: str = "grid"  # "grid" or "tpe"
-    n_trials: int | None = None  # tpe only
-    lambda_range: tuple[float, float] = (0.0, 10.0)  # tpe only
-    prune: bool = False  # tpe only
-    storage: str | None = None  # None = journal file under mlruns/
-    tracking_uri: str | None = None  # None = sqlite:///mlruns/mlflow.db
-    workers: int = 1
-    devices: tuple[str, ...] = ("cpu",)
+    name: str = run_only("lossbench")  # the study's key (MLflow experiment, Optuna study)
+    losses: tuple[str, ...] = result(("wgangp", "bce"))
+    lambdas: tuple[float, ...] = result((0.5, 3.0, 5.0, 7.0, 10.0))
+    seeds: tuple[int, ...] = result((0, 1, 2))
+    loss_params: dict[str, dict[str, Any]] = result(factory=dict)  # loss name -> its hyper-parameters
+    data: DataConfig = result(factory=lambda: DataConfig(spec="busi"))  # "busi": see lossbench.data.busi
+    train: TrainConfig = result(factory=TrainConfig)
+    eval: EvalConfig = result(factory=EvalConfig)
+    objective: str = result("fid")
+    eval_every: int = result(0)  # 0 = evaluate only at the end
+    storage: str | None = run_only(None)  # None = journal file under mlruns/
+    tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
+    workers: int = run_only(1)
+    devices: tuple[str, ...] = run_only(("cpu",))
 
     def __post_init__(self) -> None:
-        self.losses = tuple(self.losses)
-        self.lambdas = tuple(float(x) for x in self.lambdas)
-        self.seeds = tuple(int(s) for s in self.seeds)
-        self.devices = tuple(self.devices)
-        if not self.losses:
-            raise ConfigError("a study needs at least one loss")
-        if not self.lambdas:
-            raise ConfigError("a study needs at least one lambda")
-        bad = [lam for lam in self.lambdas if not math.isfinite(lam) or lam < 0]
-        if bad:
-            raise ConfigError(f"lambda must be a finite number >= 0, got {bad[0]}")
-        if not self.seeds:
-            raise ConfigError("a study needs at least one seed")
-        if self.workers < 1:
-            raise ConfigError(f"workers must be at least 1, got {self.workers}")
-        if self.search not in ("grid", "tpe"):
-            raise ConfigError(f"search must be 'grid' or 'tpe', got {self.search!r}")
+        _check_types(self)
+        for axis, item in (
+            ("losses", "loss"),
+            ("lambdas", "lambda"),
+            ("seeds", "seed"),
+            ("devices", "device"),
+        ):
+            if not getattr(self, axis):
+                raise ConfigError(f"a study needs at least one {item}")
+        for lam in self.lambdas:
+            _check_lambda(lam)
+        if min(self.seeds) < 0:
+            raise ConfigError(f"seeds must be >= 0, got {min(self.seeds)}")
+        _check_min(self, 0, "eval_every")
+        _check_min(self, 1, "workers")
+        for device in self.devices:  # spelling only: a study file may be written for another machine;
+            check_device_name(device)  # the study checks `check_device` before it starts workers
+
+
+@dataclass
+class RunConfig:
+    """One `lossbench train` run: a TOML file with [data] and [train] tables."""
+
+    data: DataConfig = result(factory=DataConfig)
+    train: TrainConfig = result(factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        _check_types(self)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
     """A dataclass config as a plain, JSON-serialisable dict (tuples become lists)."""
     return dataclasses.asdict(config)
+
+
+# ----------------------------------------------------------------- files and overrides
+
+
+def _unknown(key: str, known: list[str]) -> str:
+    """'unknown key ... (did you mean ...?)', or listing every known key when none is close."""
+    parent, _, leaf = key.rpartition(".")
+    siblings = {k.rpartition(".")[2]: k for k in known if k.rpartition(".")[0] == parent}
+    close = [siblings[k] for k in difflib.get_close_matches(leaf, list(siblings), n=3, cutoff=0.6)]
+    close = close or difflib.get_close_matches(key, known, n=3, cutoff=0.8)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(known)}"
+    return f"unknown key {key!r} ({hint})"
+
+
+def _check_keys(table: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        message = _unknown(unknown[0], sorted(allowed))
+        raise ConfigError(message.replace(" (", f" in {where} (", 1))
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    try:
+        return cls(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def config_from_dict(
+    cls: type, raw: Mapping[str, Any], where: str, exclude: Mapping[str, frozenset[str]] | None = None
+) -> Any:
+    """A `cls` config from nested plain values (a parsed TOML file): each nested config is a table
+    that updates that field's default; `exclude[table]` are keys that table may not set. Unknown keys
+    and bad values are one-line ConfigErrors naming `where`."""
+    exclude = exclude or {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where} must be a table, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _check_keys(raw, set(fields), where)
+    values = dict(raw)
+    for name, f in fields.items():
+        hint = typing.get_type_hints(cls)[name]
+        if not dataclasses.is_dataclass(hint) or isinstance(values.get(name), hint):
+            continue
+        table = values.get(name, {})
+        inner = f"[{name}] of {where}"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[{name}] in {where} must be a table")
+        _check_keys(table, {g.name for g in dataclasses.fields(hint)} - exclude.get(name, frozenset()), inner)
+        base = f.default_factory() if f.default_factory is not dataclasses.MISSING else hint()
+        values[name] = config_from_dict(hint, {**_shallow(base), **table}, inner)
+    return _build(cls, values, where)
+
+
+def _shallow(config: Any) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+
+
+def load_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
+    """A TOML file's tables; one-line ConfigError when it is missing or malformed."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} file {path} does not exist (see studies/ for examples)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{what} file {path} is not valid TOML: {e}") from None
+
+
+def parse_assignments(items: list[str], option: str = "--set") -> dict[str, Any]:
+    """['train.steps=5', 'data.spec=phantom:24'] -> {'train.steps': 5, 'data.spec': 'phantom:24'}.
+
+    A value is read as a TOML literal (5, 1e-4, true, [0, 1], "text"); anything that is not one is a
+    string. Keys are dotted paths into the config."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"malformed {option} {item!r}: expected key=value, e.g. train.steps=10")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = text.strip()
+    return out
+
+
+def dotted_keys(cls: type, exclude: Mapping[str, frozenset[str]] | None = None) -> list[str]:
+    """Every settable key of `cls` as a dotted path ('train.steps'), nested configs expanded."""
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            skip = (exclude or {}).get(f.name, frozenset())
+            keys += [f"{f.name}.{k}" for k in dotted_keys(hints[f.name]) if k not in skip]
+        else:
+            keys.append(f.name)
+    return keys
+
+
+def with_overrides(
+    config: Any, overrides: Mapping[str, Any], exclude: Mapping[str, frozenset[str]] | None = None
+) -> Any:
+    """A copy of `config` with dotted keys replaced (`"train.steps": 5`, `"losses": [...]`).
+
+    None values are skipped (unset command-line options leave the value in place); a dict value for
+    a dict field (e.g. `loss_params`) is merged one level deep. An unknown key is a ConfigError that
+    lists close matches."""
+    raw = _nested(config)
+    known = dotted_keys(type(config), exclude)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        head = key.partition(".")[0]
+        if key not in known and not (head in known and isinstance(raw[head], Mapping)):
+            raise ConfigError(_unknown(key, known))
+        *parents, leaf = key.split(".")
+        table = raw
+        for part in parents:
+            table = table.setdefault(part, {})
+        table[leaf] = _merge(table.get(leaf), value)
+    for section, names in (exclude or {}).items():
+        for name in names:
+            raw[section].pop(name, None)
+    return config_from_dict(type(config), raw, "the options", exclude)
+
+
+def _merge(old: Any, new: Any) -> Any:
+    """`new`, with tables merged into `old`'s recursively."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        return {**old, **{k: _merge(old.get(k), v) for k, v in new.items()}}
+    return new
+
+
+def _nested(config: Any) -> dict[str, Any]:
+    """Field values, nested configs as dicts (tuples and dicts kept as they are)."""
+    return {
+        f.name: _nested(v) if dataclasses.is_dataclass(v := getattr(config, f.name)) else v
+        for f in dataclasses.fields(config)
+    }
+
+
+# ------------------------------------------------------------- comma-separated options
 
 
 def _parse_list(text: str, what: str, convert: Callable[[str], Any], kind: str, example: str) -> tuple:

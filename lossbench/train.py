@@ -19,6 +19,10 @@ Conventions:
   end. They are checked there for NaN/Inf (one device sync per log, none per step): a DivergedError
   names the first step and term that went bad.
 
+Parts: `build` (networks by name from lossbench.models, optimisers, loss, perceptual loss, RNG
+streams), `train_step` (one generator step; returns the terms to log), `checkpoint_state`/`restore`
+(the checkpoint; `load_generator` reads the same state). `train` is the loop over them.
+
 Outputs in `out_dir`: config.json, checkpoint.pt (every `checkpoint_every` steps and at the end,
 written atomically), samples.png (final grid from the EMA generator), samples/step_NNNNNN.png
 (every `sample_every` steps). `plot_history` draws the loss curves (`lossbench train` writes
@@ -28,6 +32,7 @@ loss_curves.png; studies log the curves to MLflow instead).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import os
@@ -45,14 +50,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from lossbench.augment import check_policy, diff_augment
-from lossbench.config import TrainConfig, to_dict
+from lossbench.augment import diff_augment
+from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.files import atomic_write
 from lossbench.images import generate_images, to_float
-from lossbench.losses import get_loss
-from lossbench.models.dgan import Critic, Generator
+from lossbench.losses import AdversarialLoss, get_loss
 from lossbench.models.perceptual import PerceptualLoss
+from lossbench.models.registry import build_model
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -61,21 +66,18 @@ CHECKPOINT = "checkpoint.pt"
 SAMPLE_GRID = "samples.png"
 LOSS_CURVES = "loss_curves.png"
 CONFIG_JSON = "config.json"
-# Fields that may differ between a run and its resumption without changing what it computes.
-RESUMABLE_CHANGES = {
-    "steps",
-    "device",
-    "checkpoint_every",
-    "log_every",
-    "sample_every",
-    "n_samples",
-    "progress",
-    "weights_dir",
-}
+# Fields that may differ between a run and its resumption: the RUN fields, and `steps` (a resume may
+# extend the run). Everything else must match the checkpoint's config.
+RESUMABLE_CHANGES = fields_with_role(TrainConfig, RUN) | {"steps"}
+
+History = dict[str, list[tuple[int, float]]]  # term -> [(step, mean value)]
 
 
 class Callback:
     """Hooks into `train`; every method is a no-op by default. Exceptions raised propagate."""
+
+    def on_start(self, step: int) -> None:
+        """Before the first step of this call: `step` is 0, or the step a resumed run continues from."""
 
     def on_log(self, step: int, terms: dict[str, float]) -> None:
         """Mean logged terms over the steps since the previous log."""
@@ -92,13 +94,37 @@ class Callback:
 
 @dataclass
 class TrainResult:
-    generator_ema: Generator  # eval mode, on the training device
+    generator_ema: nn.Module  # eval mode, on the training device
     steps: int
     out_dir: Path
-    history: dict[str, list[tuple[int, float]]]  # term -> [(step, mean value)]
+    history: History
     sample_grid: Path
     checkpoint: Path
     perceptual_weights: str  # "pretrained", "random", or "none" (no perceptual loss)
+
+
+@dataclass
+class Run:
+    """Everything one training run builds: networks, optimisers, loss, perceptual loss, RNG streams."""
+
+    config: TrainConfig
+    device: torch.device
+    images: torch.Tensor  # uint8 N×1×R×R on `device`
+    model: dict[str, Any]  # the architecture's name and arguments (stored in checkpoints)
+    loss_fn: AdversarialLoss
+    n_critic: int
+    perceptual: PerceptualLoss | None
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    opt_g: torch.optim.Optimizer
+    opt_d: torch.optim.Optimizer
+    sampler: EpochSampler
+    noise_rng: torch.Generator
+
+    @property
+    def perceptual_weights(self) -> str:
+        return self.perceptual.weights if self.perceptual is not None else "none"
 
 
 def train(
@@ -111,19 +137,57 @@ def train(
     """Train on `data.images` (uint8 N×1×R×R); with `resume`, continue from out_dir/checkpoint.pt if it
     exists (otherwise start afresh). Raises DivergedError on NaN/Inf, ConfigError on bad settings,
     MissingWeightsError when the perceptual network's weights are absent."""
-    out_dir = Path(out_dir)
-    device = _device(config.device)
-    for name in ("checkpoint_every", "log_every", "n_samples"):
-        if getattr(config, name) <= 0:
-            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
-    cuda = device.type == "cuda"
-    images = data.images.to(device)  # kept in memory as uint8; converted per batch
-    resolution, batch_size = images.shape[-1], config.batch_size
-    if len(images) < batch_size:
-        raise ConfigError(f"batch size {batch_size} is larger than the dataset ({len(images)} images)")
+    out_dir, checkpoint = Path(out_dir), Path(out_dir) / CHECKPOINT
+    run = build(data.images, config)
+    step, history = 0, defaultdict(list)
+    if resume and checkpoint.exists():
+        step, history = restore(run, _load_checkpoint(checkpoint), checkpoint)
+    out_dir.mkdir(parents=True, exist_ok=True)  # only once every setting has been checked
+    _write_json(out_dir / CONFIG_JSON, _run_record(run, data))
+    for cb in callbacks:
+        cb.on_start(step)
+
+    pending: list[tuple[int, dict[str, torch.Tensor]]] = []  # per-step terms since the last log
+    with _progress_bar(config) as bar:
+        task = bar.add_task(f"{config.loss} λ={config.lam:g}", total=config.steps, completed=step, terms="")
+        while step < config.steps:
+            pending.append((step + 1, train_step(run, step)))
+            step += 1
+            is_checkpoint = step % config.checkpoint_every == 0 or step == config.steps
+            if step % config.log_every == 0 or is_checkpoint:
+                means = mean_terms(pending)  # raises DivergedError
+                pending = []
+                for name, value in means.items():
+                    history[name].append((step, value))
+                bar.update(task, terms="  ".join(f"{k} {v:.3g}" for k, v in means.items()))
+                for cb in callbacks:
+                    cb.on_log(step, means)
+            bar.update(task, completed=step)
+            for cb in callbacks:
+                cb.on_step(step, run.G_ema)
+            if is_checkpoint:
+                _save_atomic(checkpoint_state(run, step, history), checkpoint)
+                for cb in callbacks:
+                    cb.on_checkpoint(step, checkpoint)
+            if config.sample_every and step % config.sample_every == 0:
+                save_sample_grid(run.G_ema, out_dir / "samples" / f"step_{step:06d}.png", config, run.device)
+
+    sample_grid = save_sample_grid(run.G_ema, out_dir / SAMPLE_GRID, config, run.device)
+    weights = run.perceptual_weights
+    result = TrainResult(run.G_ema, step, out_dir, dict(history), sample_grid, checkpoint, weights)
+    for cb in callbacks:
+        cb.on_end(result)
+    return result
+
+
+def build(images: torch.Tensor, config: TrainConfig) -> Run:
+    """Networks (by `config.model.arch`), optimisers, loss, perceptual loss and the RNG streams of
+    `config.seed`, on `config.device`. The order of construction fixes the random draws."""
+    device = torch.device(config.device)
+    images = images.to(device)  # kept in memory as uint8; converted per batch
+    if len(images) < config.batch_size:
+        raise ConfigError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} images)")
     loss_fn = get_loss(config.loss, **config.loss_params)
-    n_critic = config.n_critic or loss_fn.n_critic
-    policy = check_policy(config.augment)
     perceptual = None
     if config.uses_perceptual:  # λ = 0 or perceptual "none": no network is built
         perceptual = PerceptualLoss(
@@ -136,153 +200,126 @@ def train(
         ).to(device)
 
     rng = _rng_streams(config.seed)
-    G = Generator(resolution, config.z_dim, config.g_width, rng=rng["init"]).to(device)
-    D = Critic(resolution, config.d_width, config.critic_norm, rng=rng["init"]).to(device)
-    if cuda and config.channels_last:
+    model = {"arch": config.model.arch, "args": _model_args(config, images.shape[-1])}
+    G, D = (m.to(device) for m in build_model(model["arch"], rng=rng["init"], **model["args"]))
+    if device.type == "cuda" and config.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.betas)
-    sampler = EpochSampler(len(images), batch_size, rng["data"])
-    noise_rng = rng["noise"]
+    sampler = EpochSampler(len(images), config.batch_size, rng["data"])
     torch.manual_seed(rng["global"].initial_seed())
-    history: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    step = 0
-
-    checkpoint = out_dir / CHECKPOINT
-    if resume and checkpoint.exists():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        _check_resumable(state["config"], config, checkpoint)
-        G.load_state_dict(state["G"])
-        D.load_state_dict(state["D"])
-        G_ema.load_state_dict(state["G_ema"])
-        opt_g.load_state_dict(state["opt_g"])
-        opt_d.load_state_dict(state["opt_d"])
-        sampler.load_state_dict(state["sampler"])
-        noise_rng.set_state(state["rng"]["noise"])
-        torch.set_rng_state(state["rng"]["torch"])
-        if cuda and state["rng"]["cuda"]:
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
-        history.update({k: [tuple(x) for x in v] for k, v in state["history"].items()})
-        step = state["step"]
-
-    weights = perceptual.weights if perceptual is not None else "none"
-    out_dir.mkdir(parents=True, exist_ok=True)  # only once every setting has been checked
-    _write_json(
-        out_dir / CONFIG_JSON,
-        {
-            "train": to_dict(config),
-            "n_critic": n_critic,
-            "loss_params": loss_fn.params(),
-            "perceptual_weights": weights,
-            "data": {
-                "source": getattr(data, "source", None),
-                "fingerprint": getattr(data, "fingerprint", None),
-                "n_images": len(images),
-                "resolution": resolution,
-            },
-        },
+    return Run(
+        config=config,
+        device=device,
+        images=images,
+        model=model,
+        loss_fn=loss_fn,
+        n_critic=config.n_critic or loss_fn.n_critic,
+        perceptual=perceptual,
+        G=G,
+        D=D,
+        G_ema=copy.deepcopy(G).eval().requires_grad_(False),
+        opt_g=torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas),
+        opt_d=torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.betas),
+        sampler=sampler,
+        noise_rng=rng["noise"],
     )
 
-    def amp() -> torch.autocast:
-        return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda and config.amp)
+
+def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
+    """Generator step `step + 1`: `n_critic` critic steps, one generator step, the EMA update.
+    Returns the detached terms to log (see the module docstring)."""
+    config, G, D = run.config, run.G, run.D
+    on_cuda = run.device.type == "cuda"
+    amp = functools.partial(torch.autocast, run.device.type, torch.bfloat16, enabled=on_cuda and config.amp)
 
     def real_batch() -> torch.Tensor:
-        return to_float(images[sampler.next()])
+        return to_float(run.images[run.sampler.next()])
 
     def noise() -> torch.Tensor:
-        return torch.randn(batch_size, config.z_dim, generator=noise_rng).to(device)
+        return torch.randn(config.batch_size, config.z_dim, generator=run.noise_rng).to(run.device)
 
     def augment(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, policy, noise_rng) if policy else x
+        return diff_augment(x, config.augment, run.noise_rng) if config.augment else x
 
-    pending: list[tuple[int, dict[str, torch.Tensor]]] = []  # per-step terms since the last log
-    with _progress_bar(config) as bar:
-        task = bar.add_task(f"{config.loss} λ={config.lam:g}", total=config.steps, completed=step, terms="")
-        while step < config.steps:
-            # Critic: n_critic steps; the fakes carry no graph back to G.
-            D.requires_grad_(True)
-            for _ in range(n_critic):
-                real = real_batch()
-                with torch.no_grad(), amp():
-                    fake = G(noise())
-                with amp():
-                    out_d = loss_fn.discriminator_loss(D, augment(real), augment(fake))
-                opt_d.zero_grad(set_to_none=True)
-                out_d.loss.backward()
-                opt_d.step()
+    # Critic: n_critic steps; the fakes carry no graph back to G.
+    D.requires_grad_(True)
+    for _ in range(run.n_critic):
+        real = real_batch()
+        with torch.no_grad(), amp():
+            fake = G(noise())
+        with amp():
+            out_d = run.loss_fn.discriminator_loss(D, augment(real), augment(fake))
+        run.opt_d.zero_grad(set_to_none=True)
+        out_d.loss.backward()
+        run.opt_d.step()
 
-            # Generator: adversarial loss through the frozen critic, plus λ · perceptual loss.
-            D.requires_grad_(False)
-            with amp():
-                fake = G(noise())
-                out_g = loss_fn.generator_loss(D, augment(real), augment(fake))
-                loss_g = out_g.loss
-                perc = perceptual(fake, real) if perceptual is not None else None
-                if perc is not None:
-                    loss_g = loss_g + config.lam * perc
-            opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            opt_g.step()
-            update_ema(G_ema, G, min(config.ema_decay, (1 + step) / (10 + step)))
-            step += 1
+    # Generator: adversarial loss through the frozen critic, plus λ · perceptual loss.
+    D.requires_grad_(False)
+    with amp():
+        fake = G(noise())
+        out_g = run.loss_fn.generator_loss(D, augment(real), augment(fake))
+        loss_g = out_g.loss
+        perc = run.perceptual(fake, real) if run.perceptual is not None else None
+        if perc is not None:
+            loss_g = loss_g + config.lam * perc
+    run.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()
+    run.opt_g.step()
+    update_ema(run.G_ema, G, min(config.ema_decay, (1 + step) / (10 + step)))
 
-            terms = {f"d/{k}": v for k, v in out_d.terms.items()}
-            terms["d/loss"] = out_d.loss.detach()
-            terms["g/adv"] = out_g.loss.detach()
-            terms.update({f"g/{k}": v for k, v in out_g.terms.items()})
-            if perc is not None:
-                terms["g/perc"] = perc.detach()
-            terms["g/loss"] = loss_g.detach()
-            pending.append((step, terms))
+    terms = {f"d/{k}": v for k, v in out_d.terms.items()}
+    terms["d/loss"] = out_d.loss.detach()
+    terms["g/adv"] = out_g.loss.detach()
+    terms.update({f"g/{k}": v for k, v in out_g.terms.items()})
+    if perc is not None:
+        terms["g/perc"] = perc.detach()
+    terms["g/loss"] = loss_g.detach()
+    return terms
 
-            is_checkpoint = step % config.checkpoint_every == 0 or step == config.steps
-            if step % config.log_every == 0 or is_checkpoint:
-                means = mean_terms(pending)  # raises DivergedError
-                pending = []
-                for name, value in means.items():
-                    history[name].append((step, value))
-                bar.update(task, terms="  ".join(f"{k} {v:.3g}" for k, v in means.items()))
-                for cb in callbacks:
-                    cb.on_log(step, means)
-            bar.update(task, completed=step)
-            for cb in callbacks:
-                cb.on_step(step, G_ema)
-            if is_checkpoint:
-                _save_atomic(
-                    {
-                        "step": step,
-                        "generator": {
-                            "resolution": resolution,
-                            "z_dim": config.z_dim,
-                            "width": config.g_width,
-                        },
-                        "G": G.state_dict(),
-                        "D": D.state_dict(),
-                        "G_ema": G_ema.state_dict(),
-                        "opt_g": opt_g.state_dict(),
-                        "opt_d": opt_d.state_dict(),
-                        "sampler": sampler.state_dict(),
-                        "rng": {
-                            "noise": noise_rng.get_state(),
-                            "torch": torch.get_rng_state(),
-                            "cuda": torch.cuda.get_rng_state_all() if cuda else [],
-                        },
-                        "history": dict(history),
-                        "config": to_dict(config),
-                    },
-                    checkpoint,
-                )
-                for cb in callbacks:
-                    cb.on_checkpoint(step, checkpoint)
-            if config.sample_every and step % config.sample_every == 0:
-                save_sample_grid(G_ema, out_dir / "samples" / f"step_{step:06d}.png", config, device)
 
-    sample_grid = save_sample_grid(G_ema, out_dir / SAMPLE_GRID, config, device)
-    result = TrainResult(G_ema, step, out_dir, dict(history), sample_grid, checkpoint, weights)
-    for cb in callbacks:
-        cb.on_end(result)
-    return result
+def checkpoint_state(run: Run, step: int, history: History) -> dict[str, Any]:
+    """Everything `restore` needs to continue bit-identically after `step` (torch.save-able)."""
+    return {
+        "step": step,
+        "model": run.model,
+        "G": run.G.state_dict(),
+        "D": run.D.state_dict(),
+        "G_ema": run.G_ema.state_dict(),
+        "opt_g": run.opt_g.state_dict(),
+        "opt_d": run.opt_d.state_dict(),
+        "sampler": run.sampler.state_dict(),
+        "rng": rng_state(run.noise_rng, run.device),
+        "history": dict(history),
+        "config": to_dict(run.config),
+    }
+
+
+def restore(run: Run, state: dict[str, Any], path: Path) -> tuple[int, History]:
+    """Load a `checkpoint_state` into `run`; return (step, history). ConfigError if `run.config`
+    differs from the checkpoint's in a field outside RESUMABLE_CHANGES."""
+    _check_resumable(state["config"], run.config, path)
+    run.G.load_state_dict(state["G"])
+    run.D.load_state_dict(state["D"])
+    run.G_ema.load_state_dict(state["G_ema"])
+    run.opt_g.load_state_dict(state["opt_g"])
+    run.opt_d.load_state_dict(state["opt_d"])
+    run.sampler.load_state_dict(state["sampler"])
+    set_rng_state(state["rng"], run.noise_rng, run.device)
+    history: History = defaultdict(list, {k: [tuple(x) for x in v] for k, v in state["history"].items()})
+    return state["step"], history
+
+
+def rng_state(noise_rng: torch.Generator, device: torch.device) -> dict[str, Any]:
+    """The noise stream, torch's global CPU RNG and, on CUDA, the training device's RNG only."""
+    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    return {"noise": noise_rng.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_rng_state(state: dict[str, Any], noise_rng: torch.Generator, device: torch.device) -> None:
+    """Restore `rng_state`'s streams; the CUDA state goes to the training device (whichever index)."""
+    noise_rng.set_state(state["noise"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state["cuda"] is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 class EpochSampler:
@@ -327,18 +364,18 @@ def mean_terms(pending: list[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, 
     return dict(zip(names, values.mean(0).tolist(), strict=True))
 
 
-def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """The EMA generator of a checkpoint written by `train`, in eval mode on `device`."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist (train writes it as OUT/{CHECKPOINT})")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    G = Generator(**state["generator"])
+    state = _load_checkpoint(path)
+    G, _ = build_model(state["model"]["arch"], **state["model"]["args"])
     G.load_state_dict(state["G_ema"])
     return G.to(device).eval()
 
 
-def save_sample_grid(G: Generator, path: Path, config: TrainConfig, device: torch.device) -> Path:
+def save_sample_grid(G: nn.Module, path: Path, config: TrainConfig, device: torch.device) -> Path:
     """A square-ish grid of `config.n_samples` images from fixed z (seeded by `config.seed`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     images = generate_images(G, config.n_samples, config.seed, device=device)
@@ -377,14 +414,39 @@ def _rng_streams(seed: int) -> dict[str, torch.Generator]:
     }
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r} (use cpu, cuda or cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available (use --device cpu)")
-    return device
+def _model_args(config: TrainConfig, resolution: int) -> dict[str, Any]:
+    """The architecture builder's arguments (see lossbench.models.registry)."""
+    return {
+        "resolution": resolution,
+        "z_dim": config.z_dim,
+        "g_width": config.g_width,
+        "d_width": config.d_width,
+        "critic_norm": config.critic_norm,
+        **config.model.kwargs,
+    }
+
+
+def _run_record(run: Run, data: ImageDataset) -> dict[str, Any]:
+    """config.json: the settings, the loss's resolved parameters and the data's provenance."""
+    return {
+        "train": to_dict(run.config),
+        "n_critic": run.n_critic,
+        "loss_params": run.loss_fn.params(),
+        "perceptual_weights": run.perceptual_weights,
+        "data": {
+            "source": getattr(data, "source", None),
+            "fingerprint": getattr(data, "fingerprint", None),
+            "n_images": len(run.images),
+            "resolution": run.images.shape[-1],
+        },
+    }
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if "model" not in state:
+        raise ConfigError(f"checkpoint {path} predates architectures by name (no 'model' record); retrain it")
+    return state
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:

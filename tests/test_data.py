@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from lossbench.cli import main
-from lossbench.data import fingerprint, load_dataset
+from lossbench.data import ImageDataset, fingerprint, load_dataset, register_dataset
+from lossbench.data.busi import BUSI_ENV
 from lossbench.data.images import decode, square_resize
 from lossbench.data.phantom import PHANTOM_CLASSES, PHANTOM_COUNTS, phantom, phantom_labels
 from lossbench.errors import ConfigError, DataError
@@ -93,6 +94,27 @@ def test_class_filter_reindexes_labels(tmp_path):
     assert data.labels.tolist() == [0, 0, 0, 1]
     full = load_dataset(str(root), 32)
     assert torch.equal(data.images, full.images[full.labels != 1])
+
+
+def test_loaders_by_prefix_and_busi_discovery(tmp_path, monkeypatch):
+    root = _fake_busi(tmp_path)
+    data = load_dataset(str(root), 32)
+    assert load_dataset(f"busi:{root}", 32).fingerprint == data.fingerprint
+    assert load_dataset(f"folder:{root / 'Dataset_BUSI_with_GT'}", 32).source.startswith("folder:")
+    monkeypatch.setenv(BUSI_ENV, str(root))
+    assert load_dataset("busi", 32).fingerprint == data.fingerprint
+    monkeypatch.setenv(BUSI_ENV, str(tmp_path / "absent"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match="BUSI not found in .*absent"):
+        load_dataset("busi", 32)
+
+    def constant(spec: str, resolution: int, classes) -> ImageDataset:
+        n = int(spec.partition(":")[2] or 2)
+        images, labels = torch.zeros(n, 1, resolution, resolution, dtype=torch.uint8), torch.zeros(n).long()
+        return ImageDataset(images, labels, ("all",), fingerprint(images, labels, ["all"]), spec)
+
+    register_dataset("constant", constant)
+    assert len(load_dataset("constant:3", 32)) == 3 and load_dataset("constant", 64).resolution == 64
 
 
 # --- image folders ------------------------------------------------------------------------------

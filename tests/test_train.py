@@ -13,10 +13,10 @@ from torch import nn
 import lossbench.train as train_module
 from lossbench.augment import color, cutout, diff_augment, translation
 from lossbench.cli import main
-from lossbench.config import TrainConfig
+from lossbench.config import ModelConfig, TrainConfig
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.losses import available_losses, get_loss
-from lossbench.models import register_feature_network
+from lossbench.models import register_feature_network, register_model
 from lossbench.train import Callback, load_generator, train
 
 TINY = dict(batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", progress=False, log_every=2)
@@ -160,6 +160,84 @@ def test_resume_is_bit_identical(data, tmp_path):
     assert torch.equal(s_full["rng"]["torch"], s_res["rng"]["torch"])
     with pytest.raises(ConfigError, match="lam 2.0 -> 3.0"):
         train(data, config(steps=4, **{**kw, "lam": 3.0}), tmp_path / "part", resume=True)
+
+
+def test_resume_allows_run_only_changes_and_calls_on_start(data, tmp_path):
+    class Starts(Callback):
+        def __init__(self):
+            self.starts = []
+
+        def on_start(self, step):
+            self.starts.append(step)
+
+    full = train(data, config(loss="bce", steps=4, checkpoint_every=2), tmp_path / "full")
+    rec = Starts()
+    train(data, config(loss="bce", steps=2, checkpoint_every=2), tmp_path / "part", callbacks=[rec])
+    changed = config(loss="bce", steps=4, checkpoint_every=3, log_every=1, sample_every=0, n_samples=4)
+    resumed = train(data, changed, tmp_path / "part", callbacks=[rec], resume=True)
+    assert rec.starts == [0, 2]
+    assert states_equal(full.generator_ema, resumed.generator_ema)  # logging cadence changes no number
+
+
+class FakeCuda:
+    """torch.cuda's RNG functions on a machine with two (pretend) GPUs: one state per device index."""
+
+    def __init__(self):
+        self.states = {0: torch.tensor([0], dtype=torch.uint8), 1: torch.tensor([1], dtype=torch.uint8)}
+
+    def get_rng_state(self, device="cuda"):
+        return self.states[torch.device(device).index].clone()
+
+    def set_rng_state(self, state, device="cuda"):
+        self.states[torch.device(device).index] = state.clone()
+
+
+def test_cuda_rng_of_the_training_device_only(monkeypatch):
+    fake = FakeCuda()
+    monkeypatch.setattr(torch.cuda, "get_rng_state", fake.get_rng_state)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", fake.set_rng_state)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("all devices saved"))
+    noise = torch.Generator().manual_seed(3)
+    saved = train_module.rng_state(noise, torch.device("cuda", 1))  # trained on cuda:1
+    assert torch.equal(saved["cuda"], torch.tensor([1], dtype=torch.uint8))
+    train_module.set_rng_state(saved, torch.Generator(), torch.device("cuda", 0))  # resumed on cuda:0 alone
+    assert fake.states[0].item() == 1  # the training device's stream, now on the resuming device
+    assert train_module.rng_state(noise, torch.device("cpu"))["cuda"] is None
+
+
+class ToyGenerator(nn.Module):
+    def __init__(self, resolution, z_dim):
+        super().__init__()
+        self.resolution, self.z_dim = resolution, z_dim
+        self.fc = nn.Linear(z_dim, resolution * resolution)
+
+    def forward(self, z):
+        return torch.tanh(self.fc(z)).view(-1, 1, self.resolution, self.resolution)
+
+
+class ToyCritic(nn.Module):
+    def __init__(self, resolution, scale):
+        super().__init__()
+        self.fc = nn.Linear(resolution * resolution, 1)
+        self.scale = scale
+
+    def forward(self, x):
+        return self.scale * self.fc(x.flatten(1)).flatten()
+
+
+@register_model("toy-mlp")
+def toy_mlp(resolution, z_dim, g_width, d_width, critic_norm, rng=None, scale=1.0):
+    return ToyGenerator(resolution, z_dim), ToyCritic(resolution, scale)
+
+
+def test_a_second_architecture_trains_by_name(data, tmp_path):
+    cfg = config(loss="bce", steps=3, model=ModelConfig("toy-mlp", {"scale": 0.5}))
+    result = train(data, cfg, tmp_path)
+    assert isinstance(result.generator_ema, ToyGenerator) and result.steps == 3
+    loaded = load_generator(tmp_path / "checkpoint.pt")
+    assert isinstance(loaded, ToyGenerator) and states_equal(loaded, result.generator_ema)
+    with pytest.raises(ConfigError, match="unknown architecture 'nope'"):
+        train(data, config(model=ModelConfig("nope")), tmp_path / "x")
 
 
 def test_nan_raises_diverged_error_naming_step_and_term(data, tmp_path, monkeypatch):
@@ -321,6 +399,27 @@ def test_cli_bad_input_is_one_line_exit_2(extra, message, tmp_path, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_cli_train_config_file_and_set(tmp_path, capsys):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[data]\nspec = "phantom:24"\nresolution = 32\n'
+        '[train]\nloss = "bce"\nlam = 0\nsteps = 5\nbatch_size = 8\ng_width = 4\nd_width = 4\n'
+    )
+    out = tmp_path / "run"
+    argv = ["train", "--config", str(path), "--out", str(out), "--no-progress"]
+    assert main([*argv, "--steps", "2", "--set", "train.z_dim=8", "--set", "train.betas=[0.5, 0.99]"]) == 0
+    saved = json.loads((out / "config.json").read_text())["train"]
+    assert (saved["loss"], saved["steps"], saved["z_dim"], saved["betas"]) == ("bce", 2, 8, [0.5, 0.99])
+    capsys.readouterr()
+    assert main([*argv, "--set", "train.stepz=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown key 'train.stepz' (did you mean train.steps?)" in err and "\n" not in err
+    path.write_text("[train]\nbatch_size = 1.5\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "batch_size must be an integer, got 1.5" in err and "\n" not in err
 
 
 # ----- differentiable augmentation ------------------------------------------------------------------

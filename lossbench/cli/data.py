@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from lossbench.cli import options
-from lossbench.config import check_resolution, parse_name_list
+from lossbench.config import DataConfig, check_resolution, parse_name_list
 from lossbench.errors import DataError
 
 if TYPE_CHECKING:  # torch and the data package load when a command runs, not for --help
@@ -56,8 +56,12 @@ def _report(data: ImageDataset) -> list[str]:
 
 @data_app.command("inspect")
 def inspect(
-    spec: str = typer.Argument(..., help="'phantom', 'phantom:N', a BUSI folder or an image folder."),
-    resolution: int = typer.Option(128, "--resolution", "-r", help="Side R of the square images."),
+    spec: str = typer.Argument(
+        ..., help="'phantom', 'phantom:N', 'busi', a BUSI folder or an image folder (docs/data.md)."
+    ),
+    resolution: int = typer.Option(
+        DataConfig.resolution, "--resolution", "-r", help="Side R of the square images."
+    ),
     classes: str | None = options.CLASSES,
 ) -> None:
     """Load SPEC and print per-class counts, original size ranges, and the files skipped and why."""
@@ -72,7 +76,9 @@ def inspect(
 def write_phantom(
     out: Path = typer.Argument(..., help="New (or empty) folder; images go to OUT/<class>/<index>.png."),
     n: int = typer.Option(780, "--n", help="Number of images."),
-    resolution: int = typer.Option(128, "--resolution", "-r", help="Side R of the square images."),
+    resolution: int = typer.Option(
+        DataConfig.resolution, "--resolution", "-r", help="Side R of the square images."
+    ),
     seed: int = typer.Option(0, help="Seed; the same seed gives the same images."),
     grid: Path | None = typer.Option(
         None, help="Grid PNG, 8 images per class (default: OUT-grid.png beside OUT)."

@@ -1,7 +1,13 @@
-"""`lossbench train`: one training run (one loss, one λ, one seed) with its outputs in --out."""
+"""`lossbench train`: one training run (one loss, one λ, one seed) with its outputs in --out.
+
+Settings come from, in increasing precedence: the defaults in lossbench.config, the `--config` TOML
+file ([data] and [train] tables, `RunConfig`), the options, and `--set key=value` (dotted keys,
+values as TOML literals: `--set train.steps=10 --set 'train.betas=[0.5, 0.99]'`).
+"""
 
 from __future__ import annotations
 
+import enum
 import json
 from pathlib import Path
 from typing import Any
@@ -9,7 +15,21 @@ from typing import Any
 import typer
 
 from lossbench.cli import options
-from lossbench.config import DataConfig, TrainConfig, parse_name_list
+from lossbench.config import (
+    AUGMENTATIONS,
+    CRITIC_NORMS,
+    PERCEPTUAL_DISTANCES,
+    PERCEPTUAL_PAIRINGS,
+    DataConfig,
+    ModelConfig,
+    RunConfig,
+    TrainConfig,
+    config_from_dict,
+    load_toml,
+    parse_assignments,
+    parse_name_list,
+    with_overrides,
+)
 from lossbench.errors import ConfigError
 
 DEFAULTS = TrainConfig()
@@ -29,83 +49,135 @@ def parse_loss_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
+def _option(name: str, help: str = "", **kw: Any) -> Any:
+    """An option that defaults to None (the file's or the config's value), showing that default."""
+    field = name.split("/")[0].removeprefix("--").replace("-", "_")
+    default = getattr(DEFAULTS, field, None)
+    shown = ",".join(default) if isinstance(default, tuple) else default
+    return typer.Option(None, name, help=rf"{help} \[default: {shown}]".strip(), **kw)
+
+
+def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
+    """An Enum of `values`, so that typer checks them and --help lists them."""
+    return enum.Enum(name, {v: v for v in values}, type=str)
+
+
+CriticNorm = _choices("CriticNorm", CRITIC_NORMS)
+PerceptualDistance = _choices("PerceptualDistance", PERCEPTUAL_DISTANCES)
+PerceptualPairing = _choices("PerceptualPairing", PERCEPTUAL_PAIRINGS)
+
+
+def _value(choice: enum.Enum | None) -> str | None:
+    return None if choice is None else choice.value
+
+
+def _list(text: str | None, what: str) -> tuple[str, ...] | None:
+    return None if text is None else (parse_name_list(text, what) if text else ())
+
+
 def train(
-    loss: str = typer.Option(DEFAULTS.loss, "--loss", help="Adversarial loss (see `lossbench losses list`)."),
-    lam: float = typer.Option(
-        DEFAULTS.lam, "--lambda", help="Perceptual-loss weight λ (0: no perceptual loss)."
-    ),
-    data: str = typer.Option(..., "--data", help="phantom, phantom:N, a BUSI folder or an image folder."),
-    resolution: int = typer.Option(DataConfig.resolution, "--resolution", help="Image side R (32..512)."),
-    classes: str | None = options.CLASSES,
-    steps: int = typer.Option(DEFAULTS.steps, "--steps", help="Generator steps."),
-    seed: int = typer.Option(DEFAULTS.seed, "--seed"),
     out: Path = typer.Option(..., "--out", help="Output folder (checkpoint, samples, curves, config)."),
+    config_file: Path | None = typer.Option(
+        None, "--config", help="TOML file with \\[data] and \\[train] tables (see docs/training.md)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override KEY=VALUE, dotted, value a TOML literal: train.steps=10 (repeatable)."
+    ),
+    loss: str | None = _option("--loss", "Adversarial loss (see `lossbench losses list`)."),
+    lam: float | None = typer.Option(
+        None,
+        "--lambda",
+        help=f"Perceptual-loss weight λ (0: no perceptual loss). \\[default: {DEFAULTS.lam}]",
+    ),
+    data: str | None = typer.Option(
+        None, "--data", help="phantom, phantom:N, busi, a BUSI folder or an image folder."
+    ),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help=f"Image side R (32..512). \\[default: {DataConfig.resolution}]"
+    ),
+    classes: str | None = options.CLASSES,
+    steps: int | None = _option("--steps", "Generator steps."),
+    seed: int | None = _option("--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt if it exists."),
-    batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size"),
+    batch_size: int | None = _option("--batch-size"),
     n_critic: int | None = typer.Option(
-        None, "--n-critic", help="Critic steps per generator step (default: the loss's)."
+        None, "--n-critic", help="Critic steps per generator step. \\[default: the loss's]"
     ),
     loss_param: list[str] = typer.Option(
         [], "--loss-param", help="Loss hyper-parameter key=value (repeatable)."
     ),
-    lr_g: float = typer.Option(DEFAULTS.lr_g, "--lr-g"),
-    lr_d: float = typer.Option(DEFAULTS.lr_d, "--lr-d"),
-    g_width: int = typer.Option(DEFAULTS.g_width, "--g-width", help="Generator width (last hidden layer)."),
-    d_width: int = typer.Option(DEFAULTS.d_width, "--d-width", help="Critic width (first layer)."),
-    critic_norm: str = typer.Option(DEFAULTS.critic_norm, "--critic-norm", help="none or layernorm."),
-    perceptual: str = typer.Option(DEFAULTS.perceptual, "--perceptual", help="vgg16, vgg19 or none."),
-    perceptual_layers: str = typer.Option(",".join(DEFAULTS.perceptual_layers), "--perceptual-layers"),
-    perceptual_distance: str = typer.Option(
-        DEFAULTS.perceptual_distance, "--perceptual-distance", help="l1 or mse."
+    arch: str | None = typer.Option(
+        None, "--arch", help=f"Registered architecture. \\[default: {ModelConfig.arch}]"
     ),
-    perceptual_pairing: str = typer.Option(
-        DEFAULTS.perceptual_pairing, "--perceptual-pairing", help="paired or mean."
+    lr_g: float | None = _option("--lr-g"),
+    lr_d: float | None = _option("--lr-d"),
+    g_width: int | None = _option("--g-width", "Generator width (last hidden layer)."),
+    d_width: int | None = _option("--d-width", "Critic width (first layer)."),
+    critic_norm: CriticNorm | None = _option("--critic-norm"),
+    perceptual: str | None = _option("--perceptual", "vgg16, vgg19, none or a registered network."),
+    perceptual_layers: str | None = _option("--perceptual-layers"),
+    perceptual_distance: PerceptualDistance | None = _option("--perceptual-distance"),
+    perceptual_pairing: PerceptualPairing | None = _option("--perceptual-pairing"),
+    augment: str | None = _option(
+        "--augment", f"DiffAugment policies, comma-separated: {', '.join(AUGMENTATIONS)}."
     ),
-    augment: str = typer.Option("", "--augment", help="DiffAugment policy, e.g. translation,cutout,color."),
-    ema_decay: float = typer.Option(DEFAULTS.ema_decay, "--ema-decay"),
-    checkpoint_every: int = typer.Option(DEFAULTS.checkpoint_every, "--checkpoint-every"),
-    log_every: int = typer.Option(DEFAULTS.log_every, "--log-every"),
-    sample_every: int = typer.Option(DEFAULTS.sample_every, "--sample-every", help="0: only the final grid."),
+    ema_decay: float | None = _option("--ema-decay"),
+    checkpoint_every: int | None = _option("--checkpoint-every"),
+    log_every: int | None = _option("--log-every"),
+    sample_every: int | None = _option("--sample-every", "0: only the final grid."),
     random_weights: bool = options.RANDOM_WEIGHTS,
     weights_dir: str | None = options.WEIGHTS_DIR,
-    device: str = options.DEVICE,
-    progress: bool = typer.Option(DEFAULTS.progress, "--progress/--no-progress"),
+    device: str | None = _option("--device", "cpu, cuda, cuda:1, ..."),
+    progress: bool | None = _option("--progress/--no-progress"),
 ) -> None:
     """Train DGAN-WP-TL with one adversarial loss and one λ; write checkpoint, samples, curves, config."""
     from lossbench.data import load_dataset
     from lossbench.train import LOSS_CURVES, plot_history
     from lossbench.train import train as run_training
 
-    data_config = DataConfig(data, resolution, parse_name_list(classes, "class") if classes else None)
-    config = TrainConfig(
-        loss=loss,
-        loss_params=parse_loss_params(loss_param),
-        lam=lam,
-        seed=seed,
-        steps=steps,
-        batch_size=batch_size,
-        lr_g=lr_g,
-        lr_d=lr_d,
-        n_critic=n_critic,
-        g_width=g_width,
-        d_width=d_width,
-        critic_norm=critic_norm,
-        perceptual=perceptual,
-        perceptual_layers=parse_name_list(perceptual_layers, "layer"),
-        perceptual_distance=perceptual_distance,
-        perceptual_pairing=perceptual_pairing,
-        augment=parse_name_list(augment, "augmentation") if augment else (),
-        ema_decay=ema_decay,
-        device=device,
-        checkpoint_every=checkpoint_every,
-        log_every=log_every,
-        sample_every=sample_every,
-        random_weights=random_weights,
-        weights_dir=weights_dir,
-        progress=progress,
+    if config_file is None and data is None:
+        raise ConfigError("give the dataset with --data SPEC (or a [data] table in --config FILE)")
+    base = (
+        config_from_dict(RunConfig, load_toml(config_file, "train config"), str(config_file))
+        if config_file
+        else RunConfig()
     )
-    dataset = load_dataset(data_config.spec, data_config.resolution, data_config.classes)
+    overrides = {
+        "data.spec": data,
+        "data.resolution": resolution,
+        "data.classes": _list(classes, "class"),
+        "train.loss": loss,
+        "train.loss_params": parse_loss_params(loss_param) or None,
+        "train.lam": lam,
+        "train.seed": seed,
+        "train.steps": steps,
+        "train.batch_size": batch_size,
+        "train.n_critic": n_critic,
+        "train.model.arch": arch,
+        "train.lr_g": lr_g,
+        "train.lr_d": lr_d,
+        "train.g_width": g_width,
+        "train.d_width": d_width,
+        "train.critic_norm": _value(critic_norm),
+        "train.perceptual": perceptual,
+        "train.perceptual_layers": _list(perceptual_layers, "layer"),
+        "train.perceptual_distance": _value(perceptual_distance),
+        "train.perceptual_pairing": _value(perceptual_pairing),
+        "train.augment": _list(augment, "augmentation"),
+        "train.ema_decay": ema_decay,
+        "train.checkpoint_every": checkpoint_every,
+        "train.log_every": log_every,
+        "train.sample_every": sample_every,
+        "train.random_weights": random_weights or None,
+        "train.weights_dir": weights_dir,
+        "train.device": device,
+        "train.progress": progress,
+    }
+    run = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
+    config = run.train
+    dataset = load_dataset(run.data.spec, run.data.resolution, run.data.classes)
     result = run_training(dataset, config, out, resume=resume)
+    loss, lam, seed = config.loss, config.lam, config.seed
     curves = plot_history(result.history, out / LOSS_CURVES, title=f"{loss}, λ = {lam:g}, seed {seed}")
     typer.echo(
         f"trained {result.steps} steps of {loss} (λ={lam:g}, seed {seed}) on {len(dataset.images)} images"

@@ -1,10 +1,12 @@
 """Datasets as in-memory uint8 tensors: `load_dataset(spec, resolution, classes)`.
 
-A spec is one of
+A spec is `PREFIX` or `PREFIX:ARG` for a registered loader (`register_dataset`), or a path:
 - `"phantom"`: the built-in procedural ultrasound phantom, 780 images (BUSI's 437/210/133 classes),
   seed 0; `"phantom:N"`: N images;
-- a BUSI folder in its original layout (masks excluded), see `busi.py`;
-- any folder of images (first-level subfolders are classes), see `folder.py`.
+- `"busi"` (found as `busi.find_busi` says) or `"busi:DIR"`: BUSI in its original layout (masks
+  excluded), see `busi.py`;
+- `"folder:DIR"`: any folder of images (first-level subfolders are classes), see `folder.py`;
+- a bare path: "busi" when the folder has BUSI's layout, "folder" otherwise.
 
 Images are grayscale, uint8, N×1×R×R, resized on the shorter side to R and centre-cropped (see
 `images.py`). A file that cannot be decoded (truncated, corrupt) is skipped with a warning naming
@@ -16,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,13 +26,13 @@ import numpy as np
 import torch
 
 from lossbench.config import check_resolution
-from lossbench.data.busi import busi_root, scan_busi
+from lossbench.data.busi import busi_root, find_busi, scan_busi
 from lossbench.data.folder import FileList, scan_folder
 from lossbench.data.images import decode_all
 from lossbench.data.phantom import PHANTOM_CLASSES, PHANTOM_SIZE, phantom
 from lossbench.errors import DataError
 
-__all__ = ["ImageDataset", "load_dataset", "fingerprint"]
+__all__ = ["ImageDataset", "available_datasets", "fingerprint", "load_dataset", "register_dataset"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,20 @@ def _select(names: Sequence[str], classes: Sequence[str] | None, source: str) ->
     return [n for n in names if n in classes]
 
 
+DatasetLoader = Callable[[str, int, Sequence[str] | None], "ImageDataset"]
+_LOADERS: dict[str, DatasetLoader] = {}
+
+
+def register_dataset(prefix: str, loader: DatasetLoader) -> None:
+    """Register `loader(spec, resolution, classes) -> ImageDataset` for specs `prefix` and `prefix:ARG`
+    (replaces)."""
+    _LOADERS[prefix] = loader
+
+
+def available_datasets() -> list[str]:
+    return sorted(_LOADERS)
+
+
 def _load_phantom(spec: str, resolution: int, classes: Sequence[str] | None) -> ImageDataset:
     count = spec.partition(":")[2] or str(PHANTOM_SIZE)
     if not count.isdigit() or int(count) < 1:
@@ -117,15 +133,10 @@ def _load_files(found: FileList, source: str, resolution: int, classes: Sequence
     return ImageDataset(images, labels_t, tuple(names), digest, source, skipped, torch.tensor(sizes))
 
 
-def load_dataset(spec: str, resolution: int, classes: Sequence[str] | None = None) -> ImageDataset:
-    """Load `spec` ("phantom", "phantom:N", a BUSI folder or an image folder) at `resolution`.
-
-    `classes` keeps only those classes (labels then index the kept ones, in dataset order).
-    Raises ConfigError for a bad resolution, DataError for a spec that cannot be loaded.
-    """
-    resolution = check_resolution(resolution)
-    if spec == "phantom" or spec.startswith("phantom:"):
-        return _load_phantom(spec, resolution, classes)
+def _folder_path(spec: str) -> Path:
+    """The existing folder that a spec's path names; DataError otherwise."""
+    if not spec:
+        raise DataError("a dataset spec names no folder: use busi:DIR or folder:DIR")
     path = Path(spec).expanduser()
     if not path.exists():
         raise DataError(
@@ -133,8 +144,37 @@ def load_dataset(spec: str, resolution: int, classes: Sequence[str] | None = Non
         )
     if not path.is_dir():
         raise DataError(f"dataset path {spec} is a file; give the folder that holds the images")
-    path = path.resolve()
+    return path.resolve()
+
+
+def _load_busi(spec: str, resolution: int, classes: Sequence[str] | None) -> ImageDataset:
+    path = _folder_path(spec.partition(":")[2]) if ":" in spec else find_busi().resolve()
     root = busi_root(path)
-    if root is not None:
-        return _load_files(scan_busi(root), f"busi:{root}", resolution, classes)
+    if root is None:
+        raise DataError(f"{path} is not a BUSI folder (no benign/malignant/normal class folders)")
+    return _load_files(scan_busi(root), f"busi:{root}", resolution, classes)
+
+
+def _load_folder(spec: str, resolution: int, classes: Sequence[str] | None) -> ImageDataset:
+    path = _folder_path(spec.partition(":")[2])
     return _load_files(scan_folder(path), f"folder:{path}", resolution, classes)
+
+
+register_dataset("phantom", _load_phantom)
+register_dataset("busi", _load_busi)
+register_dataset("folder", _load_folder)
+
+
+def load_dataset(spec: str, resolution: int, classes: Sequence[str] | None = None) -> ImageDataset:
+    """Load `spec` (see the module docstring) at `resolution`.
+
+    `classes` keeps only those classes (labels then index the kept ones, in dataset order).
+    Raises ConfigError for a bad resolution, DataError for a spec that cannot be loaded.
+    """
+    resolution = check_resolution(resolution)
+    prefix = spec.partition(":")[0]
+    if prefix in _LOADERS:
+        return _LOADERS[prefix](spec, resolution, classes)
+    path = _folder_path(spec)
+    kind = "busi" if busi_root(path) is not None else "folder"
+    return _LOADERS[kind](f"{kind}:{path}", resolution, classes)

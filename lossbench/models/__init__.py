@@ -1,4 +1,5 @@
-"""DGAN-WP-TL's networks: generator, critic (dgan.py) and the perceptual loss (perceptual.py)."""
+"""Architectures by name (registry.py), DGAN-WP-TL's generator and critic (dgan.py, registered as
+"dgan") and the perceptual loss (perceptual.py)."""
 
 from lossbench.models.dgan import Critic, Generator, dcgan_init_
 from lossbench.models.perceptual import (
@@ -7,13 +8,17 @@ from lossbench.models.perceptual import (
     layer_names,
     register_feature_network,
 )
+from lossbench.models.registry import available_models, build_model, register_model
 
 __all__ = [
     "Critic",
     "Generator",
     "PerceptualLoss",
     "available_feature_networks",
+    "available_models",
+    "build_model",
     "dcgan_init_",
     "layer_names",
     "register_feature_network",
+    "register_model",
 ]

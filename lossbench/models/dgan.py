@@ -17,7 +17,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lossbench.config import check_resolution
+from lossbench.config import TrainConfig, check_resolution
+from lossbench.models.registry import register_model
 
 MAX_WIDTH_MULT = 8
 
@@ -44,7 +45,11 @@ class Generator(nn.Module):
     """z (N×z_dim) -> images N×1×R×R in [-1, 1]."""
 
     def __init__(
-        self, resolution: int, z_dim: int = 128, width: int = 64, rng: torch.Generator | None = None
+        self,
+        resolution: int,
+        z_dim: int = TrainConfig.z_dim,
+        width: int = TrainConfig.g_width,
+        rng: torch.Generator | None = None,
     ) -> None:
         super().__init__()
         self.resolution = check_resolution(resolution)
@@ -74,11 +79,13 @@ class Critic(nn.Module):
     """Images N×1×R×R in [-1, 1] -> raw scores of shape N (no sigmoid)."""
 
     def __init__(
-        self, resolution: int, width: int = 64, norm: str = "none", rng: torch.Generator | None = None
+        self,
+        resolution: int,
+        width: int = TrainConfig.d_width,
+        norm: str = TrainConfig.critic_norm,
+        rng: torch.Generator | None = None,
     ) -> None:
         super().__init__()
-        if norm not in ("none", "layernorm"):
-            raise ValueError(f"critic norm must be 'none' or 'layernorm', got {norm!r}")
         self.resolution = check_resolution(resolution)
         self.width = width
         self.norm = norm
@@ -99,3 +106,16 @@ class Critic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten()
+
+
+@register_model("dgan")
+def dgan(
+    resolution: int,
+    z_dim: int,
+    g_width: int,
+    d_width: int,
+    critic_norm: str,
+    rng: torch.Generator | None = None,
+) -> tuple[Generator, Critic]:
+    """DGAN-WP-TL's generator and critic (the default architecture), both initialised from `rng`."""
+    return Generator(resolution, z_dim, g_width, rng=rng), Critic(resolution, d_width, critic_norm, rng=rng)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from lossbench.config import TrainConfig
 from lossbench.errors import ConfigError
 from lossbench.weights import find_weights, load_state_dict
 
@@ -98,10 +99,10 @@ class PerceptualLoss(nn.Module):
 
     def __init__(
         self,
-        network: str = "vgg16",
-        layers: Sequence[str] = ("relu1_2", "relu2_2", "relu3_3", "relu4_3"),
-        distance: str = "l1",
-        pairing: str = "paired",
+        network: str = TrainConfig.perceptual,
+        layers: Sequence[str] = TrainConfig.perceptual_layers,
+        distance: str = TrainConfig.perceptual_distance,
+        pairing: str = TrainConfig.perceptual_pairing,
         random_weights: bool = False,
         weights_dir: str | None = None,
     ) -> None:
@@ -111,10 +112,6 @@ class PerceptualLoss(nn.Module):
                 f"unknown perceptual network {network!r} (known: {', '.join(available_feature_networks())}, "
                 "or 'none')"
             )
-        if distance not in ("l1", "mse"):
-            raise ConfigError(f"perceptual distance must be 'l1' or 'mse', got {distance!r}")
-        if pairing not in ("paired", "mean"):
-            raise ConfigError(f"perceptual pairing must be 'paired' or 'mean', got {pairing!r}")
         features = _FEATURE_NETWORKS[network](random_weights, weights_dir)
         names = layer_names(features)
         unknown = [layer for layer in layers if layer not in names]

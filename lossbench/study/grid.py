@@ -4,19 +4,13 @@ the training config of one cell."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from lossbench import tracking
-from lossbench.config import StudyConfig, TrainConfig, to_dict
+from lossbench.config import StudyConfig, TrainConfig, results_identity
 from lossbench.errors import ConfigError
-
-# Fields that do not change what a study computes; they may differ between a run and its resumption.
-_RUN_ONLY = {"workers", "devices", "storage", "tracking_uri"}
-_RUN_ONLY_TRAIN = {"loss", "lam", "seed", "loss_params", "device", "progress", "weights_dir"}
-_RUN_ONLY_EVAL = {"cache_dir", "weights_dir"}
 
 
 @dataclass(frozen=True, order=True)
@@ -47,12 +41,11 @@ def grid_cells(config: StudyConfig) -> list[Cell]:
 
 
 def identity(config: StudyConfig, fingerprint: str) -> dict[str, Any]:
-    """What a study's results depend on, as JSON values (the data by content, not by path)."""
-    ident = {k: v for k, v in to_dict(config).items() if k not in _RUN_ONLY}
-    ident["train"] = {k: v for k, v in ident["train"].items() if k not in _RUN_ONLY_TRAIN}
-    ident["eval"] = {k: v for k, v in ident["eval"].items() if k not in _RUN_ONLY_EVAL}
-    ident["data"] = {k: v for k, v in ident["data"].items() if k != "spec"} | {"fingerprint": fingerprint}
-    return json.loads(json.dumps(ident))
+    """What a study's results depend on, as JSON values: the RESULT fields of its config (see
+    `lossbench.config`) and the data by content, not by path."""
+    ident = results_identity(config)
+    ident["data"]["fingerprint"] = fingerprint
+    return ident
 
 
 def check_identity(stored: dict[str, Any], current: dict[str, Any], name: str) -> None:

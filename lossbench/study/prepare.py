@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from lossbench.config import StudyConfig
+from lossbench.config import StudyConfig, check_device
 from lossbench.errors import ConfigError
 from lossbench.losses import get_loss
 from lossbench.metrics import DIRECTIONS, get_metric, metric_key, resolve_metrics
@@ -37,6 +37,8 @@ def validate(config: StudyConfig) -> None:
         raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
     if len(set(grid_cells(config))) != len(grid_cells(config)):
         raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
+    for device in config.devices:
+        check_device(device)
 
 
 def _check_weights(config: StudyConfig) -> None:
@@ -58,7 +60,7 @@ def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
     Returns the resolved config and the `lossbench.data.ImageDataset`; nothing is recorded yet."""
     validate(config)
     from lossbench.data import load_dataset
-    from lossbench.study_config import resolve_data_spec
+    from lossbench.data.busi import resolve_data_spec
 
     config = dataclasses.replace(
         config,
