@@ -351,6 +351,7 @@ class StudyConfig:
     eval: EvalConfig = result(factory=EvalConfig)
     objective: str = result("fid")
     eval_every: int = result(0)  # 0 = evaluate only at the end
+    threads: int = result(1)  # torch CPU threads per cell: CPU results depend on the thread count
     storage: str | None = run_only(None)  # None = journal file under mlruns/
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
     workers: int = run_only(1)
@@ -371,7 +372,7 @@ class StudyConfig:
         if min(self.seeds) < 0:
             raise ConfigError(f"seeds must be >= 0, got {min(self.seeds)}")
         _check_min(self, 0, "eval_every")
-        _check_min(self, 1, "workers")
+        _check_min(self, 1, "workers", "threads")
         for device in self.devices:  # spelling only: a study file may be written for another machine;
             check_device_name(device)  # the study checks `check_device` before it starts workers
 

@@ -44,3 +44,12 @@ class DivergedError(LossbenchError):
         self.term = term
         self.value = value
         super().__init__(f"training diverged at step {step}: {term} is {value}")
+
+
+class StorageError(LossbenchError):
+    """A study's storage that cannot be used as it is: a corrupt Optuna journal or MLflow store, a
+    moved study folder, results that the journal has forgotten."""
+
+
+class CheckpointError(LossbenchError):
+    """A training checkpoint that exists but cannot be loaded (truncated, garbled)."""

@@ -8,6 +8,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
+from lossbench.errors import ConfigError
+
+
+def check_folder(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path when it is a folder or does not exist yet; ConfigError when it is a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a file, not a folder; give a folder path")
+    return path
+
 
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:

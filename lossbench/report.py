@@ -27,6 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lossbench import stats, tracking
+from lossbench.files import check_folder
 from lossbench.formatting import TITLES, display, format_result, header, markdown_table
 from lossbench.metrics import DIRECTIONS
 from lossbench.tracking import Artifacts
@@ -349,11 +350,13 @@ def report(
     under `root`) exists. `study` names the study the frame was read from: the report is then also
     logged to the study's parent run under `report/` (a frame from a CSV is never logged back).
     """
+    check_folder(out_dir, "report output")
     result = stats.analyze(df, name=name, **analysis)
     client = tracking.tracking_client(tracking_uri, root) if "run_id" in df.columns else None
     art = tracking.fetch_artifacts(df, client, study=study)
     out = build_report(df, out_dir, result, art, title=title or f"lossbench report: {name}")
     if study is not None and client is not None and art.parent_run_id:
-        tracking.log_report(client, art.parent_run_id, out_dir)
+        written = [out.html, out.markdown, out.stats_json, *out.figures]
+        tracking.log_report(client, art.parent_run_id, out_dir, written)
         out.logged_to = art.parent_run_id
     return out

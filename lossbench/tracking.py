@@ -26,6 +26,7 @@ import functools
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -36,13 +37,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 import lossbench
-from lossbench.errors import DivergedError
+from lossbench.errors import ConfigError, DivergedError, StorageError
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
@@ -71,6 +73,8 @@ DEVICE_TAG = "lossbench.device"
 WORKER_TAG = "lossbench.worker"
 RESUMED_FROM_TAG = "lossbench.resumed_from_step"
 FAIL_REASON_TAG = "lossbench.fail_reason"
+BAD_CHECKPOINT_TAG = "lossbench.bad_checkpoint"  # a damaged checkpoint set aside; the cell restarted
+FORGOTTEN_TAG = "lossbench.forgotten"  # a finished trial run its Optuna storage lost (rerun with --force)
 TAG_PREFIX = "lossbench."
 MAX_FEATURE_ROWS = 500  # rows of fake features kept as an artifact
 FLUSH_EVERY = 1000  # buffered metric values before an automatic flush
@@ -85,16 +89,45 @@ def default_tracking_uri(root: str | os.PathLike) -> str:
     return f"sqlite:///{Path(root).as_posix()}/{DB_NAME}"
 
 
+def _sqlite_path(tracking_uri: str) -> Path | None:
+    """The database file of a `sqlite:///` tracking URI, else None."""
+    return Path(tracking_uri.removeprefix("sqlite:///")) if tracking_uri.startswith("sqlite:///") else None
+
+
+def check_store(tracking_uri: str) -> None:
+    """StorageError (one line) when the SQLite store of `tracking_uri` exists but fails SQLite's
+    `PRAGMA quick_check` (truncated, overwritten); other stores and absent files pass."""
+    path = _sqlite_path(tracking_uri)
+    if path is None or not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)) as db:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check")]
+    except sqlite3.DatabaseError as e:
+        problems = [str(e)]
+    if problems != ["ok"]:
+        raise StorageError(
+            f"MLflow store {path} is corrupt ({problems[0]}); restore it from a backup "
+            "(the Optuna journal and artifacts beside it are untouched)"
+        )
+
+
 def weights_kind(train: Any, eval: Any) -> str:
     """ "random" when the training or evaluation config asks for random network weights (demos,
     tests), else "pretrained": the one place this is decided (`train`/`eval`: TrainConfig/EvalConfig)."""
     return "random" if (train.random_weights or eval.random_weights) else "pretrained"
 
 
+#: Errors that end a cell for good (never retried), and the start of their recorded reasons.
+FINAL_ERRORS = {DivergedError: "diverged", ConfigError: "config error"}
+
+
 def failure_reason(error: BaseException) -> str:
-    """The reason recorded for a run or trial ended by `error`; a diverged run's starts with "diverged"."""
-    if isinstance(error, DivergedError):
-        return f"diverged: {error}"
+    """The reason recorded for a run or trial ended by `error`; a final one starts with its
+    FINAL_ERRORS prefix ("diverged: ...", "config error: ...")."""
+    for kind, prefix in FINAL_ERRORS.items():
+        if isinstance(error, kind):
+            return f"{prefix}: {error}"
     if isinstance(error, (KeyboardInterrupt, SystemExit)):
         return "interrupted"
     return f"{type(error).__name__}: {error}"
@@ -146,14 +179,28 @@ def provenance_tags() -> dict[str, str]:
 def init_experiment(tracking_uri: str, name: str, artifact_root: str | os.PathLike | None) -> str:
     """Create (or find) the experiment `name` and return its id; creates the store on first use.
 
-    `artifact_root` None leaves the artifact location to the tracking server.
+    A SQLite store is checked first (`check_store`), and created under a file lock (`<db>.lock`):
+    MLflow's first initialisation is not safe when two commands start at once. `artifact_root` None
+    leaves the artifact location to the tracking server; otherwise the experiment's artifacts live
+    in `<artifact_root>/<name>`, stored as an absolute path, and an existing experiment whose
+    artifacts are elsewhere (the study folder was moved or copied) is a ConfigError.
     """
-    client = MlflowClient(tracking_uri)
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = Path(artifact_root, name).resolve().as_uri() if artifact_root is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    check_store(tracking_uri)
+    db = _sqlite_path(tracking_uri)
+    lock = FileLock(f"{db}.lock") if db is not None else contextlib.nullcontext()
+    with lock:
+        client = MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name(name)
+        location = Path(artifact_root, name).resolve().as_uri() if artifact_root is not None else None
+        if experiment is None:
+            return client.create_experiment(name, artifact_location=location)
+    if location is not None and experiment.artifact_location != location:
+        raise ConfigError(
+            f"the MLflow store {db} keeps the artifacts of {name!r} in {experiment.artifact_location}, "
+            f"not under this folder ({location}): the study folder was moved or copied; run from the "
+            "original folder, or start a new study with another --root"
+        )
+    return experiment.experiment_id
 
 
 def study_run(
@@ -191,6 +238,19 @@ def running_child_runs(tracking_uri: str, experiment_id: str) -> list[Any]:
     return MlflowClient(tracking_uri).search_runs(
         [experiment_id], f"tags.`{ROLE_TAG}` = 'trial' AND attributes.status = 'RUNNING'"
     )
+
+
+def completed_trial_runs(client: MlflowClient, study: str) -> list[Any]:
+    """The study's trial runs that finished COMPLETE and are not tagged forgotten (`FORGOTTEN_TAG`)."""
+    experiment = client.get_experiment_by_name(study)
+    if experiment is None:
+        return []
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{ROLE_TAG}` = 'trial' AND tags.`{STATE_TAG}` = 'COMPLETE' AND attributes.status = 'FINISHED'",
+        max_results=50_000,
+    )
+    return [r for r in runs if FORGOTTEN_TAG not in r.data.tags]
 
 
 def run_trial_number(run: Any) -> int:
@@ -304,6 +364,7 @@ def tracking_client(
     uri = tracking_uri or default_tracking_uri(root)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
+    check_store(uri)
     return MlflowClient(tracking_uri=uri)
 
 
@@ -365,6 +426,12 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
     return art
 
 
-def log_report(client: MlflowClient, run_id: str, folder: str | os.PathLike) -> None:
-    """Log a written report folder to the study's parent run under `report/`."""
-    client.log_artifacts(run_id, str(folder), artifact_path=REPORT_DIR)
+def log_report(
+    client: MlflowClient, run_id: str, folder: str | os.PathLike, files: list[str | os.PathLike]
+) -> None:
+    """Log the report's `files` (inside `folder`, which may hold anything else) to the study's
+    parent run under `report/`, keeping their paths relative to `folder`."""
+    for path in files:
+        relative = Path(path).resolve().relative_to(Path(folder).resolve())
+        parent = relative.parent.as_posix()
+        client.log_artifact(run_id, str(path), f"{REPORT_DIR}/{parent}" if parent != "." else REPORT_DIR)

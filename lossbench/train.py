@@ -52,8 +52,8 @@ from torch import nn
 
 from lossbench.augment import diff_augment
 from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
-from lossbench.errors import ConfigError, DivergedError
-from lossbench.files import atomic_write
+from lossbench.errors import CheckpointError, ConfigError, DivergedError
+from lossbench.files import atomic_write, check_folder
 from lossbench.images import generate_images, to_float
 from lossbench.losses import AdversarialLoss, get_loss
 from lossbench.models.perceptual import PerceptualLoss
@@ -137,7 +137,7 @@ def train(
     """Train on `data.images` (uint8 N×1×R×R); with `resume`, continue from out_dir/checkpoint.pt if it
     exists (otherwise start afresh). Raises DivergedError on NaN/Inf, ConfigError on bad settings,
     MissingWeightsError when the perceptual network's weights are absent."""
-    out_dir, checkpoint = Path(out_dir), Path(out_dir) / CHECKPOINT
+    out_dir, checkpoint = check_folder(out_dir, "training output"), Path(out_dir) / CHECKPOINT
     run = build(data.images, config)
     step, history = 0, defaultdict(list)
     if resume and checkpoint.exists():
@@ -295,17 +295,21 @@ def checkpoint_state(run: Run, step: int, history: History) -> dict[str, Any]:
 
 def restore(run: Run, state: dict[str, Any], path: Path) -> tuple[int, History]:
     """Load a `checkpoint_state` into `run`; return (step, history). ConfigError if `run.config`
-    differs from the checkpoint's in a field outside RESUMABLE_CHANGES."""
+    differs from the checkpoint's in a field outside RESUMABLE_CHANGES; CheckpointError if its
+    contents do not fit `run` (a damaged file)."""
     _check_resumable(state["config"], run.config, path)
-    run.G.load_state_dict(state["G"])
-    run.D.load_state_dict(state["D"])
-    run.G_ema.load_state_dict(state["G_ema"])
-    run.opt_g.load_state_dict(state["opt_g"])
-    run.opt_d.load_state_dict(state["opt_d"])
-    run.sampler.load_state_dict(state["sampler"])
-    set_rng_state(state["rng"], run.noise_rng, run.device)
-    history: History = defaultdict(list, {k: [tuple(x) for x in v] for k, v in state["history"].items()})
-    return state["step"], history
+    try:
+        run.G.load_state_dict(state["G"])
+        run.D.load_state_dict(state["D"])
+        run.G_ema.load_state_dict(state["G_ema"])
+        run.opt_g.load_state_dict(state["opt_g"])
+        run.opt_d.load_state_dict(state["opt_d"])
+        run.sampler.load_state_dict(state["sampler"])
+        set_rng_state(state["rng"], run.noise_rng, run.device)
+        history: History = defaultdict(list, {k: [tuple(x) for x in v] for k, v in state["history"].items()})
+        return int(state["step"]), history
+    except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(e)})") from None
 
 
 def rng_state(noise_rng: torch.Generator, device: torch.device) -> dict[str, Any]:
@@ -443,10 +447,20 @@ def _run_record(run: Run, data: ImageDataset) -> dict[str, Any]:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or garbled: zip, pickle and tensor-storage errors of every kind
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(e)})") from None
+    if not isinstance(state, dict) or "config" not in state:
+        raise CheckpointError(f"checkpoint {path} cannot be loaded (not a lossbench checkpoint)")
     if "model" not in state:
         raise ConfigError(f"checkpoint {path} predates architectures by name (no 'model' record); retrain it")
     return state
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:

@@ -122,7 +122,7 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
 
     frame = results_frame("machinery", root=tmp_path)
     columns = ["study", "trial", "loss", "lambda", "seed", "state", "run_id", "fid", "kid"]
-    columns += ["setting.extractor", "setting.n_fake"]  # each row carries the settings of its numbers
+    columns += ["setting.extractor", "setting.n_fake", "setting.threads"]  # each row carries the settings of its numbers
     assert list(frame.columns) == columns and len(frame) == 7
     assert not ((frame["loss"] == "bce") & (frame["lambda"] == 3) & (frame["seed"] == 1)).any()
 
@@ -327,18 +327,18 @@ def test_status_and_export_of_unknown_study_are_one_line(tmp_path, capsys):
     assert "no study storage" in capsys.readouterr().err
 
 
-def _orphan_candidate(pid_file: str) -> None:
+def _orphan_candidate(pid_file: str, parent: int) -> None:
     """Grandchild: watches its parent, then would sleep for a minute."""
     from lossbench.study.workers import _exit_with_parent
 
-    _exit_with_parent(poll_seconds=0.05)
+    _exit_with_parent(parent, poll_seconds=0.05)
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(60)
 
 
 def _short_lived_parent(pid_file: str) -> None:
     """Child: starts the grandchild, then waits to be killed."""
-    multiprocessing.get_context("spawn").Process(target=_orphan_candidate, args=(pid_file,)).start()
+    multiprocessing.get_context("spawn").Process(target=_orphan_candidate, args=(pid_file, os.getpid())).start()
     time.sleep(60)
 
 

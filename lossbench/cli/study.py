@@ -75,9 +75,15 @@ def study(
     storage: str | None = options.STORAGE,
     tracking_uri: str | None = options.TRACKING_URI,
     workers: int | None = typer.Option(None, "--workers", help="Worker processes."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch CPU threads per cell (default 1; results depend on it)."
+    ),
     devices: str | None = typer.Option(None, "--devices", help="cpu, or cuda:0,cuda:1 (round-robin)."),
     root: Path = options.ROOT,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    force: bool = typer.Option(
+        False, "--force", help="Rerun cells whose finished MLflow runs the Optuna storage has lost."
+    ),
 ) -> None:
     """Run or resume a study; rerunning the same command continues where it stopped."""
     if ctx.invoked_subcommand is not None:
@@ -109,9 +115,10 @@ def study(
         "storage": storage,
         "tracking_uri": tracking_uri,
         "workers": workers,
+        "threads": threads,
         "devices": parse_name_list(devices, "device") if devices is not None else None,
     }
-    summary = run_study(with_overrides(base, overrides), root=root, progress=progress)
+    summary = run_study(with_overrides(base, overrides), root=root, progress=progress, force=force)
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
     typer.echo(f"optuna storage: {summary.storage}")

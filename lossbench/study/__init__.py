@@ -38,6 +38,7 @@ import optuna
 from lossbench import tracking
 from lossbench.config import StudyConfig
 from lossbench.errors import LossbenchError
+from lossbench.files import check_folder
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import EvalResult
 from lossbench.study.cell import (
@@ -52,6 +53,7 @@ from lossbench.study.grid import Cell, check_identity, grid_cells, identity, tra
 from lossbench.study.prepare import preflight, prepare, validate
 from lossbench.study.queue import (
     cell_states,
+    check_known_runs,
     count_states,
     enqueue_pending,
     open_storage,
@@ -145,17 +147,22 @@ def run_study(
     root: str | os.PathLike = "mlruns",
     progress: bool = False,
     cell_fn: CellFn = train_and_evaluate,
+    force: bool = False,
 ) -> StudySummary:
     """Run (or resume) the study `config.name`: every pending cell once, on `config.workers` processes.
 
     Everything lives under `root`: the journal storage, the MLflow store and artifacts (unless
     `storage` / `tracking_uri` name others), checkpoints and the real-data feature cache.
-    `cell_fn` runs one cell (default: train, then evaluate). Raises LossbenchError for bad settings
-    (before anything is recorded) and, after recording what they left, when workers died.
+    `cell_fn` runs one cell (default: train, then evaluate). `force` reruns cells whose finished
+    MLflow runs the Optuna storage has lost (`queue.check_known_runs`). Raises LossbenchError for
+    bad settings or damaged storage (before anything is recorded) and, after recording what they
+    left, when workers died or cells of the grid are still running elsewhere.
     """
-    root = Path(root)
+    root = check_folder(root, "study root")
     config, data = prepare(config, root)
     real = preflight(config, data)
+    client = tracking.tracking_client(config.tracking_uri, root)
+    check_known_runs(config.name, open_storage(config.storage, root), client, force)
     study = _open_study(config, root, data.fingerprint)
     tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
     n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
@@ -176,11 +183,17 @@ def run_study(
         status = tracking.ending_status(error)
         if status == "FINISHED" and (errors or counts["pending"] or counts["queued"]):
             status = "FAILED"
-        tracking.end_run(tracking_uri, parent_run_id, status, "; ".join(errors) or None)
+        if status != "FINISHED" or not counts["running"]:  # else still running elsewhere: left RUNNING
+            tracking.end_run(tracking_uri, parent_run_id, status, "; ".join(errors) or None)
     if errors:
         raise LossbenchError(
             f"{'; '.join(errors)}; what was recorded is kept and unfinished cells are queued: "
             "rerun the same command to continue"
+        )
+    if counts["running"]:
+        raise LossbenchError(
+            f"{counts['running']} cell(s) of study {config.name!r} are still running in other "
+            "processes (see 'lossbench study status'); rerun the same command once they have finished"
         )
     new_trials = len(study.get_trials(deepcopy=False)) - n_before
     return StudySummary(

@@ -15,6 +15,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +28,12 @@ from optuna.trial import TrialState
 
 from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, to_dict
-from lossbench.errors import DivergedError
+from lossbench.errors import CheckpointError
 from lossbench.metrics import metric_key
 from lossbench.metrics.evaluation import EvalResult, evaluate
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell
-from lossbench.train import Callback, train
+from lossbench.train import CHECKPOINT, Callback, train
 
 CHECKPOINTS = "checkpoints"
 _LINK_ATTRS = ("retry_of",)  # user attributes linking a trial to an earlier one, copied to its run's tags
@@ -105,9 +106,17 @@ def evaluate_and_report(ctx: CellContext, generator: torch.nn.Module, step: int)
 
 
 def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
-    """The real cell: train (resuming from the cell's checkpoint if any), then evaluate."""
+    """The real cell: train (resuming from the cell's checkpoint if any), then evaluate. A checkpoint
+    that cannot be loaded is set aside (`<name>.bad-<UTC time>`, tag `lossbench.bad_checkpoint`) with
+    a warning, and the cell trains from scratch."""
     callback = TrialCallback(ctx)
-    trained = train(ctx.data, ctx.train, ctx.checkpoint_dir, callbacks=[callback], resume=True)
+    try:
+        trained = train(ctx.data, ctx.train, ctx.checkpoint_dir, callbacks=[callback], resume=True)
+    except CheckpointError as e:
+        aside = set_aside(ctx.checkpoint_dir / CHECKPOINT)
+        print(f"warning: {cell}: {e}; kept as {aside}, training from scratch", file=sys.stderr)
+        ctx.run.set_tags({tracking.BAD_CHECKPOINT_TAG: str(aside)})
+        trained = train(ctx.data, ctx.train, ctx.checkpoint_dir, callbacks=[callback], resume=True)
     if callback.last_eval is not None and callback.last_eval[0] == trained.steps:
         final = callback.last_eval[1]
     else:
@@ -119,6 +128,12 @@ def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
         sample_grid=trained.sample_grid,
         fake_features=final.fake_features,
     )
+
+
+def set_aside(path: Path) -> Path:
+    """Rename a damaged file to `<name>.bad-<UTC time>` beside it; return the new path."""
+    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+    return path.rename(aside)
 
 
 def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
@@ -155,6 +170,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
+        torch.set_num_threads(config.threads)  # numbers depend on it: fixed per study, never per machine
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("host", socket.gethostname())
         cell = admit(trial, config)
@@ -177,7 +193,7 @@ class Objective:
             except BaseException as e:
                 if not isinstance(e, (KeyboardInterrupt, SystemExit)):
                     trial.set_user_attr("fail_reason", tracking.failure_reason(e))
-                if isinstance(e, DivergedError):
+                if isinstance(e, tuple(tracking.FINAL_ERRORS)):
                     run.set_tags({tracking.STATE_TAG: "FAIL"})
                     print(f"{cell}: {tracking.failure_reason(e)}", file=sys.stderr)
                 raise
@@ -220,6 +236,7 @@ class Objective:
 def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> None:
     """User attributes, final MLflow metrics (plain keys), settings as tags, artifacts."""
     settings = {f"{tracking.SETTING_PREFIX}{k}": v for k, v in result.settings.items()}
+    settings[f"{tracking.SETTING_PREFIX}threads"] = torch.get_num_threads()
     for k, v in result.metrics.items():
         trial.set_user_attr(f"{METRIC_ATTR}{k}", float(v))
     for k, v in settings.items():

@@ -76,4 +76,9 @@ def preflight(config: StudyConfig, data: Any) -> EvalResult:
     """Evaluate real images as if they were fakes: loads every network (a missing weight file fails
     here, once, in the parent) and fills the real-data cache before the workers start."""
     fakes = data.images[torch.arange(config.eval.n_fake) % len(data.images)]
-    return evaluate(fakes, data, config.eval, device=config.devices[0])
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.threads)  # the real features are computed as the workers would
+    try:
+        return evaluate(fakes, data, config.eval, device=config.devices[0])
+    finally:
+        torch.set_num_threads(before)

@@ -22,7 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lossbench import tracking
 from lossbench.config import StudyConfig
+from lossbench.errors import StorageError
 from lossbench.study.grid import Cell, grid_cells
+from lossbench.study.journal import check_journal
 
 JOURNAL = "optuna-journal.log"
 HEARTBEAT_S = 60  # RDB storages: a trial without a heartbeat for GRACE_S is failed
@@ -39,6 +41,7 @@ def open_storage(storage: str | None, root: str | os.PathLike = "mlruns") -> Bas
         return RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     path = Path(storage) if storage else Path(root) / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
+    check_journal(path)
     return JournalStorage(JournalFileBackend(str(path)))
 
 
@@ -67,9 +70,10 @@ def is_queued(trial: FrozenTrial | optuna.Trial) -> bool:
 
 
 def is_final_failure(trial: FrozenTrial) -> bool:
-    """A diverged cell: FAIL, never retried."""
+    """A cell that diverged or failed from a config error (`tracking.FINAL_ERRORS`): never retried."""
     reason = str(trial.user_attrs.get("fail_reason", ""))
-    return trial.state == TrialState.FAIL and reason.startswith("diverged")
+    prefixes = tuple(f"{p}:" for p in tracking.FINAL_ERRORS.values())
+    return trial.state == TrialState.FAIL and reason.startswith(prefixes)
 
 
 def _state(trial: FrozenTrial) -> str:
@@ -120,6 +124,30 @@ def enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:
         state, last = states.get(cell, ("pending", None))
         if state == "pending":
             enqueue(study, cell, **({"retry_of": last.number} if last else {}))
+
+
+def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: bool) -> None:
+    """StorageError when MLflow (`client`, None: no store) holds COMPLETE trial runs of the study
+    that its Optuna storage does not know (the journal was emptied or replaced): rerunning would
+    run those cells twice. With `force`, those runs are tagged `lossbench.forgotten` and the cells
+    run again."""
+    finished = tracking.completed_trial_runs(client, study_name) if client is not None else []
+    if not finished:
+        return
+    try:
+        trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        trials = []
+    known = {t.user_attrs.get("mlflow_run_id") for t in trials}
+    lost = [r for r in finished if r.info.run_id not in known]
+    if lost and not force:
+        raise StorageError(
+            f"MLflow holds {len(lost)} finished trial run(s) of study {study_name!r} that its Optuna "
+            "storage does not know (emptied or replaced?); restore the storage, or rerun with --force "
+            "to run those cells again"
+        )
+    for run in lost:
+        client.set_tag(run.info.run_id, tracking.FORGOTTEN_TAG, "its Optuna trial was lost; cell rerun")
 
 
 def _pid_alive(pid: int) -> bool:

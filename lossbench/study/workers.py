@@ -16,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lossbench.config import StudyConfig
-from lossbench.errors import DivergedError, LossbenchError
+from lossbench.errors import LossbenchError
 from lossbench.study.cell import CellFn, Objective
 from lossbench.study.grid import grid_cells
 from lossbench.study.queue import cell_states, count_states, open_storage, sampler
+from lossbench.tracking import FINAL_ERRORS
 
 
 @dataclass
@@ -32,8 +32,8 @@ class _Job:
     """What one worker process needs (pickled to the spawned process)."""
 
     objective: Objective
-    threads: int
     index: int
+    parent_pid: int  # the parent's pid, taken at spawn: it may die before the worker has started
 
 
 def _work_left(study: optuna.Study) -> bool:
@@ -41,10 +41,12 @@ def _work_left(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
-def _exit_with_parent(poll_seconds: float = 2.0) -> None:
-    """Exit this worker as soon as its parent is gone (killed without a chance to stop its workers):
-    an orphan would go on training unseen. Its RUNNING trial is recovered by the next run."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int, poll_seconds: float = 2.0) -> None:
+    """Exit this worker as soon as its parent (pid `parent`) is gone, also when it died while this
+    worker was starting: an orphan would go on training unseen. Its RUNNING trial is recovered by
+    the next run."""
+    if os.getppid() != parent:
+        os._exit(3)
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -56,8 +58,7 @@ def _exit_with_parent(poll_seconds: float = 2.0) -> None:
 
 def _worker_main(job: _Job) -> None:
     """Entry point of a worker process: load the study, run trials until none is left."""
-    _exit_with_parent()
-    torch.set_num_threads(job.threads)
+    _exit_with_parent(job.parent_pid)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = job.objective.config
 
@@ -72,7 +73,7 @@ def _worker_main(job: _Job) -> None:
             sampler=sampler(job.index),
         )
         if _work_left(study):
-            study.optimize(job.objective, catch=(DivergedError,), callbacks=[stop_when_done])
+            study.optimize(job.objective, catch=tuple(FINAL_ERRORS), callbacks=[stop_when_done])
     except LossbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -120,7 +121,6 @@ def run_workers(
         return []
     n_waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
     n_workers = max(1, min(config.workers, n_waiting))
-    threads = max(1, len(os.sched_getaffinity(0)) // n_workers)
     context = multiprocessing.get_context("spawn")
     workers = []
     for i in range(n_workers):
@@ -128,7 +128,7 @@ def run_workers(
         objective = Objective(config, str(root), *mlflow_ids, data, device, cell_fn)
         workers.append(
             context.Process(
-                target=_worker_main, args=(_Job(objective, threads, i),), name=f"lossbench-worker-{i}"
+                target=_worker_main, args=(_Job(objective, i, os.getpid()),), name=f"lossbench-worker-{i}"
             )
         )
     for w in workers:

@@ -1,0 +1,66 @@
+"""The Optuna journal file: checked, and a torn tail repaired, before Optuna reads it.
+
+Optuna's `JournalFileBackend` appends one JSON object per line. A process killed during a write (or
+a full disk) leaves a last line without its newline: Optuna then appends after it and later reads
+fail. `check_journal` removes such a torn tail, keeping the removed bytes in
+`<journal>.torn-<UTC time>`, and reports any line that is not JSON as one line naming the file and
+the line number (1-based). It holds Optuna's own lock on the file while it reads and repairs, so it
+never cuts a write in progress.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from pathlib import Path
+
+from optuna.storages.journal import JournalFileSymlinkLock
+
+from lossbench.errors import StorageError
+
+TORN_SUFFIX = ".torn-"
+
+
+def check_journal(path: str | os.PathLike) -> Path | None:
+    """Repair a torn last line of the journal at `path` (absent: nothing to do); return the backup
+    of the removed bytes, or None when nothing was removed. StorageError for a line that is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        cut = data.rfind(b"\n") + 1
+        backup = _remove_tail(path, data, cut) if cut < len(data) else None
+    finally:
+        lock.release()
+    for number, line in enumerate(data[:cut].splitlines(), start=1):
+        try:
+            json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise StorageError(
+                f"Optuna journal {path}, line {number}, is corrupt ({e}); restore the file from a "
+                "backup, or remove that line if you know what it held"
+            ) from None
+    return backup
+
+
+def _remove_tail(path: Path, data: bytes, cut: int) -> Path:
+    """Move the bytes of `path` (read as `data`) from offset `cut` on into a backup file."""
+    tail = data[cut:]
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    backup = path.with_name(f"{path.name}{TORN_SUFFIX}{stamp}-{os.getpid()}")
+    backup.write_bytes(tail)
+    with open(path, "r+b") as f:
+        f.truncate(cut)
+        f.flush()
+        os.fsync(f.fileno())
+    warnings.warn(
+        f"Optuna journal {path} ended in a torn line ({len(tail)} bytes, a write cut short); "
+        f"removed it, kept in {backup}",
+        stacklevel=3,
+    )
+    return backup
