@@ -459,8 +459,9 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def _first_line(error: BaseException) -> str:
+    """`Type: first sentence` of an error message, for one-line messages."""
     text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {text[0].split('. ')[0]}" if text else type(error).__name__
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
