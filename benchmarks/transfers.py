@@ -91,9 +91,8 @@ def main() -> None:
                 loss=loss, device="meta", batch_size=64, perceptual="none", augment=augment, progress=False
             )
             c = count_per_step(config, args.images, args.steps)
-            print(
-                f"{loss:>8} {','.join(augment) or 'none':>26} {c['blocking']:>9.2f} {c['non_blocking']:>13.2f}"
-            )
+            policy = ",".join(augment) or "none"
+            print(f"{loss:>8} {policy:>26} {c['blocking']:>9.2f} {c['non_blocking']:>13.2f}")
 
 
 if __name__ == "__main__":

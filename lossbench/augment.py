@@ -96,7 +96,7 @@ def check_policy(policy: Sequence[str]) -> tuple[str, ...]:
 
 
 def draws(policy: Sequence[str], shape: Sequence[int]) -> list[Draw]:
-    """The random draws of one `diff_augment(x, policy, ...)` call on a batch of `shape` (N×C×H×W), in order."""
+    """The random draws of one `diff_augment(x, policy, ...)` on a batch of `shape` (N×C×H×W), in order."""
     n, h, w = shape[0], shape[-2], shape[-1]
     return [d for name in POLICIES if name in policy for d in _DRAWS[name](n, h, w)]
 
