@@ -13,7 +13,11 @@ Conventions:
 - The EMA generator (used for samples and evaluation) follows ema_t = d_t·ema + (1 - d_t)·G with
   d_t = min(ema_decay, (1 + t) / (10 + t)) (TensorFlow's warm-up, so short runs are not dominated by
   the initial weights); BatchNorm buffers are copied.
-- On CUDA: bf16 autocast (the losses compute their penalties in fp32) and channels_last.
+- On CUDA: bf16 autocast (the losses compute their penalties in fp32; TF32 is off, see
+  lossbench.precision), channels_last (not for a GroupNorm critic), fused Adam, cudnn.benchmark.
+- Host-device traffic per generator step: one non-blocking copy of the step's CPU draws (z and
+  augmentation parameters, `lossbench.randomness`) and, once per epoch, the data order; no device
+  value is read on the host between logs.
 - Logged terms ("d/loss", "d/<loss term>", "g/adv", "g/<loss term>", "g/perc", "g/loss") are means
   over the steps since the previous log, taken every `log_every` steps, at each checkpoint and at the
   end. They are checked there for NaN/Inf (one device sync per log, none per step): a DivergedError
@@ -51,7 +55,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from lossbench import augment
+from lossbench import augment, precision
 from lossbench.augment import diff_augment
 from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
 from lossbench.errors import ConfigError, DivergedError
@@ -232,9 +236,11 @@ def build(images: torch.Tensor, config: TrainConfig) -> Run:
     )
 
 
+@precision.fp32()
 def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     """Generator step `step + 1`: `n_critic` critic steps, one generator step, the EMA update.
-    Returns the detached terms to log (see the module docstring)."""
+    Returns the detached terms to log (see the module docstring). TF32 is off: the fp32 parts (the
+    penalties, everything when autocast is off) are full fp32."""
     config, G, D = run.config, run.G, run.D
     amp = _autocast(run)
     z_draw, aug_draws = _step_plan(run)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossbench import precision
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import generate_images
@@ -67,7 +68,11 @@ class EvalState:
         self.real, self.config, self.device = real, config, device
         self.fakes = torch.empty(0, dtype=torch.uint8)
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
-        self.data_key = {"dataset": real.fingerprint, "resolution": real.images.shape[-1]}
+        self.data_key = {
+            "dataset": real.fingerprint,
+            "resolution": real.images.shape[-1],
+            **precision.identity(device),  # CPU and GPU real features differ in rounding: never mixed
+        }
         self.networks: dict[str, Any] = {}  # loaded by the metrics' `prepare`
         self.role_features: dict[str, tuple[Tensor, Tensor]] = {}  # role -> (fake, real) features
         self.settings: Settings = {}
@@ -159,10 +164,12 @@ def _weights_kind(settings: Settings) -> str:
     return "pretrained" if any(w != "none" for w in used) else "none"
 
 
+@precision.fp32()
 def evaluate(
     fake: nn.Module | torch.Tensor, real: ImageDataset, config: EvalConfig, device: str = "cpu"
 ) -> EvalResult:
-    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`."""
+    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`, in
+    fp32 without TF32; the device type and precision are in the settings and the cache keys."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
     state = EvalState(real, config, device)
     for metric in metrics:
@@ -172,7 +179,11 @@ def evaluate(
             fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
     state.fakes = _check_fakes(fake, real)
     state.settings.update(
-        resolution=real.images.shape[-1], seed=config.seed, n_fake=len(state.fakes), n_real=len(real.images)
+        resolution=real.images.shape[-1],
+        seed=config.seed,
+        n_fake=len(state.fakes),
+        n_real=len(real.images),
+        **precision.identity(device),
     )
     scores: dict[str, float] = {}
     for metric in metrics:
