@@ -24,12 +24,11 @@ device is synchronised before the clock is read, at the end of the warm-up and o
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import tempfile
 import time
 from types import SimpleNamespace
-
-import contextlib
-import functools
 
 import torch
 from torch import nn
