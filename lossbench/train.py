@@ -55,8 +55,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from lossbench import augment, precision
+from lossbench import precision
 from lossbench.augment import diff_augment
+from lossbench.augment import draws as augmentation_draws
 from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.files import atomic_write
@@ -212,9 +213,8 @@ def build(images: torch.Tensor, config: TrainConfig) -> Run:
     G, D = (m.to(device) for m in build_model(model["arch"], rng=rng["init"], **model["args"]))
     if channels_last(config, device):
         G, D = (m.to(memory_format=torch.channels_last) if keeps_channels_last(m) else m for m in (G, D))
-    if (
-        device.type == "cuda"
-    ):  # fixed shapes: let cuDNN pick its fastest kernels (unless asked to be deterministic)
+    # Fixed shapes: cuDNN may pick its fastest kernels, unless told to be deterministic.
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     sampler = EpochSampler(len(images), config.batch_size, rng["data"], device)
     torch.manual_seed(rng["global"].initial_seed())
@@ -322,7 +322,7 @@ def _step_plan(run: Run) -> tuple[Draw, list[Draw]]:
     per critic step and for the generator step, z, then the augmentation of real, then of fake."""
     config, resolution = run.config, run.images.shape[-1]
     z = Draw("randn", (config.batch_size, config.z_dim))
-    return z, augment.draws(config.augment, (config.batch_size, 1, resolution, resolution))
+    return z, augmentation_draws(config.augment, (config.batch_size, 1, resolution, resolution))
 
 
 def checkpoint_state(run: Run, step: int, history: History) -> dict[str, Any]:
