@@ -140,7 +140,8 @@ def check_training(loss: str, s: SimpleNamespace, device: torch.device, data: An
     if any(p != (torch.float32, False, False, False) for p in probe.penalty):
         problems.append(f"penalty passes {sorted(map(str, probe.penalty))}")
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
-    if not run.D.net[0].weight.is_contiguous(memory_format=layout):
+    conv = next(p for p in run.D.parameters() if p.dim() == 4 and p.shape[1] > 1)  # C = 1 fits any layout
+    if not conv.is_contiguous(memory_format=layout):
         problems.append("critic not channels_last")
     penalty = "penalty fp32, TF32 off" if probe.penalty else "no penalty"
     result = "FAIL: " + "; ".join(problems) if problems else f"ok: finite, {penalty}"
