@@ -43,7 +43,8 @@ import torch  # noqa: E402
 import torch_fidelity.feature_extractor_inceptionv3 as tf_inception  # noqa: E402
 
 from lossbench import precision  # noqa: E402
-from lossbench.config import TrainConfig  # noqa: E402
+from lossbench.config import TrainConfig, check_device  # noqa: E402
+from lossbench.errors import ConfigError  # noqa: E402
 from lossbench.metrics import fidelity  # noqa: E402
 from lossbench.train import build, mean_terms, train, train_step  # noqa: E402
 
@@ -298,6 +299,10 @@ def main() -> None:
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (a CPU smoke test, seconds)")
     args = ap.parse_args()
+    try:
+        check_device(args.device)
+    except ConfigError as e:
+        ap.error(str(e))  # one line, exit status 2
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     print(f"gpu_check on {args.device} ({name}), torch {torch.__version__}, quick={args.quick}")
     rows = run_checks(args)

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from lossbench import precision
-from lossbench.config import TrainConfig
+from lossbench.config import TrainConfig, check_device
+from lossbench.errors import ConfigError
 from lossbench.images import to_float
 from lossbench.losses import get_loss
 from lossbench.models import PerceptualLoss, build_model, register_feature_network
@@ -163,6 +164,12 @@ def main() -> None:
     ap.add_argument("--clock", choices=CLOCKS, default="wall", help="cpu: process CPU time (busy machines)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (synchronised before each reading)")
     args = ap.parse_args()
+    try:
+        check_device(args.device)
+    except ConfigError as e:
+        ap.error(str(e))  # one line, exit status 2
+    if not 1 <= args.warmup < args.steps:
+        ap.error(f"--warmup must be at least 1 and below --steps ({args.steps}), got {args.warmup}")
     torch.set_num_threads(args.threads)
     global clock
     clock = CLOCKS[args.clock]
