@@ -50,7 +50,8 @@ def _taken(rng: torch.Generator | Draws, plan: list[Draw], x: torch.Tensor) -> l
 
 
 def color(x: torch.Tensor, rng: torch.Generator | Draws) -> torch.Tensor:
-    brightness, contrast = (u.to(x.dtype) for u in _taken(rng, _color_draws(*_nhw(x)), x))
+    n, _, h, w = x.shape
+    brightness, contrast = (u.to(x.dtype) for u in _taken(rng, _color_draws(n, h, w), x))
     x = x + (brightness - 0.5)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     return (x - mean) * (contrast + 0.5) + mean
@@ -77,10 +78,6 @@ def cutout(x: torch.Tensor, rng: torch.Generator | Draws) -> torch.Tensor:
     xs = torch.arange(w, device=x.device).view(1, 1, w) - (cx - size_x // 2)
     inside = (ys >= 0) & (ys < size_y) & (xs >= 0) & (xs < size_x)
     return x * (~inside).unsqueeze(1).to(x.dtype)
-
-
-def _nhw(x: torch.Tensor) -> tuple[int, int, int]:
-    return len(x), x.shape[-2], x.shape[-1]
 
 
 _FUNCTIONS = {"color": color, "translation": translation, "cutout": cutout}
