@@ -122,7 +122,8 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
 
     frame = results_frame("machinery", root=tmp_path)
     columns = ["study", "trial", "loss", "lambda", "seed", "state", "run_id", "fid", "kid"]
-    columns += ["setting.extractor", "setting.n_fake", "setting.threads"]  # each row carries the settings of its numbers
+    # each row carries the settings of its numbers
+    columns += ["setting.extractor", "setting.n_fake", "setting.threads"]
     assert list(frame.columns) == columns and len(frame) == 7
     assert not ((frame["loss"] == "bce") & (frame["lambda"] == 3) & (frame["seed"] == 1)).any()
 
@@ -302,6 +303,8 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named(tmp_path):
         (["--loss-param", "gp_weight=10"], "malformed --loss-param"),
         (["--objective", "nosuch"], "unknown objective"),
         (["--seeds", "2", "--seed-list", "0,1"], "either --seeds"),
+        (["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
+        (["--set", "train.steps=1.5"], "steps"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, args, message):
@@ -338,7 +341,8 @@ def _orphan_candidate(pid_file: str, parent: int) -> None:
 
 def _short_lived_parent(pid_file: str) -> None:
     """Child: starts the grandchild, then waits to be killed."""
-    multiprocessing.get_context("spawn").Process(target=_orphan_candidate, args=(pid_file, os.getpid())).start()
+    context = multiprocessing.get_context("spawn")
+    context.Process(target=_orphan_candidate, args=(pid_file, os.getpid())).start()
     time.sleep(60)
 
 

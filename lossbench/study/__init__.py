@@ -159,11 +159,11 @@ def run_study(
     left, when workers died or cells of the grid are still running elsewhere.
     """
     root = check_folder(root, "study root")
-    config, data = prepare(config, root)
+    config, data = prepare(config, root)  # data: the train / held-out Split
     real = preflight(config, data)
     client = tracking.tracking_client(config.tracking_uri, root)
     check_known_runs(config.name, open_storage(config.storage, root), client, force)
-    study = _open_study(config, root, data.fingerprint)
+    study = _open_study(config, root, data.train.fingerprint)
     tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
     n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
     recover(study, tracking_uri, experiment_id)
