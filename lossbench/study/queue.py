@@ -12,7 +12,6 @@ import os
 import socket
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,8 +22,8 @@ from optuna.trial import FrozenTrial, TrialState
 from lossbench import tracking
 from lossbench.config import StudyConfig
 from lossbench.study.grid import Cell, grid_cells
+from lossbench.study.journal import journal_path
 
-JOURNAL = "optuna-journal.log"
 HEARTBEAT_S = 60  # RDB storages: a trial without a heartbeat for GRACE_S is failed
 GRACE_S = 180
 #: Cell states, by precedence (the best trial of a cell decides its state).
@@ -35,16 +34,16 @@ CellStates = dict[Cell, tuple[str, FrozenTrial | None]]
 
 def open_storage(storage: str | None, root: str | os.PathLike = "mlruns") -> BaseStorage:
     """The Optuna storage: a journal file (default `<root>/optuna-journal.log`, or a path), or an RDB URL."""
-    if storage and "://" in storage:
+    path = journal_path(storage, root)
+    if path is None:
         return RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    path = Path(storage) if storage else Path(root) / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
 
 def storage_name(storage: str | None, root: str | os.PathLike) -> str:
     """Where the study's trials are stored, as shown to the user."""
-    return storage or str(Path(root) / JOURNAL)
+    return storage or str(journal_path(storage, root))
 
 
 def sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
