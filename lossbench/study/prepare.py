@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from lossbench.config import StudyConfig
-from lossbench.metrics.evaluation import EvalResult, evaluate
+from lossbench.metrics.evaluation import EvalResult, evaluate, release_networks
 from lossbench.study_config import validate
 
 
@@ -47,6 +47,10 @@ def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
 
 def preflight(config: StudyConfig, data: Any) -> EvalResult:
     """Evaluate real images as if they were fakes: loads every network (a missing weight file fails
-    here, once, in the parent) and fills the real-data cache before the workers start."""
+    here, once, in the parent) and fills the real-data cache before the workers evaluate; then
+    releases the networks (the parent keeps no memory of them while the workers run)."""
     fakes = data.images[torch.arange(config.eval.n_fake) % len(data.images)]
-    return evaluate(fakes, data, config.eval, device=config.devices[0])
+    try:
+        return evaluate(fakes, data, config.eval, device=config.devices[0])
+    finally:
+        release_networks()

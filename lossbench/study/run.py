@@ -29,7 +29,7 @@ from lossbench.study.queue import (
     sampler,
     storage_name,
 )
-from lossbench.study.workers import run_workers
+from lossbench.study.workers import Workers
 
 
 @dataclass
@@ -104,19 +104,25 @@ def run_study(
     root = Path(root)
     stage(f"loading data {config.data.spec!r} at {config.data.resolution} px", progress)
     config, data = prepare(config, root)
-    stage(f"preflight: evaluating {config.eval.n_fake} real images (loads every network)", progress)
-    real = preflight(config, data)
-    stage("opening the study and its MLflow runs", progress)
-    study = _open_study(config, root, data.fingerprint)
-    tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
-    n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
-    recover(study, tracking_uri, experiment_id)
-    enqueue_pending(study, config)
+    n_workers = min(config.workers, len(grid_cells(config)))
+    stage(f"starting {n_workers} worker(s); preflight: evaluating {config.eval.n_fake} real images", progress)
+    workers = Workers.start(n_workers)  # their start-up (imports) overlaps the preflight
+    try:
+        real = preflight(config, data)
+        stage("opening the study and its MLflow runs", progress)
+        study = _open_study(config, root, data.fingerprint)
+        tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
+        n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
+        recover(study, tracking_uri, experiment_id)
+        enqueue_pending(study, config)
+    except BaseException:
+        workers.stop(wait=False)
+        raise
     errors: list[str] = []
     error: BaseException | None = None
     try:
         mlflow_ids = (tracking_uri, experiment_id, parent_run_id)
-        errors = run_workers(study, config, root, mlflow_ids, data, cell_fn, progress)
+        errors = workers.run(study, config, root, mlflow_ids, data, cell_fn, progress)
     except BaseException as e:
         error = e
         raise
