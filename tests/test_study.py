@@ -381,6 +381,7 @@ def test_a_worker_limits_torch_and_blas_threads_and_selects_its_cuda_device(monk
     selected = []
     monkeypatch.setattr(torch.cuda, "set_device", selected.append)
     threads = torch.get_num_threads()
+    wider = threadpoolctl.threadpool_limits(limits=2, user_api="blas")  # as if OMP_NUM_THREADS were unset
     limiter = limit_threads_and_select(1, "cuda:1")
     try:
         assert torch.get_num_threads() == 1
@@ -391,6 +392,7 @@ def test_a_worker_limits_torch_and_blas_threads_and_selects_its_cuda_device(monk
         assert len(selected) == 1
     finally:
         limiter.restore_original_limits()
+        wider.restore_original_limits()
         torch.set_num_threads(threads)
 
 
