@@ -302,6 +302,8 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named(tmp_path):
         (["--loss-param", "gp_weight=10"], "malformed --loss-param"),
         (["--objective", "nosuch"], "unknown objective"),
         (["--seeds", "2", "--seed-list", "0,1"], "either --seeds"),
+        (["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
+        (["--set", "train.steps=1.5"], "steps"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, args, message):
@@ -397,14 +399,13 @@ def test_a_worker_limits_torch_and_blas_threads_and_selects_its_cuda_device(monk
 
 
 def test_preflight_fills_the_cache_and_releases_its_networks(tmp_path):
-    from lossbench.data import load_dataset
+    from lossbench.data.split import load_split
     from lossbench.metrics import diversity, fidelity
     from lossbench.study.prepare import preflight
 
     config = tiny("release")
     config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, cache_dir=str(tmp_path)))
-    data = load_dataset(config.data.spec, config.data.resolution, config.data.classes)
-    result = preflight(config, data)
+    result = preflight(config, load_split(config.data))
     assert result.provenance["fid_cache"] == "miss" and any(tmp_path.iterdir())
     assert fidelity._build.cache_info().currsize == 0
     assert diversity._lpips.cache_info().currsize == 0

@@ -12,7 +12,7 @@ import typer
 
 from lossbench.cli import options
 from lossbench.cli.train import parse_loss_params
-from lossbench.config import StudyConfig, parse_float_list, parse_int_list, parse_name_list
+from lossbench.config import StudyConfig, parse_assignments, parse_float_list, parse_int_list, parse_name_list
 from lossbench.errors import ConfigError
 from lossbench.progress import stage
 
@@ -79,6 +79,9 @@ def study(
     devices: str | None = typer.Option(None, "--devices", help="cpu, or cuda:0,cuda:1 (round-robin)."),
     root: Path = options.ROOT,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override KEY=VALUE, dotted, value a TOML literal: train.lr_g=2e-4 (repeatable)."
+    ),
 ) -> None:
     """Run or resume a study; rerunning the same command continues where it stopped."""
     if ctx.invoked_subcommand is not None:
@@ -108,7 +111,7 @@ def study(
         "workers": workers,
         "devices": parse_name_list(devices, "device") if devices is not None else None,
     }
-    config = with_overrides(base, overrides)
+    config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
     validate(config)  # before torch, optuna and mlflow are imported: a typo is answered at once
     stage("loading torch, optuna and mlflow", progress)
     import optuna

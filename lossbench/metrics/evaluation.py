@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossbench import precision
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import generate_images
@@ -63,11 +64,17 @@ class EvalState:
     `device`), loaded networks, the feature and real-data caches, and the outputs besides the
     scores (`settings`, `provenance`, `timings`)."""
 
-    def __init__(self, real: ImageDataset, config: EvalConfig, device: str) -> None:
-        self.real, self.config, self.device = real, config, device
+    def __init__(
+        self, real: ImageDataset, config: EvalConfig, device: str, heldout: ImageDataset | None = None
+    ) -> None:
+        self.real, self.config, self.device, self.heldout = real, config, device, heldout
         self.fakes = torch.empty(0, dtype=torch.uint8)
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
-        self.data_key = {"dataset": real.fingerprint, "resolution": real.images.shape[-1]}
+        self.data_key = {
+            "dataset": real.fingerprint,
+            "resolution": real.images.shape[-1],
+            **precision.identity(device),  # CPU and GPU real features differ in rounding: never mixed
+        }
         self.networks: dict[str, Any] = {}  # loaded by the metrics' `prepare`
         self.role_features: dict[str, tuple[Tensor, Tensor]] = {}  # role -> (fake, real) features
         self.settings: Settings = {}
@@ -159,12 +166,20 @@ def _weights_kind(settings: Settings) -> str:
     return "pretrained" if any(w != "none" for w in used) else "none"
 
 
+@precision.fp32()
 def evaluate(
-    fake: nn.Module | torch.Tensor, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+    fake: nn.Module | torch.Tensor,
+    real: ImageDataset,
+    config: EvalConfig,
+    device: str = "cpu",
+    heldout: ImageDataset | None = None,
 ) -> EvalResult:
-    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`."""
+    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` (the training images) with
+    `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
+    metrics that need one (copy detection). In fp32 without TF32; the device type and precision are
+    in the settings and the cache keys."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
-    state = EvalState(real, config, device)
+    state = EvalState(real, config, device, heldout)
     for metric in metrics:
         metric.setup(state)
     if isinstance(fake, nn.Module):
@@ -172,8 +187,15 @@ def evaluate(
             fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
     state.fakes = _check_fakes(fake, real)
     state.settings.update(
-        resolution=real.images.shape[-1], seed=config.seed, n_fake=len(state.fakes), n_real=len(real.images)
+        resolution=real.images.shape[-1],
+        seed=config.seed,
+        n_fake=len(state.fakes),
+        n_real=len(real.images),
+        real_fingerprint=real.fingerprint[:16],
+        **precision.identity(device),
     )
+    if heldout is not None:
+        state.settings.update(n_heldout=len(heldout), heldout_fingerprint=heldout.fingerprint[:16])
     scores: dict[str, float] = {}
     for metric in metrics:
         with state.timed(metric.name):

@@ -103,14 +103,14 @@ def run_study(
     """
     root = Path(root)
     stage(f"loading data {config.data.spec!r} at {config.data.resolution} px", progress)
-    config, data = prepare(config, root)
+    config, data = prepare(config, root)  # data: the train / held-out Split
     n_workers = min(config.workers, len(grid_cells(config)))
     stage(f"starting {n_workers} worker(s); preflight: evaluating {config.eval.n_fake} real images", progress)
     workers = Workers.start(n_workers)  # their start-up (imports) overlaps the preflight
     try:
         real = preflight(config, data)
         stage("opening the study and its MLflow runs", progress)
-        study = _open_study(config, root, data.fingerprint)
+        study = _open_study(config, root, data.train.fingerprint)
         tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
         n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
         recover(study, tracking_uri, experiment_id)
