@@ -71,7 +71,7 @@ def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys):
     assert f"<b>{best_text}</b>" in page
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"**{best_text}**" in md and "![metrics against lambda](figures/metrics_vs_lambda.png)" in md
-    assert "Holm" in page and "Welch t" in page
+    assert "Holm" in page and ("paired t" if stats.analyze(df).paired else "Welch t") in page
     assert (tmp_path / "out" / "figures" / "metrics_vs_lambda.png").is_file()
 
 
@@ -181,6 +181,7 @@ def test_report_from_study_is_logged_to_parent_run(tracked, tmp_path, monkeypatc
     from lossbench.study import results
 
     monkeypatch.setattr(results, "results_frame", lambda name, storage=None, root="mlruns": frame)
+    monkeypatch.setattr(results, "cell_problems", lambda *a: pd.DataFrame(columns=stats.PROBLEM_COLUMNS))
     assert main(["report", "demo", "--out", str(tmp_path / "rep"), "--tracking-uri", uri]) == 0
     assert f"logged to MLflow run {parent}" in capsys.readouterr().out
     logged = {Path(f.path).name for f in client.list_artifacts(parent, "report")}

@@ -32,7 +32,7 @@ def toothgrowth_csv(tmp_path) -> Path:
     df = pd.read_csv(DATA / "toothgrowth.csv")
     assert len(df) == 60
     df = df.rename(columns={"supp": "loss", "dose": "lambda", "len": "fid"})
-    df["seed"] = df.groupby(["loss", "lambda"]).cumcount()
+    df["seed"] = np.arange(len(df))  # 60 guinea pigs: not paired
     path = tmp_path / "toothgrowth.csv"
     df.to_csv(path, index=False)
     return path
@@ -170,7 +170,7 @@ def test_bootstrap_confidence_intervals_equal_scipy():
 @pytest.mark.parametrize("method", ["holm", "fdr_bh"])
 def test_corrections_equal_multipletests(method):
     df = synthetic(shift={"wgangp": -4})
-    res = stats.analyze(df, ["fid", "lpips_ff"], correction=method)
+    res = stats.analyze(df, ["fid", "lpips_ff"], correction=method, paired=False)
     pw = res.pairwise
     assert len(pw) == 2 * 3  # 2 metrics x 3 lambdas x 1 pair
     assert (pw["correction"] == method).all()
@@ -204,7 +204,7 @@ def test_paired_tests_match_seeds_and_equal_scipy():
 
 def test_more_than_two_losses_omnibus_and_all_pairs():
     df = synthetic(losses=("bce", "hinge", "wgangp"), seeds=range(4), shift={"wgangp": -10})
-    res = stats.analyze(df, ["fid"])
+    res = stats.analyze(df, ["fid"], paired=False)
     assert len(res.pairwise) == 3 * 3  # 3 lambdas x 3 pairs, corrected together
     assert res.pairwise["p_adj"].to_numpy() == pytest.approx(
         multipletests(res.pairwise["p"], method="holm")[1]
@@ -295,6 +295,7 @@ def test_study_name_is_resolved_lazily(monkeypatch, capsys):
     from lossbench.study import results
 
     monkeypatch.setattr(results, "results_frame", results_frame)
+    monkeypatch.setattr(results, "cell_problems", lambda *a: pd.DataFrame(columns=stats.PROBLEM_COLUMNS))
     out = run_json(capsys, "demo", "--storage", "sqlite:///x.db", "--metric", "fid")
     assert calls == [("demo", "sqlite:///x.db", Path("mlruns"))]
     assert out["metrics"] == ["fid"]
@@ -311,8 +312,8 @@ def test_cli_formats(tmp_path, capsys, fmt):
     out = capsys.readouterr().out
     assert "Benjamini-Hochberg" in out
     if fmt == "csv":
-        block = out.split("# pairwise\n")[1].split("\n\n")[0]
-        table = pd.read_csv(io.StringIO(block))
+        table = pd.read_csv(io.StringIO(out), comment="#")
+        table = table[table["table"] == "pairwise"]
         assert set(table["metric"]) == {"fid", "lpips_ff"} and (table["correction"] == "fdr_bh").all()
     if fmt == "latex":
         assert "\\begin{tabular}" in out
