@@ -73,7 +73,9 @@ def parse_deltas(text: str | None) -> dict[str, float]:
         try:
             out[key.strip()] = float(value)
         except ValueError:
-            raise ConfigError(f"--delta wants metric=number pairs, e.g. fid=10,kid=0.01; got {part!r}") from None
+            raise ConfigError(
+                f"--delta wants metric=number pairs, e.g. fid=10,kid=0.01; got {part!r}"
+            ) from None
         if not out[key.strip()] > 0:
             raise ConfigError(f"--delta {part!r}: the difference must be a positive number")
     return out

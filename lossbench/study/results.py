@@ -101,7 +101,9 @@ def cell_problems(name: str, storage: str | None = None, root: str | os.PathLike
     return pd.DataFrame(rows, columns=["loss", "lambda", "seed", "state", "reason"])
 
 
-def load_problems(source: str | Path, storage: str | None = None, root: str | Path = "mlruns") -> pd.DataFrame | None:
+def load_problems(
+    source: str | Path, storage: str | None = None, root: str | Path = "mlruns"
+) -> pd.DataFrame | None:
     """A study's failed and missing cells (`cell_problems`), or None for a CSV source (the statistics
     then infer missing cells from the table)."""
     if Path(source).is_file():
