@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
-import matplotlib
 from matplotlib.figure import Figure
 
 from lossbench import stats, tracking

@@ -193,13 +193,7 @@ class Objective:
         config = self.config
         weights = tracking.weights_kind(train_cfg, config.eval)
         lam = tracking.LAMBDA_FORMAT.format(cell.lam)
-        description = [
-            f"**{cell.loss}**, λ = {lam}, seed {cell.seed} (Optuna trial {trial.number}, study {config.name})",
-            f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px "
-            f"({len(self.data)} images); {train_cfg.steps} steps, batch {train_cfg.batch_size}",
-            f"evaluation: {', '.join(config.eval.metrics)}; extractor {config.eval.feature_extractor}, "
-            f"n_fake {config.eval.n_fake}",
-        ]
+        description = _description(config, cell, trial.number, train_cfg, weights, len(self.data))
         run = tracking.TrialRun.start(
             self.tracking_uri,
             self.experiment_id,
@@ -233,6 +227,20 @@ class Objective:
             self.tracking_uri, run.run_id, config.data.spec, self.data.fingerprint, "train", len(self.data)
         )
         return run
+
+
+def _description(
+    config: StudyConfig, cell: Cell, number: int, train_cfg: TrainConfig, weights: str, n_images: int
+) -> list[str]:
+    """The lines of a child run's description: cell, weights, data, training and evaluation."""
+    lam = tracking.LAMBDA_FORMAT.format(cell.lam)
+    ev = config.eval
+    return [
+        f"**{cell.loss}**, λ = {lam}, seed {cell.seed} (Optuna trial {number}, study {config.name})",
+        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px ({n_images} images); "
+        f"{train_cfg.steps} steps, batch {train_cfg.batch_size}",
+        f"evaluation: {', '.join(ev.metrics)}; extractor {ev.feature_extractor}, n_fake {ev.n_fake}",
+    ]
 
 
 def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> None:
