@@ -25,6 +25,7 @@ WEIGHTS_DIR = typer.Option(
 RANDOM_WEIGHTS = typer.Option(
     False,
     "--random-weights",
+    metavar="",  # a flag: no value
     help="Explicitly allow random weights for pretrained networks (demos, tests); tagged weights=random.",
 )
 DEVICE = typer.Option(TrainConfig.device, "--device", help="cpu, cuda, cuda:1, ...")
@@ -48,9 +49,10 @@ ALPHA = typer.Option(0.05, "--alpha", help="Significance level for verdicts.")
 PAIRED = typer.Option(
     None,
     "--paired/--unpaired",
+    metavar="",
     help="Paired t / Wilcoxon, or Welch t / Mann-Whitney U [default: paired when the seeds match].",
     show_default=False,
 )
 CORRECTION = typer.Option("holm", "--correction", help="Multiple-testing correction: holm or fdr_bh.")
-BOOTSTRAP = typer.Option(False, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based.")
+BOOTSTRAP = typer.Option(False, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based.", metavar="")
 BOOTSTRAP_SEED = typer.Option(0, "--seed", help="Seed of the bootstrap resampling.")

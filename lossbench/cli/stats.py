@@ -29,7 +29,10 @@ def register(app: typer.Typer) -> None:
         root: Path = options.ROOT,
         seed: int = options.BOOTSTRAP_SEED,
         power: bool = typer.Option(
-            False, "--power", help="Show only the power analysis: detectable differences, seeds needed."
+            False,
+            "--power",
+            help="Show only the power analysis: detectable differences, seeds needed.",
+            metavar="",
         ),
         delta: str | None = typer.Option(
             None,

@@ -96,6 +96,8 @@ class StudySummary:
     parent_run_id: str
     tracking_uri: str
     storage: str
+    experiment_id: str = ""
+    objective: str = "fid"
     worker_errors: list[str] = field(default_factory=list)
 
 
@@ -213,5 +215,12 @@ def run_study(
         )
     new_trials = len(study.get_trials(deepcopy=False)) - n_before
     return StudySummary(
-        config.name, counts, new_trials, parent_run_id, tracking_uri, storage_name(config.storage, root)
+        config.name,
+        counts,
+        new_trials,
+        parent_run_id,
+        tracking_uri,
+        storage_name(config.storage, root),
+        experiment_id,
+        config.objective,
     )
