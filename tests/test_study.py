@@ -395,3 +395,14 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_packaged_tiny_preset_runs_offline_and_prints_the_runs_view(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))  # the preset needs no weight file
+    args = ["study", "--preset", "tiny", "--losses", "wgangp", "--lambdas", "0.5", "--seed-list", "0"]
+    assert cli.main([*args, "--root", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "study tiny: 1 done" in out
+    exp = MlflowClient(tracking.default_tracking_uri(tmp_path)).get_experiment_by_name("tiny").experiment_id
+    url = f"http://127.0.0.1:5000/#/experiments/{exp}/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
+    assert url in out and "next: lossbench stats tiny --root" in out
