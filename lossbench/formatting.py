@@ -38,16 +38,20 @@ def header(result: StatsResult) -> str:
     return "\n".join(header_lines(result))
 
 
-def power_line(result: StatsResult) -> str:
+def power_lines(result: StatsResult) -> list[str]:
     """One sentence per metric: the smallest difference detectable and the seeds a difference needs."""
-    parts = []
+    lines = []
     for r in result.power.to_dict("records"):
-        parts.append(
-            f"{r['metric']}: with {r['n']} seeds, a difference of {r['min_detectable']:.3g} is detected "
-            f"with {r['power']:.0%} power; {r['delta']:.3g} ({r['delta_source']}) needs "
-            f"{'?' if pd.isna(r['n_needed']) else int(r['n_needed'])} seeds"
-        )
-    return "; ".join(parts)
+        if pd.isna(r["min_detectable"]):
+            detect = f"with {r['n']} seeds per cell no detectable difference can be computed"
+        else:
+            detect = f"with {r['n']} seeds, {r['min_detectable']:.3g} is detected with {r['power']:.0%} power"
+        if pd.isna(r["n_needed"]):
+            need = f"no seed count for {r['delta']:.3g} ({r['delta_source']})"
+        else:
+            need = f"{r['delta']:.3g} ({r['delta_source']}) needs {int(r['n_needed'])} seeds"
+        lines.append(f"power, {r['metric']}: {detect}; {need}")
+    return lines
 
 
 def display(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:

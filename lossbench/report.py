@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lossbench import stats, tracking
-from lossbench.formatting import TITLES, display, format_result, header_lines, markdown_table, power_line
+from lossbench.formatting import TITLES, display, format_result, header_lines, markdown_table, power_lines
 from lossbench.metrics import DIRECTIONS
 from lossbench.tracking import Artifacts
 
@@ -303,7 +303,7 @@ def build_report(
     doc.lines(
         [f"{len(df)} trials; losses {', '.join(losses)}; λ {', '.join(f'{x:g}' for x in lambdas)}."]
         + header_lines(result)
-        + [f"Power: {power_line(result)}."]
+        + power_lines(result)
     )
 
     doc.heading("Results: mean ± sd over seeds (best cell per metric in bold)")
