@@ -237,7 +237,7 @@ class _Killer(threading.Thread):
             except Exception:  # the journal is being created
                 continue
             for t in running:
-                cell = Cell(t.params.get("loss"), t.params.get("lambda"), t.params.get("seed"))
+                cell = Cell(t.params.get("loss"), t.params.get("lambda"), t.user_attrs.get("seed"))
                 if "pid" not in t.user_attrs or not (folder / cell.key / "checkpoint.pt").exists():
                     continue
                 os.kill(t.user_attrs["pid"], signal.SIGSTOP)
