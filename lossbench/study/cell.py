@@ -60,12 +60,13 @@ class CellContext:
 
     config: StudyConfig
     train: TrainConfig
-    data: Any  # lossbench.data.ImageDataset
+    data: Any  # lossbench.data.ImageDataset: the train part, what the GAN sees
     device: str
     checkpoint_dir: Path
     run: tracking.TrialRun
     trial: optuna.Trial
     objective: str  # the metric key
+    heldout: Any = None  # the held-out ImageDataset, None without one
 
 
 CellFn = Callable[[Cell, CellContext], CellResult]
@@ -101,7 +102,7 @@ def evaluate_and_report(
 ) -> EvalResult:
     """Evaluate at `step`: MLflow `eval/<key>` curves (unless `curve` is False: the final evaluation,
     whose metrics `_record` logs once) and the objective as Optuna intermediate value."""
-    result = evaluate(generator, ctx.data, ctx.config.eval, device=ctx.device)
+    result = evaluate(generator, ctx.data, ctx.config.eval, device=ctx.device, heldout=ctx.heldout)
     if curve:
         ctx.run.log_metrics({f"{tracking.EVAL_PREFIX}{k}": v for k, v in result.metrics.items()}, step)
         ctx.run.flush()
@@ -153,7 +154,7 @@ class Objective:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    data: Any  # lossbench.data.ImageDataset
+    data: Any  # lossbench.data.split.Split
     device: str
     cell_fn: CellFn
 
@@ -168,12 +169,13 @@ class Objective:
         ctx = CellContext(
             config,
             train_cfg,
-            self.data,
+            self.data.train,
             self.device,
             checkpoint_dir(self.root, config.name, cell),
             run,
             trial,
             key,
+            self.data.heldout,
         )
         with tracking.ending(run):
             try:
@@ -193,7 +195,7 @@ class Objective:
         config = self.config
         weights = tracking.weights_kind(train_cfg, config.eval)
         lam = tracking.LAMBDA_FORMAT.format(cell.lam)
-        description = _description(config, cell, trial.number, train_cfg, weights, len(self.data))
+        description = _description(config, cell, trial.number, train_cfg, weights, len(self.data.train))
         run = tracking.TrialRun.start(
             self.tracking_uri,
             self.experiment_id,
@@ -219,13 +221,28 @@ class Objective:
             "trial": trial.number,
             "train": to_dict(train_cfg),
             "eval": to_dict(config.eval),
-            "data": to_dict(config.data) | {"fingerprint": self.data.fingerprint},
+            "data": to_dict(config.data) | {"fingerprint": self.data.train.fingerprint, **self.data.record()},
         }
         run.log_params(tracking.flatten(config_json))
         run.log_dict(config_json, tracking.CONFIG_JSON)
         tracking.log_dataset(
-            self.tracking_uri, run.run_id, config.data.spec, self.data.fingerprint, "train", len(self.data)
+            self.tracking_uri,
+            run.run_id,
+            config.data.spec,
+            self.data.train.fingerprint,
+            "train",
+            len(self.data.train),
         )
+        if self.data.heldout is not None:  # the part the metrics are also computed on
+            held = self.data.heldout
+            tracking.log_dataset(
+                self.tracking_uri,
+                run.run_id,
+                f"{config.data.spec}:heldout",
+                held.fingerprint,
+                "heldout",
+                len(held),
+            )
         return run
 
 
