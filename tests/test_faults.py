@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import psutil
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,11 +24,11 @@ from optuna.trial import TrialState
 from test_report import results, tracked  # noqa: F401  (the `tracked` fixture: a small MLflow store)
 from test_study import _Killer, complete_cells, fake_cell, tiny, trials
 
-from lossbench import cli, tracking
+from lossbench import cli, stats, tracking
 from lossbench.errors import ConfigError, LossbenchError, StorageError
 from lossbench.study import Cell, CellResult, checkpoint_dir, grid_cells, open_storage, run_study
-from lossbench.study.journal import TORN_SUFFIX, check_journal
-from lossbench.study.queue import JOURNAL, enqueue
+from lossbench.study.journal import JOURNAL, TORN_SUFFIX, check_journal
+from lossbench.study.queue import enqueue
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,13 +120,13 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers_exactly(tmp_path):
     resumed = {t.number: t for t in trials(tmp_path, "resume") if t.state == TrialState.COMPLETE}
     assert any(t.user_attrs.get("retry_of") == killer.killed[0] for t in resumed.values())
     straight = {
-        Cell(t.params["loss"], t.params["lambda"], t.params["seed"]): t
+        Cell(t.params["loss"], t.params["lambda"], t.user_attrs["seed"]): t
         for t in trials(tmp_path, "straight")
         if t.state == TrialState.COMPLETE
     }
     assert len(straight) == len(resumed) == len(grid_cells(config))
     for t in resumed.values():
-        twin = straight[Cell(t.params["loss"], t.params["lambda"], t.params["seed"])]
+        twin = straight[Cell(t.params["loss"], t.params["lambda"], t.user_attrs["seed"])]
         metrics = {k: v for k, v in t.user_attrs.items() if k.startswith("metric.")}
         assert metrics == {k: v for k, v in twin.user_attrs.items() if k.startswith("metric.")}
         assert t.user_attrs["setting.threads"] == 2
@@ -229,6 +230,32 @@ def test_a_moved_study_folder_is_detected(tmp_path):
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     with pytest.raises(ConfigError, match="moved or copied"):
         run_study(small("moved"), root=tmp_path / "b", cell_fn=fake_cell)
+
+
+def test_two_workers_logging_the_same_new_dataset_at_once_both_record_it(tmp_path, monkeypatch):
+    """MLflow looks a dataset up, then inserts it: two workers starting their first cells at once
+    both insert, and the slower one broke the unique key (a worker crash, seen with --force)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking.default_tracking_uri(tmp_path)
+    experiment = tracking.init_experiment(uri, "race", tmp_path / tracking.ARTIFACTS_DIR)
+    client = MlflowClient(uri)
+    other, mine = (client.create_run(experiment).info.run_id for _ in range(2))
+    real = MlflowClient.log_inputs
+
+    def racing(self, run_id, datasets=None, models=None):  # the other worker's insert wins the race
+        monkeypatch.setattr(MlflowClient, "log_inputs", real)
+        real(self, other, datasets=datasets)
+        raise MlflowException(
+            "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+            "datasets.digest"
+        )
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", racing)
+    tracking.log_dataset(uri, mine, "phantom:64", "ab" * 32, "train", 64)
+    for run_id in (other, mine):
+        (entry,) = client.get_run(run_id).inputs.dataset_inputs
+        assert entry.dataset.name == "phantom:64"
 
 
 # ----------------------------------------------------------------------------- checkpoints (item 7)
@@ -340,6 +367,8 @@ def test_report_into_a_busy_folder_logs_only_its_own_files(tracked, tmp_path, mo
 
     frame = df.drop(columns=["run_id"]).assign(run_id=df["run_id"])
     monkeypatch.setattr(study_results, "results_frame", lambda name, storage=None, root="mlruns": frame)
+    no_problems = pd.DataFrame(columns=stats.PROBLEM_COLUMNS)
+    monkeypatch.setattr(study_results, "cell_problems", lambda *a: no_problems)
     busy = tmp_path / "busy"
     (busy / "mlruns").mkdir(parents=True)
     (busy / "mlruns" / "secret.db").write_bytes(b"x")

@@ -1,11 +1,17 @@
-"""The Optuna journal file: checked, and a torn tail repaired, before Optuna reads it.
+"""The Optuna journal file of a study: where it is, a quick look for a study name in it, and its
+integrity (a torn tail repaired, a garbled line reported) before Optuna reads it.
 
-Optuna's `JournalFileBackend` appends one JSON object per line. A process killed during a write (or
-a full disk) leaves a last line without its newline: Optuna then appends after it and later reads
-fail. `check_journal` removes such a torn tail, keeping the removed bytes in
-`<journal>.torn-<UTC time>`, and reports any line that is not JSON as one line naming the file and
-the line number (1-based). It holds Optuna's own lock on the file while it reads and repairs, so it
-never cuts a write in progress.
+This module stays light (no optuna at import): the command line answers an unknown study name with
+`check_study_named` before the heavy imports. The jobs, one function each:
+
+- `journal_path`: where a study's trials are stored by default (`<root>/optuna-journal.log`).
+- `check_study_named`: a quick look for a study name, without optuna.
+- `check_journal`: Optuna's `JournalFileBackend` appends one JSON object per line. A process killed
+  during a write (or a full disk) leaves a last line without its newline: Optuna then appends after
+  it and later reads fail. `check_journal` removes such a torn tail, keeping the removed bytes in
+  `<journal>.torn-<UTC time>-<pid>`, and reports any line that is not JSON as one line naming the
+  file and the line number (1-based). It holds Optuna's own lock on the file while it reads and
+  repairs, so it never cuts a write in progress.
 """
 
 from __future__ import annotations
@@ -16,16 +22,39 @@ import time
 import warnings
 from pathlib import Path
 
-from optuna.storages.journal import JournalFileSymlinkLock
+from lossbench.errors import ConfigError, StorageError
 
-from lossbench.errors import StorageError
-
+JOURNAL = "optuna-journal.log"
 TORN_SUFFIX = ".torn-"
+
+
+def journal_path(storage: str | None, root: str | os.PathLike) -> Path | None:
+    """The journal file of `storage` (default `<root>/optuna-journal.log`); None for an RDB URL."""
+    if storage and "://" in storage:
+        return None
+    return Path(storage) if storage else Path(root) / JOURNAL
+
+
+def check_study_named(name: str, storage: str | None, root: str | os.PathLike) -> None:
+    """ConfigError (one line) when the storage certainly holds no study `name`: its journal file is
+    absent, or never mentions the name (Optuna writes each study's name once, JSON-encoded, when it
+    creates it). Whatever it lets through is checked by Optuna; RDB storages are left to Optuna."""
+    path = journal_path(storage, root)
+    if path is None:
+        return
+    if not path.is_file():
+        raise ConfigError(
+            f"no study storage at {path}; run 'lossbench study' first, or pass --root or --storage"
+        )
+    if json.dumps(name) not in path.read_text(encoding="utf-8", errors="replace"):
+        raise ConfigError(f"no study named {name!r} in {path}; 'lossbench study --name {name}' creates it")
 
 
 def check_journal(path: str | os.PathLike) -> Path | None:
     """Repair a torn last line of the journal at `path` (absent: nothing to do); return the backup
     of the removed bytes, or None when nothing was removed. StorageError for a line that is not JSON."""
+    from optuna.storages.journal import JournalFileSymlinkLock  # here: this module stays light
+
     path = Path(path)
     if not path.is_file():
         return None
