@@ -358,9 +358,9 @@ def test_status_and_export_of_unknown_study_are_one_line(tmp_path, capsys):
 
 def _orphan_candidate(pid_file: str, parent: int) -> None:
     """Grandchild: watches its parent, then would sleep for a minute."""
-    from lossbench.study.workers import _exit_with_parent
+    from lossbench.study.worker_entry import exit_with_parent
 
-    _exit_with_parent(parent, poll_seconds=0.05)
+    exit_with_parent(parent, poll_seconds=0.05)
     Path(pid_file).write_text(str(os.getpid()))
     time.sleep(60)
 

@@ -5,7 +5,9 @@ their start-up (importing torch, optuna, mlflow) overlaps it. Each then waits fo
 objective, with the data, sent once), loads the study and takes queued trials until none is left.
 Each limits torch's and numpy's BLAS threads to the study's `threads` setting (results depend on the
 thread count, so it never follows the machine or the number of waiting cells) and, on CUDA, selects
-its device. A worker exits as soon as its parent (its pid passed at spawn) is gone.
+its device. A worker exits as soon as its parent (its pid passed at spawn) is gone: the spawned target is
+`worker_entry.main`, in a light module, which starts watching the parent before this module (and
+torch) is imported.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig
 from lossbench.errors import LossbenchError
+from lossbench.study import worker_entry
 from lossbench.study.cell import CellFn, Objective
 from lossbench.study.grid import grid_cells
 from lossbench.study.queue import cell_states, count_states, open_storage, sampler
@@ -58,25 +60,9 @@ def limit_threads_and_select(threads: int, device: str) -> threadpool_limits:
     return limiter
 
 
-def _exit_with_parent(parent: int, poll_seconds: float = 2.0) -> None:
-    """Exit this worker as soon as its parent (pid `parent`) is gone, also when it died while this
-    worker was starting: an orphan would go on training unseen. Its RUNNING trial is recovered by
-    the next run."""
-    if os.getppid() != parent:
-        os._exit(3)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_seconds)
-        os._exit(3)
-
-    threading.Thread(target=watch, name="lossbench-parent-watch", daemon=True).start()
-
-
-def _worker_main(inbox: Any, parent_pid: int) -> None:
-    """Entry point of a worker process: wait for the job, then run trials until none is left.
-    `parent_pid` is the parent's pid, taken at spawn: the parent may die before this has started."""
-    _exit_with_parent(parent_pid)
+def worker_main(inbox: Any) -> None:
+    """A worker process, once `worker_entry.main` watches its parent: wait for the job, then run
+    trials until none is left."""
     job: _Job = inbox.get()
     limit_threads_and_select(job.threads, job.objective.device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -107,7 +93,7 @@ class Workers:
         context = multiprocessing.get_context("spawn")
         self._inboxes = [context.SimpleQueue() for _ in range(count)]
         self.processes = [
-            context.Process(target=_worker_main, args=(inbox, os.getpid()), name=f"lossbench-worker-{i}")
+            context.Process(target=worker_entry.main, args=(inbox, os.getpid()), name=f"lossbench-worker-{i}")
             for i, inbox in enumerate(self._inboxes)
         ]
 
