@@ -44,3 +44,7 @@ class DivergedError(LossbenchError):
         self.term = term
         self.value = value
         super().__init__(f"training diverged at step {step}: {term} is {value}")
+
+
+class StorageUnavailable(LossbenchError):
+    """The study's database did not answer within the retry period (a restart, a network cut)."""

@@ -6,7 +6,8 @@ The layout (every run made by lossbench follows it; each name below is a constan
 - child run tags `lossbench.role=trial`, `lossbench.study`, `lossbench.trial` (Optuna trial number),
   `lossbench.loss`, `lossbench.lambda`, `lossbench.seed`, `lossbench.weights` ("pretrained" or
   "random", from `weights_kind`), `lossbench.state` (COMPLETE or FAIL), `lossbench.version`,
-  `lossbench.git_commit`, and `mlflow.parentRunId` set explicitly (MLflow's own nesting is
+  `lossbench.git_commit`, `lossbench.worker` (host, pid, token and start time of the worker process,
+`lossbench.study.liveness`), and `mlflow.parentRunId` set explicitly (MLflow's own nesting is
   thread-local and does not reach worker processes); a failed run says why in `lossbench.fail_reason`;
 - training curves `train/<term>` and evaluations `eval/<key>` are metrics with the generator step;
   final metrics use their plain keys (`fid`, `kid`, ...); evaluation settings are tags `setting.<key>`;
@@ -119,6 +120,12 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def as_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """Tag or param values as strings: the one place lossbench converts them (a tracking server's REST
+    store rejects anything else, e.g. an int tag value, where the local store accepted it)."""
+    return {str(k): str(v) for k, v in values.items()}
+
+
 @functools.cache
 def git_commit() -> str:
     """The commit of the lossbench checkout (`-dirty` when it has local changes), or "unknown"."""
@@ -157,7 +164,7 @@ def init_experiment(tracking_uri: str, name: str, artifact_root: str | os.PathLi
 
 
 def study_run(
-    tracking_uri: str, experiment_id: str, study: str, params: Mapping[str, str], tags: Mapping[str, str]
+    tracking_uri: str, experiment_id: str, study: str, params: Mapping[str, Any], tags: Mapping[str, Any]
 ) -> str:
     """The id of the study's parent run, created on first call and reopened (RUNNING) on resume."""
     client = MlflowClient(tracking_uri)
@@ -171,10 +178,11 @@ def study_run(
         run_id = found[0].info.run_id
         client.update_run(run_id, status="RUNNING")
     else:
-        all_tags = {ROLE_TAG: "study", STUDY_TAG: study, **tags}
+        all_tags = as_strings({ROLE_TAG: "study", STUDY_TAG: study, **tags})
         run_id = client.create_run(experiment_id, tags=all_tags, run_name=study).info.run_id
-        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, **provenance_tags()}.items()])
+        client.log_batch(run_id, params=[Param(k, v) for k, v in as_strings(params).items()])
+    all_tags = as_strings({**tags, **provenance_tags()})
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
     return run_id
 
 
@@ -227,24 +235,27 @@ class TrialRun:
 
     @classmethod
     def start(
-        cls, tracking_uri: str, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, str]
+        cls, tracking_uri: str, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, Any]
     ) -> TrialRun:
-        """Create a child run of `parent_run_id` with the trial tags (role and provenance added)."""
+        """Create a child run of `parent_run_id` with the trial tags (role and provenance added; any
+        value, converted by `as_strings`)."""
         client = MlflowClient(tracking_uri)
-        all_tags = {
-            MLFLOW_PARENT_RUN_ID: parent_run_id,
-            ROLE_TAG: "trial",
-            **provenance_tags(),
-            **tags,
-        }
+        all_tags = as_strings(
+            {
+                MLFLOW_PARENT_RUN_ID: parent_run_id,
+                ROLE_TAG: "trial",
+                **provenance_tags(),
+                **tags,
+            }
+        )
         run = client.create_run(experiment_id, tags=all_tags, run_name=name)
         return cls(tracking_uri, run.info.run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in as_strings(params).items()])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in as_strings(tags).items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer metric values at `step`; flushed every FLUSH_EVERY values and by `flush`/`end`."""

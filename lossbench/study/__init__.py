@@ -19,10 +19,15 @@ parallel work). `storage` may be an RDB URL (PostgreSQL/MySQL for several machin
 with a heartbeat, so trials of dead workers on any machine are failed, or a journal file path.
 
 Resume (rerunning the same command): COMPLETE cells are kept; a trial left RUNNING by a dead worker
-is failed (journal: its worker's pid, recorded with the host name, no longer exists on this host;
-RDB: missed heartbeats), its MLflow run is ended KILLED, and its cell is queued again; the new trial
-resumes training from the cell's checkpoint (`<root>/checkpoints/<study>/<cell>/`). A cell whose
-training diverged is final: FAIL with its reason, treated as missing by the statistics. Other
+is failed (on this host: its worker's pid no longer exists or belongs to a process started at
+another time, `liveness`; other hosts, RDB only: missed heartbeats), its MLflow run is ended KILLED,
+and its cell is queued again; the new trial resumes training from the cell's checkpoint (`<root>/checkpoints/<study>/<cell>/`, on the machine
+that ran it: a cell taken over by another machine restarts from step 0, see docs/cluster.md).
+
+Several machines (an RDB storage, docs/cluster.md): each runs the same command; when its workers find
+no queued cell while cells still run elsewhere, it waits (polling every `heartbeat_s`) and takes over
+the cells of machines that stop sending heartbeats, so every machine returns when the grid is done.
+A cell whose training diverged is final: FAIL with its reason, treated as missing by the statistics. Other
 failures (an exception, an interrupt) are retried by the next run. Resuming with other settings
 than the study was created with is refused.
 """
@@ -30,6 +35,7 @@ than the study was created with is refused.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +63,7 @@ from lossbench.study.queue import (
     open_storage,
     recover,
     sampler,
+    shared_and_running,
     storage_name,
 )
 from lossbench.study.results import load_results, load_study, results_frame, study_cells
@@ -97,12 +104,16 @@ class StudySummary:
     worker_errors: list[str] = field(default_factory=list)
 
 
+def _tracking_uri(config: StudyConfig, root: Path) -> str:
+    return config.tracking_uri or tracking.default_tracking_uri(root)
+
+
 def _open_study(config: StudyConfig, root: Path, fingerprint: str) -> optuna.Study:
     """Create or load the study; record its identity, or refuse other settings than recorded."""
     direction = "minimize" if DIRECTIONS[metric_key(config.objective)] == "min" else "maximize"
     study = optuna.create_study(
         study_name=config.name,
-        storage=open_storage(config.storage, root),
+        storage=open_storage(config.storage, root, config, _tracking_uri(config, root)),
         direction=direction,
         sampler=sampler(),
         load_if_exists=True,
@@ -120,7 +131,7 @@ def _start_tracking(
 ) -> tuple[str, str, str]:
     """The MLflow store, experiment and parent run of the study (reopened on resume), with the real
     features; returns (tracking URI, experiment id, parent run id)."""
-    tracking_uri = config.tracking_uri or tracking.default_tracking_uri(root)
+    tracking_uri = _tracking_uri(config, root)
     artifact_root = root / tracking.ARTIFACTS_DIR if config.tracking_uri is None else None
     experiment_id = tracking.init_experiment(tracking_uri, config.name, artifact_root)
     parent_run_id = tracking.study_run(
@@ -166,6 +177,10 @@ def run_study(
     try:
         mlflow_ids = (tracking_uri, experiment_id, parent_run_id)
         errors = run_workers(study, config, root, mlflow_ids, data, cell_fn, progress)
+        while not errors and shared_and_running(study, config):  # other machines' cells: wait, take over
+            time.sleep(config.heartbeat_s)
+            recover(study, tracking_uri, experiment_id)
+            errors = run_workers(study, config, root, mlflow_ids, data, cell_fn, progress)
     except BaseException as e:
         error = e
         raise

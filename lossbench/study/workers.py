@@ -68,7 +68,7 @@ def _worker_main(job: _Job) -> None:
     try:
         study = optuna.load_study(
             study_name=config.name,
-            storage=open_storage(config.storage, job.objective.root),
+            storage=open_storage(config.storage, job.objective.root, config, job.objective.tracking_uri),
             sampler=sampler(job.index),
         )
         if _work_left(study):
