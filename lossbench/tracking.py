@@ -160,27 +160,38 @@ def init_experiment(tracking_uri: str, name: str, artifact_root: str | os.PathLi
     if experiment is not None:
         return experiment.experiment_id
     location = Path(artifact_root, name).resolve().as_uri() if artifact_root is not None else None
-    return client.create_experiment(name, artifact_location=location)
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:  # another machine created it at this moment
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
 
 
 def study_run(
     tracking_uri: str, experiment_id: str, study: str, params: Mapping[str, Any], tags: Mapping[str, Any]
 ) -> str:
-    """The id of the study's parent run, created on first call and reopened (RUNNING) on resume."""
+    """The id of the study's parent run, created on first call and reopened (RUNNING) on resume; of
+    two machines creating it at once, both end up with the first one (by start time, then id)."""
     client = MlflowClient(tracking_uri)
-    found = client.search_runs(
-        [experiment_id],
-        _study_filter(study),
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-    )
-    if found:
-        run_id = found[0].info.run_id
+
+    def first() -> str | None:
+        order = ["attributes.start_time ASC", "attributes.run_id ASC"]
+        found = client.search_runs([experiment_id], _study_filter(study), max_results=1, order_by=order)
+        return found[0].info.run_id if found else None
+
+    run_id = first()
+    if run_id is not None:
         client.update_run(run_id, status="RUNNING")
     else:
         all_tags = as_strings({ROLE_TAG: "study", STUDY_TAG: study, **tags})
-        run_id = client.create_run(experiment_id, tags=all_tags, run_name=study).info.run_id
-        client.log_batch(run_id, params=[Param(k, v) for k, v in as_strings(params).items()])
+        mine = client.create_run(experiment_id, tags=all_tags, run_name=study).info.run_id
+        run_id = first()
+        if run_id != mine:  # another machine created the study's run at the same time: the first one wins
+            client.delete_run(mine)
+        else:
+            client.log_batch(run_id, params=[Param(k, v) for k, v in as_strings(params).items()])
     all_tags = as_strings({**tags, **provenance_tags()})
     client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
     return run_id

@@ -7,7 +7,8 @@ doubling to 10 s), for at most `retry_s` seconds; then it raises StorageUnavaila
 it has given up, later calls are tried once until one succeeds, so a worker stops promptly. A heartbeat
 is never raised from: Optuna's heartbeat thread would die with a traceback; it simply tries again at
 the next interval. Retried writes are safe when the failed attempt was not committed, the usual case
-(a connection lost between commit and acknowledgement is not distinguished).
+(a connection lost between commit and acknowledgement is not distinguished). Two machines creating
+Optuna's tables in a fresh database at once collide; the loser opens the storage again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
 
 from lossbench.errors import StorageUnavailable
 
@@ -75,7 +76,11 @@ class RetryingRDBStorage(RDBStorage):
         self.retry_s = retry_s
         self._gave_up = False
         engine_kwargs = {"pool_pre_ping": True, **kwargs.pop("engine_kwargs", {})}
-        _retrying(RDBStorage.__init__)(self, url, engine_kwargs=engine_kwargs, **kwargs)
+        try:
+            RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
+        except (IntegrityError, ProgrammingError):  # another machine created the tables at this moment
+            time.sleep(FIRST_DELAY_S)
+            RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
