@@ -191,15 +191,18 @@ def test_two_machines_share_one_grid_each_cell_once(postgres, mlflow_url, tmp_pa
 @pytest.mark.servers
 def test_a_machine_killed_mid_trial_is_taken_over(postgres, mlflow_url, tmp_path):
     url = postgres.create_database("kill")
-    victim = _machine(tmp_path / "a", "machine-a", url, mlflow_url, "kill")
-    running = _poll(url, "kill", TrialState.RUNNING, 1)  # A's first cell, once its MLflow run exists
-    survivor = _machine(tmp_path / "b", "machine-b", url, mlflow_url, "kill")
+    hosts = ("machine-a", "machine-b")
+    victim, survivor = [_machine(tmp_path / h, h, url, mlflow_url, "kill") for h in hosts]
+    busy: set[str] = set()
+    while busy != set(hosts):  # both at work, A in a cell whose MLflow run exists
+        running = _poll(url, "kill", TrialState.RUNNING, 1)
+        busy = {t.user_attrs["host"] for t in running}
+    (dead,) = [t for t in running if t.user_attrs["host"] == "machine-a"]
     os.killpg(victim.pid, signal.SIGKILL)
     killed_at = time.time()
     victim.wait()
     _wait([survivor])
     trials, _ = _check_grid(url, mlflow_url, "kill")
-    (dead,) = running
     assert trials[dead.number].state == TrialState.FAIL
     assert MlflowClient(mlflow_url).get_run(dead.user_attrs["mlflow_run_id"]).info.status == "KILLED"
     (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
