@@ -14,16 +14,19 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from mlflow import MlflowClient
+from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from lossbench import tracking
 from lossbench.config import StudyConfig
-from lossbench.errors import ConfigError
-from lossbench.study import grid_cells, open_storage
+from lossbench.errors import ConfigError, StorageUnavailable
+from lossbench.study import grid_cells, open_storage, rdb
 from lossbench.study.grid import Cell
 from lossbench.study.liveness import HOST_ENV, Worker, current_worker
 from lossbench.study.queue import enqueue, recover, trial_cell
@@ -75,6 +78,39 @@ def test_a_reused_pid_is_a_dead_worker_and_its_cell_is_requeued_once(tmp_path):
     assert client.get_run(live_run).info.status == "RUNNING"
     (retry,) = [t for t in trials if t.state == TrialState.WAITING]
     assert retry.user_attrs["retry_of"] == dead.number and trial_cell(retry) == Cell("bce", 1.0, 0)
+
+
+def test_storage_retries_an_unreachable_database_then_gives_up_in_one_line(monkeypatch):
+    monkeypatch.setattr(rdb, "FIRST_DELAY_S", 0.01)
+    calls = []
+
+    def flaky(self, n):
+        calls.append(n)
+        if len(calls) < 3:
+            raise StorageInternalError("commit") from OperationalError("SELECT 1", {}, Exception("refused"))
+        return n
+
+    def down(self):
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    def invalid(self):
+        raise StorageInternalError("value too long") from ValueError("too long")
+
+    storage = SimpleNamespace(retry_s=0.2)
+    assert rdb._retrying(flaky)(storage, 5) == 5 and len(calls) == 3
+    with pytest.raises(StorageInternalError):  # not a lost connection: not retried
+        rdb._retrying(invalid)(storage)
+    start = time.monotonic()
+    with pytest.raises(StorageUnavailable, match=r"did not answer for 0.2 s \(.*server closed"):
+        rdb._retrying(down)(storage)
+    assert 0.1 < time.monotonic() - start < 2
+    start = time.monotonic()
+    with pytest.raises(StorageUnavailable):  # once given up, one try until a call succeeds
+        rdb._retrying(down)(storage)
+    assert time.monotonic() - start < 0.05
+    assert rdb._retrying(lambda self: 7)(storage) == 7 and storage._gave_up is False
+    calls.clear()
+    assert rdb._retrying(flaky)(storage, 1) == 1 and len(calls) == 3  # back: retried again
 
 
 def test_heartbeat_settings_are_checked():
