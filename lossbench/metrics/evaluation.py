@@ -63,8 +63,10 @@ class EvalState:
     `device`), loaded networks, the feature and real-data caches, and the outputs besides the
     scores (`settings`, `provenance`, `timings`)."""
 
-    def __init__(self, real: ImageDataset, config: EvalConfig, device: str) -> None:
-        self.real, self.config, self.device = real, config, device
+    def __init__(
+        self, real: ImageDataset, config: EvalConfig, device: str, heldout: ImageDataset | None = None
+    ) -> None:
+        self.real, self.config, self.device, self.heldout = real, config, device, heldout
         self.fakes = torch.empty(0, dtype=torch.uint8)
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
         self.data_key = {"dataset": real.fingerprint, "resolution": real.images.shape[-1]}
@@ -160,11 +162,17 @@ def _weights_kind(settings: Settings) -> str:
 
 
 def evaluate(
-    fake: nn.Module | torch.Tensor, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+    fake: nn.Module | torch.Tensor,
+    real: ImageDataset,
+    config: EvalConfig,
+    device: str = "cpu",
+    heldout: ImageDataset | None = None,
 ) -> EvalResult:
-    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`."""
+    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` (the training images) with
+    `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
+    metrics that need one (copy detection)."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
-    state = EvalState(real, config, device)
+    state = EvalState(real, config, device, heldout)
     for metric in metrics:
         metric.setup(state)
     if isinstance(fake, nn.Module):
@@ -172,8 +180,14 @@ def evaluate(
             fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
     state.fakes = _check_fakes(fake, real)
     state.settings.update(
-        resolution=real.images.shape[-1], seed=config.seed, n_fake=len(state.fakes), n_real=len(real.images)
+        resolution=real.images.shape[-1],
+        seed=config.seed,
+        n_fake=len(state.fakes),
+        n_real=len(real.images),
+        real_fingerprint=real.fingerprint[:16],
     )
+    if heldout is not None:
+        state.settings.update(n_heldout=len(heldout), heldout_fingerprint=heldout.fingerprint[:16])
     scores: dict[str, float] = {}
     for metric in metrics:
         with state.timed(metric.name):

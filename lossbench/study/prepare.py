@@ -55,12 +55,12 @@ def _check_weights(config: StudyConfig) -> None:
 
 
 def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
-    """Validate, resolve the data spec and cache folder, check weight files, load the data.
+    """Validate, resolve the data spec and cache folder, check weight files, load and split the data.
 
-    Returns the resolved config and the `lossbench.data.ImageDataset`; nothing is recorded yet."""
+    Returns the resolved config and the `lossbench.data.split.Split`; nothing is recorded yet."""
     validate(config)
-    from lossbench.data import load_dataset
     from lossbench.data.busi import resolve_data_spec
+    from lossbench.data.split import load_split
 
     config = dataclasses.replace(
         config,
@@ -68,12 +68,12 @@ def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
         eval=dataclasses.replace(config.eval, cache_dir=config.eval.cache_dir or str(root / "feature-cache")),
     )
     _check_weights(config)
-    data = load_dataset(config.data.spec, config.data.resolution, config.data.classes)
-    return config, data
+    return config, load_split(config.data)
 
 
-def preflight(config: StudyConfig, data: Any) -> EvalResult:
-    """Evaluate real images as if they were fakes: loads every network (a missing weight file fails
-    here, once, in the parent) and fills the real-data cache before the workers start."""
-    fakes = data.images[torch.arange(config.eval.n_fake) % len(data.images)]
-    return evaluate(fakes, data, config.eval, device=config.devices[0])
+def preflight(config: StudyConfig, split: Any) -> EvalResult:
+    """Evaluate training images as if they were fakes: loads every network (a missing weight file
+    fails here, once, in the parent) and fills the real-data cache before the workers start."""
+    train = split.train
+    fakes = train.images[torch.arange(config.eval.n_fake) % len(train.images)]
+    return evaluate(fakes, train, config.eval, device=config.devices[0], heldout=split.heldout)
