@@ -75,12 +75,6 @@ def study(
     storage: str | None = options.STORAGE,
     tracking_uri: str | None = options.TRACKING_URI,
     workers: int | None = typer.Option(None, "--workers", help="Worker processes."),
-    heartbeat_s: int | None = typer.Option(
-        None, "--heartbeat-s", help="RDB storage: seconds between a worker's heartbeats (default 60)."
-    ),
-    grace_s: int | None = typer.Option(
-        None, "--grace-s", help="RDB storage: seconds without heartbeat before a cell is taken over (180)."
-    ),
     devices: str | None = typer.Option(None, "--devices", help="cpu, or cuda:0,cuda:1 (round-robin)."),
     root: Path = options.ROOT,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
@@ -118,8 +112,6 @@ def study(
         "storage": storage,
         "tracking_uri": tracking_uri,
         "workers": workers,
-        "heartbeat_s": heartbeat_s,
-        "grace_s": grace_s,
         "devices": parse_name_list(devices, "device") if devices is not None else None,
     }
     from lossbench.config import parse_assignments
