@@ -25,7 +25,7 @@ from sqlalchemy.exc import OperationalError
 
 from lossbench import tracking
 from lossbench.config import StudyConfig
-from lossbench.errors import ConfigError, StorageUnavailable
+from lossbench.errors import ConfigError, StorageUnavailable, lossbench_error_in
 from lossbench.study import grid_cells, open_storage, rdb
 from lossbench.study.grid import Cell
 from lossbench.study.liveness import HOST_ENV, Worker, current_worker
@@ -111,6 +111,17 @@ def test_storage_retries_an_unreachable_database_then_gives_up_in_one_line(monke
     assert rdb._retrying(lambda self: 7)(storage) == 7 and storage._gave_up is False
     calls.clear()
     assert rdb._retrying(flaky)(storage, 1) == 1 and len(calls) == 3  # back: retried again
+
+
+def test_a_worker_finds_our_error_behind_the_one_optuna_raises_while_handling_it():
+    try:
+        try:
+            raise StorageUnavailable("the study database did not answer for 4 s")
+        except StorageUnavailable:
+            raise UnboundLocalError("updated_state") from None  # Optuna's tell, when get_trial fails too
+    except UnboundLocalError as e:
+        assert str(lossbench_error_in(e)).startswith("the study database did not answer")
+    assert lossbench_error_in(ValueError("other")) is None
 
 
 def test_heartbeat_settings_are_checked():
