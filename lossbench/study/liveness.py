@@ -31,7 +31,8 @@ def host_name() -> str:
 
 
 def start_time(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch, rounded to 10 ms); None when it does not exist."""
+    """When process `pid` started (seconds since the epoch, rounded to 10 ms); None when it does not
+    exist; psutil.AccessDenied where the system hides it."""
     try:
         return round(psutil.Process(pid).create_time(), 2)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
@@ -76,7 +77,10 @@ class Worker:
         """Whether this worker still runs: None for another host's worker (use the heartbeat)."""
         if self.host != host_name():
             return None
-        now = start_time(self.pid)
+        try:
+            now = start_time(self.pid)
+        except psutil.AccessDenied:  # another user's process (some systems): it exists, start unknown
+            return True
         return now is not None and (self.started is None or now == self.started)
 
 
