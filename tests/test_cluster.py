@@ -124,6 +124,20 @@ def test_a_worker_finds_our_error_behind_the_one_optuna_raises_while_handling_it
     assert lossbench_error_in(ValueError("other")) is None
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://me:secret@127.0.0.1:1/x", r"cannot open .*me:\*\*\*@127.0.0.1:1/x: .*refused"),
+        ("notadb://x", "cannot open the study database notadb://x"),
+    ],
+)
+def test_an_unreachable_or_unknown_database_is_one_line_without_the_password(url, message):
+    pytest.importorskip("psycopg")
+    with pytest.raises(StorageUnavailable, match=message) as caught:
+        open_storage(url)
+    assert "secret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
 def test_heartbeat_settings_are_checked():
     with pytest.raises(ConfigError, match="grace_s"):
         StudyConfig(heartbeat_s=10, grace_s=10)

@@ -16,12 +16,20 @@ from __future__ import annotations
 import functools
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from optuna.exceptions import StorageInternalError
+from optuna.exceptions import ExperimentalWarning, StorageInternalError
 from optuna.storages import RDBStorage
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, ProgrammingError
+from sqlalchemy import make_url
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+)
 
 from lossbench.errors import StorageUnavailable
 
@@ -59,6 +67,19 @@ _CALLS = (
 )
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _shown(url: str) -> str:
+    """`url` without its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def _unreachable(error: BaseException) -> BaseException | None:
     """The connection error behind `error` (itself or its cause), or None for any other error."""
     seen: BaseException | None = error
@@ -77,10 +98,20 @@ class RetryingRDBStorage(RDBStorage):
         self._gave_up = False
         engine_kwargs = {"pool_pre_ping": True, **kwargs.pop("engine_kwargs", {})}
         try:
-            RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
-        except (IntegrityError, ProgrammingError):  # another machine created the tables at this moment
-            time.sleep(FIRST_DELAY_S)
-            RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                try:
+                    RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
+                except (IntegrityError, ProgrammingError):  # another machine created the tables just now
+                    time.sleep(FIRST_DELAY_S)
+                    RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
+        except ImportError:
+            raise StorageUnavailable(
+                f"no database driver for {_shown(url)} (PostgreSQL: pip install 'lossbench[postgres]')"
+            ) from None
+        except (OperationalError, InterfaceError, ArgumentError) as e:
+            where = _shown(url)
+            raise StorageUnavailable(f"cannot open the study database {where}: {_first_line(e)}") from None
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -103,9 +134,8 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                     raise
                 if time.monotonic() + delay > deadline:
                     self._gave_up = True
-                    first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
                     raise StorageUnavailable(
-                        f"the study database did not answer for {self.retry_s:g} s ({first})"
+                        f"the study database did not answer for {self.retry_s:g} s ({_first_line(cause)})"
                     ) from None
                 time.sleep(delay)
                 delay = min(2 * delay, MAX_DELAY_S)
