@@ -186,6 +186,7 @@ def _machine(folder: Path, host: str, url: str, mlflow_url: str, name: str) -> s
     """`cluster_machine.main` in `folder` as host `host`: its own process group (parent + workers)."""
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, HOST_ENV: host, "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}", "OMP_NUM_THREADS": "1"}
+    env["PYTHONFAULTHANDLER"] = "1"  # a crash in C (seen once: SIGABRT during a restart) shows its stacks
     argv = [sys.executable, "-c", "import cluster_machine; cluster_machine.main()", url, mlflow_url, name]
     out = (folder / "out.log").open("w")
     return subprocess.Popen(
