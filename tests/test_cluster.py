@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, PendingRollbackError
 
 from lossbench import tracking
 from lossbench.config import StudyConfig
@@ -96,8 +96,23 @@ def test_storage_retries_an_unreachable_database_then_gives_up_in_one_line(monke
     def invalid(self):
         raise StorageInternalError("value too long") from ValueError("too long")
 
+    def rolled_back(self):  # seen in a PostgreSQL restart: the rollback itself fails
+        calls.append(0)
+        if len(calls) < 2:
+            try:
+                raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+            except OperationalError:
+                try:
+                    raise PendingRollbackError("Can't reconnect until invalid transaction is rolled back")  # noqa: B904
+                except PendingRollbackError as e:
+                    raise StorageInternalError("commit") from e
+        return "ok"
+
     storage = SimpleNamespace(retry_s=0.2)
     assert rdb._retrying(flaky)(storage, 5) == 5 and len(calls) == 3
+    calls.clear()
+    assert rdb._retrying(rolled_back)(storage) == "ok" and len(calls) == 2
+    calls.clear()
     with pytest.raises(StorageInternalError):  # not a lost connection: not retried
         rdb._retrying(invalid)(storage)
     start = time.monotonic()

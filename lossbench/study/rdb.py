@@ -81,12 +81,13 @@ def _shown(url: str) -> str:
 
 
 def _unreachable(error: BaseException) -> BaseException | None:
-    """The connection error behind `error` (itself or its cause), or None for any other error."""
+    """The connection error behind `error` (itself, its cause or context: a lost connection may
+    surface as a PendingRollbackError raised while rolling back), or None for any other error."""
     seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, (OperationalError, InterfaceError)):
+    for _ in range(10):
+        if seen is None or isinstance(seen, (OperationalError, InterfaceError)):
             return seen
-        seen = seen.__cause__
+        seen = seen.__cause__ or seen.__context__
     return None
 
 
@@ -137,6 +138,8 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                     raise StorageUnavailable(
                         f"the study database did not answer for {self.retry_s:g} s ({_first_line(cause)})"
                     ) from None
+                if isinstance(self, RDBStorage):
+                    self.remove_session()  # this thread's session holds the dead connection's transaction
                 time.sleep(delay)
                 delay = min(2 * delay, MAX_DELAY_S)
                 continue
