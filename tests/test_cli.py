@@ -53,6 +53,37 @@ def test_help_does_not_import_heavy_libraries():
     assert done.stderr.strip().splitlines()[-1] == "[0, 0, 0] []"
 
 
+QUICK_ANSWERS = [
+    (["study", "--losses", "wgangp", "--loss-param", "wgangp.nope=1"], "has no parameter nope"),
+    (["study", "--losses", "wgangp,wgangp"], "must not repeat"),
+    (["study", "--objective", "nope"], "unknown objective"),
+    (["train", "--out", "{tmp}/o", "--data", "phantom", "--loss-param", "nope=1"], "has no parameter nope"),
+    (["study", "status", "nosuch", "--root", "{tmp}"], "no study named 'nosuch'"),
+    (["study", "export", "nosuch", "--out", "{tmp}/x.csv", "--root", "{tmp}"], "no study named 'nosuch'"),
+    (["study", "status", "other", "--root", "{tmp}/none"], "no study storage at"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, message", QUICK_ANSWERS, ids=[" ".join(a[:2]) + " " + m for a, m in QUICK_ANSWERS]
+)
+def test_bad_input_answered_before_heavy_imports(args, message, tmp_path):
+    """A typo is rejected before torch, optuna or mlflow is imported (benchmarks/cli_latency.py times it)."""
+    (tmp_path / "optuna-journal.log").write_text(
+        '{"op_code":0,"worker_id":"w","study_name":"other","directions":[1]}\n'
+    )
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = (
+        "import sys\nfrom lossbench.cli import main\n"
+        f"code = main({args!r})\n"
+        "print(code, sorted(m for m in ('torch', 'optuna', 'mlflow') if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    *lines, last = done.stderr.strip().splitlines()
+    assert last == "2 []", done.stderr
+    assert len(lines) == 1 and message in lines[0], done.stderr
+
+
 BAD_INPUT = [
     (["losses", "show", "nope"], "unknown loss 'nope'"),
     (

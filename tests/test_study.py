@@ -371,3 +371,41 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_limits_torch_and_blas_threads_and_selects_its_cuda_device(monkeypatch):
+    """numpy's BLAS ignores torch.set_num_threads: the worker limits both, and sets its CUDA device."""
+    import threadpoolctl
+    import torch
+
+    from lossbench.study.workers import limit_threads_and_select
+
+    selected = []
+    monkeypatch.setattr(torch.cuda, "set_device", selected.append)
+    threads = torch.get_num_threads()
+    wider = threadpoolctl.threadpool_limits(limits=2, user_api="blas")  # as if OMP_NUM_THREADS were unset
+    limiter = limit_threads_and_select(1, "cuda:1")
+    try:
+        assert torch.get_num_threads() == 1
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+        assert selected == [torch.device("cuda:1")]
+        limit_threads_and_select(1, "cpu").restore_original_limits()
+        assert len(selected) == 1
+    finally:
+        limiter.restore_original_limits()
+        wider.restore_original_limits()
+        torch.set_num_threads(threads)
+
+
+def test_preflight_fills_the_cache_and_releases_its_networks(tmp_path):
+    from lossbench.data.split import load_split
+    from lossbench.metrics import diversity, fidelity
+    from lossbench.study.prepare import preflight
+
+    config = tiny("release")
+    config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, cache_dir=str(tmp_path)))
+    result = preflight(config, load_split(config.data))
+    assert result.provenance["fid_cache"] == "miss" and any(tmp_path.iterdir())
+    assert fidelity._build.cache_info().currsize == 0
+    assert diversity._lpips.cache_info().currsize == 0

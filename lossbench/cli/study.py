@@ -12,8 +12,9 @@ import typer
 
 from lossbench.cli import options
 from lossbench.cli.train import parse_loss_params
-from lossbench.config import StudyConfig, parse_float_list, parse_int_list, parse_name_list
+from lossbench.config import StudyConfig, parse_assignments, parse_float_list, parse_int_list, parse_name_list
 from lossbench.errors import ConfigError
+from lossbench.progress import stage
 
 study_app = typer.Typer(
     invoke_without_command=True,
@@ -85,12 +86,8 @@ def study(
     """Run or resume a study; rerunning the same command continues where it stopped."""
     if ctx.invoked_subcommand is not None:
         return
-    import optuna
+    from lossbench.study_config import load_study_config, validate, with_overrides
 
-    from lossbench.study import run_study
-    from lossbench.study_config import load_study_config, with_overrides
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     base = load_study_config(config) if config is not None else StudyConfig()
     overrides = {
         "name": name,
@@ -114,10 +111,15 @@ def study(
         "workers": workers,
         "devices": parse_name_list(devices, "device") if devices is not None else None,
     }
-    from lossbench.config import parse_assignments
+    config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
+    validate(config)  # before torch, optuna and mlflow are imported: a typo is answered at once
+    stage("loading torch, optuna and mlflow", progress)
+    import optuna
 
-    study_config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
-    summary = run_study(study_config, root=root, progress=progress)
+    from lossbench.study import run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    summary = run_study(config, root=root, progress=progress)
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
     typer.echo(f"optuna storage: {summary.storage}")
@@ -142,6 +144,9 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
+    from lossbench.study.journal import check_study_named
+
+    check_study_named(name, storage, root)  # before optuna is imported
     from lossbench.study import load_study, study_cells
 
     study = load_study(name, storage, root)
@@ -177,6 +182,9 @@ def export(
     root: Path = options.ROOT,
 ) -> None:
     """One CSV row per COMPLETE trial: study, trial, loss, lambda, seed, state, run_id, every metric."""
+    from lossbench.study.journal import check_study_named
+
+    check_study_named(name, storage, root)  # before optuna is imported
     from lossbench.study import results_frame
 
     frame = results_frame(name, storage, root)

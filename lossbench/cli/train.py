@@ -31,6 +31,8 @@ from lossbench.config import (
     with_overrides,
 )
 from lossbench.errors import ConfigError
+from lossbench.losses import get_loss
+from lossbench.progress import stage
 
 DEFAULTS = TrainConfig()
 
@@ -133,10 +135,6 @@ def train(
     progress: bool | None = _option("--progress/--no-progress"),
 ) -> None:
     """Train DGAN-WP-TL with one adversarial loss and one λ; write checkpoint, samples, curves, config."""
-    from lossbench.data.split import load_split
-    from lossbench.train import LOSS_CURVES, plot_history
-    from lossbench.train import train as run_training
-
     if config_file is None and data is None:
         raise ConfigError("give the dataset with --data SPEC (or a [data] table in --config FILE)")
     base = (
@@ -179,8 +177,16 @@ def train(
     }
     run = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
     config = run.train
+    get_loss(config.loss, **config.loss_params)  # before torch is imported: a typo is answered at once
+    shown = config.progress
+    stage(f"loading data {run.data.spec!r} at {run.data.resolution} px", shown)
+    from lossbench.data.split import load_split
+    from lossbench.train import LOSS_CURVES, plot_history
+    from lossbench.train import train as run_training
+
     split = load_split(run.data)
     dataset = split.train
+    stage(f"building networks, then {config.steps} steps of {config.loss}", shown)
     result = run_training(dataset, config, out, resume=resume)
     loss, lam, seed = config.loss, config.lam, config.seed
     curves = plot_history(result.history, out / LOSS_CURVES, title=f"{loss}, λ = {lam:g}, seed {seed}")

@@ -210,3 +210,12 @@ def evaluate(
         real_features=fid_features[1].numpy() if fid_features else None,
         timings=state.timings,
     )
+
+
+def release_networks() -> None:
+    """Drop the feature networks kept between evaluations (extractors, LPIPS) and, on CUDA, the
+    memory they held: a study's parent calls it after its preflight, before its workers evaluate."""
+    fidelity._build.cache_clear()
+    diversity._lpips.cache_clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

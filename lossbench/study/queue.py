@@ -18,7 +18,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -29,10 +28,10 @@ from optuna.trial import FrozenTrial, TrialState
 from lossbench import tracking
 from lossbench.config import StudyConfig
 from lossbench.study.grid import Cell, grid_cells
+from lossbench.study.journal import journal_path
 from lossbench.study.liveness import Worker
 from lossbench.study.rdb import RetryingRDBStorage
 
-JOURNAL = "optuna-journal.log"
 READ_RETRY_S = 30  # how long a storage opened without a grace period (reading) retries the database
 #: Cell states, by precedence (the best trial of a cell decides its state).
 STATES = ("done", "running", "queued", "failed", "pruned", "pending")
@@ -42,7 +41,7 @@ CellStates = dict[Cell, tuple[str, FrozenTrial | None]]
 
 def is_rdb(storage: str | None) -> bool:
     """Whether `storage` is an RDB URL (heartbeats; may be shared by machines) rather than a journal."""
-    return bool(storage) and "://" in storage
+    return journal_path(storage, ".") is None
 
 
 def open_storage(
@@ -55,7 +54,8 @@ def open_storage(
     URL (`RetryingRDBStorage`). With the study's `config` an RDB storage records heartbeats every
     `config.heartbeat_s`, fails trials stale for `config.grace_s` (then `Requeue` on `tracking_uri`)
     and retries an unreachable database for `config.grace_s`; without it, it only reads and writes."""
-    if is_rdb(storage):
+    path = journal_path(storage, root)
+    if path is None:
         if config is None:
             return RetryingRDBStorage(storage, READ_RETRY_S)
         return RetryingRDBStorage(
@@ -65,14 +65,13 @@ def open_storage(
             grace_period=config.grace_s,
             heartbeat_stale_trial_callback=Requeue(tracking_uri) if tracking_uri else None,
         )
-    path = Path(storage) if storage else Path(root) / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
 
 def storage_name(storage: str | None, root: str | os.PathLike) -> str:
     """Where the study's trials are stored, as shown to the user."""
-    return storage or str(Path(root) / JOURNAL)
+    return storage or str(journal_path(storage, root))
 
 
 def sampler(seed: int = 0) -> optuna.samplers.BaseSampler:

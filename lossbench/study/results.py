@@ -12,7 +12,8 @@ from optuna.trial import FrozenTrial, TrialState
 from lossbench import tracking
 from lossbench.errors import ConfigError, DataError
 from lossbench.study.grid import Cell, cells_of
-from lossbench.study.queue import JOURNAL, METRIC_ATTR, cell_states, open_storage, trial_cell
+from lossbench.study.journal import check_study_named, journal_path
+from lossbench.study.queue import METRIC_ATTR, cell_states, open_storage, trial_cell
 
 #: The first columns of a results table, before the metrics and the `setting.*` columns.
 RESULT_COLUMNS = ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
@@ -20,11 +21,8 @@ RESULT_COLUMNS = ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
 
 def load_study(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> optuna.Study:
     """An existing study; ConfigError (one line) naming the storage and the studies it holds."""
-    where = storage or Path(root) / JOURNAL
-    if storage is None and not where.exists():
-        raise ConfigError(
-            f"no study storage at {where}; run 'lossbench study' first, or pass --root or --storage"
-        )
+    check_study_named(name, storage, root)
+    where = storage or journal_path(storage, root)
     opened = open_storage(storage, root)
     try:
         return optuna.load_study(study_name=name, storage=opened)
