@@ -35,6 +35,13 @@ def load_study_config(path: str | os.PathLike) -> StudyConfig:
     return study_config_from_dict(cfg.load_toml(path, "study"), str(path))
 
 
+def load_preset(name: str) -> StudyConfig:
+    """The study preset `name` shipped with the package (`lossbench.presets`)."""
+    from lossbench.presets import preset_text
+
+    return study_config_from_dict(cfg.tomllib.loads(preset_text(name)), f"preset {name!r}")
+
+
 def with_overrides(config: StudyConfig, overrides: Mapping[str, Any]) -> StudyConfig:
     """A copy of `config` with dotted keys replaced (`"train.steps": 5`, `"losses": (...)`).
 

@@ -19,14 +19,16 @@ HELP = [
     (["data", "phantom"], ["--n", "--resolution", "--seed", "--grid"]),
     (["weights", "status"], ["--weights-dir", weights.ENV_VAR]),
     (["weights", "import"], ["src", "--dest"]),
+    (["weights", "fetch"], ["--config", "--all", "--dest", "--weights-dir"]),
     (["losses", "list"], []),
     (["losses", "show"], ["name"]),
     (["train"], ["--loss", "--lambda", "--data", "--out", "--weights-dir", "--random-weights", "--device"]),
     (["evaluate"], ["--checkpoint", "--fake", "--data", "--metrics", "--weights-dir", "--random-weights"]),
-    (["study"], ["--losses", "--lambdas", "--seeds", "--classes", "--storage", "--root", "--tracking-uri"]),
+    (["study"], ["--losses", "--lambdas", "--seeds", "--classes", "--storage", "--root", "--preset"]),
+    (["study"], ["[default: wgangp,bce]", "[default: 0.5,3,5,7,10]", "[default: 2000]", "--weights-dir"]),
     (["study", "status"], ["--storage", "--root"]),
     (["study", "export"], ["--out", "--storage", "--root"]),
-    (["stats"], ["--metric", "--alpha", "--paired", "--correction", "--bootstrap", "--format", "--seed"]),
+    (["stats"], ["--metric", "--alpha", "--paired", "--unpaired", "--correction", "--format", "--power"]),
     (["report"], ["--out", "--alpha", "--paired", "--correction", "--bootstrap", "--root", "--tracking-uri"]),
 ]
 
@@ -158,3 +160,24 @@ def test_an_interrupted_command_says_so_and_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(weights, "status", interrupted)
     assert main(["weights", "status"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_version(capsys):
+    import lossbench
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"lossbench {lossbench.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [["train"], ["study"], ["stats"], ["evaluate"]])
+def test_flags_take_no_value_in_help(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main([*command, "--help"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "<bool>" in line]
+    assert [line for line in lines if "--help" not in line] == []  # typer's own --help aside
+
+
+def test_unknown_preset_is_one_line(capsys):
+    assert main(["study", "--preset", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: unknown preset 'huge' (choose from tiny)\n"

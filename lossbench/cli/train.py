@@ -102,7 +102,9 @@ def train(
     split_seed: int | None = options.SPLIT_SEED,
     steps: int | None = _option("--steps", "Generator steps."),
     seed: int | None = _option("--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt if it exists."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from OUT/checkpoint.pt if it exists.", metavar=""
+    ),
     batch_size: int | None = _option("--batch-size"),
     n_critic: int | None = typer.Option(
         None, "--n-critic", help="Critic steps per generator step. \\[default: the loss's]"
@@ -132,7 +134,7 @@ def train(
     random_weights: bool = options.RANDOM_WEIGHTS,
     weights_dir: str | None = options.WEIGHTS_DIR,
     device: str | None = _option("--device", "cpu, cuda, cuda:1, ..."),
-    progress: bool | None = _option("--progress/--no-progress"),
+    progress: bool | None = _option("--progress/--no-progress", metavar=""),
 ) -> None:
     """Train DGAN-WP-TL with one adversarial loss and one λ; write checkpoint, samples, curves, config."""
     if config_file is None and data is None:
@@ -199,6 +201,8 @@ def train(
     typer.echo(f"checkpoint  {result.checkpoint}")
     typer.echo(f"samples     {result.sample_grid}")
     typer.echo(f"curves      {curves}")
+    random = " --random-weights" if result.perceptual_weights == "random" else ""
+    typer.echo(f"next: lossbench evaluate --checkpoint {result.checkpoint} --data {run.data.spec}{random}")
 
 
 def register(app: typer.Typer) -> None:

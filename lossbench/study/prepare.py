@@ -14,17 +14,33 @@ from lossbench.metrics.evaluation import EvalResult, evaluate, release_networks
 from lossbench.study_config import validate
 
 
-def _check_weights(config: StudyConfig) -> None:
-    """Fail fast, before any data is loaded, when a pretrained file the study needs is absent."""
+def study_weights(config: StudyConfig) -> list[str]:
+    """Keys of `lossbench.weights.WEIGHTS` the study needs: its perceptual network (unless random or
+    unused) and every evaluation network."""
     from lossbench.metrics import required_weights
-    from lossbench.weights import WEIGHTS, find_weights
+    from lossbench.weights import WEIGHTS
 
-    train, ev = config.train, config.eval
+    train = config.train
     uses_perceptual = train.perceptual != "none" and any(lam > 0 for lam in config.lambdas)
-    if uses_perceptual and not train.random_weights and train.perceptual in WEIGHTS:
-        find_weights(train.perceptual, train.weights_dir)
-    for key in required_weights(ev):
-        find_weights(key, ev.weights_dir)
+    keys = (
+        [train.perceptual]
+        if uses_perceptual and not train.random_weights and train.perceptual in WEIGHTS
+        else []
+    )
+    return list(dict.fromkeys(keys + required_weights(config.eval)))
+
+
+def _check_weights(config: StudyConfig) -> None:
+    """Fail fast, before any data is loaded, naming every pretrained file the study lacks at once."""
+    from lossbench.errors import MissingWeightsError
+    from lossbench.weights import find_weights, missing_message
+
+    keys = study_weights(config)
+    message = missing_message(keys, config.train.weights_dir or config.eval.weights_dir)
+    if message:
+        raise MissingWeightsError(message)
+    for key in keys:  # present: verify the digests
+        find_weights(key, config.train.weights_dir or config.eval.weights_dir)
 
 
 def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:

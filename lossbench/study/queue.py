@@ -1,8 +1,9 @@
 """The trial queue: Optuna storage, the state of each cell, queueing pending cells, recovering the
 trials of dead workers.
 
-A cell is queued as a WAITING trial with fixed parameters and the user attributes `queued`, `loss`,
-`lambda`, `seed` (and `retry_of`, the trial it retries). A worker takes a WAITING trial with
+A cell is queued as a WAITING trial with fixed parameters `loss` (categorical) and `lambda` (a float
+distribution, so plots order it) and the user attributes `queued`, `loss`, `lambda`, `seed` (and
+`retry_of`, the trial it retries); the seed is no parameter. A worker takes a WAITING trial with
 Optuna's atomic WAITING -> RUNNING transition, so two workers never take the same queued trial.
 
 A RUNNING trial whose worker died is failed, its MLflow run ended KILLED and its cell queued again:
@@ -143,9 +144,11 @@ def shared_and_running(study: optuna.Study, config: StudyConfig) -> bool:
 
 
 def enqueue(study: optuna.Study, cell: Cell, **user_attrs: Any) -> None:
-    """Queue `cell` as a WAITING trial with fixed parameters."""
-    params = {"loss": cell.loss, "lambda": cell.lam, "seed": cell.seed}
-    study.enqueue_trial(params, user_attrs={"queued": True, **params, **user_attrs})
+    """Queue `cell` as a WAITING trial with fixed parameters loss and lambda; the seed is a replicate,
+    not a parameter (Optuna's importance and best trial are about loss and lambda), and is a user
+    attribute like the loss and lambda the queue reads back (`trial_cell`)."""
+    params = {"loss": cell.loss, "lambda": cell.lam}
+    study.enqueue_trial(params, user_attrs={"queued": True, **params, "seed": cell.seed, **user_attrs})
 
 
 def enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:

@@ -70,6 +70,45 @@ def results_frame(name: str, storage: str | None = None, root: str | os.PathLike
     return frame.sort_values(["loss", "lambda", "seed"], ignore_index=True)
 
 
+_REASONS = {
+    "running": "still running",
+    "queued": "queued, not started",
+    "pending": "not run yet",
+    "pruned": "pruned",
+    "failed": "failed",
+}
+
+
+def cell_problems(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> pd.DataFrame:
+    """The study's cells without a COMPLETE trial: loss, lambda, seed, state and reason (the trial's
+    `fail_reason` when it has one), in the columns of `lossbench.stats.PROBLEM_COLUMNS`."""
+    rows = []
+    for cell, state, trial in study_cells(load_study(name, storage, root)):
+        if state == "done":
+            continue
+        reason = trial.user_attrs.get("fail_reason") if trial is not None else None
+        rows.append(
+            {
+                "loss": cell.loss,
+                "lambda": cell.lam,
+                "seed": cell.seed,
+                "state": state,
+                "reason": str(reason or _REASONS[state]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["loss", "lambda", "seed", "state", "reason"])
+
+
+def load_problems(
+    source: str | Path, storage: str | None = None, root: str | Path = "mlruns"
+) -> pd.DataFrame | None:
+    """A study's failed and missing cells (`cell_problems`), or None for a CSV source (the statistics
+    then infer missing cells from the table)."""
+    if Path(source).is_file():
+        return None
+    return cell_problems(str(source), storage, root)
+
+
 def load_results(source: str | Path, storage: str | None = None, root: str | Path = "mlruns") -> pd.DataFrame:
     """The results frame of a CSV file, or of a study by name (`results_frame`)."""
     path = Path(source)

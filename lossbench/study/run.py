@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import pandas as pd
 from optuna.trial import TrialState
 
 from lossbench import tracking
@@ -36,6 +38,7 @@ from lossbench.study.queue import (
     shared_and_running,
     storage_name,
 )
+from lossbench.study.results import results_frame
 from lossbench.study.workers import Workers
 
 
@@ -49,6 +52,8 @@ class StudySummary:
     parent_run_id: str
     tracking_uri: str
     storage: str
+    experiment_id: str = ""
+    objective: str = "fid"
     worker_errors: list[str] = field(default_factory=list)
 
 
@@ -66,6 +71,10 @@ def _open_study(config: StudyConfig, root: Path, fingerprint: str) -> optuna.Stu
         sampler=sampler(),
         load_if_exists=True,
     )
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric_key(config.objective)])
     current = identity(config, fingerprint)
     if "config" in study.user_attrs:
         check_identity(study.user_attrs["config"], current, config.name)
@@ -82,14 +91,25 @@ def _start_tracking(
     tracking_uri = _tracking_uri(config, root)
     artifact_root = root / tracking.ARTIFACTS_DIR if config.tracking_uri is None else None
     experiment_id = tracking.init_experiment(tracking_uri, config.name, artifact_root)
+    weights = tracking.weights_kind(config.train, config.eval)
+    lambdas = ", ".join(tracking.LAMBDA_FORMAT.format(lam) for lam in config.lambdas)
+    description = [
+        f"Study **{config.name}**: losses {', '.join(config.losses)}; λ {lambdas}; "
+        f"seeds {', '.join(map(str, config.seeds))}; objective {config.objective}",
+        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px",
+        "Per-cell means and sds over seeds are the metrics `<metric>/<loss>/lam<λ>/mean|sd|n`; "
+        "the best cell per metric is `best/<metric>` with the tag `lossbench.best.<metric>`.",
+    ]
     parent_run_id = tracking.study_run(
         tracking_uri,
         experiment_id,
         config.name,
         tracking.flatten(study.user_attrs["config"]),
         {
-            tracking.WEIGHTS_TAG: tracking.weights_kind(config.train, config.eval),
+            tracking.WEIGHTS_TAG: weights,
             tracking.STORAGE_TAG: storage_name(config.storage, root),
+            tracking.DESCRIPTION_TAG: tracking.describe(description, weights == "random"),
+            **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
         },
     )
     if real.real_features is not None and not tracking.has_artifact(
@@ -97,6 +117,16 @@ def _start_tracking(
     ):
         tracking.log_features(tracking_uri, parent_run_id, real.real_features, tracking.REAL_FEATURES)
     return tracking_uri, experiment_id, parent_run_id
+
+
+def _log_summary(config: StudyConfig, root: Path, tracking_uri: str, parent_run_id: str) -> None:
+    """Per-cell summaries over seeds and the best cells on the parent run."""
+    from lossbench import stats
+
+    frame = results_frame(config.name, config.storage, root)
+    metrics = [k for k in DIRECTIONS if k in frame.columns]
+    summary = pd.concat([stats.summarize(frame, m) for m in metrics], ignore_index=True)
+    tracking.log_study_summary(tracking_uri, parent_run_id, summary, stats.best_cells(summary))
 
 
 def run_study(
@@ -147,6 +177,8 @@ def run_study(
         recover(study, tracking_uri, experiment_id)
         enqueue_pending(study, config)  # cells left by dead workers wait for the next run
         counts = count_states(cell_states(study), grid_cells(config))
+        if counts["done"]:
+            _log_summary(config, root, tracking_uri, parent_run_id)
         status = tracking.ending_status(error)
         if status == "FINISHED" and (errors or counts["pending"] or counts["queued"]):
             status = "FAILED"
@@ -158,5 +190,12 @@ def run_study(
         )
     new_trials = len(study.get_trials(deepcopy=False)) - n_before
     return StudySummary(
-        config.name, counts, new_trials, parent_run_id, tracking_uri, storage_name(config.storage, root)
+        config.name,
+        counts,
+        new_trials,
+        parent_run_id,
+        tracking_uri,
+        storage_name(config.storage, root),
+        experiment_id,
+        config.objective,
     )
