@@ -2,8 +2,11 @@
 
 Keys: `fid`, `kid` (mean over subsets; `kid_std` beside it), `lpips_ff` / `lpips_rr` (LPIPS over
 random fake-fake / real-real pairs; `_std` beside each), `msssim_ff` / `msssim_rr` (likewise),
-`precision`, `recall`, `swd` (sliced Wasserstein distance). The real-real figures are references,
-without a direction. This module imports nothing heavy; see `lossbench.metrics.registry`.
+`precision`, `recall`, `density`, `coverage`, `swd` (sliced Wasserstein distance), copy detection
+(`authenticity_feat`/`_pixel`, with `ct_*` and the held-out yardstick `authenticity_heldout_*`).
+With `EvalConfig.bootstrap`, `fid_se`, `kid_se`, `lpips_ff_se`, `msssim_ff_se` (bootstrap SEs).
+The real-real figures are references, without a direction. This module imports nothing heavy;
+see `lossbench.metrics.registry`.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ def _lpips_weights(config: EvalConfig) -> list[str]:
 
 
 def _pair_keys(name: str) -> tuple[str, ...]:
-    return (f"{name}_ff_std", f"{name}_rr", f"{name}_rr_std")
+    return (f"{name}_ff_std", f"{name}_ff_se", f"{name}_rr", f"{name}_rr_std")
 
 
 register_metric(
     "fid",
     keys={"fid": "min"},
+    auxiliary=("fid_se",),
     compute=f"{_COMPUTE}:fid",
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,
@@ -48,7 +52,7 @@ register_metric(
 register_metric(
     "kid",
     keys={"kid": "min"},
-    auxiliary=("kid_std",),
+    auxiliary=("kid_std", "kid_se"),
     compute=f"{_COMPUTE}:kid",
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,
@@ -77,6 +81,25 @@ register_metric(
     prepare=f"{_COMPUTE}:load_prc_extractor",
     weights=_prc_weights,
     description="improved precision and recall, k-NN manifolds (torch-fidelity)",
+)
+register_metric(
+    "dc",
+    aliases=("density_coverage",),
+    keys={"density": "max", "coverage": "max"},
+    compute=f"{_COMPUTE}:density_coverage",
+    prepare=f"{_COMPUTE}:load_prc_extractor",
+    weights=_prc_weights,
+    description="density and coverage (Naeem et al. 2020), k = 5, precision/recall features",
+)
+register_metric(
+    "copy",
+    keys={"authenticity_feat": "max", "authenticity_pixel": "max"},
+    auxiliary=("ct_feat", "ct_pixel", "authenticity_heldout_feat", "authenticity_heldout_pixel"),
+    compute=f"{_COMPUTE}:copy_detection",
+    prepare=f"{_COMPUTE}:load_fid_extractor",
+    weights=_fid_weights,
+    description="copy detection vs the train part: authenticity (Alaa 2022), C_T (Meehan 2020; "
+    "<< 0 = copying); needs a held-out part",
 )
 register_metric(
     "swd",

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import generate_images
-from lossbench.metrics import cache, diversity, fidelity
+from lossbench.metrics import cache, diversity, fidelity, noise
 from lossbench.metrics.registry import get_metric, resolve_metrics
 
 if TYPE_CHECKING:
@@ -133,7 +133,8 @@ class EvalState:
         config, device = self.config, self.device
         n_pairs = min(config.n_pairs, len(self.fakes) // 2, len(self.real.images) // 2)
         self.settings["n_pairs"] = n_pairs
-        ff = diversity.pair_scores(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
+        ff_values = diversity.pair_values(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
+        ff = ff_values.mean().item(), ff_values.std(correction=0).item()
         rr, hit = cache.cached(
             self.folder,
             {"kind": name, **self.data_key, "variant": variant, "n_pairs": n_pairs, "seed": config.seed},
@@ -144,12 +145,33 @@ class EvalState:
             ),
         )
         self.provenance[f"{name}_rr_cache"] = "hit" if hit else "miss"
-        return {
+        out = {
             f"{name}_ff": ff[0],
             f"{name}_ff_std": ff[1],
             f"{name}_rr": rr[0].item(),
             f"{name}_rr_std": rr[1].item(),
         }
+        if config.bootstrap:
+            se = noise.bootstrap_se(
+                lambda i: ff_values[i].mean().item(), n_pairs, config.bootstrap, config.seed
+            )
+            out[f"{name}_ff_se"] = se
+        return out
+
+    def heldout_features(self, role: str, name: str) -> Tensor:
+        """Features of the held-out images for extractor `name` (cached like the real features)."""
+        if self.heldout is None:
+            raise ConfigError(
+                "this metric needs a held-out part: set data.holdout > 0 (lossbench.data.split)"
+            )
+        ext, heldout = self.extractor(role, name), self.heldout
+        key = {"kind": "features", "dataset": heldout.fingerprint, "resolution": heldout.resolution}
+        features, _ = cache.cached(
+            self.folder,
+            key | ext.identity,
+            lambda: fidelity.extract_features(ext, heldout.images, self.config.batch_size, self.device),
+        )
+        return features
 
 
 def _weights_kind(settings: Settings) -> str:
