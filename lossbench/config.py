@@ -326,6 +326,7 @@ class EvalConfig:
     kid_subset_size: int | None = result(None)  # None = min(1000, n_real, n_fake)
     kid_subsets: int = result(100)  # torch-fidelity's default
     prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
+    extra_extractors: tuple[str, ...] = result(())  # feature metrics again in each; keys `fid.<name>`
     swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
     n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
     batch_size: int = result(100)

@@ -14,7 +14,7 @@ from lossbench.config import EvalConfig
 from lossbench.data import load_dataset
 from lossbench.data.split import holdout_split
 from lossbench.errors import ConfigError, WeightsDigestError
-from lossbench.metrics import evaluate
+from lossbench.metrics import DIRECTIONS, evaluate
 from lossbench.metrics.coverage import density_coverage
 from lossbench.metrics.memorisation import authenticity, data_copying_ct
 
@@ -116,6 +116,17 @@ def test_encoder_file_registers_as_extractor_and_ladder_holds(tmp_path):
         assert result.settings["fid_weights"] == f"enc.pt@sha256:{sidecar['sha256'][:16]}"
         assert result.settings["fid_extractor"] == f"encoder-{sidecar['sha256'][:12]}"
     assert fids[0] < fids[1] < fids[2], fids
+    both = EvalConfig(
+        metrics=("fid", "dc", "lpips"), n_fake=len(held), feature_extractor=TINY, prc_extractor=TINY,
+        extra_extractors=(name,), random_weights=True, n_pairs=8,
+    )  # fmt: skip
+    both.cache_dir = str(tmp_path)
+    result = evaluate(held, split.train, both)
+    enc = f"encoder-{sidecar['sha256'][:12]}"
+    assert result.metrics[f"fid.{enc}"] == pytest.approx(fids[0]) and result.metrics["fid"] != fids[0]
+    assert {f"density.{enc}", f"coverage.{enc}", "lpips_ff"} <= set(result.metrics)
+    assert "lpips_ff." + enc not in result.metrics and DIRECTIONS[f"fid.{enc}"] == "min"
+    assert result.settings["fid_extractor"] == TINY and result.settings[f"fid_extractor.{enc}"] == enc
     path.write_bytes(path.read_bytes() + b"x")  # altered file: refused, one line
     with pytest.raises(WeightsDigestError, match="sidecar says"):
         load_encoder(path)

@@ -25,11 +25,11 @@ _COMPUTE = "lossbench.metrics.compute"
 
 
 def _fid_weights(config: EvalConfig) -> list[str]:
-    return [WEIGHT_KEYS[config.feature_extractor]] if config.feature_extractor in WEIGHT_KEYS else []
+    return [WEIGHT_KEYS[x] for x in (config.feature_extractor, *config.extra_extractors) if x in WEIGHT_KEYS]
 
 
 def _prc_weights(config: EvalConfig) -> list[str]:
-    return [WEIGHT_KEYS[config.prc_extractor]] if config.prc_extractor in WEIGHT_KEYS else []
+    return [WEIGHT_KEYS[x] for x in (config.prc_extractor, *config.extra_extractors) if x in WEIGHT_KEYS]
 
 
 def _lpips_weights(config: EvalConfig) -> list[str]:
@@ -48,6 +48,7 @@ register_metric(
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,
     description="Fréchet distance of extractor features (torch-fidelity)",
+    extractor_roles=("fid",),
 )
 register_metric(
     "kid",
@@ -57,6 +58,7 @@ register_metric(
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,
     description="kernel inception distance, mean and std over subsets (torch-fidelity)",
+    extractor_roles=("fid",),
 )
 register_metric(
     "lpips",
@@ -81,6 +83,7 @@ register_metric(
     prepare=f"{_COMPUTE}:load_prc_extractor",
     weights=_prc_weights,
     description="improved precision and recall, k-NN manifolds (torch-fidelity)",
+    extractor_roles=("prc",),
 )
 register_metric(
     "dc",
@@ -90,6 +93,7 @@ register_metric(
     prepare=f"{_COMPUTE}:load_prc_extractor",
     weights=_prc_weights,
     description="density and coverage (Naeem et al. 2020), k = 5, precision/recall features",
+    extractor_roles=("prc",),
 )
 register_metric(
     "copy",
@@ -100,6 +104,7 @@ register_metric(
     weights=_fid_weights,
     description="copy detection vs the train part: authenticity (Alaa 2022), C_T (Meehan 2020; "
     "<< 0 = copying); needs a held-out part",
+    extractor_roles=("fid",),
 )
 register_metric(
     "swd",

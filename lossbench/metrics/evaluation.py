@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,7 @@ from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import generate_images
 from lossbench.metrics import cache, diversity, fidelity, noise
-from lossbench.metrics.registry import get_metric, resolve_metrics
+from lossbench.metrics.registry import extractor_key, get_metric, resolve_metrics
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -177,10 +177,37 @@ class EvalState:
 def _weights_kind(settings: Settings) -> str:
     """ "random" if any network ran with random weights, "pretrained" if one used a file, else "none"
     (from the `*_weights` settings: a file name, "none", or "random(...)")."""
-    used = [str(v) for k, v in settings.items() if k.endswith("_weights")]
+    used = [str(v) for k, v in settings.items() if k.partition(".")[0].endswith("_weights")]
     if any(w.startswith("random") for w in used):
         return "random"
     return "pretrained" if any(w != "none" for w in used) else "none"
+
+
+def _extra_states(metrics: list, state: EvalState) -> dict[str, EvalState]:
+    """One state per `config.extra_extractors` entry (FID and PRC roles both on it), keyed by the
+    extractor's registry name; the feature metrics' networks are loaded here, before any fake."""
+    out: dict[str, EvalState] = {}
+    for name in state.config.extra_extractors:
+        config = replace(state.config, feature_extractor=name, prc_extractor=name, extra_extractors=())
+        sub = EvalState(state.real, config, state.device, state.heldout)
+        for metric in metrics:
+            if metric.extractor_roles:
+                metric.setup(sub)
+        out[sub.extractor("fid", name).name] = sub
+    return out
+
+
+def _run_in_space(name: str, sub: EvalState, metrics: list, state: EvalState) -> dict[str, float]:
+    """The feature metrics' scores in extractor `name`'s space, keys and settings suffixed `.name`."""
+    sub.fakes = state.fakes
+    scores: dict[str, float] = {}
+    for metric in metrics:
+        if metric.extractor_roles:
+            with state.timed(extractor_key(metric.name, name)):
+                scores.update({extractor_key(k, name): v for k, v in metric.run(sub).items()})
+    own = {k: v for k, v in sub.settings.items() if state.settings.get(k) != v}
+    state.settings.update({extractor_key(k, name): v for k, v in own.items()})
+    return scores
 
 
 def evaluate(
@@ -195,6 +222,7 @@ def evaluate(
     metrics that need one (copy detection)."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
     state = EvalState(real, config, device, heldout)
+    extra = _extra_states(metrics, state)
     for metric in metrics:
         metric.setup(state)
     if isinstance(fake, nn.Module):
@@ -214,6 +242,8 @@ def evaluate(
     for metric in metrics:
         with state.timed(metric.name):
             scores.update(metric.run(state))
+    for name, sub in extra.items():
+        scores.update(_run_in_space(name, sub, metrics, state))
     state.settings["weights"] = _weights_kind(state.settings)
     fid_features = state.role_features.get("fid")
     return EvalResult(
