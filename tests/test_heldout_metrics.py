@@ -130,3 +130,15 @@ def test_encoder_file_registers_as_extractor_and_ladder_holds(tmp_path):
     path.write_bytes(path.read_bytes() + b"x")  # altered file: refused, one line
     with pytest.raises(WeightsDigestError, match="sidecar says"):
         load_encoder(path)
+
+
+def test_closest_fakes_panel(split, tmp_path):
+    from lossbench.report import closest_fakes_png
+
+    fakes = torch.cat([split.heldout.images[:6], split.train.images[10:12]])  # two exact copies
+    config = EvalConfig(metrics=("copy",), n_fake=8, feature_extractor=TINY, cache_dir=str(tmp_path))
+    result = evaluate(fakes, split.train, config, heldout=split.heldout)
+    shown, train, dist = result.closest_pairs
+    assert dist[:2] == [0.0, 0.0] and torch.equal(shown[:2], train[:2]) and dist[2] > 0
+    assert {bytes(x.numpy()) for x in shown[:2]} == {bytes(x.numpy()) for x in fakes[6:]}
+    assert closest_fakes_png(shown, train, dist).startswith(b"\x89PNG")

@@ -45,6 +45,11 @@ def evaluate(
     prc_extractor: str = typer.Option(
         DEFAULTS.prc_extractor, "--prc-extractor", help="Precision/recall feature extractor."
     ),
+    extra_extractors: str = typer.Option(
+        "",
+        "--extra-extractors",
+        help="Comma-separated extractors to repeat the feature metrics in (keys fid.NAME).",
+    ),
     seed: int = typer.Option(
         DEFAULTS.seed, "--seed", help="Seeds the fakes' z, the pairs and the KID subsets."
     ),
@@ -81,6 +86,7 @@ def evaluate(
         n_fake=n_fake,
         feature_extractor=extractor,
         prc_extractor=prc_extractor,
+        extra_extractors=parse_name_list(extra_extractors, "extractor") if extra_extractors else (),
         n_pairs=n_pairs,
         batch_size=batch_size,
         seed=seed,

@@ -17,6 +17,7 @@ from lossbench.metrics.evaluation import EvalState
 from lossbench.metrics.swd import sliced_wasserstein
 
 MAX_KID_SUBSET = 1000
+CLOSEST_SHOWN = 8  # fakes nearest a training image kept for the report (pixel space)
 
 
 def load_fid_extractor(state: EvalState) -> None:
@@ -102,6 +103,9 @@ def copy_detection(state: EvalState) -> dict[str, float]:
         out[f"authenticity_heldout_{space}"] = memorisation.authenticity(train, held)
         out[f"ct_{space}"] = memorisation.data_copying_ct(train, held, fake, cells, config.seed)
     state.settings.update(copy_ct_cells=cells, copy_ct_min_fakes=memorisation.CT_MIN_FAKES)
+    pairs = memorisation.closest_to_train(train_px, fake_px, CLOSEST_SHOWN)
+    fake_i, train_i, dist = (list(x) for x in zip(*pairs, strict=True))
+    state.closest_pairs = state.fakes[fake_i], state.real.images[train_i], dist
     return out
 
 

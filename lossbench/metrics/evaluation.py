@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from lossbench.data import ImageDataset
 
 Settings = dict[str, str | int | float]
+ClosestPairs = tuple[Tensor, Tensor, list[float]]  # fakes, their nearest training images (uint8), distances
 
 
 @dataclass
@@ -45,6 +46,7 @@ class EvalResult:
     fake_features: np.ndarray | None = None
     real_features: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    closest_pairs: ClosestPairs | None = None  # copy detection: nearest fakes and their training images
 
 
 def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
@@ -75,6 +77,7 @@ class EvalState:
         self.settings: Settings = {}
         self.provenance: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.closest_pairs: ClosestPairs | None = None
         self._features: dict[tuple[str, str], tuple[Tensor, Tensor, bool]] = {}  # by (extractor, layer)
         self._inner: list[float] = []  # seconds spent in nested stages, per open stage
 
@@ -253,4 +256,5 @@ def evaluate(
         fake_features=fid_features[0].numpy() if fid_features else None,
         real_features=fid_features[1].numpy() if fid_features else None,
         timings=state.timings,
+        closest_pairs=state.closest_pairs,
     )
