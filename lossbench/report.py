@@ -241,10 +241,10 @@ class _Doc:
         grids: dict[tuple[str, float], bytes],
         losses: list[str],
         lambdas: list[float],
-        kind: str = "samples",
+        kind: tuple[str, str] = ("samples", "sample grids"),  # figure file prefix, label
     ) -> None:
         if not grids:
-            return self.text(f"{kind}: {NOT_AVAILABLE}", "na")
+            return self.text(f"{kind[1]}: {NOT_AVAILABLE}", "na")
         head = "<th>loss \\ λ</th>" + "".join(f"<th>{lam:g}</th>" for lam in lambdas)
         md = [
             "| loss \\ λ | " + " | ".join(f"{lam:g}" for lam in lambdas) + " |",
@@ -259,7 +259,7 @@ class _Doc:
                     cells.append(f"<td class='na'>{NOT_AVAILABLE}</td>")
                     md_cells.append(NOT_AVAILABLE)
                     continue
-                img, md_img = self._save(f"{kind}_{loss}_{lam:g}", png, f"{loss} λ={lam:g}")
+                img, md_img = self._save(f"{kind[0]}_{loss}_{lam:g}", png, f"{loss} λ={lam:g}")
                 cells.append(f"<td>{img}</td>")
                 md_cells.append(md_img)
             rows.append(f"<tr><th>{html.escape(loss)}</th>{''.join(cells)}</tr>")
@@ -296,7 +296,7 @@ def closest_fakes_section(doc: _Doc, art: Artifacts, losses: list[str], lambdas:
         "Top row: the generated images nearest a training image; bottom row: that training image. "
         "Near-identical pairs are copies; compare with authenticity and C_T in the results."
     )
-    doc.grids(art.closest, losses, lambdas, kind="closest")
+    doc.grids(art.closest, losses, lambdas, kind=("closest", "closest fakes"))
 
 
 def build_report(
