@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossbench import precision
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import generate_images
@@ -71,7 +72,11 @@ class EvalState:
         self.real, self.config, self.device, self.heldout = real, config, device, heldout
         self.fakes = torch.empty(0, dtype=torch.uint8)
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
-        self.data_key = {"dataset": real.fingerprint, "resolution": real.images.shape[-1]}
+        self.data_key = {
+            "dataset": real.fingerprint,
+            "resolution": real.images.shape[-1],
+            **precision.identity(device),  # CPU and GPU real features differ in rounding: never mixed
+        }
         self.networks: dict[str, Any] = {}  # loaded by the metrics' `prepare`
         self.role_features: dict[str, tuple[Tensor, Tensor]] = {}  # role -> (fake, real) features
         self.settings: Settings = {}
@@ -168,7 +173,7 @@ class EvalState:
                 "this metric needs a held-out part: set data.holdout > 0 (lossbench.data.split)"
             )
         ext, heldout = self.extractor(role, name), self.heldout
-        key = {"kind": "features", "dataset": heldout.fingerprint, "resolution": heldout.resolution}
+        key = {"kind": "features", **self.data_key, "dataset": heldout.fingerprint}
         features, _ = cache.cached(
             self.folder,
             key | ext.identity,
@@ -213,6 +218,7 @@ def _run_in_space(name: str, sub: EvalState, metrics: list, state: EvalState) ->
     return scores
 
 
+@precision.fp32()
 def evaluate(
     fake: nn.Module | torch.Tensor,
     real: ImageDataset,
@@ -222,7 +228,8 @@ def evaluate(
 ) -> EvalResult:
     """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` (the training images) with
     `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
-    metrics that need one (copy detection)."""
+    metrics that need one (copy detection). In fp32 without TF32; the device type and precision are
+    in the settings and the cache keys."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
     state = EvalState(real, config, device, heldout)
     extra = _extra_states(metrics, state)
@@ -238,6 +245,7 @@ def evaluate(
         n_fake=len(state.fakes),
         n_real=len(real.images),
         real_fingerprint=real.fingerprint[:16],
+        **precision.identity(device),
     )
     if heldout is not None:
         state.settings.update(n_heldout=len(heldout), heldout_fingerprint=heldout.fingerprint[:16])
