@@ -66,7 +66,7 @@ def evaluate(
     random_weights: bool = options.RANDOM_WEIGHTS,
     device: str = options.DEVICE,
     as_json: bool = typer.Option(
-        False, "--json", help="Print metrics, settings, provenance and timings as JSON."
+        False, "--json", help="Print metrics, settings, provenance and timings as JSON.", metavar=""
     ),
 ) -> None:
     """Score generated images with FID, KID, LPIPS, MS-SSIM (and precision/recall, SWD) against real data."""

@@ -266,3 +266,12 @@ def evaluate(
         timings=state.timings,
         closest_pairs=state.closest_pairs,
     )
+
+
+def release_networks() -> None:
+    """Drop the feature networks kept between evaluations (extractors, LPIPS) and, on CUDA, the
+    memory they held: a study's parent calls it after its preflight, before its workers evaluate."""
+    fidelity._build.cache_clear()
+    diversity._lpips.cache_clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

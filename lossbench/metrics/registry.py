@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lossbench.errors import ConfigError, PluginError
@@ -53,6 +53,7 @@ class Metric:
     weights: Callable[[EvalConfig], list[str]] = _no_weights
     prepare: str | Callable[[Any], None] | None = None
     description: str = ""
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high) bounds
     extractor_roles: tuple[str, ...] = ()  # "fid"/"prc": feature spaces it computes in (extra extractors)
 
     def __post_init__(self) -> None:
@@ -62,6 +63,7 @@ class Metric:
         if bad:
             raise ValueError(f"metric {self.name!r}: directions must be 'min' or 'max', got {bad}")
         object.__setattr__(self, "keys", dict(self.keys))
+        object.__setattr__(self, "ranges", {k: (float(lo), float(hi)) for k, (lo, hi) in self.ranges.items()})
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
         object.__setattr__(self, "extractor_roles", tuple(self.extractor_roles))
@@ -265,6 +267,17 @@ DIRECTIONS: Mapping[str, str] = _Directions()
 
 #: Names accepted on the command line (`--objective lpips`) -> the result key they mean.
 ALIASES: Mapping[str, str] = _Aliases()
+
+
+def metric_range(key: str) -> tuple[float, float]:
+    """The values a result key can take, (low, high); (-inf, inf) when its metric declares none.
+    A key computed in an extra extractor's space (`extractor_key`) has its base key's range."""
+    base = key.partition(EXTRACTOR_SEP)[0]
+    for metric in _metrics().values():
+        for k in (key, base):
+            if k in metric.ranges:
+                return metric.ranges[k]
+    return (float("-inf"), float("inf"))
 
 
 def metric_key(name: str) -> str:
