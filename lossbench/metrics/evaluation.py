@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,13 +26,14 @@ from lossbench import precision
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import generate_images
-from lossbench.metrics import cache, diversity, fidelity
-from lossbench.metrics.registry import get_metric, resolve_metrics
+from lossbench.metrics import cache, diversity, fidelity, noise
+from lossbench.metrics.registry import extractor_key, get_metric, resolve_metrics
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
 
 Settings = dict[str, str | int | float]
+ClosestPairs = tuple[Tensor, Tensor, list[float]]  # fakes, their nearest training images (uint8), distances
 
 
 @dataclass
@@ -46,6 +47,7 @@ class EvalResult:
     fake_features: np.ndarray | None = None
     real_features: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    closest_pairs: ClosestPairs | None = None  # copy detection: nearest fakes and their training images
 
 
 def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
@@ -80,6 +82,7 @@ class EvalState:
         self.settings: Settings = {}
         self.provenance: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.closest_pairs: ClosestPairs | None = None
         self._features: dict[tuple[str, str], tuple[Tensor, Tensor, bool]] = {}  # by (extractor, layer)
         self._inner: list[float] = []  # seconds spent in nested stages, per open stage
 
@@ -138,7 +141,8 @@ class EvalState:
         config, device = self.config, self.device
         n_pairs = min(config.n_pairs, len(self.fakes) // 2, len(self.real.images) // 2)
         self.settings["n_pairs"] = n_pairs
-        ff = diversity.pair_scores(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
+        ff_values = diversity.pair_values(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
+        ff = ff_values.mean().item(), ff_values.std(correction=0).item()
         rr, hit = cache.cached(
             self.folder,
             {"kind": name, **self.data_key, "variant": variant, "n_pairs": n_pairs, "seed": config.seed},
@@ -149,21 +153,69 @@ class EvalState:
             ),
         )
         self.provenance[f"{name}_rr_cache"] = "hit" if hit else "miss"
-        return {
+        out = {
             f"{name}_ff": ff[0],
             f"{name}_ff_std": ff[1],
             f"{name}_rr": rr[0].item(),
             f"{name}_rr_std": rr[1].item(),
         }
+        if config.bootstrap:
+            se = noise.bootstrap_se(
+                lambda i: ff_values[i].mean().item(), n_pairs, config.bootstrap, config.seed
+            )
+            out[f"{name}_ff_se"] = se
+        return out
+
+    def heldout_features(self, role: str, name: str) -> Tensor:
+        """Features of the held-out images for extractor `name` (cached like the real features)."""
+        if self.heldout is None:
+            raise ConfigError(
+                "this metric needs a held-out part: set data.holdout > 0 (lossbench.data.split)"
+            )
+        ext, heldout = self.extractor(role, name), self.heldout
+        key = {"kind": "features", **self.data_key, "dataset": heldout.fingerprint}
+        features, _ = cache.cached(
+            self.folder,
+            key | ext.identity,
+            lambda: fidelity.extract_features(ext, heldout.images, self.config.batch_size, self.device),
+        )
+        return features
 
 
 def _weights_kind(settings: Settings) -> str:
     """ "random" if any network ran with random weights, "pretrained" if one used a file, else "none"
     (from the `*_weights` settings: a file name, "none", or "random(...)")."""
-    used = [str(v) for k, v in settings.items() if k.endswith("_weights")]
+    used = [str(v) for k, v in settings.items() if k.partition(".")[0].endswith("_weights")]
     if any(w.startswith("random") for w in used):
         return "random"
     return "pretrained" if any(w != "none" for w in used) else "none"
+
+
+def _extra_states(metrics: list, state: EvalState) -> dict[str, EvalState]:
+    """One state per `config.extra_extractors` entry (FID and PRC roles both on it), keyed by the
+    extractor's registry name; the feature metrics' networks are loaded here, before any fake."""
+    out: dict[str, EvalState] = {}
+    for name in state.config.extra_extractors:
+        config = replace(state.config, feature_extractor=name, prc_extractor=name, extra_extractors=())
+        sub = EvalState(state.real, config, state.device, state.heldout)
+        for metric in metrics:
+            if metric.extractor_roles:
+                metric.setup(sub)
+        out[sub.extractor("fid", name).name] = sub
+    return out
+
+
+def _run_in_space(name: str, sub: EvalState, metrics: list, state: EvalState) -> dict[str, float]:
+    """The feature metrics' scores in extractor `name`'s space, keys and settings suffixed `.name`."""
+    sub.fakes = state.fakes
+    scores: dict[str, float] = {}
+    for metric in metrics:
+        if metric.extractor_roles:
+            with state.timed(extractor_key(metric.name, name)):
+                scores.update({extractor_key(k, name): v for k, v in metric.run(sub).items()})
+    own = {k: v for k, v in sub.settings.items() if state.settings.get(k) != v}
+    state.settings.update({extractor_key(k, name): v for k, v in own.items()})
+    return scores
 
 
 @precision.fp32()
@@ -180,6 +232,7 @@ def evaluate(
     in the settings and the cache keys."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
     state = EvalState(real, config, device, heldout)
+    extra = _extra_states(metrics, state)
     for metric in metrics:
         metric.setup(state)
     if isinstance(fake, nn.Module):
@@ -200,6 +253,8 @@ def evaluate(
     for metric in metrics:
         with state.timed(metric.name):
             scores.update(metric.run(state))
+    for name, sub in extra.items():
+        scores.update(_run_in_space(name, sub, metrics, state))
     state.settings["weights"] = _weights_kind(state.settings)
     fid_features = state.role_features.get("fid")
     return EvalResult(
@@ -209,6 +264,7 @@ def evaluate(
         fake_features=fid_features[0].numpy() if fid_features else None,
         real_features=fid_features[1].numpy() if fid_features else None,
         timings=state.timings,
+        closest_pairs=state.closest_pairs,
     )
 
 

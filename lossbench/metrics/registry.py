@@ -54,6 +54,7 @@ class Metric:
     prepare: str | Callable[[Any], None] | None = None
     description: str = ""
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high) bounds
+    extractor_roles: tuple[str, ...] = ()  # "fid"/"prc": feature spaces it computes in (extra extractors)
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -65,6 +66,7 @@ class Metric:
         object.__setattr__(self, "ranges", {k: (float(lo), float(hi)) for k, (lo, hi) in self.ranges.items()})
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
+        object.__setattr__(self, "extractor_roles", tuple(self.extractor_roles))
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -211,14 +213,25 @@ def required_weights(config: EvalConfig) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+EXTRACTOR_SEP = "."
+
+
+def extractor_key(key: str, extractor: str) -> str:
+    """The result key of `key` computed in an extra extractor's space: `fid.encoder-0123456789ab`."""
+    return f"{key}{EXTRACTOR_SEP}{extractor}"
+
+
 class _Directions(Mapping[str, str]):
-    """Result key -> "min"/"max" over every usable metric; read-only, always current."""
+    """Result key -> "min"/"max" over every usable metric; read-only, always current. A key computed
+    in an extra extractor's space (`extractor_key`) has its base key's direction; iteration lists
+    the base keys only."""
 
     def _table(self) -> dict[str, str]:
         return {k: d for m in _metrics().values() for k, d in m.keys.items()}
 
     def __getitem__(self, key: str) -> str:
-        return self._table()[key]
+        table = self._table()
+        return table[key] if key in table else table[key.partition(EXTRACTOR_SEP)[0]]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table())
@@ -257,10 +270,13 @@ ALIASES: Mapping[str, str] = _Aliases()
 
 
 def metric_range(key: str) -> tuple[float, float]:
-    """The values a result key can take, (low, high); (-inf, inf) when its metric declares none."""
+    """The values a result key can take, (low, high); (-inf, inf) when its metric declares none.
+    A key computed in an extra extractor's space (`extractor_key`) has its base key's range."""
+    base = key.partition(EXTRACTOR_SEP)[0]
     for metric in _metrics().values():
-        if key in metric.ranges:
-            return metric.ranges[key]
+        for k in (key, base):
+            if k in metric.ranges:
+                return metric.ranges[k]
     return (float("-inf"), float("inf"))
 
 
