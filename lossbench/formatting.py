@@ -74,7 +74,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 TITLES = {
     "problems": "Failed and missing cells",
-    "summary": "Per cell: mean, sd and 95% CI over seeds",
+    "summary": "Per cell: mean, sd and 95% CI over seeds; metric_se: the metric's own noise (bootstrap)",
     "best": "Best cell per metric",
     "pairwise": "Pairwise comparisons per lambda",
     "omnibus": "Omnibus tests per lambda (more than two losses)",

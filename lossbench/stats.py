@@ -289,12 +289,17 @@ def summarize(
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Per (loss, lambda): n (finite values), n_dropped, mean, sd (ddof=1), CI of the mean."""
+    """Per (loss, lambda): n (finite values), n_dropped, mean, sd (ddof=1), CI of the mean, and
+    metric_se: the root mean square of the runs' bootstrap standard errors (`<metric>_se` columns,
+    NaN without them), the metric's own noise in one evaluation. sd, the spread across seeds,
+    includes that noise: sd close to metric_se means the seeds differ little beyond measurement."""
     rows = []
+    se_column = f"{metric}_se"
     for (loss, lam), cell in df.groupby(["loss", "lambda"], sort=True):
         raw = cell[metric].to_numpy(float)
         x = finite(raw)
         low, high = confidence_interval(x, confidence, ci_method, n_resamples, seed, metric_range(metric))
+        se = finite(cell[se_column].to_numpy(float)) if se_column in cell else np.array([])
         rows.append(
             {
                 "metric": metric,
@@ -306,6 +311,7 @@ def summarize(
                 "sd": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
                 "ci_low": low,
                 "ci_high": high,
+                "metric_se": float(np.sqrt(np.mean(se**2))) if len(se) else float("nan"),
             }
         )
     return pd.DataFrame(rows)
