@@ -278,6 +278,7 @@ class TrainConfig:
     perceptual_pairing: str = result("paired")  # one of PERCEPTUAL_PAIRINGS
     ema_decay: float = result(0.999)
     augment: tuple[str, ...] = result(())  # differentiable augmentation, from AUGMENTATIONS
+    conditional: bool = result(False)  # class-conditional G and projection critic (labels from the data)
     device: str = run_only("cpu")
     amp: bool = result(True)  # bf16 autocast on CUDA only; always fp32 on CPU
     channels_last: bool = result(True)  # CUDA only
