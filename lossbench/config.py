@@ -325,6 +325,11 @@ class EvalConfig:
     prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
     swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
     n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
+    utility_seeds: int = result(3)  # classifier seeds of the downstream-utility metric
+    utility_steps: int = result(300)  # optimiser steps per utility classifier
+    utility_width: int = result(16)  # utility classifier's first-layer channels
+    utility_ratio: float = result(0.0)  # 0 = synthetic images balance the classes; r = add r × N_train
+    utility_bootstrap: int = result(1000)  # held-out resamples for the utility's confidence intervals
     batch_size: int = result(100)
     seed: int = result(0)
     cache_dir: str | None = run_only(None)  # real-feature cache; None = mlruns/feature-cache
@@ -335,6 +340,9 @@ class EvalConfig:
         _check_types(self)
         _check_min(self, 0, "seed")
         _check_min(self, 1, "n_pairs", "kid_subsets", "swd_directions", "batch_size")
+        _check_min(self, 1, "utility_seeds", "utility_steps", "utility_width", "utility_bootstrap")
+        if not math.isfinite(self.utility_ratio) or self.utility_ratio < 0:
+            raise ConfigError(f"utility_ratio must be a finite number >= 0, got {self.utility_ratio}")
         _check_min(self, 2, "n_fake", "kid_subset_size")
 
 

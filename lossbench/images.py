@@ -26,7 +26,9 @@ def is_conditional(generator: nn.Module) -> bool:
 
 def class_labels(counts: Sequence[int]) -> torch.Tensor:
     """Class indices (int64) with counts[k] copies of k, in class order."""
-    return torch.repeat_interleave(torch.arange(len(counts)), torch.as_tensor(list(counts), dtype=torch.int64))
+    return torch.repeat_interleave(
+        torch.arange(len(counts)), torch.as_tensor(list(counts), dtype=torch.int64)
+    )
 
 
 def proportional_counts(labels: torch.Tensor, n_classes: int, n: int) -> list[int]:
@@ -65,13 +67,29 @@ def generate_images(
     generator.eval()
     try:
         chunks = [
-            (generator(zb.to(device)) if yb is None else generator(zb.to(device), yb.to(device))).float().cpu()
+            (generator(zb.to(device)) if yb is None else generator(zb.to(device), yb.to(device)))
+            .float()
+            .cpu()
             for zb, yb in zip(z.split(batch_size), ys, strict=True)
         ]
     finally:
         generator.train(was_training)
     images = torch.cat(chunks) if chunks else torch.empty(0, 1, generator.resolution, generator.resolution)
     return to_uint8(images)
+
+
+def sample_classes(
+    generator: nn.Module,
+    counts: Sequence[int],
+    seed: int,
+    batch_size: int = 100,
+    device: str | torch.device = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """counts[k] images of each class k from a conditional generator: (uint8 images, int64 labels)."""
+    if not is_conditional(generator):
+        raise ConfigError("sampling by class needs a class-conditional generator (train.conditional = true)")
+    labels = class_labels(counts)
+    return generate_images(generator, len(labels), seed, batch_size, device, labels), labels
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

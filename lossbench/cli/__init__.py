@@ -25,9 +25,9 @@ app = typer.Typer(
 
 
 def _register_commands() -> None:
-    from lossbench.cli import data, evaluate, losses, metrics, report, stats, study, train, weights
+    from lossbench.cli import data, evaluate, losses, metrics, report, stats, study, train, utility, weights
 
-    for module in (data, weights, losses, train, evaluate, metrics, study, stats, report):
+    for module in (data, weights, losses, train, evaluate, utility, metrics, study, stats, report):
         module.register(app)
 
 

@@ -2,8 +2,10 @@
 
 Keys: `fid`, `kid` (mean over subsets; `kid_std` beside it), `lpips_ff` / `lpips_rr` (LPIPS over
 random fake-fake / real-real pairs; `_std` beside each), `msssim_ff` / `msssim_rr` (likewise),
-`precision`, `recall`, `swd` (sliced Wasserstein distance). The real-real figures are references,
-without a direction. This module imports nothing heavy; see `lossbench.metrics.registry`.
+`precision`, `recall`, `swd` (sliced Wasserstein distance), `utility_gain` and `cas` (downstream
+utility, `metrics.utility`; needs a conditional generator and a held-out part). The real-real
+figures are references, without a direction. This module imports nothing heavy; see
+`lossbench.metrics.registry`.
 """
 
 from __future__ import annotations
@@ -83,4 +85,16 @@ register_metric(
     keys={"swd": "min"},
     compute=f"{_COMPUTE}:swd",
     description="sliced Wasserstein distance on raw pixels",
+)
+register_metric(
+    "utility",
+    keys={"utility_gain": "max", "cas": "max"},
+    auxiliary=(
+        "utility_gain_lo",
+        "utility_gain_hi",
+        *(f"utility_{arm}_{score}" for arm in ("real", "aug", "synth") for score in ("bacc", "f1", "auc")),
+    ),
+    compute=f"{_COMPUTE}:utility",
+    prepare=f"{_COMPUTE}:check_utility",
+    description="held-out balanced accuracy of a classifier: real + synthetic minus real; train-on-synthetic",
 )

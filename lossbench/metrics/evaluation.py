@@ -2,7 +2,9 @@
 
 Metrics come from the registry (`lossbench.metrics.registry`; `EvalConfig.metrics` holds names,
 aliases or result keys). Fakes come from a generator (`lossbench.images.generate_images`: batches
-under no_grad, eval mode, seeded with `EvalConfig.seed`) or are given as a uint8 tensor. Every
+under no_grad, eval mode, seeded with `EvalConfig.seed`; a class-conditional generator draws
+classes in the real data's proportions, `fake_labels`) or are given as a uint8 tensor. A held-out
+real part, when given, is there for the metrics that need one (utility). Every
 metric's `prepare` (network loading) runs before any fake is generated, so a missing weight file
 fails fast. Real-data quantities (extractor features, real-real pair figures) are cached on disk
 (`lossbench.metrics.cache`). The result separates `settings` (everything a number depends on) from
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
-from lossbench.images import generate_images
+from lossbench.images import class_labels, generate_images, is_conditional, proportional_counts
 from lossbench.metrics import cache, diversity, fidelity
 from lossbench.metrics.registry import get_metric, resolve_metrics
 
@@ -60,12 +62,22 @@ def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
 
 class EvalState:
     """What the metrics of one evaluation share: inputs (`fakes`: uint8 N×C×R×R, `real`, `config`,
-    `device`), loaded networks, the feature and real-data caches, and the outputs besides the
-    scores (`settings`, `provenance`, `timings`)."""
+    `device`; `generator` and, when conditional, `fake_labels`; the `heldout` real part or None),
+    loaded networks, the feature and real-data caches, and the outputs besides the scores
+    (`settings`, `provenance`, `timings`)."""
 
-    def __init__(self, real: ImageDataset, config: EvalConfig, device: str) -> None:
+    def __init__(
+        self,
+        real: ImageDataset,
+        config: EvalConfig,
+        device: str,
+        generator: nn.Module | None = None,
+        heldout: ImageDataset | None = None,
+    ) -> None:
         self.real, self.config, self.device = real, config, device
+        self.generator, self.heldout = generator, heldout
         self.fakes = torch.empty(0, dtype=torch.uint8)
+        self.fake_labels: torch.Tensor | None = None
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
         self.data_key = {"dataset": real.fingerprint, "resolution": real.images.shape[-1]}
         self.networks: dict[str, Any] = {}  # loaded by the metrics' `prepare`
@@ -160,16 +172,27 @@ def _weights_kind(settings: Settings) -> str:
 
 
 def evaluate(
-    fake: nn.Module | torch.Tensor, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+    fake: nn.Module | torch.Tensor,
+    real: ImageDataset,
+    config: EvalConfig,
+    device: str = "cpu",
+    heldout: ImageDataset | None = None,
 ) -> EvalResult:
-    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`."""
+    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`;
+    `heldout`: the real images the generator never saw, for the metrics that need them."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
-    state = EvalState(real, config, device)
+    generator = fake if isinstance(fake, nn.Module) else None
+    state = EvalState(real, config, device, generator, heldout)
     for metric in metrics:
         metric.setup(state)
-    if isinstance(fake, nn.Module):
+    if generator is not None:
         with state.timed("generate"):
-            fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
+            if is_conditional(generator):
+                counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
+                state.fake_labels = class_labels(counts)
+            fake = generate_images(
+                generator, config.n_fake, config.seed, config.batch_size, device, state.fake_labels
+            )
     state.fakes = _check_fakes(fake, real)
     state.settings.update(
         resolution=real.images.shape[-1], seed=config.seed, n_fake=len(state.fakes), n_real=len(real.images)

@@ -80,7 +80,11 @@ class UtilityResult:
 
     def metrics(self) -> dict[str, float]:
         """Flat keys for the metric registry: utility_gain (+ _lo/_hi), cas, utility_<arm>_<score>."""
-        out = {"utility_gain": self.gain, "utility_gain_lo": self.gain_ci[0], "utility_gain_hi": self.gain_ci[1]}
+        out = {
+            "utility_gain": self.gain,
+            "utility_gain_lo": self.gain_ci[0],
+            "utility_gain_hi": self.gain_ci[1],
+        }
         out["cas"] = self.scores["synth"]["bacc"]
         out |= {f"utility_{arm}_{s}": self.scores[arm][s] for arm in ARMS for s in SCORES}
         return out
@@ -159,7 +163,11 @@ def macro_auc(probs: np.ndarray, y: np.ndarray) -> float:
 def score(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """Balanced accuracy, macro-F1 and macro AUC of one classifier's probabilities (N×K)."""
     pred, k = probs.argmax(1), probs.shape[1]
-    return {"bacc": float(np.nanmean(recalls(pred, y, k))), "f1": macro_f1(pred, y, k), "auc": macro_auc(probs, y)}
+    return {
+        "bacc": float(np.nanmean(recalls(pred, y, k))),
+        "f1": macro_f1(pred, y, k),
+        "auc": macro_auc(probs, y),
+    }
 
 
 def synthetic_counts(counts: Sequence[int], ratio: float) -> list[int]:
@@ -180,7 +188,9 @@ def _arms(train: ImageDataset, sample: Sampler, n_classes: int, ratio: float) ->
     synth_x, synth_y = sample(counts)
     for x, y in ((extra_x, extra_y), (synth_x, synth_y)):
         if x.dtype != torch.uint8 or x.shape[1:] != train.images.shape[1:] or len(x) != len(y):
-            raise ConfigError(f"synthetic images must be uint8 N×{tuple(train.images.shape[1:])} with N labels")
+            raise ConfigError(
+                f"synthetic images must be uint8 N×{tuple(train.images.shape[1:])} with N labels"
+            )
     return {
         "real": (train.images, train.labels),
         "aug": (torch.cat([train.images, extra_x]), torch.cat([train.labels, extra_y])),
@@ -190,7 +200,9 @@ def _arms(train: ImageDataset, sample: Sampler, n_classes: int, ratio: float) ->
 
 def _check(train: ImageDataset, heldout: ImageDataset) -> None:
     if tuple(train.class_names) != tuple(heldout.class_names):
-        raise ConfigError(f"train classes {train.class_names} differ from held-out classes {heldout.class_names}")
+        raise ConfigError(
+            f"train classes {train.class_names} differ from held-out classes {heldout.class_names}"
+        )
     if train.images.shape[1:] != heldout.images.shape[1:]:
         raise ConfigError("the train and held-out parts have different image sizes")
     if len(set(heldout.labels.tolist())) < 2:
@@ -216,17 +228,19 @@ def downstream_utility(
     return UtilityResult(
         scores=scores,
         ci={arm: {s: _interval(v) for s, v in b.items()} for arm, b in boot.items()},
-        recall={
-            arm: dict(zip(train.class_names, np.mean([recalls(q.argmax(1), y, n_classes) for q in p], 0).tolist(),
-                          strict=True))
-            for arm, p in probs.items()
-        },  # fmt: skip
+        recall={arm: _mean_recall(p, y, train.class_names) for arm, p in probs.items()},
         gain=scores["aug"]["bacc"] - scores["real"]["bacc"],
         gain_ci=_interval(gain),
         counts={arm: np.bincount(t.numpy(), minlength=n_classes).tolist() for arm, (_, t) in arms.items()}
         | {"heldout": np.bincount(y, minlength=n_classes).tolist()},
         settings=settings.record() | {"utility_n_heldout": len(y), "utility_n_train": len(train)},
     )
+
+
+def _mean_recall(probs: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Class name -> recall, the mean over seeds (NaN for a class absent from the held-out part)."""
+    mean = np.mean([recalls(p.argmax(1), y, len(names)) for p in probs], 0)
+    return dict(zip(names, mean.tolist(), strict=True))
 
 
 def _seed_mean(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
