@@ -236,10 +236,14 @@ class DataConfig:
     spec: str = run_only("phantom")  # "phantom", "phantom:N", "busi" (looked for), a BUSI or image folder
     resolution: int = result(128)
     classes: tuple[str, ...] | None = result(None)  # None = every class
+    holdout: float = result(0.0)  # share of each class held out of training (lossbench.data.split)
+    split_seed: int = result(0)  # seed of the held-out split (with the data's content fingerprint)
 
     def __post_init__(self) -> None:
         _check_types(self)
         self.resolution = check_resolution(self.resolution)
+        if not 0.0 <= self.holdout < 1.0:
+            raise ConfigError(f"data.holdout must be in [0, 1), got {self.holdout}")
 
 
 @dataclass
@@ -355,7 +359,7 @@ class StudyConfig:
     lambdas: tuple[float, ...] = result((0.5, 3.0, 5.0, 7.0, 10.0))
     seeds: tuple[int, ...] = result((0, 1, 2))
     loss_params: dict[str, dict[str, Any]] = result(factory=dict)  # loss name -> its hyper-parameters
-    data: DataConfig = result(factory=lambda: DataConfig(spec="busi"))  # "busi": see lossbench.data.busi
+    data: DataConfig = result(factory=lambda: DataConfig(spec="busi", holdout=0.2))  # see lossbench.data
     train: TrainConfig = result(factory=TrainConfig)
     eval: EvalConfig = result(factory=EvalConfig)
     objective: str = result("fid")

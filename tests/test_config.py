@@ -69,6 +69,8 @@ def test_results_identity_keeps_result_fields_only_as_json():
     assert ident["lambdas"] == [0.5, 3.0, 5.0, 7.0, 10.0] and ident["data"] == {
         "resolution": 128,
         "classes": None,
+        "holdout": 0.2,  # studies on real data hold out a part by default
+        "split_seed": 0,
     }
     assert (
         "log_every" not in ident["train"] and "loss" not in ident["train"] and "device" not in ident["train"]

@@ -7,11 +7,13 @@ cache; the fixture undoes both.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import shutil
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
 import torch
 from torch import nn
@@ -19,6 +21,7 @@ from torch import nn
 from lossbench.cli import main
 from lossbench.errors import ConfigError, PluginError
 from lossbench.losses import available_losses, get_loss, registry
+from lossbench.study import open_storage
 
 FIXTURE = Path(__file__).parent / "fixtures" / "plugin"
 BUILTIN = ["bce", "dragan", "hinge", "lsgan", "ns-r1", "rasgan", "rsgan", "wgangp"]
@@ -313,3 +316,28 @@ def test_two_metric_plugins_sharing_an_alias_are_both_errors(metric_site):
         with pytest.raises(PluginError, match=r"'mpd' is declared by .* and by .*; uninstall one of them"):
             get_metric(name)
     assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd"]
+
+
+def test_plugin_metric_is_a_study_objective_and_stats_use_its_direction(metric_site, tmp_path):
+    """A metric installed as a separate package: computed by every cell of a study (spawned workers
+    find the plugin by entry point), minimised as the objective, and 'best' in stats is its minimum."""
+    from test_study import tiny
+
+    from lossbench.stats import analyze
+    from lossbench.study import results_frame, run_study
+
+    config = tiny(
+        "plug",
+        losses=("bce",),
+        eval=dataclasses.replace(tiny("x").eval, metrics=("mpd",)),
+        objective="mpd",
+    )
+    run_study(config, root=tmp_path)
+    study = optuna.load_study(study_name="plug", storage=open_storage(None, tmp_path))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE
+    df = results_frame("plug", root=tmp_path)
+    assert len(df) == 4 and df["mean_gap"].notna().all() and "fid" not in df
+    best = analyze(df, ["mpd"]).best.iloc[0]
+    means = df.groupby("lambda")["mean_gap"].mean()
+    assert best["direction"] == "min" and best["lambda"] == means.idxmin()
+    assert best["mean"] == pytest.approx(means.min())

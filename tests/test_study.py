@@ -302,6 +302,8 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named(tmp_path):
         (["--loss-param", "gp_weight=10"], "malformed --loss-param"),
         (["--objective", "nosuch"], "unknown objective"),
         (["--seeds", "2", "--seed-list", "0,1"], "either --seeds"),
+        (["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
+        (["--set", "train.steps=1.5"], "steps"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, args, message):

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # torch and the data package load when a command runs, not fo
     import torch
 
     from lossbench.data import ImageDataset
+    from lossbench.data.split import Split
 
 data_app = typer.Typer(help="Datasets: inspect a spec, write phantom images.", no_args_is_help=True)
 
@@ -54,6 +55,34 @@ def _report(data: ImageDataset) -> list[str]:
     return lines
 
 
+def _split_report(split: Split) -> list[str]:
+    """Lines describing a held-out split: settings, both parts' fingerprints and per-class counts,
+    and the near-duplicate groups found."""
+    record = split.record()
+    assert split.heldout is not None
+    lines = [
+        f"holdout      {split.fraction:g} (split seed {split.seed})",
+        f"{'class':<12} {'train':>7} {'held-out':>9}",
+    ]
+    for name in split.train.class_names:
+        lines.append(f"{name:<12} {record['train_counts'][name]:>7} {record['heldout_counts'][name]:>9}")
+    groups = split.duplicate_groups()
+    lines += [
+        f"train        {len(split.train)} images, fingerprint {split.train.fingerprint}",
+        f"held-out     {len(split.heldout)} images, fingerprint {split.heldout.fingerprint}",
+        f"near-duplicate groups  {len(groups)} ({sum(map(len, groups))} images, largest "
+        f"{max(map(len, groups), default=0)}; each kept in one part)",
+    ]
+    labels = split.data.labels
+    mixed = [g for g in groups if len(set(labels[g].tolist())) > 1]
+    names = split.data.class_names
+    for g in mixed[:MAX_LISTED]:
+        lines.append("  across classes: " + ", ".join(f"#{i} {names[labels[i]]}" for i in g))
+    if len(mixed) > MAX_LISTED:
+        lines.append(f"  ... and {len(mixed) - MAX_LISTED} more groups across classes")
+    return lines
+
+
 @data_app.command("inspect")
 def inspect(
     spec: str = typer.Argument(
@@ -63,12 +92,17 @@ def inspect(
         DataConfig.resolution, "--resolution", "-r", help="Side R of the square images."
     ),
     classes: str | None = options.CLASSES,
+    holdout: float | None = options.HOLDOUT,
+    split_seed: int | None = options.SPLIT_SEED,
 ) -> None:
-    """Load SPEC and print per-class counts, original size ranges, and the files skipped and why."""
-    from lossbench.data import load_dataset
+    """Load SPEC and print per-class counts, original size ranges, the files skipped and why, and
+    with --holdout the split."""
+    from lossbench.data.split import load_split
 
     selected = parse_name_list(classes, "class") if classes is not None else None
-    for line in _report(load_dataset(spec, resolution, selected)):
+    config = DataConfig(spec, resolution, selected, holdout or 0.0, split_seed or 0)
+    split = load_split(config)
+    for line in _report(split.data) + (_split_report(split) if split.heldout is not None else []):
         typer.echo(line)
 
 

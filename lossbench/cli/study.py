@@ -78,6 +78,9 @@ def study(
     devices: str | None = typer.Option(None, "--devices", help="cpu, or cuda:0,cuda:1 (round-robin)."),
     root: Path = options.ROOT,
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override KEY=VALUE, dotted, value a TOML literal: train.lr_g=2e-4 (repeatable)."
+    ),
 ) -> None:
     """Run or resume a study; rerunning the same command continues where it stopped."""
     if ctx.invoked_subcommand is not None:
@@ -111,7 +114,10 @@ def study(
         "workers": workers,
         "devices": parse_name_list(devices, "device") if devices is not None else None,
     }
-    summary = run_study(with_overrides(base, overrides), root=root, progress=progress)
+    from lossbench.config import parse_assignments
+
+    study_config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
+    summary = run_study(study_config, root=root, progress=progress)
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
     typer.echo(f"optuna storage: {summary.storage}")

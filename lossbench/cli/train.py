@@ -96,6 +96,8 @@ def train(
         None, "--resolution", help=f"Image side R (32..512). \\[default: {DataConfig.resolution}]"
     ),
     classes: str | None = options.CLASSES,
+    holdout: float | None = options.HOLDOUT,
+    split_seed: int | None = options.SPLIT_SEED,
     steps: int | None = _option("--steps", "Generator steps."),
     seed: int | None = _option("--seed"),
     resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt if it exists."),
@@ -131,7 +133,7 @@ def train(
     progress: bool | None = _option("--progress/--no-progress"),
 ) -> None:
     """Train DGAN-WP-TL with one adversarial loss and one λ; write checkpoint, samples, curves, config."""
-    from lossbench.data import load_dataset
+    from lossbench.data.split import load_split
     from lossbench.train import LOSS_CURVES, plot_history
     from lossbench.train import train as run_training
 
@@ -146,6 +148,8 @@ def train(
         "data.spec": data,
         "data.resolution": resolution,
         "data.classes": _list(classes, "class"),
+        "data.holdout": holdout,
+        "data.split_seed": split_seed,
         "train.loss": loss,
         "train.loss_params": parse_loss_params(loss_param) or None,
         "train.lam": lam,
@@ -175,12 +179,14 @@ def train(
     }
     run = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
     config = run.train
-    dataset = load_dataset(run.data.spec, run.data.resolution, run.data.classes)
+    split = load_split(run.data)
+    dataset = split.train
     result = run_training(dataset, config, out, resume=resume)
     loss, lam, seed = config.loss, config.lam, config.seed
     curves = plot_history(result.history, out / LOSS_CURVES, title=f"{loss}, λ = {lam:g}, seed {seed}")
     typer.echo(
         f"trained {result.steps} steps of {loss} (λ={lam:g}, seed {seed}) on {len(dataset.images)} images"
+        + (f" ({len(split.heldout)} held out)" if split.heldout is not None else "")
     )
     if result.perceptual_weights == "random":
         typer.echo("note: the perceptual network used RANDOM weights (--random-weights)")

@@ -95,6 +95,6 @@ register_metric(
         *(f"utility_{arm}_{score}" for arm in ("real", "aug", "synth") for score in ("bacc", "f1", "auc")),
     ),
     compute=f"{_COMPUTE}:utility",
-    prepare=f"{_COMPUTE}:check_utility",
+    needs=("heldout", "conditional"),
     description="held-out balanced accuracy of a classifier: real + synthetic minus real; train-on-synthetic",
 )

@@ -11,7 +11,7 @@ import functools
 
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
-from lossbench.images import is_conditional, sample_classes
+from lossbench.images import sample_classes
 from lossbench.metrics import diversity, fidelity
 from lossbench.metrics.evaluation import EvalState
 from lossbench.metrics.swd import sliced_wasserstein
@@ -77,13 +77,6 @@ def swd(state: EvalState) -> dict[str, float]:
     config = state.config
     state.settings.update(swd_directions=config.swd_directions, swd_space="pixels")
     return {"swd": sliced_wasserstein(state.fakes, state.real.images, config.swd_directions, config.seed)}
-
-
-def check_utility(state: EvalState) -> None:
-    if state.heldout is None:
-        raise ConfigError("the utility metric needs a held-out part of the real data (none was given)")
-    if state.generator is None or not is_conditional(state.generator):
-        raise ConfigError("the utility metric needs a class-conditional generator (train.conditional = true)")
 
 
 def utility_settings(config: EvalConfig) -> UtilitySettings:

@@ -28,7 +28,7 @@ from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import class_labels, generate_images, is_conditional, proportional_counts
 from lossbench.metrics import cache, diversity, fidelity
-from lossbench.metrics.registry import get_metric, resolve_metrics
+from lossbench.metrics.registry import Metric, get_metric, resolve_metrics
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -71,11 +71,11 @@ class EvalState:
         real: ImageDataset,
         config: EvalConfig,
         device: str,
-        generator: nn.Module | None = None,
         heldout: ImageDataset | None = None,
+        generator: nn.Module | None = None,
     ) -> None:
-        self.real, self.config, self.device = real, config, device
-        self.generator, self.heldout = generator, heldout
+        self.real, self.config, self.device, self.heldout = real, config, device, heldout
+        self.generator = generator
         self.fakes = torch.empty(0, dtype=torch.uint8)
         self.fake_labels: torch.Tensor | None = None
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
@@ -171,6 +171,19 @@ def _weights_kind(settings: Settings) -> str:
     return "pretrained" if any(w != "none" for w in used) else "none"
 
 
+def _check_needs(metrics: list[Metric], heldout: ImageDataset | None, generator: nn.Module | None) -> None:
+    """ConfigError when a metric needs a held-out part or a conditional generator that is absent."""
+    for metric in metrics:
+        if "heldout" in metric.needs and heldout is None:
+            raise ConfigError(
+                f"metric {metric.name!r} needs a held-out part of the real data (none was given)"
+            )
+        if "conditional" in metric.needs and (generator is None or not is_conditional(generator)):
+            raise ConfigError(
+                f"metric {metric.name!r} needs a class-conditional generator (train.conditional = true)"
+            )
+
+
 def evaluate(
     fake: nn.Module | torch.Tensor,
     real: ImageDataset,
@@ -178,11 +191,13 @@ def evaluate(
     device: str = "cpu",
     heldout: ImageDataset | None = None,
 ) -> EvalResult:
-    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` with `config.metrics`;
-    `heldout`: the real images the generator never saw, for the metrics that need them."""
+    """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` (the training images) with
+    `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
+    metrics that need one (copy detection, utility)."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
     generator = fake if isinstance(fake, nn.Module) else None
-    state = EvalState(real, config, device, generator, heldout)
+    _check_needs(metrics, heldout, generator)
+    state = EvalState(real, config, device, heldout, generator)
     for metric in metrics:
         metric.setup(state)
     if generator is not None:
@@ -195,8 +210,14 @@ def evaluate(
             )
     state.fakes = _check_fakes(fake, real)
     state.settings.update(
-        resolution=real.images.shape[-1], seed=config.seed, n_fake=len(state.fakes), n_real=len(real.images)
+        resolution=real.images.shape[-1],
+        seed=config.seed,
+        n_fake=len(state.fakes),
+        n_real=len(real.images),
+        real_fingerprint=real.fingerprint[:16],
     )
+    if heldout is not None:
+        state.settings.update(n_heldout=len(heldout), heldout_fingerprint=heldout.fingerprint[:16])
     scores: dict[str, float] = {}
     for metric in metrics:
         with state.timed(metric.name):

@@ -4,7 +4,9 @@ A declaration (`Metric`) says everything the rest of lossbench needs to know wit
 the name and aliases accepted in `EvalConfig.metrics`, the result keys with their better direction
 ("min": lower is better, "max": higher is better), the auxiliary keys reported beside them without
 a direction (`kid_std`, `lpips_rr`, ...), the pretrained files it needs (keys of
-`lossbench.weights.WEIGHTS`, a function of the EvalConfig), and how it is computed.
+`lossbench.weights.WEIGHTS`, a function of the EvalConfig), what the evaluation must provide
+(`needs`: "heldout", a held-out real part; "conditional", a class-conditional generator; checked
+before anything runs), and how it is computed.
 
 `compute` and `prepare` are "module:function" strings imported on first use, or plain callables.
 The strings keep this module, and everything that only reads names and directions (stats, report,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "lossbench.metrics"
 _DIRECTIONS = ("min", "max")
+NEEDS = ("heldout", "conditional")
 
 
 def _no_weights(config: EvalConfig) -> list[str]:
@@ -53,6 +56,7 @@ class Metric:
     weights: Callable[[EvalConfig], list[str]] = _no_weights
     prepare: str | Callable[[Any], None] | None = None
     description: str = ""
+    needs: tuple[str, ...] = ()  # from NEEDS
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -63,6 +67,9 @@ class Metric:
         object.__setattr__(self, "keys", dict(self.keys))
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
+        object.__setattr__(self, "needs", tuple(self.needs))
+        if set(self.needs) - set(NEEDS):
+            raise ValueError(f"metric {self.name!r}: needs must be among {NEEDS}, got {self.needs}")
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -154,9 +154,9 @@ def run_study(
     (before anything is recorded) and, after recording what they left, when workers died.
     """
     root = Path(root)
-    config, data = prepare(config, root)
+    config, data = prepare(config, root)  # data: the train / held-out Split
     real = preflight(config, data)
-    study = _open_study(config, root, data.fingerprint)
+    study = _open_study(config, root, data.train.fingerprint)
     tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
     n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
     recover(study, tracking_uri, experiment_id)

@@ -60,12 +60,13 @@ class CellContext:
 
     config: StudyConfig
     train: TrainConfig
-    data: Any  # lossbench.data.ImageDataset
+    data: Any  # lossbench.data.ImageDataset: the train part, what the GAN sees
     device: str
     checkpoint_dir: Path
     run: tracking.TrialRun
     trial: optuna.Trial
     objective: str  # the metric key
+    heldout: Any = None  # the held-out ImageDataset, None without one
 
 
 CellFn = Callable[[Cell, CellContext], CellResult]
@@ -97,7 +98,7 @@ class TrialCallback(Callback):
 
 def evaluate_and_report(ctx: CellContext, generator: torch.nn.Module, step: int) -> EvalResult:
     """Evaluate at `step`: MLflow `eval/<key>` curves and the objective as Optuna intermediate value."""
-    result = evaluate(generator, ctx.data, ctx.config.eval, device=ctx.device)
+    result = evaluate(generator, ctx.data, ctx.config.eval, device=ctx.device, heldout=ctx.heldout)
     ctx.run.log_metrics({f"{tracking.EVAL_PREFIX}{k}": v for k, v in result.metrics.items()}, step)
     ctx.run.flush()
     ctx.trial.report(result.metrics[ctx.objective], step)
@@ -149,7 +150,7 @@ class Objective:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    data: Any  # lossbench.data.ImageDataset
+    data: Any  # lossbench.data.split.Split
     device: str
     cell_fn: CellFn
 
@@ -164,12 +165,13 @@ class Objective:
         ctx = CellContext(
             config,
             train_cfg,
-            self.data,
+            self.data.train,
             self.device,
             checkpoint_dir(self.root, config.name, cell),
             run,
             trial,
             key,
+            self.data.heldout,
         )
         with tracking.ending(run):
             try:
@@ -210,7 +212,7 @@ class Objective:
             "trial": trial.number,
             "train": to_dict(train_cfg),
             "eval": to_dict(config.eval),
-            "data": to_dict(config.data) | {"fingerprint": self.data.fingerprint},
+            "data": to_dict(config.data) | {"fingerprint": self.data.train.fingerprint, **self.data.record()},
         }
         run.log_params(tracking.flatten(config_json))
         run.log_dict(config_json, tracking.CONFIG_JSON)

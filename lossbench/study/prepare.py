@@ -35,6 +35,14 @@ def validate(config: StudyConfig) -> None:
     if get_metric(key).name not in resolve_metrics(config.eval.metrics):
         metrics = ", ".join(config.eval.metrics)
         raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
+    for name in resolve_metrics(config.eval.metrics):
+        needs = get_metric(name).needs
+        if "heldout" in needs and config.data.holdout == 0:
+            raise ConfigError(f"metric {name!r} needs a held-out part: set data.holdout > 0")
+        if "conditional" in needs and not config.train.conditional:
+            raise ConfigError(
+                f"metric {name!r} needs a class-conditional generator: set train.conditional = true"
+            )
     if len(set(grid_cells(config))) != len(grid_cells(config)):
         raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
     for device in config.devices:
@@ -55,12 +63,12 @@ def _check_weights(config: StudyConfig) -> None:
 
 
 def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
-    """Validate, resolve the data spec and cache folder, check weight files, load the data.
+    """Validate, resolve the data spec and cache folder, check weight files, load and split the data.
 
-    Returns the resolved config and the `lossbench.data.ImageDataset`; nothing is recorded yet."""
+    Returns the resolved config and the `lossbench.data.split.Split`; nothing is recorded yet."""
     validate(config)
-    from lossbench.data import load_dataset
     from lossbench.data.busi import resolve_data_spec
+    from lossbench.data.split import load_split
 
     config = dataclasses.replace(
         config,
@@ -68,12 +76,17 @@ def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
         eval=dataclasses.replace(config.eval, cache_dir=config.eval.cache_dir or str(root / "feature-cache")),
     )
     _check_weights(config)
-    data = load_dataset(config.data.spec, config.data.resolution, config.data.classes)
-    return config, data
+    return config, load_split(config.data)
 
 
-def preflight(config: StudyConfig, data: Any) -> EvalResult:
-    """Evaluate real images as if they were fakes: loads every network (a missing weight file fails
-    here, once, in the parent) and fills the real-data cache before the workers start."""
-    fakes = data.images[torch.arange(config.eval.n_fake) % len(data.images)]
-    return evaluate(fakes, data, config.eval, device=config.devices[0])
+def preflight(config: StudyConfig, split: Any) -> EvalResult:
+    """Evaluate training images as if they were fakes: loads every network (a missing weight file
+    fails here, once, in the parent) and fills the real-data cache before the workers start. Metrics
+    that need a generator (`needs` "conditional") are left out: they load no network."""
+    train = split.train
+    fakes = train.images[torch.arange(config.eval.n_fake) % len(train.images)]
+    metrics = tuple(
+        m for m in resolve_metrics(config.eval.metrics) if "conditional" not in get_metric(m).needs
+    )
+    ev = dataclasses.replace(config.eval, metrics=metrics)
+    return evaluate(fakes, train, ev, device=config.devices[0], heldout=split.heldout)
