@@ -392,7 +392,7 @@ def test_registry_names_aliases_and_directions():
         resolve_metrics,
     )
 
-    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd"]
+    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd", "utility"]
     assert dict(DIRECTIONS) == {
         "fid": "min",
         "kid": "min",
@@ -401,8 +401,15 @@ def test_registry_names_aliases_and_directions():
         "precision": "max",
         "recall": "max",
         "swd": "min",
+        "utility_gain": "max",
+        "cas": "max",
     }
-    assert dict(ALIASES) == {"lpips": "lpips_ff", "msssim": "msssim_ff", "pr": "precision"}
+    assert dict(ALIASES) == {
+        "lpips": "lpips_ff",
+        "msssim": "msssim_ff",
+        "pr": "precision",
+        "utility": "utility_gain",
+    }
     assert (metric_key("lpips"), metric_key("fid"), metric_key("kid_std")) == ("lpips_ff", "fid", "kid_std")
     assert resolve_metrics(["recall", "lpips_ff", "precision", "fid", "pr", "lpips"]) == (
         "pr",
@@ -420,7 +427,7 @@ def test_unknown_metric_is_a_one_line_error_listing_the_choices(name):
 
     with pytest.raises(ConfigError) as e:
         resolve_metrics(["fid", name])
-    assert str(e.value) == f"unknown metric {name!r} (choose from fid, kid, lpips, msssim, pr, swd)"
+    assert str(e.value) == f"unknown metric {name!r} (choose from fid, kid, lpips, msssim, pr, swd, utility)"
 
 
 @pytest.mark.parametrize(
