@@ -129,3 +129,30 @@ def test_cli_utility(checkpoint, tmp_path, capsys):
     assert report["settings"]["utility_steps"] == 5 and "utility_gain" in report["metrics"]
     assert main([*args, "--ratio", "-1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
+    import optuna
+
+    from lossbench.config import DataConfig, StudyConfig
+    from lossbench.study import open_storage, run_study
+    from lossbench.study.prepare import validate
+
+    config = StudyConfig(
+        name="util", losses=("hinge",), lambdas=(0.0,), seeds=(0,), workers=1, objective="utility_gain",
+        data=DataConfig(spec="phantom:48", resolution=32, holdout=0.25),
+        train=TrainConfig(steps=2, batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none",
+                          conditional=True, sample_every=0, n_samples=3, progress=False),
+        eval=EvalConfig(metrics=("swd", "utility"), n_fake=8, utility_seeds=1, utility_steps=5,
+                        utility_bootstrap=20),
+    )  # fmt: skip
+    run_study(config, root=tmp_path)
+    (trial,) = optuna.load_study(study_name="util", storage=open_storage(None, tmp_path)).get_trials()
+    assert trial.value == trial.user_attrs["metric.utility_gain"]
+    assert trial.user_attrs["setting.utility_steps"] == 5 and "metric.cas" in trial.user_attrs
+    for change, message in (
+        (dict(data=DataConfig(spec="phantom:48", resolution=32)), "set data.holdout > 0"),
+        (dict(train=TrainConfig(perceptual="none")), "set train.conditional"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            validate(dataclasses.replace(config, **change))
