@@ -119,7 +119,7 @@ def test_utility_metric_in_evaluate(parts, checkpoint):
 
 
 def test_cli_utility(checkpoint, tmp_path, capsys):
-    args = ["utility", "--checkpoint", str(checkpoint), "--data", "phantom:60", "--heldout", "phantom:40"]
+    args = ["utility", "--checkpoint", str(checkpoint), "--data", "phantom:80", "--holdout", "0.4"]
     fast = ["--seeds", "1", "--steps", "5", "--bootstrap", "20"]
     assert main([*args, *fast]) == 0
     out = capsys.readouterr().out
@@ -127,8 +127,9 @@ def test_cli_utility(checkpoint, tmp_path, capsys):
     assert main([*args, *fast, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["settings"]["utility_steps"] == 5 and "utility_gain" in report["metrics"]
-    assert main([*args, "--ratio", "-1"]) == 2
-    assert capsys.readouterr().err.count("\n") == 1
+    for bad in (["--ratio", "-1"], ["--holdout", "0"]):
+        assert main([*args, *bad]) == 2
+        assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):

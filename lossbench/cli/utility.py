@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 
 from lossbench.cli import options
-from lossbench.config import EvalConfig
+from lossbench.config import DataConfig, EvalConfig
+from lossbench.errors import ConfigError
 
 DEFAULTS = EvalConfig()
 
@@ -18,8 +19,9 @@ def utility(
     checkpoint: Path = typer.Option(
         ..., "--checkpoint", help="checkpoint.pt of a conditional run (train.conditional = true)."
     ),
-    data: str = typer.Option(..., "--data", help="The real train part the generator was trained on."),
-    heldout: str = typer.Option(..., "--heldout", help="The real held-out part (never seen in training)."),
+    data: str = typer.Option(..., "--data", help="The dataset the run was trained on."),
+    holdout: float | None = options.HOLDOUT,
+    split_seed: int | None = options.SPLIT_SEED,
     seeds: int = typer.Option(DEFAULTS.utility_seeds, "--seeds", help="Classifier seeds 0..N-1."),
     steps: int = typer.Option(DEFAULTS.utility_steps, "--steps", help="Optimiser steps per classifier."),
     width: int = typer.Option(DEFAULTS.utility_width, "--width", help="Classifier's first-layer channels."),
@@ -31,10 +33,11 @@ def utility(
     device: str = options.DEVICE,
     as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
 ) -> None:
-    """Classifier on real vs real + synthetic vs synthetic only, scored on the held-out part."""
+    """Classifier on real vs real + synthetic vs synthetic only, scored on the held-out part of --data
+    (split by --holdout/--split-seed as in training)."""
     import functools
 
-    from lossbench.data import load_dataset
+    from lossbench.data.split import load_split
     from lossbench.formatting import utility_table
     from lossbench.images import sample_classes
     from lossbench.metrics.compute import utility_settings
@@ -49,9 +52,11 @@ def utility(
         utility_ratio=ratio,
         utility_bootstrap=n_bootstrap,
     )
+    if not holdout:
+        raise ConfigError("utility needs a held-out part: give --holdout (the share used in training)")
     generator = load_generator(checkpoint, device)
-    train_part = load_dataset(data, generator.resolution)
-    heldout_part = load_dataset(heldout, generator.resolution)
+    split = load_split(DataConfig(data, generator.resolution, holdout=holdout, split_seed=split_seed or 0))
+    train_part, heldout_part = split.train, split.heldout
     sample = functools.partial(
         sample_classes, generator, seed=seed, batch_size=config.batch_size, device=device
     )
