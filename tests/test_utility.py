@@ -157,3 +157,19 @@ def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
     ):
         with pytest.raises(ConfigError, match=message):
             validate(dataclasses.replace(config, **change))
+
+
+def test_busi_study_files_ask_for_utility_and_validate():
+    from pathlib import Path
+
+    from lossbench.study.prepare import validate
+    from lossbench.study_config import load_study_config
+
+    studies = Path(__file__).resolve().parents[1] / "studies"
+    cpu = load_study_config(studies / "busi-cpu.toml")
+    paper = load_study_config(studies / "busi-paper.toml")
+    for config in (cpu, paper):
+        validate(config)
+        assert config.train.conditional and config.data.holdout > 0 and "utility" in config.eval.metrics
+    assert cpu.losses == ("wgangp", "bce") and len(cpu.seeds) >= 5 and cpu.data.resolution == 64
+    assert set(cpu.lambdas) <= {0.5, 3.0, 5.0, 7.0, 10.0} and cpu.objective == "utility_gain"

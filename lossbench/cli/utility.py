@@ -60,7 +60,7 @@ def utility(
     sample = functools.partial(
         sample_classes, generator, seed=seed, batch_size=config.batch_size, device=device
     )
-    report = downstream_utility(train_part, heldout_part, sample, utility_settings(config))
+    report = downstream_utility(train_part, heldout_part, sample, utility_settings(config), device)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(report) | {"metrics": report.metrics()}))
         return

@@ -97,7 +97,7 @@ def utility(state: EvalState) -> dict[str, float]:
     sample = functools.partial(
         sample_classes, state.generator, seed=config.seed, batch_size=config.batch_size, device=state.device
     )
-    result = downstream_utility(state.real, state.heldout, sample, utility_settings(config))
+    result = downstream_utility(state.real, state.heldout, sample, utility_settings(config), state.device)
     state.settings.update(result.settings)
     for arm, recall in result.recall.items():
         state.settings[f"utility_{arm}_recall"] = ", ".join(f"{k} {v:.3f}" for k, v in recall.items())

@@ -107,18 +107,23 @@ class Classifier(nn.Module):
 
 
 def train_classifier(
-    images: torch.Tensor, labels: torch.Tensor, n_classes: int, seed: int, settings: UtilitySettings
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    seed: int,
+    settings: UtilitySettings,
+    device: str | torch.device = "cpu",
 ) -> Classifier:
-    """A classifier trained on uint8 `images` with int64 `labels` (see the module docstring)."""
+    """A classifier trained on uint8 `images` with int64 `labels` (see the module docstring), on `device`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Classifier(n_classes, settings.width)
+        model = Classifier(n_classes, settings.width).to(device)
     order = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     model.train()
     for _ in range(settings.steps):
         index = torch.randint(len(images), (settings.batch_size,), generator=order)
-        loss = F.cross_entropy(model(to_float(images[index])), labels[index])
+        loss = F.cross_entropy(model(to_float(images[index].to(device))), labels[index].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -127,8 +132,9 @@ def train_classifier(
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """Class probabilities (float64 N×K) for uint8 images."""
-    chunks = [F.softmax(model(to_float(x)), 1).double() for x in images.split(batch_size)]
+    """Class probabilities (float64 N×K) for uint8 images, on the model's device."""
+    device = next(model.parameters()).device
+    chunks = [F.softmax(model(to_float(x.to(device))), 1).double().cpu() for x in images.split(batch_size)]
     return torch.cat(chunks).numpy()
 
 
@@ -210,15 +216,19 @@ def _check(train: ImageDataset, heldout: ImageDataset) -> None:
 
 
 def downstream_utility(
-    train: ImageDataset, heldout: ImageDataset, sample: Sampler, settings: UtilitySettings
+    train: ImageDataset,
+    heldout: ImageDataset,
+    sample: Sampler,
+    settings: UtilitySettings,
+    device: str | torch.device = "cpu",
 ) -> UtilityResult:
-    """Train the three arms' classifiers over `settings.seeds` seeds; score them on `heldout`."""
+    """Train the three arms' classifiers over `settings.seeds` seeds on `device`; score them on `heldout`."""
     _check(train, heldout)
     n_classes = len(train.class_names)
     arms = _arms(train, sample, n_classes, settings.ratio)
     y = heldout.labels.numpy()
     probs = {
-        arm: np.stack([predict_proba(train_classifier(x, t, n_classes, s, settings), heldout.images)
+        arm: np.stack([predict_proba(train_classifier(x, t, n_classes, s, settings, device), heldout.images)
                        for s in range(settings.seeds)])
         for arm, (x, t) in arms.items()
     }  # fmt: skip
