@@ -167,7 +167,7 @@ def test_busi_study_files_ask_for_utility_and_validate():
 
     studies = Path(__file__).resolve().parents[1] / "studies"
     cpu = load_study_config(studies / "busi-cpu.toml")
-    paper = load_study_config(studies / "busi-paper.toml")
+    paper = dataclasses.replace(load_study_config(studies / "busi-paper.toml"), devices=("cpu",))
     for config in (cpu, paper):
         validate(config)
         assert config.train.conditional and config.data.holdout > 0 and "utility" in config.eval.metrics
