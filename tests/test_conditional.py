@@ -148,3 +148,28 @@ def test_conditional_fakes_of_class_k_look_like_class_k(tmp_path):
     images, labels = sample_classes(G, [30, 30, 30], seed=1)
     recall = recalls(torch.cdist(features(images), centroids).argmin(1).numpy(), labels.numpy(), 3)
     assert recall.min() > 0.6, recall
+
+
+def test_per_class_metrics_compare_class_k_fakes_with_class_k_reals(phantom, tmp_path, capsys):
+    import json
+
+    from lossbench.cli import main
+    from lossbench.config import EvalConfig
+    from lossbench.metrics import evaluate_per_class
+    from lossbench.metrics.swd import sliced_wasserstein
+
+    checkpoint = train(phantom, TrainConfig(steps=1, **TINY), tmp_path).checkpoint
+    G = load_generator(checkpoint)
+    config = EvalConfig(metrics=("swd", "utility"), n_fake=12, swd_directions=16)
+    per_class = evaluate_per_class(G, phantom, config)
+    assert list(per_class) == list(phantom.class_names)
+    counts = proportional_counts(phantom.labels, 3, 12)
+    for k, (name, result) in enumerate(per_class.items()):
+        assert set(result.metrics) == {"swd"} and result.settings["n_fake"] == counts[k]
+        fakes, _ = sample_classes(G, [counts[k] if j == k else 0 for j in range(3)], seed=0)
+        expected = sliced_wasserstein(fakes, phantom.images[phantom.labels == k], 16, 0)
+        assert result.metrics["swd"] == pytest.approx(expected), name
+    args = ["evaluate", "--checkpoint", str(checkpoint), "--data", "phantom:24", "--metrics", "swd"]
+    assert main([*args, "--n-fake", "12", "--per-class", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["per_class"]) == set(phantom.class_names)
+    assert main(["evaluate", "--fake", str(tmp_path), "--data", "phantom:24", "--per-class"]) == 2

@@ -5,8 +5,9 @@ result keys with their better direction, the weights it needs, how it is compute
 (result key -> "min"/"max") and `ALIASES` are read from the registry, plugins included.
 
 This package stays free of heavy imports (stats and reports read directions without loading
-torch): `evaluate`, `EvalResult` and `EvalState` are imported from `evaluation` on first access.
-The pieces: `fidelity` (FID/KID/PR via torch-fidelity), `diversity` (LPIPS, MS-SSIM pairs), `swd`,
+torch): `evaluate`, `evaluate_per_class`, `EvalResult` and `EvalState` are imported from
+`evaluation` on first access. The pieces: `fidelity` (FID/KID/PR via torch-fidelity), `diversity`
+(LPIPS, MS-SSIM pairs), `swd`, `utility` (downstream classifier),
 `cache` (real features on disk), `extractors` (the weight-free `lossbench-tiny` extractor) and
 `compute` (the built-ins wired to the shared `EvalState`).
 """
@@ -36,6 +37,7 @@ __all__ = [
     "Metric",
     "available_metrics",
     "evaluate",
+    "evaluate_per_class",
     "get_metric",
     "metric_key",
     "register_metric",
@@ -43,7 +45,7 @@ __all__ = [
     "resolve_metrics",
 ]
 
-_LAZY = ("evaluate", "EvalResult", "EvalState")
+_LAZY = ("evaluate", "evaluate_per_class", "EvalResult", "EvalState")
 
 
 def __getattr__(name: str) -> Any:

@@ -13,6 +13,7 @@ fails fast. Real-data quantities (extractor features, real-real pair figures) ar
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,7 +27,13 @@ from torch import Tensor, nn
 
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
-from lossbench.images import class_labels, generate_images, is_conditional, proportional_counts
+from lossbench.images import (
+    class_labels,
+    generate_images,
+    is_conditional,
+    proportional_counts,
+    sample_classes,
+)
 from lossbench.metrics import cache, diversity, fidelity
 from lossbench.metrics.registry import Metric, get_metric, resolve_metrics
 
@@ -232,3 +239,32 @@ def evaluate(
         real_features=fid_features[1].numpy() if fid_features else None,
         timings=state.timings,
     )
+
+
+def evaluate_per_class(
+    generator: nn.Module, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+) -> dict[str, EvalResult]:
+    """Class name -> `config.metrics` of a conditional generator's fakes of that class against the real
+    images of that class. `n_fake` is split over the classes as the real labels are (at least 2 per
+    class); metrics that need a held-out part or a generator (`Metric.needs`) are left out."""
+    from lossbench.data import fingerprint
+
+    if not is_conditional(generator):
+        raise ConfigError(
+            "per-class evaluation needs a class-conditional generator (train.conditional = true)"
+        )
+    metrics = tuple(m for m in resolve_metrics(config.metrics) if not get_metric(m).needs)
+    counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
+    out: dict[str, EvalResult] = {}
+    for k, name in enumerate(real.class_names):
+        images = real.images[real.labels == k]
+        labels = torch.zeros(len(images), dtype=torch.int64)
+        part = dataclasses.replace(
+            real, images=images, labels=labels, class_names=(name,), skipped=[], sizes=None,
+            fingerprint=fingerprint(images, labels, (name,)),
+        )  # fmt: skip
+        n = max(2, counts[k])
+        fakes, _ = sample_classes(generator, [n if j == k else 0 for j in range(generator.n_classes)],
+                                  config.seed, config.batch_size, device)  # fmt: skip
+        out[name] = evaluate(fakes, part, dataclasses.replace(config, metrics=metrics, n_fake=n), device)
+    return out
