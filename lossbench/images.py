@@ -88,6 +88,8 @@ def sample_classes(
     """counts[k] images of each class k from a conditional generator: (uint8 images, int64 labels)."""
     if not is_conditional(generator):
         raise ConfigError("sampling by class needs a class-conditional generator (train.conditional = true)")
+    if len(counts) != generator.n_classes:
+        raise ConfigError(f"counts for {len(counts)} classes, but the generator has {generator.n_classes}")
     labels = class_labels(counts)
     return generate_images(generator, len(labels), seed, batch_size, device, labels), labels
 

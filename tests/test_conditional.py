@@ -126,6 +126,8 @@ def test_sampling_by_class_counts():
         generate_images(G, 3, seed=0)
     with pytest.raises(ConfigError, match="class-conditional generator"):
         sample_classes(Generator(32, z_dim=8, width=4), [1, 1], seed=0)
+    with pytest.raises(ConfigError, match="counts for 2 classes, but the generator has 3"):
+        sample_classes(G, [1, 1], seed=0)
 
 
 def test_conditional_fakes_of_class_k_look_like_class_k(tmp_path):
