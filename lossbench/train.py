@@ -16,7 +16,7 @@ Conventions:
 - Class-conditional (`conditional`): each step's fakes take the class indices of its real batch, and
   those indices are bound to the critic (`BoundCritic`) before the loss sees it, so every loss
   (plugins included) still calls D(x) on real, fake and mixed batches of one label vector. The
-  architecture is built with `n_classes` = the dataset's classes; no extra random draw is made.
+  architecture gets `n_classes` = 1 + the largest label (the classes); no extra random draw is made.
   Sample grids then hold one row per class.
 - On CUDA: bf16 autocast (the losses compute their penalties in fp32) and channels_last.
 - Logged terms ("d/loss", "d/<loss term>", "g/adv", "g/<loss term>", "g/perc", "g/loss") are means
