@@ -18,7 +18,11 @@ Conventions:
   (plugins included) still calls D(x) on real, fake and mixed batches of one label vector. The
   architecture gets `n_classes` = 1 + the largest label (the classes); no extra random draw is made.
   Sample grids then hold one row per class.
-- On CUDA: bf16 autocast (the losses compute their penalties in fp32) and channels_last.
+- On CUDA: bf16 autocast (the losses compute their penalties in fp32; TF32 is off, see
+  lossbench.precision), channels_last (not for a GroupNorm critic), fused Adam, cudnn.benchmark.
+- Host-device traffic per generator step: one non-blocking copy of the step's CPU draws (z and
+  augmentation parameters, `lossbench.randomness`) and, once per epoch, the data order; no device
+  value is read on the host between logs.
 - Logged terms ("d/loss", "d/<loss term>", "g/adv", "g/<loss term>", "g/perc", "g/loss") are means
   over the steps since the previous log, taken every `log_every` steps, at each checkpoint and at the
   end. They are checked there for NaN/Inf (one device sync per log, none per step): a DivergedError
@@ -36,6 +40,7 @@ loss_curves.png; studies log the curves to MLflow instead).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -43,7 +48,7 @@ import math
 import os
 import sys
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -55,7 +60,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from lossbench import precision
 from lossbench.augment import diff_augment
+from lossbench.augment import draws as augmentation_draws
 from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.files import atomic_write
@@ -63,6 +70,7 @@ from lossbench.images import class_labels, generate_images, to_float
 from lossbench.losses import AdversarialLoss, get_loss
 from lossbench.models.perceptual import PerceptualLoss
 from lossbench.models.registry import BoundCritic, build_model
+from lossbench.randomness import Draw, Draws, to_device
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -208,13 +216,17 @@ def build(images: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None
             config.random_weights,
             config.weights_dir,
         ).to(device)
+        perceptual.prepare(torch.bfloat16 if _amp(config, device) else None, channels_last(config, device))
 
     rng = _rng_streams(config.seed)
     model = {"arch": config.model.arch, "args": _model_args(config, images.shape[-1], labels)}
     G, D = (m.to(device) for m in build_model(model["arch"], rng=rng["init"], **model["args"]))
-    if device.type == "cuda" and config.channels_last:
-        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
-    sampler = EpochSampler(len(images), config.batch_size, rng["data"])
+    if channels_last(config, device):
+        G, D = (m.to(memory_format=torch.channels_last) if keeps_channels_last(m) else m for m in (G, D))
+    # Fixed shapes: cuDNN may pick its fastest kernels, unless told to be deterministic.
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
+    sampler = EpochSampler(len(images), config.batch_size, rng["data"], device)
     torch.manual_seed(rng["global"].initial_seed())
     return Run(
         config=config,
@@ -228,35 +240,35 @@ def build(images: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None
         G=G,
         D=D,
         G_ema=copy.deepcopy(G).eval().requires_grad_(False),
-        opt_g=torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas),
-        opt_d=torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.betas),
+        opt_g=_adam(G, config.lr_g, config.betas, device),
+        opt_d=_adam(D, config.lr_d, config.betas, device),
         sampler=sampler,
         noise_rng=rng["noise"],
     )
 
 
+@precision.fp32()
 def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     """Generator step `step + 1`: `n_critic` critic steps, one generator step, the EMA update.
-    Returns the detached terms to log (see the module docstring)."""
+    Returns the detached terms to log (see the module docstring). TF32 is off: the fp32 parts (the
+    penalties, everything when autocast is off) are full fp32."""
     config, G, D = run.config, run.G, run.D
-    on_cuda = run.device.type == "cuda"
-    amp = functools.partial(torch.autocast, run.device.type, torch.bfloat16, enabled=on_cuda and config.amp)
+    amp = _autocast(run)
+    z_draw, aug_draws = _step_plan(run)
+    draws = Draws((z_draw, *aug_draws, *aug_draws) * (run.n_critic + 1), run.noise_rng, run.device)
 
     def real_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
         index = run.sampler.next()
         return to_float(run.images[index]), (run.labels[index] if run.labels is not None else None)
 
-    def noise() -> torch.Tensor:
-        return torch.randn(config.batch_size, config.z_dim, generator=run.noise_rng).to(run.device)
-
     def generate(y: torch.Tensor | None) -> torch.Tensor:
-        return G(noise()) if y is None else G(noise(), y)
+        return G(draws.take(z_draw)) if y is None else G(draws.take(z_draw), y)
 
     def critic(y: torch.Tensor | None) -> nn.Module:
         return D if y is None else BoundCritic(D, y)
 
     def augment(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, config.augment, run.noise_rng) if config.augment else x
+        return diff_augment(x, config.augment, draws) if config.augment else x
 
     # Critic: n_critic steps; the fakes carry no graph back to G.
     D.requires_grad_(True)
@@ -292,6 +304,43 @@ def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
         terms["g/perc"] = perc.detach()
     terms["g/loss"] = loss_g.detach()
     return terms
+
+
+def channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the networks run in channels_last memory format: on CUDA when `config.channels_last`."""
+    return device.type == "cuda" and config.channels_last
+
+
+def keeps_channels_last(module: nn.Module) -> bool:
+    """False for a network with GroupNorm (the "layernorm" critic): its CUDA kernels return NCHW, so
+    channels_last would only add layout conversions around every normalisation."""
+    return not any(isinstance(m, nn.GroupNorm) for m in module.modules())
+
+
+def _amp(config: TrainConfig, device: torch.device) -> bool:
+    """bf16 autocast: on CUDA when `config.amp`; CPU runs are fp32."""
+    return device.type == "cuda" and config.amp
+
+
+def _autocast(run: Run) -> Callable[[], contextlib.AbstractContextManager]:
+    if _amp(run.config, run.device):
+        return functools.partial(torch.autocast, "cuda", torch.bfloat16)
+    return contextlib.nullcontext
+
+
+def _adam(module: nn.Module, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
+    """Adam; the fused (one-kernel) implementation on CUDA."""
+    return torch.optim.Adam(
+        module.parameters(), lr=lr, betas=betas, fused=True if device.type == "cuda" else None
+    )
+
+
+def _step_plan(run: Run) -> tuple[Draw, list[Draw]]:
+    """The CPU draws of one z batch and of one augmentation call, in the order `train_step` takes them:
+    per critic step and for the generator step, z, then the augmentation of real, then of fake."""
+    config, resolution = run.config, run.images.shape[-1]
+    z = Draw("randn", (config.batch_size, config.z_dim))
+    return z, augmentation_draws(config.augment, (config.batch_size, 1, resolution, resolution))
 
 
 def checkpoint_state(run: Run, step: int, history: History) -> dict[str, Any]:
@@ -341,34 +390,46 @@ def set_rng_state(state: dict[str, Any], noise_rng: torch.Generator, device: tor
 
 
 class EpochSampler:
-    """Batches of dataset indices: a fresh permutation each epoch, the last partial batch dropped."""
+    """Batches of dataset indices: a fresh permutation each epoch, the last partial batch dropped.
+    Permutations are drawn on the CPU from `rng` and copied to `device` once per epoch."""
 
-    def __init__(self, n: int, batch_size: int, rng: torch.Generator) -> None:
+    def __init__(
+        self, n: int, batch_size: int, rng: torch.Generator, device: torch.device | None = None
+    ) -> None:
         self.n, self.batch_size, self.rng = n, batch_size, rng
-        self.order = torch.randperm(n, generator=rng)
-        self.pos = 0
+        self.device = device or torch.device("cpu")
+        self._set_order(torch.randperm(n, generator=rng), 0)
+
+    def _set_order(self, order: torch.Tensor, pos: int) -> None:
+        self.order, self.pos = order, pos  # the host copy is what checkpoints hold
+        self._device_order = to_device(order, self.device)
 
     def next(self) -> torch.Tensor:
+        """The next batch of indices, on the sampler's device."""
         if self.pos + self.batch_size > self.n:
-            self.order, self.pos = torch.randperm(self.n, generator=self.rng), 0
+            self._set_order(torch.randperm(self.n, generator=self.rng), 0)
         self.pos += self.batch_size
-        return self.order[self.pos - self.batch_size : self.pos]
+        return self._device_order[self.pos - self.batch_size : self.pos]
 
     def state_dict(self) -> dict[str, Any]:
         return {"order": self.order, "pos": self.pos, "rng": self.rng.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.order, self.pos = state["order"], state["pos"]
+        self._set_order(state["order"], state["pos"])
         self.rng.set_state(state["rng"])
 
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    """ema ← decay·ema + (1 - decay)·model for parameters; buffers (BatchNorm statistics) copied."""
-    for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
-        p_ema.lerp_(p, 1.0 - decay)
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+    """ema ← decay·ema + (1 - decay)·model for parameters; buffers (BatchNorm statistics) copied.
+    One multi-tensor kernel each on CUDA; on CPU the same per-tensor `lerp_`/`copy_` as a loop."""
+    ema_params, params = list(ema.parameters()), list(model.parameters())
+    ema_buffers, buffers = list(ema.buffers()), list(model.buffers())
+    if len(ema_params) != len(params) or len(ema_buffers) != len(buffers):
+        raise ValueError("the EMA copy and the model have different parameters or buffers")
+    torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+    if buffers:
+        torch._foreach_copy_(ema_buffers, buffers)
 
 
 def mean_terms(pending: list[tuple[int, dict[str, torch.Tensor]]]) -> dict[str, float]:

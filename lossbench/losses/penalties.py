@@ -1,7 +1,8 @@
 """Critic penalties on input gradients: the WGAN-GP/DRAGAN gradient penalty and R1.
 
 Every penalty runs its extra forward and backward pass through the critic in fp32 (fp64 stays
-fp64) with autocast switched off, whatever the caller's autocast state: double backward in
+fp64) with autocast and TF32 switched off (`lossbench.precision.fp32`), whatever the caller's
+state; the trainer's critic backward runs with TF32 off too: double backward in
 bf16/fp16 is a known source of NaNs in GAN training. The points are detached (a penalty regularises
 the critic only) and the gradient is taken with `create_graph=True`, so the penalty back-propagates
 into the critic's parameters. Norms are taken per sample, over all of C×H×W. Random draws use
@@ -13,9 +14,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lossbench import precision
 from lossbench.losses.base import at_least_fp32
 
 
+@precision.fp32()
 def input_gradients(D: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """∇ₓ D(x) for each sample of `x` (shape of `x`, at least fp32), differentiable w.r.t. D's parameters."""
     with torch.autocast(device_type=x.device.type, enabled=False):

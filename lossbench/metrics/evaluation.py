@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lossbench import precision
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import (
@@ -86,7 +87,11 @@ class EvalState:
         self.fakes = torch.empty(0, dtype=torch.uint8)
         self.fake_labels: torch.Tensor | None = None
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
-        self.data_key = {"dataset": real.fingerprint, "resolution": real.images.shape[-1]}
+        self.data_key = {
+            "dataset": real.fingerprint,
+            "resolution": real.images.shape[-1],
+            **precision.identity(device),  # CPU and GPU real features differ in rounding: never mixed
+        }
         self.networks: dict[str, Any] = {}  # loaded by the metrics' `prepare`
         self.role_features: dict[str, tuple[Tensor, Tensor]] = {}  # role -> (fake, real) features
         self.settings: Settings = {}
@@ -191,6 +196,7 @@ def _check_needs(metrics: list[Metric], heldout: ImageDataset | None, generator:
             )
 
 
+@precision.fp32()
 def evaluate(
     fake: nn.Module | torch.Tensor,
     real: ImageDataset,
@@ -200,7 +206,8 @@ def evaluate(
 ) -> EvalResult:
     """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` (the training images) with
     `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
-    metrics that need one (copy detection, utility)."""
+    metrics that need one (copy detection, utility). In fp32 without TF32; the device type and
+    precision are in the settings and the cache keys."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
     generator = fake if isinstance(fake, nn.Module) else None
     _check_needs(metrics, heldout, generator)
@@ -222,6 +229,7 @@ def evaluate(
         n_fake=len(state.fakes),
         n_real=len(real.images),
         real_fingerprint=real.fingerprint[:16],
+        **precision.identity(device),
     )
     if heldout is not None:
         state.settings.update(n_heldout=len(heldout), heldout_fingerprint=heldout.fingerprint[:16])

@@ -11,6 +11,10 @@ of per-layer means), where
 - pairing "paired" (default) compares fake i with real i of the batch (equal batch sizes);
   "mean" compares the batch-mean features (feature matching).
 
+On CUDA the trainer calls `prepare` once: the frozen network in bf16 when autocast is on (autocast
+caches its casts only for weights that require grad, so it would re-cast these frozen ones on every
+pass; the bf16 values are the same) and in channels_last memory format.
+
 Feature networks come from a registry (`register_feature_network`); a builder gets
 `random_weights` and `weights_dir` and returns a VGG-style `nn.Sequential`. Pretrained weights are
 found through `lossbench.weights.find_weights`; random weights only when asked for explicitly.
@@ -126,16 +130,27 @@ class PerceptualLoss(nn.Module):
         self.features = features[: self.taps[-1] + 1].eval().requires_grad_(False)
         self.network, self.layers, self.distance, self.pairing = network, tuple(layers), distance, pairing
         self.weights = "random" if random_weights else "pretrained"
+        self.dtype = torch.float32  # of the feature network (see `prepare`)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
     def train(self, mode: bool = True) -> PerceptualLoss:
         return super().train(False)  # frozen: always in eval mode
 
+    def prepare(self, dtype: torch.dtype | None = None, channels_last: bool = False) -> PerceptualLoss:
+        """Convert the frozen network once: to `dtype` (None: keep fp32) and to channels_last."""
+        if dtype is not None:
+            self.features.to(dtype)
+            self.dtype = dtype
+        if channels_last:
+            self.features.to(memory_format=torch.channels_last)
+        return self
+
     def extract(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Features at the chosen layers for images N×C×H×W in [-1, 1] (C = 1 or 3)."""
+        """Features at the chosen layers for images N×C×H×W in [-1, 1] (C = 1 or 3); normalised in
+        fp32, then in the network's dtype."""
         x = ((x + 1) / 2).expand(-1, 3, -1, -1)
-        x = (x - self.mean) / self.std
+        x = ((x - self.mean) / self.std).to(self.dtype)
         out = []
         for i, m in enumerate(self.features):
             x = m(x)
