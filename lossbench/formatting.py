@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -22,16 +23,40 @@ if TYPE_CHECKING:
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 
 
-def header(result: StatsResult) -> str:
-    """One line naming the settings every number depends on (a second one for evaluation settings)."""
+def header_lines(result: StatsResult) -> list[str]:
+    """The settings every number depends on, one line each."""
     tests = "paired t / Wilcoxon signed-rank" if result.paired else "Welch t / Mann-Whitney U"
-    settings = ", ".join(f"{k}={v}" for k, v in result.settings.items())
-    return (
-        f"metrics: {', '.join(result.metrics)}; alpha={result.alpha:g}; tests: {tests}; "
-        f"p-values corrected with {result.correction_name} (multipletests method='{result.correction}'); "
-        f"{'bootstrap (BCa)' if result.ci_method == 'bootstrap' else 't-based'} 95% CIs"
-        + (f"\nevaluation settings: {settings}" if settings else "")
-    )
+    lines = [
+        f"metrics: {', '.join(result.metrics)}; alpha = {result.alpha:g}",
+        f"tests: {tests} ({result.paired_reason}); mixed model with seed as random intercept",
+        f"p-values corrected with {result.correction_name} (multipletests method='{result.correction}')",
+        f"{'bootstrap (BCa)' if result.ci_method == 'bootstrap' else 't-based'} 95% CIs, "
+        "clipped to each metric's range",
+    ]
+    if result.settings:
+        lines.append("evaluation settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
+    return lines
+
+
+def header(result: StatsResult) -> str:
+    """`header_lines` joined by newlines."""
+    return "\n".join(header_lines(result))
+
+
+def power_lines(result: StatsResult) -> list[str]:
+    """One sentence per metric: the smallest difference detectable and the seeds a difference needs."""
+    lines = []
+    for r in result.power.to_dict("records"):
+        if pd.isna(r["min_detectable"]):
+            detect = f"with {r['n']} seeds per cell no detectable difference can be computed"
+        else:
+            detect = f"with {r['n']} seeds, {r['min_detectable']:.3g} is detected with {r['power']:.0%} power"
+        if pd.isna(r["n_needed"]):
+            need = f"no seed count for {r['delta']:.3g} ({r['delta_source']})"
+        else:
+            need = f"{r['delta']:.3g} ({r['delta_source']}) needs {int(r['n_needed'])} seeds"
+        lines.append(f"power, {r['metric']}: {detect}; {need}")
+    return lines
 
 
 def display(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
@@ -53,12 +78,19 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 TITLES = {
+    "problems": "Failed and missing cells",
     "summary": "Per cell: mean, sd and 95% CI over seeds",
     "best": "Best cell per metric",
     "pairwise": "Pairwise comparisons per lambda",
     "omnibus": "Omnibus tests per lambda (more than two losses)",
     "anova": "Two-way ANOVA (type II): metric ~ loss * lambda",
+    "mixed": "Mixed model: metric ~ loss * lambda, seed as random intercept (REML)",
+    "power": "Power: smallest difference detectable at 80% power; seeds needed for a difference",
 }
+WIDTH = 100  # columns of the plain-text table
+LATEX_ESCAPES = str.maketrans(
+    {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+)
 
 
 def check_format(fmt: str) -> str:
@@ -68,35 +100,51 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def format_result(result: StatsResult, fmt: str = "table") -> str:
-    """`result` as text: "table" (plain), "markdown", "csv", "latex" or "json".
+def latex_escape(text: str) -> str:
+    """`text` with LaTeX's special characters escaped."""
+    return str(text).translate(LATEX_ESCAPES)
 
-    csv and latex give one block per table, each after a line `# <table name>`.
+
+def csv_table(result: StatsResult, names: tuple[str, ...]) -> pd.DataFrame:
+    """The tables `names` stacked into one frame, a first column `table` naming each row's table."""
+    frames = [t.assign(table=name) for name, t in result.tables().items() if name in names and len(t)]
+    if not frames:
+        return pd.DataFrame(columns=["table"])
+    out = pd.concat(frames, ignore_index=True)
+    return out[["table", *[c for c in out.columns if c != "table"]]]
+
+
+def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ...] | None = None) -> str:
+    """`result` as text: "table" (plain, WIDTH columns), "markdown", "csv", "latex" or "json".
+
+    `tables` selects tables (default: all). Warnings are not included except in json (see
+    `format_warnings`). csv is one table readable by `pandas.read_csv(path, comment="#")`: the
+    tables stacked with a `table` column, every header line commented.
     """
     check_format(fmt)
+    names = tables or tuple(result.tables())
     if fmt == "json":
         return json.dumps(result.to_dict(), indent=2, allow_nan=False, default=str)
-    blocks = [header(result)]
+    lines = header_lines(result)
+    if fmt == "csv":
+        buf = io.StringIO()
+        csv_table(result, names).to_csv(buf, index=False)
+        return "".join(f"# {line}\n" for line in lines) + buf.getvalue()
+    if fmt == "table":
+        lines = [w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
+    blocks = ["\n".join({"latex": "% "}.get(fmt, "") + line for line in lines)]
     for name, table in result.tables().items():
-        if table.empty:
+        if table.empty or name not in names:
             continue
         shown = display(table)
         if fmt == "table":
-            blocks.append(f"{TITLES[name]}\n{shown.to_string(index=False)}")
+            blocks.append(f"{TITLES[name]}\n{shown.to_string(index=False, line_width=WIDTH)}")
         elif fmt == "markdown":
             blocks.append(f"### {TITLES[name]}\n\n{markdown_table(shown)}")
-        elif fmt == "csv":
-            buf = io.StringIO()
-            table.to_csv(buf, index=False)
-            blocks.append(f"# {name}\n{buf.getvalue().rstrip()}")
         else:
-            blocks.append(f"% {TITLES[name]}\n{shown.to_latex(index=False)}".rstrip())
-    comment = {"csv": "# ", "latex": "% "}.get(fmt, "")
-    blocks[0] = comment + blocks[0]
-    if result.warnings:
-        title = "### Warnings" if fmt == "markdown" else comment + "warnings:"
-        bullet = "- " if fmt == "markdown" else comment + "  "
-        blocks.append("\n".join([title, *[bullet + w for w in result.warnings]]))
+            shown = shown.astype(str).map(latex_escape).rename(columns=latex_escape)
+            body = shown.to_latex(index=False, escape=False)
+            blocks.append(f"% {TITLES[name]}\n{body}".rstrip())
     return "\n\n".join(blocks) + "\n"
 
 
@@ -118,3 +166,8 @@ def utility_table(result: UtilityResult) -> str:
         + f"\n\nutility_gain (balanced accuracy, aug - real) = {result.gain:.3f} [{low:.3f}, {high:.3f}]"
         + f"\nheld-out counts: {'/'.join(map(str, result.counts['heldout']))}; {settings}"
     )
+
+
+def format_warnings(result: StatsResult) -> str:
+    """The warnings of `result`, one per line after "warning: " (for stderr); empty when none."""
+    return "".join(f"warning: {w}\n" for w in result.warnings)

@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch
+from lossbench.lazy import LazyModule
+
+torch = LazyModule("torch")  # the losses import this module; checking their parameters needs no torch
 
 EVAL_PRECISION = "fp32"  # no TF32: see `fp32`
 

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from lossbench import stats, tracking
-from lossbench.formatting import TITLES, display, format_result, header, markdown_table
+from lossbench.formatting import TITLES, display, format_result, header_lines, markdown_table, power_lines
 from lossbench.metrics import DIRECTIONS
 from lossbench.tracking import Artifacts
 
@@ -35,6 +36,7 @@ NOT_AVAILABLE = "not available"
 CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}th{background:#f0f0f0}img{max-width:100%}.na{color:#888;font-style:italic}
+.warn{background:#fff3cd;border:1px solid #e0b000;padding:.3em 1em;margin:1em 0}
 .grid td{text-align:center}.grid img{width:180px;image-rendering:pixelated}"""
 
 
@@ -82,27 +84,29 @@ def plot_metrics_vs_lambda(summary: pd.DataFrame, metrics: list[str]) -> bytes:
 
 
 def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], list[float]]]]) -> bytes | None:
-    """One panel per logged training term; one line per run, coloured by loss."""
+    """One row of panels per loss, one column per logged training term; one line per λ (coloured
+    by λ, viridis), the mean over seeds."""
     if not curves:
         return None
     terms = sorted(curves)
-    cols = min(3, len(terms))
-    rows = -(-len(terms) // cols)
-    fig = Figure(figsize=(4.5 * cols, 3.2 * rows))
     losses = sorted({c[0] for runs in curves.values() for c in runs})
-    colors = {loss: f"C{i}" for i, loss in enumerate(losses)}
-    for i, term in enumerate(terms):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        seen = set()
-        for loss, _lam, steps, values in curves[term]:
-            ax.plot(
-                steps, values, color=colors[loss], lw=0.8, alpha=0.6, label=None if loss in seen else loss
-            )
-            seen.add(loss)
-        ax.set_title(term, fontsize=10)
-        ax.set_xlabel("generator step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+    lambdas = sorted({c[1] for runs in curves.values() for c in runs})
+    cmap = matplotlib.colormaps["viridis"]
+    colors = {lam: cmap(i / max(1, len(lambdas) - 1)) for i, lam in enumerate(lambdas)}
+    fig = Figure(figsize=(4.2 * len(terms), 3.0 * len(losses)))
+    for r, loss in enumerate(losses):
+        for c, term in enumerate(terms):
+            ax = fig.add_subplot(len(losses), len(terms), r * len(terms) + c + 1)
+            for lam in lambdas:
+                runs = [pd.Series(v, index=s) for x, y, s, v in curves[term] if (x, y) == (loss, lam)]
+                if runs:
+                    mean = pd.concat(runs, axis=1).mean(axis=1).sort_index()
+                    ax.plot(mean.index, mean.to_numpy(), color=colors[lam], lw=1, label=f"λ={lam:g}")
+            ax.set_title(f"{loss}: {term}", fontsize=10)
+            ax.set_xlabel("generator step")
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
 
@@ -210,6 +214,19 @@ class _Doc:
         self.html.append(f"<p{f' class={css!r}' if css else ''}>{html.escape(text)}</p>")
         self.md.append(f"_{text}_" if css == "na" else text)
 
+    def lines(self, lines: list[str]) -> None:
+        """Separate lines of one paragraph."""
+        self.html.append("<p>" + "<br>".join(html.escape(line) for line in lines) + "</p>")
+        self.md.append("  \n".join(lines))
+
+    def warnings(self, warnings: list[str]) -> None:
+        """The warnings as a highlighted list (nothing when there are none)."""
+        if not warnings:
+            return
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        self.html.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
+        self.md.append("> **Warnings**\n" + "\n".join(f"> - {w}" for w in warnings))
+
     def table(self, table: pd.DataFrame, bold: pd.DataFrame | None = None) -> None:
         if table.empty:
             return self.text(NOT_AVAILABLE, "na")
@@ -279,8 +296,15 @@ def build_report(
     losses = sorted(result.summary["loss"].unique())
     lambdas = sorted(result.summary["lambda"].unique())
     doc.heading(title, 1)
-    doc.text(f"{len(df)} trials; losses {', '.join(losses)}; λ {', '.join(f'{x:g}' for x in lambdas)}.")
-    doc.text(header(result))
+    doc.warnings(result.warnings)
+    if len(result.problems):
+        doc.heading(TITLES["problems"])
+        doc.table(display(result.problems))
+    doc.lines(
+        [f"{len(df)} trials; losses {', '.join(losses)}; λ {', '.join(f'{x:g}' for x in lambdas)}."]
+        + header_lines(result)
+        + power_lines(result)
+    )
 
     doc.heading("Results: mean ± sd over seeds (best cell per metric in bold)")
     doc.table(*paper_table(result.summary, result.best))
@@ -298,6 +322,10 @@ def build_report(
         doc.table(display(result.omnibus))
     doc.heading(TITLES["anova"], 3)
     doc.table(display(result.anova))
+    doc.heading(TITLES["mixed"], 3)
+    doc.table(display(result.mixed))
+    doc.heading(TITLES["power"], 3)
+    doc.table(display(result.power))
 
     doc.heading("Figures")
     doc.heading("Metrics against λ (95% CI bands)", 3)
@@ -311,12 +339,6 @@ def build_report(
     doc.heading("PCA of real and generated features", 3)
     doc.image("pca", plot_pca(art.real_features, art.fake_features), "PCA of features")
 
-    doc.heading("Warnings")
-    if result.warnings:
-        doc.html.append("<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in result.warnings) + "</ul>")
-        doc.md.append("\n".join(f"- {w}" for w in result.warnings))
-    else:
-        doc.text("none")
     doc.heading(TITLES["summary"])
     doc.table(display(result.summary))
 

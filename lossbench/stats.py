@@ -9,10 +9,15 @@ Conventions:
 - a cell is one (loss, lambda); its replicates are the seeds. NaN or infinite metric values
   (diverged or missing runs) are dropped and counted per cell, never used as numbers;
 - confidence intervals are two-sided (95% by default): t-based (`scipy.stats.ttest_1samp`), or a
-  seeded BCa bootstrap of the mean (`scipy.stats.bootstrap`) on request;
+  seeded BCa bootstrap of the mean (`scipy.stats.bootstrap`) on request; either is intersected with
+  the metric's declared range (`lossbench.metrics.metric_range`: KID >= 0, LPIPS in [0, 1], ...),
+  which keeps its coverage since the true mean lies in that range;
+- the design is paired when the seeds match: every seed shares initial weights, batches and z across
+  losses and lambdas, so `paired=None` (the default) chooses paired tests when every cell of a lambda
+  holds the same seeds, once each (`seeds_match`); `paired=True/False` forces the choice;
 - pairwise comparisons run per metric, per lambda, per pair of losses (a, b): Welch's t and
-  Mann-Whitney U, or with `paired=True` (seeds matched) the paired t and Wilcoxon signed-rank
-  tests on the seeds present in both cells;
+  Mann-Whitney U, or paired, the paired t and Wilcoxon signed-rank tests on the seeds present in both
+  cells;
 - effect sizes are signed a - b: Hedges' g (pooled sd, exact small-sample factor J) and Cliff's
   delta = P(a > b) - P(a < b) = 2 U_a / (n_a n_b) - 1 from the Mann-Whitney U statistic;
 - p-values are corrected with statsmodels' `multipletests` over one family per test kind (t tests,
@@ -22,7 +27,14 @@ Conventions:
   or "no significant difference" when p >= alpha; rank tests are reported beside it;
 - with more than two losses, an omnibus test per lambda: Kruskal-Wallis, or Friedman when paired;
 - two-way ANOVA `metric ~ C(loss) * C(lambda)`, type II, with partial eta squared
-  SS_effect / (SS_effect + SS_residual).
+  SS_effect / (SS_effect + SS_residual); beside it the linear mixed model of the same formula with
+  the seed as random intercept (`statsmodels` `mixedlm`, REML), which uses the pairing by seed;
+- power (`statsmodels.stats.power`, two-sided, at `alpha`): per metric, the smallest difference
+  between two losses at one lambda that the study detects with 80% power given its seeds and the
+  observed sd (of the seed-wise differences when paired, pooled within cells otherwise), and the
+  seeds needed to detect a given difference (default: the mean absolute difference observed);
+- failed and missing cells (diverged, unfinished, or absent from a table) are listed with their
+  reason (`problems`), never dropped without a word.
 Every test statistic comes from scipy or statsmodels.
 """
 
@@ -36,15 +48,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import special, stats
-from statsmodels.formula.api import ols
+from statsmodels.formula.api import mixedlm, ols
 from statsmodels.stats.anova import anova_lm
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower, TTestPower
+from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from lossbench.errors import ConfigError, DataError
-from lossbench.metrics import DIRECTIONS, metric_key
+from lossbench.metrics import DIRECTIONS, metric_key, metric_range
 
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
 CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
+POWER = 0.8  # the power at which the smallest detectable difference is reported
+#: Columns of the table of failed and missing cells.
+PROBLEM_COLUMNS = ("loss", "lambda", "seed", "state", "reason")
 #: Columns of the pairwise table, in order.
 PAIRWISE_COLUMNS = (
     "metric",
@@ -77,6 +94,7 @@ class StatsResult:
     metrics: list[str]
     alpha: float
     paired: bool
+    paired_reason: str  # why the tests are paired or not
     correction: str  # multipletests method: "holm" or "fdr_bh"
     ci_method: str  # "t" or "bootstrap"
     summary: pd.DataFrame  # metric, loss, lambda, n, n_dropped, mean, sd, ci_low, ci_high
@@ -84,6 +102,9 @@ class StatsResult:
     pairwise: pd.DataFrame  # metric, lambda, a, b, tests, p, p_adj, effect sizes, verdict
     omnibus: pd.DataFrame  # metric, lambda, test, statistic, p, p_adj (more than two losses only)
     anova: pd.DataFrame  # metric, term, sum_sq, df, F, p, partial_eta_sq
+    mixed: pd.DataFrame  # metric, term, coef, se, z, p (seed as random intercept)
+    power: pd.DataFrame  # metric, design, n, sd, alpha, power, min_detectable, delta, delta_source, n_needed
+    problems: pd.DataFrame  # loss, lambda, seed, state, reason: failed and missing cells
     warnings: list[str] = field(default_factory=list)
     settings: dict[str, str] = field(default_factory=dict)  # evaluation settings (`setting.*` columns)
 
@@ -93,11 +114,14 @@ class StatsResult:
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {
+            "problems": self.problems,
             "summary": self.summary,
             "best": self.best,
             "pairwise": self.pairwise,
             "omnibus": self.omnibus,
             "anova": self.anova,
+            "mixed": self.mixed,
+            "power": self.power,
         }
 
     def to_dict(self) -> dict:
@@ -105,6 +129,7 @@ class StatsResult:
             "metrics": self.metrics,
             "alpha": self.alpha,
             "paired": self.paired,
+            "paired_reason": self.paired_reason,
             "correction": self.correction,
             "correction_name": self.correction_name,
             "ci_method": self.ci_method,
@@ -173,8 +198,10 @@ def confidence_interval(
     method: str = "t",
     n_resamples: int = 9999,
     seed: int = 0,
+    bounds: tuple[float, float] = (-np.inf, np.inf),
 ) -> tuple[float, float]:
-    """Two-sided CI of the mean: t-based (scipy ttest_1samp) or BCa bootstrap; NaN when n < 2."""
+    """Two-sided CI of the mean: t-based (scipy ttest_1samp) or BCa bootstrap, intersected with
+    `bounds` (the metric's range); NaN when n < 2."""
     if len(x) < 2:
         return float("nan"), float("nan")
     with warnings.catch_warnings():
@@ -191,7 +218,8 @@ def confidence_interval(
             ci = res.confidence_interval
         else:
             ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
-    return float(ci.low), float(ci.high)
+    low, high = np.clip([ci.low, ci.high], *bounds)
+    return float(low), float(high)
 
 
 def hedges_g(a: np.ndarray, b: np.ndarray) -> float:
@@ -264,7 +292,7 @@ def summarize(
     for (loss, lam), cell in df.groupby(["loss", "lambda"], sort=True):
         raw = cell[metric].to_numpy(float)
         x = finite(raw)
-        low, high = confidence_interval(x, confidence, ci_method, n_resamples, seed)
+        low, high = confidence_interval(x, confidence, ci_method, n_resamples, seed, metric_range(metric))
         rows.append(
             {
                 "metric": metric,
@@ -444,6 +472,141 @@ def two_way_anova(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return table[["metric", "term", "sum_sq", "df", "F", "p", "partial_eta_sq"]]
 
 
+def seeds_match(df: pd.DataFrame) -> bool:
+    """Whether the seeds are shared: at every lambda, every loss holds the same seeds, once each."""
+    if df.duplicated(["loss", "lambda", "seed"]).any():
+        return False
+    for _, at in df.groupby("lambda"):
+        seed_sets = {frozenset(g["seed"]) for _, g in at.groupby("loss")}
+        if len(seed_sets) > 1:
+            return False
+    return df["seed"].nunique() > 1
+
+
+def mixed_model(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]:
+    """The linear mixed model metric ~ C(loss) * C(lambda) with a random intercept per seed
+    (statsmodels `mixedlm`, REML): fixed-effect terms with coef, se, z, p, and the seed variance
+    (term "seed var"); empty with a note when it cannot be fitted (fewer than 2 seeds, one level)."""
+    data = df.loc[np.isfinite(df[metric]), ["loss", "lambda", "seed", metric]]
+    data = data.rename(columns={"lambda": "lam", metric: "y"})
+    factors = [f for f, col in (("C(loss)", "loss"), ("C(lam)", "lam")) if data[col].nunique() > 1]
+    if not factors or data["seed"].nunique() < 2:
+        return pd.DataFrame(), [f"{metric}: no mixed model (needs 2+ seeds and a factor with 2+ levels)"]
+    notes = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        try:
+            fit = mixedlm("y ~ " + " * ".join(factors), data, groups=data["seed"]).fit(reml=True)
+        except (ValueError, np.linalg.LinAlgError) as e:
+            return pd.DataFrame(), [f"{metric}: mixed model not fitted ({str(e).splitlines()[0]})"]
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        notes.append(f"{metric}: the mixed model did not converge cleanly (seed variance near 0?)")
+    fe = fit.fe_params.index
+    table = pd.DataFrame(
+        {
+            "metric": metric,
+            "term": list(fe) + ["seed var"],
+            "coef": list(fit.fe_params) + [float(fit.cov_re.iloc[0, 0])],
+            "se": list(fit.bse_fe) + [np.nan],
+            "z": list(fit.tvalues[fe]) + [np.nan],
+            "p": list(fit.pvalues[fe]) + [np.nan],
+        }
+    )
+    return table, notes
+
+
+def _power_sd(df: pd.DataFrame, metric: str, paired: bool) -> tuple[float, int]:
+    """The sd that power depends on and the seeds per cell (median): the pooled sd of seed-wise
+    differences between losses at one lambda when paired, the pooled within-cell sd otherwise."""
+    data = df[np.isfinite(df[metric])]
+    sizes = data.groupby(["loss", "lambda"]).size()
+    n = int(sizes.median()) if len(sizes) else 0
+    if paired:
+        variances = []
+        for _, at in data.groupby("lambda"):
+            wide = at.pivot_table(index="seed", columns="loss", values=metric, aggfunc="first")
+            for a, b in itertools.combinations(wide.columns, 2):
+                d = (wide[a] - wide[b]).dropna()
+                if len(d) > 1:
+                    variances.append(np.var(d, ddof=1))
+    else:
+        variances = [np.var(g, ddof=1) for _, g in data.groupby(["loss", "lambda"])[metric] if len(g) > 1]
+    return (float(np.sqrt(np.mean(variances))) if variances else float("nan")), n
+
+
+def power_analysis(
+    df: pd.DataFrame, metric: str, paired: bool, alpha: float = 0.05, delta: float | None = None
+) -> dict:
+    """Power of a two-sided t test between two losses at one lambda (statsmodels.stats.power:
+    `TTestPower` on the differences when paired, `TTestIndPower` with equal groups otherwise):
+    `min_detectable`, the difference detected with POWER at the study's seeds, and `n_needed`, the
+    seeds needed to detect `delta` (default: the mean |a - b| observed between losses)."""
+    sd, n = _power_sd(df, metric, paired)
+    source = "given"
+    if delta is None:
+        means = df[np.isfinite(df[metric])].groupby(["lambda", "loss"])[metric].mean()
+        diffs = [
+            abs(g.iloc[i] - g.iloc[j])
+            for _, g in means.groupby(level="lambda")
+            for i, j in itertools.combinations(range(len(g)), 2)
+        ]
+        delta, source = (float(np.mean(diffs)) if diffs else float("nan")), "observed mean |a - b|"
+    solver = TTestPower() if paired else TTestIndPower()
+    row = {"metric": metric, "design": "paired" if paired else "two-sample", "n": n, "sd": sd}
+    row |= {"alpha": alpha, "power": POWER, "min_detectable": float("nan"), "delta": delta}
+    row |= {"delta_source": source, "n_needed": float("nan")}
+    ok = np.isfinite(sd) and sd > 0
+    size = "nobs" if paired else "nobs1"  # TTestIndPower: per group, ratio 1
+    if ok and n >= 2:
+        row["min_detectable"] = float(solver.solve_power(**{size: n}, alpha=alpha, power=POWER)) * sd
+    if ok and np.isfinite(delta) and delta > 0:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # statsmodels warns when its root finder starts far off
+            need = solver.solve_power(effect_size=delta / sd, alpha=alpha, power=POWER)
+        row["n_needed"] = float(np.ceil(np.asarray(need).item()))
+    return row
+
+
+def missing_cells(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """Cells a table lacks (`PROBLEM_COLUMNS`): (loss, lambda) pairs of its grid without a row (seed
+    NaN), rows without a finite value in any metric, and, where seeds are shared (a seed in at least
+    half of the (loss, lambda) cells), the shared seeds a cell lacks."""
+    pairs = pd.MultiIndex.from_product([sorted(df["loss"].unique()), sorted(df["lambda"].unique())])
+    counts = df.groupby(["loss", "lambda"]).size().reindex(pairs, fill_value=0)
+    rows = [
+        {"loss": loss, "lambda": lam, "seed": np.nan, "state": "missing", "reason": "no row for any seed"}
+        for (loss, lam), n in counts.items()
+        if n == 0
+    ]
+    cells_per_seed = df.drop_duplicates(["loss", "lambda", "seed"]).groupby("seed").size()
+    shared = sorted(cells_per_seed[cells_per_seed >= len(pairs) / 2].index)
+    for (loss, lam), cell in df.groupby(["loss", "lambda"], sort=True):
+        for seed in sorted(set(shared) - set(cell["seed"])):
+            rows.append({"loss": loss, "lambda": lam, "seed": seed, "state": "missing", "reason": "no row"})
+    dead = df[~np.isfinite(df[metrics].to_numpy(float)).any(axis=1)]
+    for r in dead.to_dict("records"):
+        rows.append({**{k: r[k] for k in ("loss", "lambda", "seed")}, "state": "missing"})
+        rows[-1]["reason"] = "no finite metric value (diverged?)"
+    out = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
+    return out.sort_values(["loss", "lambda", "seed"], ignore_index=True)
+
+
+def _anova_notes(anova: pd.DataFrame, pairwise_table: pd.DataFrame, alpha: float) -> list[str]:
+    """Explain an effect of loss that the ANOVA finds while no single pairwise test does."""
+    if anova.empty or pairwise_table.empty:
+        return []
+    notes = []
+    for metric, a in anova[anova["term"] == "loss"].groupby("metric"):
+        pairs = pairwise_table[pairwise_table["metric"] == metric]
+        if (a["p"] < alpha).any() and not (pairs["p_adj"] < alpha).any():
+            notes.append(
+                f"{metric}: the ANOVA finds an effect of loss (p = {a['p'].iloc[0]:.3g}) while no pairwise "
+                "test does: the ANOVA pools every lambda and seed into one test, the pairwise tests "
+                "compare one lambda at a time with few seeds and are corrected for many comparisons"
+            )
+    return notes
+
+
 def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:
     tables = [t for t in tables if len(t)]
     return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
@@ -498,19 +661,29 @@ def analyze(
     df: pd.DataFrame,
     metrics: list[str] | None = None,
     alpha: float = 0.05,
-    paired: bool = False,
+    paired: bool | None = None,
     correction: str = "holm",
     bootstrap: bool = False,
     n_resamples: int = 9999,
     seed: int = 0,
     name: str = "results",
+    problems: pd.DataFrame | None = None,
+    deltas: dict[str, float] | None = None,
 ) -> StatsResult:
-    """Summaries, best cells, corrected pairwise and omnibus tests, ANOVA and warnings for `df`."""
+    """Summaries, best cells, corrected pairwise and omnibus tests, ANOVA, mixed model, power and
+    warnings for `df`. `paired=None` pairs by seed when `seeds_match`; `problems` (PROBLEM_COLUMNS,
+    e.g. a study's failed cells) replaces the missing cells inferred from the table; `deltas`: metric ->
+    the difference whose needed seeds the power table gives."""
     if correction not in CORRECTIONS:
         raise ConfigError(f"unknown correction {correction!r}: use 'holm' or 'fdr_bh'")
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     df, metrics = check_results(df, metrics, name)
+    if paired is None:
+        paired = seeds_match(df)
+        reason = "seeds match across cells" if paired else "seeds differ between cells"
+    else:
+        reason = "asked for"
     ci_method = "bootstrap" if bootstrap else "t"
     summary = _concat([summarize(df, m, 0.95, ci_method, n_resamples, seed) for m in metrics])
     pair_table, pair_notes = _corrected_pairwise(df, metrics, alpha, paired, correction)
@@ -524,22 +697,49 @@ def analyze(
         for m, a in zip(metrics, anovas, strict=True)
         if a.empty
     ]
+    mixed = [mixed_model(df, m) for m in metrics]
+    anova = _concat(anovas)
+    deltas = {metric_key(k): v for k, v in (deltas or {}).items()}
+    power = pd.DataFrame([power_analysis(df, m, paired, alpha, deltas.get(m)) for m in metrics])
+    problems = missing_cells(df, metrics) if problems is None else problems
     settings = evaluation_settings(df)
-    notes = _cell_warnings(summary) + pair_notes + anova_notes + _settings_warnings(settings)
+    notes = (
+        _settings_warnings(settings)
+        + _problem_notes(problems)
+        + _cell_warnings(summary)
+        + pair_notes
+        + anova_notes
+        + [n for _, m_notes in mixed for n in m_notes]
+        + _anova_notes(anova, pair_table, alpha)
+    )
     return StatsResult(
         metrics=metrics,
         alpha=alpha,
         paired=paired,
+        paired_reason=reason,
         correction=correction,
         ci_method=ci_method,
         summary=summary,
         best=best_cells(summary),
         pairwise=pair_table,
         omnibus=omni_table,
-        anova=_concat(anovas),
+        anova=anova,
+        mixed=_concat([t for t, _ in mixed]),
+        power=power,
+        problems=problems.reset_index(drop=True),
         warnings=list(dict.fromkeys(notes)),  # ordered, de-duplicated
         settings=settings,
     )
+
+
+def _problem_notes(problems: pd.DataFrame) -> list[str]:
+    """One line per loss whose cells failed or are missing, the first reason named."""
+    notes = []
+    for loss, p in problems.groupby("loss", sort=True):
+        reasons = list(dict.fromkeys(p["reason"].astype(str)))
+        more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
+        notes.append(f"{loss}: {len(p)} cell(s) failed or missing, e.g. {reasons[0]}{more}")
+    return notes
 
 
 #: `setting.*` columns that record how a number was obtained, not what it depends on.

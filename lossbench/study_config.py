@@ -10,14 +10,19 @@ errors. Command-line options override the file. Data spec "busi" is found by los
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from lossbench import config as cfg
-from lossbench.config import StudyConfig, TrainConfig
+from lossbench.config import StudyConfig, TrainConfig, check_device
+from lossbench.errors import ConfigError
+from lossbench.losses import get_loss
+from lossbench.metrics import DIRECTIONS, get_metric, metric_key, resolve_metrics
 
 _PER_CELL = cfg.fields_with_role(TrainConfig, cfg.CELL)  # set per cell from the grid, never in [train]
 _EXCLUDE = {"train": _PER_CELL}
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def study_config_from_dict(raw: Mapping[str, Any], where: str = "study config") -> StudyConfig:
@@ -30,9 +35,46 @@ def load_study_config(path: str | os.PathLike) -> StudyConfig:
     return study_config_from_dict(cfg.load_toml(path, "study"), str(path))
 
 
+def load_preset(name: str) -> StudyConfig:
+    """The study preset `name` shipped with the package (`lossbench.presets`)."""
+    from lossbench.presets import preset_text
+
+    return study_config_from_dict(cfg.tomllib.loads(preset_text(name)), f"preset {name!r}")
+
+
 def with_overrides(config: StudyConfig, overrides: Mapping[str, Any]) -> StudyConfig:
     """A copy of `config` with dotted keys replaced (`"train.steps": 5`, `"losses": (...)`).
 
     None values are skipped, so unset command-line options leave the file's value in place;
     `loss_params` entries are merged per loss. An unknown key lists close matches."""
     return cfg.with_overrides(config, overrides, _EXCLUDE)
+
+
+def validate(config: StudyConfig) -> None:
+    """Raise a one-line LossbenchError for a bad study before anything is recorded.
+
+    Needs neither data nor network, and imports neither torch (unless a CUDA device is named),
+    optuna nor mlflow: the command line runs it first, so a typo is answered at once."""
+    if not _NAME.fullmatch(config.name):
+        raise ConfigError(f"study name {config.name!r} must be letters, digits, '_', '.', '-'")
+    for loss in config.loss_params:
+        if loss not in config.losses:
+            raise ConfigError(f"loss parameters given for {loss!r}, which is not a loss of the study")
+    for loss in config.losses:
+        get_loss(loss, **config.loss_params.get(loss, {}))
+    key = metric_key(config.objective)
+    if key not in DIRECTIONS:
+        raise ConfigError(f"unknown objective {config.objective!r} (choose from {', '.join(DIRECTIONS)})")
+    if get_metric(key).name not in resolve_metrics(config.eval.metrics):
+        metrics = ", ".join(config.eval.metrics)
+        raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
+    for name in resolve_metrics(config.eval.metrics):
+        needs = get_metric(name).needs
+        if "heldout" in needs and config.data.holdout == 0:
+            raise ConfigError(f"metric {name!r} needs a held-out part: set data.holdout > 0")
+        if "conditional" in needs and not config.train.conditional:
+            raise ConfigError(f"metric {name!r} needs a class-conditional generator: set train.conditional")
+    if any(len(set(axis)) != len(axis) for axis in (config.losses, config.lambdas, config.seeds)):
+        raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
+    for device in config.devices:
+        check_device(device)

@@ -8,8 +8,16 @@ The layout (every run made by lossbench follows it; each name below is a constan
   "random", from `weights_kind`), `lossbench.state` (COMPLETE or FAIL), `lossbench.version`,
   `lossbench.git_commit`, and `mlflow.parentRunId` set explicitly (MLflow's own nesting is
   thread-local and does not reach worker processes); a failed run says why in `lossbench.fail_reason`;
-- training curves `train/<term>` and evaluations `eval/<key>` are metrics with the generator step;
-  final metrics use their plain keys (`fid`, `kid`, ...); evaluation settings are tags `setting.<key>`;
+- child runs are named `<loss> λ=<λ> s<seed>` and described (`mlflow.note.content`, shown as the
+  run's description: loss, λ, seed, weights kind, settings); the dataset is a run input
+  (`log_inputs`: name = data spec, digest = content fingerprint, context tag = split);
+- training curves `train/<term>` and intermediate evaluations `eval/<key>` are metrics with the
+  generator step; final metrics are logged once, with their plain keys (`fid`, `kid`, ...) at
+  step 0, so MLflow's charts show one bar per run; evaluation settings are tags `setting.<key>`;
+- the parent run holds the study's summary once cells are done: `<key>/<loss>/lam<λ>/mean|sd|n`
+  over seeds, `best/<key>` with tag `lossbench.best.<key>` naming the cell, and a description;
+  runs made with random network weights carry WARNING_TAG and say so first in their description;
+- λ is written `:g` everywhere (tags, params, names: `LAMBDA_FORMAT`);
 - artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` per trial,
   `features/real.npy` and the report (`report/`) on the parent run.
 
@@ -36,10 +44,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 import lossbench
 from lossbench.errors import DivergedError
@@ -72,6 +80,12 @@ WORKER_TAG = "lossbench.worker"
 RESUMED_FROM_TAG = "lossbench.resumed_from_step"
 FAIL_REASON_TAG = "lossbench.fail_reason"
 TAG_PREFIX = "lossbench."
+BEST_TAG = "lossbench.best."  # + result key: the best cell, e.g. "wgangp λ=5"
+WARNING_TAG = "WARNING"  # on every run made with random network weights
+RANDOM_WARNING = "RANDOM NETWORK WEIGHTS: the metrics test the pipeline only, they are not comparable"
+DESCRIPTION_TAG = MLFLOW_RUN_NOTE  # shown by the MLflow UI as the run's description
+LAMBDA_FORMAT = "{:g}"
+SUMMARY_STEP = 0  # the step of final metrics: one value per run, drawn as bars
 MAX_FEATURE_ROWS = 500  # rows of fake features kept as an artifact
 FLUSH_EVERY = 1000  # buffered metric values before an automatic flush
 
@@ -114,8 +128,10 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
         name = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
             flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple, dict)):
+            flat[name] = json.dumps(value)
         else:
-            flat[name] = json.dumps(value) if isinstance(value, (list, tuple, dict)) else str(value)
+            flat[name] = f"{value:.15g}" if isinstance(value, float) else str(value)  # 5.0 -> "5"
     return flat
 
 
@@ -200,6 +216,43 @@ def run_trial_number(run: Any) -> int:
 
 def _study_filter(study: str) -> str:
     return f"tags.`{ROLE_TAG}` = 'study' AND tags.`{STUDY_TAG}` = '{study}'"
+
+
+def runs_view_url(server: str, experiment_id: str, order_by: str | None = None) -> str:
+    """The MLflow UI's runs table of an experiment (it otherwise opens on its GenAI pages), sorted
+    by `order_by` (a metric key, ascending) when given."""
+    url = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    return url + (f"?orderByKey=metrics.%60{order_by}%60&orderByAsc=true" if order_by else "")
+
+
+def describe(lines: list[str], random_weights: bool) -> str:
+    """A run description (markdown): the random-weights warning first when it applies."""
+    return "\n\n".join(([f"**{RANDOM_WARNING}**"] if random_weights else []) + lines)
+
+
+def log_dataset(tracking_uri: str, run_id: str, name: str, digest: str, split: str, n_images: int) -> None:
+    """Record the training data as the run's input: name, content digest, split (context tag)."""
+    profile = json.dumps({"num_images": n_images, "fingerprint": digest})
+    dataset = Dataset(name=name, digest=digest[:36], source_type="local", source=name, profile=profile)
+    tags = [InputTag("mlflow.data.context", split)]
+    MlflowClient(tracking_uri).log_inputs(run_id, datasets=[DatasetInput(dataset, tags)])
+
+
+def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, best: pd.DataFrame) -> None:
+    """The study's per-cell summary on its parent run (see the module docstring): `summary` and `best`
+    as from `lossbench.stats.summarize` / `best_cells` (metric, loss, lambda, mean, sd, n)."""
+    metrics = []
+    now = int(time.time() * 1000)
+    for r in summary.to_dict("records"):
+        key = f"{r['metric']}/{r['loss']}/lam{LAMBDA_FORMAT.format(r['lambda'])}"
+        for stat in ("mean", "sd", "n"):
+            if pd.notna(r[stat]):
+                metrics.append(Metric(f"{key}/{stat}", float(r[stat]), now, SUMMARY_STEP))
+    tags = []
+    for r in best.to_dict("records"):
+        metrics.append(Metric(f"best/{r['metric']}", float(r["mean"]), now, SUMMARY_STEP))
+        tags.append(RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} λ={LAMBDA_FORMAT.format(r['lambda'])}"))
+    MlflowClient(tracking_uri).log_batch(run_id, metrics=metrics, tags=tags)
 
 
 def has_artifact(tracking_uri: str, run_id: str, path: str) -> bool:

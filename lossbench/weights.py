@@ -188,6 +188,49 @@ def status(weights_dir: str | os.PathLike | None = None) -> list[tuple[WeightFil
     return [(entry, locate(key, weights_dir)) for key, entry in WEIGHTS.items()]
 
 
+def missing_message(keys: list[str], weights_dir: str | os.PathLike | None = None) -> str | None:
+    """One line naming every file of `keys` that is absent, with its URL, how to fetch them, and
+    the offline demo; None when all are present."""
+    absent = [_entry(k) for k in dict.fromkeys(keys) if locate(k, weights_dir) is None]
+    if not absent:
+        return None
+    files = "; ".join(f"{e.filename} ({e.used_for}) from {e.source}" for e in absent)
+    return (
+        f"{len(absent)} pretrained weight file(s) missing: {files}. Run 'lossbench weights fetch' "
+        "(internet), or download them elsewhere and run 'lossbench weights import DIR'; offline, "
+        "'lossbench study --preset tiny' runs a demo with explicitly random weights"
+    )
+
+
+def fetch_weights(
+    keys: list[str], dest: str | os.PathLike | None = None, weights_dir: str | os.PathLike | None = None
+) -> list[tuple[WeightFile, Path, bool]]:
+    """Download each file of `keys` not found yet into `dest` (default: the hub cache) with torch.hub's
+    downloader, its full sha256 checked; returns (entry, path, downloaded). An unreachable URL is a
+    MissingWeightsError naming every file still missing and its URL."""
+    dest_dir = Path(dest).expanduser() if dest else hub_checkpoints_dir()
+    out = []
+    for key in dict.fromkeys(keys):
+        entry = _entry(key)
+        found = locate(key, dest_dir) or locate(key, weights_dir)
+        if found is not None:
+            verify(key, found)
+            out.append((entry, found, False))
+            continue
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        target = dest_dir / entry.filename
+        try:
+            torch.hub.download_url_to_file(
+                entry.source, str(target), hash_prefix=entry.sha256, progress=False
+            )
+        except (OSError, RuntimeError) as e:  # URLError is an OSError; a digest mismatch a RuntimeError
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            message = missing_message(list(keys), weights_dir) or ""
+            raise MissingWeightsError(f"cannot download {entry.source} ({reason}); {message}") from None
+        out.append((entry, target, True))
+    return out
+
+
 def import_weights(src: str | os.PathLike, dest: str | os.PathLike | None = None) -> list[Path]:
     """Copy every registered weight file found in `src` into `dest` (default: the hub cache).
 

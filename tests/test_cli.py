@@ -19,14 +19,16 @@ HELP = [
     (["data", "phantom"], ["--n", "--resolution", "--seed", "--grid"]),
     (["weights", "status"], ["--weights-dir", weights.ENV_VAR]),
     (["weights", "import"], ["src", "--dest"]),
+    (["weights", "fetch"], ["--config", "--all", "--dest", "--weights-dir"]),
     (["losses", "list"], []),
     (["losses", "show"], ["name"]),
     (["train"], ["--loss", "--lambda", "--data", "--out", "--weights-dir", "--random-weights", "--device"]),
     (["evaluate"], ["--checkpoint", "--fake", "--data", "--metrics", "--weights-dir", "--random-weights"]),
-    (["study"], ["--losses", "--lambdas", "--seeds", "--classes", "--storage", "--root", "--tracking-uri"]),
+    (["study"], ["--losses", "--lambdas", "--seeds", "--classes", "--storage", "--root", "--preset"]),
+    (["study"], ["[default: wgangp,bce]", "[default: 0.5,3,5,7,10]", "[default: 2000]", "--weights-dir"]),
     (["study", "status"], ["--storage", "--root"]),
     (["study", "export"], ["--out", "--storage", "--root"]),
-    (["stats"], ["--metric", "--alpha", "--paired", "--correction", "--bootstrap", "--format", "--seed"]),
+    (["stats"], ["--metric", "--alpha", "--paired", "--unpaired", "--correction", "--format", "--power"]),
     (["report"], ["--out", "--alpha", "--paired", "--correction", "--bootstrap", "--root", "--tracking-uri"]),
 ]
 
@@ -51,6 +53,37 @@ def test_help_does_not_import_heavy_libraries():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stderr.strip().splitlines()[-1] == "[0, 0, 0] []"
+
+
+QUICK_ANSWERS = [
+    (["study", "--losses", "wgangp", "--loss-param", "wgangp.nope=1"], "has no parameter nope"),
+    (["study", "--losses", "wgangp,wgangp"], "must not repeat"),
+    (["study", "--objective", "nope"], "unknown objective"),
+    (["train", "--out", "{tmp}/o", "--data", "phantom", "--loss-param", "nope=1"], "has no parameter nope"),
+    (["study", "status", "nosuch", "--root", "{tmp}"], "no study named 'nosuch'"),
+    (["study", "export", "nosuch", "--out", "{tmp}/x.csv", "--root", "{tmp}"], "no study named 'nosuch'"),
+    (["study", "status", "other", "--root", "{tmp}/none"], "no study storage at"),
+]
+
+
+@pytest.mark.parametrize(
+    "args, message", QUICK_ANSWERS, ids=[" ".join(a[:2]) + " " + m for a, m in QUICK_ANSWERS]
+)
+def test_bad_input_answered_before_heavy_imports(args, message, tmp_path):
+    """A typo is rejected before torch, optuna or mlflow is imported (benchmarks/cli_latency.py times it)."""
+    (tmp_path / "optuna-journal.log").write_text(
+        '{"op_code":0,"worker_id":"w","study_name":"other","directions":[1]}\n'
+    )
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    code = (
+        "import sys\nfrom lossbench.cli import main\n"
+        f"code = main({args!r})\n"
+        "print(code, sorted(m for m in ('torch', 'optuna', 'mlflow') if m in sys.modules), file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    *lines, last = done.stderr.strip().splitlines()
+    assert last == "2 []", done.stderr
+    assert len(lines) == 1 and message in lines[0], done.stderr
 
 
 BAD_INPUT = [
@@ -127,3 +160,24 @@ def test_an_interrupted_command_says_so_and_exits_130(monkeypatch, capsys):
     monkeypatch.setattr(weights, "status", interrupted)
     assert main(["weights", "status"]) == 130
     assert capsys.readouterr().err.strip() == "interrupted"
+
+
+def test_version(capsys):
+    import lossbench
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"lossbench {lossbench.__version__}\n"
+
+
+@pytest.mark.parametrize("command", [["train"], ["study"], ["stats"], ["evaluate"]])
+def test_flags_take_no_value_in_help(command, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    assert main([*command, "--help"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "<bool>" in line]
+    assert [line for line in lines if "--help" not in line] == []  # typer's own --help aside
+
+
+def test_unknown_preset_is_one_line(capsys):
+    assert main(["study", "--preset", "huge"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: unknown preset 'huge' (choose from tiny)\n"

@@ -71,7 +71,7 @@ def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys):
     assert f"<b>{best_text}</b>" in page
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"**{best_text}**" in md and "![metrics against lambda](figures/metrics_vs_lambda.png)" in md
-    assert "Holm" in page and "Welch t" in page
+    assert "Holm" in page and ("paired t" if stats.analyze(df).paired else "Welch t") in page
     assert (tmp_path / "out" / "figures" / "metrics_vs_lambda.png").is_file()
 
 
@@ -181,6 +181,7 @@ def test_report_from_study_is_logged_to_parent_run(tracked, tmp_path, monkeypatc
     from lossbench.study import results
 
     monkeypatch.setattr(results, "results_frame", lambda name, storage=None, root="mlruns": frame)
+    monkeypatch.setattr(results, "cell_problems", lambda *a: pd.DataFrame(columns=stats.PROBLEM_COLUMNS))
     assert main(["report", "demo", "--out", str(tmp_path / "rep"), "--tracking-uri", uri]) == 0
     assert f"logged to MLflow run {parent}" in capsys.readouterr().out
     logged = {Path(f.path).name for f in client.list_artifacts(parent, "report")}
@@ -194,3 +195,40 @@ def test_no_store_is_created_for_a_csv(tmp_path, monkeypatch):
     assert tracking.tracking_client(None) is None
     out = rp.report(pd.read_csv("r.csv"), Path("out"))
     assert out.html.is_file() and not Path("mlruns").exists()
+
+
+def test_warnings_and_failed_cells_open_the_report(tmp_path):
+    df = results().assign(**{"setting.weights": "random"})
+    df = df[~((df["loss"] == "bce") & (df["lambda"] == 5.0))]  # a diverged cell
+    problems = pd.DataFrame(
+        [
+            {"loss": "bce", "lambda": 5.0, "seed": s, "state": "failed", "reason": "diverged: NaN"}
+            for s in SEEDS
+        ]
+    )
+    out = rp.report(df, tmp_path / "out", problems=problems)
+    page = out.html.read_text()
+    first_table = page.index("Results: mean")
+    for text in (
+        "explicitly random network weights",
+        "Failed and missing cells",
+        "diverged: NaN",
+        "bce: 3 cell(s) failed or missing",
+    ):
+        assert page.index(text) < first_table, text
+    header = re.search(r"<p>(\d+ trials;.*?)</p>", page).group(1).split("<br>")
+    assert header[0].startswith(f"{len(df)} trials;")
+    assert any(line.startswith("tests: ") for line in header)
+    assert sum(line.startswith("power, ") for line in header) == 4  # one line per metric
+    md = out.markdown.read_text()
+    assert md.index("> **Warnings**") < md.index("## Results")
+
+
+def test_training_curves_are_drawn_per_loss_and_lambda():
+    curves = {
+        "g_loss": [
+            (loss, lam, [0, 1, 2], [1.0, 0.5, 0.2]) for loss in LOSSES for lam in LAMBDAS for _ in SEEDS
+        ]
+    }
+    png = rp.plot_training_curves(curves)
+    assert Image.open(io.BytesIO(png)).size[1] > 300  # one row of panels per loss

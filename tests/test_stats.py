@@ -6,6 +6,7 @@ import io
 import itertools
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,7 @@ def toothgrowth_csv(tmp_path) -> Path:
     df = pd.read_csv(DATA / "toothgrowth.csv")
     assert len(df) == 60
     df = df.rename(columns={"supp": "loss", "dose": "lambda", "len": "fid"})
-    df["seed"] = df.groupby(["loss", "lambda"]).cumcount()
+    df["seed"] = np.arange(len(df))  # 60 guinea pigs: not paired
     path = tmp_path / "toothgrowth.csv"
     df.to_csv(path, index=False)
     return path
@@ -170,7 +171,7 @@ def test_bootstrap_confidence_intervals_equal_scipy():
 @pytest.mark.parametrize("method", ["holm", "fdr_bh"])
 def test_corrections_equal_multipletests(method):
     df = synthetic(shift={"wgangp": -4})
-    res = stats.analyze(df, ["fid", "lpips_ff"], correction=method)
+    res = stats.analyze(df, ["fid", "lpips_ff"], correction=method, paired=False)
     pw = res.pairwise
     assert len(pw) == 2 * 3  # 2 metrics x 3 lambdas x 1 pair
     assert (pw["correction"] == method).all()
@@ -204,7 +205,7 @@ def test_paired_tests_match_seeds_and_equal_scipy():
 
 def test_more_than_two_losses_omnibus_and_all_pairs():
     df = synthetic(losses=("bce", "hinge", "wgangp"), seeds=range(4), shift={"wgangp": -10})
-    res = stats.analyze(df, ["fid"])
+    res = stats.analyze(df, ["fid"], paired=False)
     assert len(res.pairwise) == 3 * 3  # 3 lambdas x 3 pairs, corrected together
     assert res.pairwise["p_adj"].to_numpy() == pytest.approx(
         multipletests(res.pairwise["p"], method="holm")[1]
@@ -295,6 +296,7 @@ def test_study_name_is_resolved_lazily(monkeypatch, capsys):
     from lossbench.study import results
 
     monkeypatch.setattr(results, "results_frame", results_frame)
+    monkeypatch.setattr(results, "cell_problems", lambda *a: pd.DataFrame(columns=stats.PROBLEM_COLUMNS))
     out = run_json(capsys, "demo", "--storage", "sqlite:///x.db", "--metric", "fid")
     assert calls == [("demo", "sqlite:///x.db", Path("mlruns"))]
     assert out["metrics"] == ["fid"]
@@ -311,8 +313,8 @@ def test_cli_formats(tmp_path, capsys, fmt):
     out = capsys.readouterr().out
     assert "Benjamini-Hochberg" in out
     if fmt == "csv":
-        block = out.split("# pairwise\n")[1].split("\n\n")[0]
-        table = pd.read_csv(io.StringIO(block))
+        table = pd.read_csv(io.StringIO(out), comment="#")
+        table = table[table["table"] == "pairwise"]
         assert set(table["metric"]) == {"fid", "lpips_ff"} and (table["correction"] == "fdr_bh").all()
     if fmt == "latex":
         assert "\\begin{tabular}" in out
@@ -359,3 +361,156 @@ def test_analysis_side_imports_no_study_optuna_or_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------- paired design, mixed model, power
+
+
+def test_paired_is_the_default_when_seeds_match():
+    df = synthetic(seeds=range(4), shift={"wgangp": -4})
+    res = stats.analyze(df, ["fid"])
+    assert res.paired and res.paired_reason == "seeds match across cells"
+    assert (res.pairwise["test"] == "paired t").all()
+    unmatched = df[~((df["loss"] == "bce") & (df["seed"] == 3))]
+    res = stats.analyze(unmatched, ["fid"])
+    assert not res.paired and (res.pairwise["test"] == "Welch t").all()
+    assert not stats.analyze(df, ["fid"], paired=False).paired
+
+
+def test_mixed_model_equals_statsmodels_called_directly():
+    from statsmodels.formula.api import mixedlm
+
+    df = synthetic(seeds=range(5), shift={"wgangp": -4})
+    df["fid"] += df["seed"] * 2.0  # a seed effect shared by every cell
+    res = stats.analyze(df, ["fid"])
+    data = df.rename(columns={"lambda": "lam"})
+    fit = mixedlm("fid ~ C(loss) * C(lam)", data, groups=data["seed"]).fit(reml=True)
+    mixed = res.mixed.set_index("term")
+    for term in fit.fe_params.index:
+        assert mixed.loc[term, "coef"] == pytest.approx(fit.fe_params[term], rel=1e-9)
+        assert mixed.loc[term, "p"] == pytest.approx(fit.pvalues[term], rel=1e-6)
+    assert mixed.loc["seed var", "coef"] == pytest.approx(fit.cov_re.iloc[0, 0], rel=1e-9)
+
+
+@pytest.mark.parametrize("paired", [True, False])
+def test_power_equals_statsmodels(paired):
+    from statsmodels.stats.power import TTestIndPower, TTestPower
+
+    df = synthetic(seeds=range(4), lambdas=(3.0,), shift={"wgangp": -4})
+    row = stats.analyze(df, ["fid"], paired=paired, deltas={"fid": 5.0}).power.iloc[0]
+    a, b = (df[df["loss"] == loss].set_index("seed")["fid"] for loss in ("bce", "wgangp"))
+    if paired:
+        sd = np.std(a - b, ddof=1)
+        d = TTestPower().solve_power(nobs=4, alpha=0.05, power=0.8)
+        n = TTestPower().solve_power(effect_size=5.0 / sd, alpha=0.05, power=0.8)
+    else:
+        sd = np.sqrt((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2)
+        d = TTestIndPower().solve_power(nobs1=4, alpha=0.05, power=0.8)
+        n = TTestIndPower().solve_power(effect_size=5.0 / sd, alpha=0.05, power=0.8)
+    assert row["sd"] == pytest.approx(sd, rel=1e-12)
+    assert row["min_detectable"] == pytest.approx(d * sd, rel=1e-9)
+    assert row["n_needed"] == math.ceil(n) and row["delta_source"] == "given"
+
+
+def test_cli_power_view(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    synthetic(seeds=range(3)).to_csv(path, index=False)
+    assert main(["stats", str(path), "--power", "--delta", "fid=10"]) == 0
+    out = capsys.readouterr().out
+    assert "Power:" in out and "Pairwise" not in out and "min_detectable" in out
+    assert main(["stats", str(path), "--delta", "fid=x"]) == 2
+    assert "--delta wants metric=number" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bootstrap", [False, True])
+def test_confidence_intervals_stay_inside_metric_ranges(bootstrap):
+    rows = [
+        {"loss": loss, "lambda": 1.0, "seed": s, "kid": k, "lpips_ff": p, "msssim_ff": m}
+        for loss in ("a", "b")
+        for s, (k, p, m) in enumerate([(0.0, 0.99, 0.01), (0.02, 1.0, 0.0), (0.001, 0.9, 0.2)])
+    ]
+    res = stats.analyze(pd.DataFrame(rows), bootstrap=bootstrap, n_resamples=999)
+    lows = res.summary.set_index("metric")["ci_low"]
+    highs = res.summary.set_index("metric")["ci_high"]
+    assert (lows["kid"] >= 0).all() and (lows[["lpips_ff", "msssim_ff"]] >= 0).all()
+    assert (highs[["lpips_ff", "msssim_ff"]] <= 1).all()
+    if not bootstrap:  # the unclipped t interval leaves the range here: the clipping is what holds
+        t = st.ttest_1samp([0.0, 0.02, 0.001], 0).confidence_interval()
+        assert t.low < 0 and lows["kid"].iloc[0] == 0.0 and highs["kid"].iloc[0] == pytest.approx(t.high)
+
+
+# ------------------------------------------------------------------ failed and missing cells
+
+
+def test_failed_and_missing_cells_are_listed_with_their_reason(tmp_path, capsys):
+    df = synthetic(seeds=range(3))
+    df = df[~((df["loss"] == "wgangp") & (df["lambda"] == 5.0))]  # a whole cell gone
+    df.loc[(df["loss"] == "bce") & (df["seed"] == 2) & (df["lambda"] == 0.5), ["fid", "lpips_ff"]] = np.nan
+    df = df[~((df["loss"] == "bce") & (df["seed"] == 1) & (df["lambda"] == 3.0))]  # one seed gone
+    res = stats.analyze(df)
+    got = {
+        (r["loss"], r["lambda"], r["seed"] if r["seed"] == r["seed"] else None): r["reason"]
+        for r in res.problems.to_dict("records")
+    }
+    assert got == {
+        ("bce", 0.5, 2): "no finite metric value (diverged?)",
+        ("bce", 3.0, 1): "no row",
+        ("wgangp", 5.0, None): "no row for any seed",
+    }
+    path = tmp_path / "r.csv"
+    df.to_csv(path, index=False)
+    assert main(["stats", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.index("Failed and missing cells") < captured.out.index("Per cell")
+    assert "wgangp: 1 cell(s) failed or missing" in captured.err and "warning:" not in captured.out
+
+
+def test_study_failed_cells_reach_stats(monkeypatch, capsys):
+    """A loss whose every cell diverged is listed, with the study's reason, not silently dropped."""
+    df = synthetic(losses=("bce",), seeds=range(3))
+    problems = pd.DataFrame(
+        [{"loss": "hinge", "lambda": 0.5, "seed": 0, "state": "failed", "reason": "diverged: NaN at step 7"}]
+    )
+    from lossbench.study import results
+
+    monkeypatch.setattr(results, "results_frame", lambda *a: df)
+    monkeypatch.setattr(results, "cell_problems", lambda *a: problems)
+    out = run_json(capsys, "demo", "--metric", "fid")
+    assert out["problems"] == [{**problems.iloc[0].to_dict()}]
+    assert "hinge: 1 cell(s) failed or missing, e.g. diverged: NaN at step 7" in out["warnings"]
+
+
+# ------------------------------------------------------------------------------- formats
+
+
+def test_csv_round_trips_through_pandas(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    synthetic(seeds=range(3)).to_csv(path, index=False)
+    assert main(["stats", str(path), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# metrics:")
+    back = pd.read_csv(io.StringIO(out), comment="#")
+    res = stats.analyze(pd.read_csv(path))
+    expected = formatting.csv_table(res, tuple(res.tables()))
+    assert list(back.columns) == list(expected.columns)
+    pd.testing.assert_frame_equal(
+        back.drop(columns=["table"]).select_dtypes("number"),
+        expected.drop(columns=["table"]).select_dtypes("number").reset_index(drop=True),
+        check_dtype=False,
+        rtol=1e-12,
+    )
+    assert list(back["table"]) == list(expected["table"])
+
+
+def test_latex_escapes_and_table_fits_100_columns():
+    df = synthetic(losses=("my_loss", "wgan_gp"), seeds=range(3))
+    res = stats.analyze(df)
+    latex = formatting.format_result(res, "latex")
+    body = "\n".join(line for line in latex.splitlines() if not line.startswith("%"))
+    assert "my\\_loss" in body and "lpips\\_ff" in body and "p\\_adj" in body
+    assert not re.search(r"(?<!\\)_", body)  # every underscore escaped
+    assert formatting.latex_escape("a&b%c$d#e{f}g~h^i\\") == (
+        r"a\&b\%c\$d\#e\{f\}g\textasciitilde{}h\^{}i\textbackslash{}"
+    )
+    table = formatting.format_result(res, "table")
+    assert max(len(line) for line in table.splitlines()) <= formatting.WIDTH

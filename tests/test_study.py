@@ -91,7 +91,7 @@ def trials(root: Path, name: str) -> list[optuna.trial.FrozenTrial]:
 
 def complete_cells(root: Path, name: str) -> list[Cell]:
     return sorted(
-        Cell(t.params["loss"], t.params["lambda"], t.params["seed"])
+        Cell(t.params["loss"], t.params["lambda"], t.user_attrs["seed"])
         for t in trials(root, name)
         if t.state == TrialState.COMPLETE
     )
@@ -114,9 +114,13 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     )
     (failed,) = [t for t in trials(tmp_path, "machinery") if t.state == TrialState.FAIL]
     assert failed.user_attrs["fail_reason"].startswith("diverged: training diverged at step 7")
+    study = optuna.load_study(study_name="machinery", storage=open_storage(None, tmp_path))
+    assert study.metric_names == ["fid"]
     for t in trials(tmp_path, "machinery"):
-        if t.state == TrialState.COMPLETE:
-            expected = 100 * (t.params["loss"] == "bce") + 10 * t.params["lambda"] + t.params["seed"]
+        if t.state == TrialState.COMPLETE:  # the seed is a replicate, not a parameter
+            assert set(t.params) == {"loss", "lambda"} and "seed" in t.user_attrs
+            assert isinstance(t.distributions["lambda"], optuna.distributions.FloatDistribution)
+            expected = 100 * (t.params["loss"] == "bce") + 10 * t.params["lambda"] + t.user_attrs["seed"]
             assert t.value == expected == t.user_attrs["metric.fid"]
             assert t.user_attrs["setting.extractor"] == "fake"
 
@@ -127,6 +131,19 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     assert not ((frame["loss"] == "bce") & (frame["lambda"] == 3) & (frame["seed"] == 1)).any()
 
     client = MlflowClient(summary.tracking_uri)
+    parent = client.get_run(summary.parent_run_id)  # per-cell summaries over seeds, best cell
+    for (loss, lam), cell in frame.groupby(["loss", "lambda"]):
+        key = f"fid/{loss}/lam{lam:g}"
+        assert parent.data.metrics[f"{key}/mean"] == pytest.approx(cell["fid"].mean())
+        assert parent.data.metrics[f"{key}/n"] == len(cell)
+        if len(cell) > 1:
+            assert parent.data.metrics[f"{key}/sd"] == pytest.approx(cell["fid"].std())
+    assert parent.data.metrics["best/fid"] == pytest.approx(
+        frame.groupby(["loss", "lambda"])["fid"].mean().min()
+    )
+    assert parent.data.tags["lossbench.best.fid"] == "wgangp λ=0.5"
+    assert parent.data.tags["WARNING"].startswith("RANDOM NETWORK WEIGHTS")
+    assert "RANDOM NETWORK WEIGHTS" in parent.data.tags["mlflow.note.content"].splitlines()[0]
     run = client.get_run(failed.user_attrs["mlflow_run_id"])
     assert run.info.status == "FAILED" and run.data.tags["lossbench.fail_reason"].startswith("diverged")
 
@@ -168,8 +185,17 @@ def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
         assert run.data.params["train.loss"] == run.data.tags["lossbench.loss"]
         assert run.data.tags["setting.fid_extractor"] == "lossbench-tiny"
         trial = ts[int(run.data.tags["lossbench.trial"])]
+        cell = Cell(trial.params["loss"], trial.params["lambda"], trial.user_attrs["seed"])
+        assert run.info.run_name == f"{cell.loss} λ={cell.lam:g} s{cell.seed}"
+        assert run.data.params["train.lam"] == run.data.tags["lossbench.lambda"] == f"{cell.lam:g}"
+        note = run.data.tags["mlflow.note.content"]
+        assert "RANDOM NETWORK WEIGHTS" in note.splitlines()[0] and f"seed {cell.seed}" in note
+        (dataset,) = run.inputs.dataset_inputs
+        assert dataset.dataset.name == config.data.spec and dataset.tags[0].value == "train"
+        assert not any(k.startswith("eval/") for k in run.data.metrics)  # final metrics logged once
         for key in FOUR_METRICS:
             assert run.data.metrics[key] == pytest.approx(trial.user_attrs[f"metric.{key}"])
+            assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0]
         assert trial.value == trial.user_attrs["metric.fid"]
         names = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"config.json", "metrics.json", "samples", "features"} <= names
@@ -211,7 +237,7 @@ class _Killer(threading.Thread):
             except Exception:  # the journal is being created
                 continue
             for t in running:
-                cell = Cell(t.params.get("loss"), t.params.get("lambda"), t.params.get("seed"))
+                cell = Cell(t.params.get("loss"), t.params.get("lambda"), t.user_attrs.get("seed"))
                 if "pid" not in t.user_attrs or not (folder / cell.key / "checkpoint.pt").exists():
                     continue
                 os.kill(t.user_attrs["pid"], signal.SIGSTOP)
@@ -371,3 +397,52 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_a_worker_limits_torch_and_blas_threads_and_selects_its_cuda_device(monkeypatch):
+    """numpy's BLAS ignores torch.set_num_threads: the worker limits both, and sets its CUDA device."""
+    import threadpoolctl
+    import torch
+
+    from lossbench.study.workers import limit_threads_and_select
+
+    selected = []
+    monkeypatch.setattr(torch.cuda, "set_device", selected.append)
+    threads = torch.get_num_threads()
+    wider = threadpoolctl.threadpool_limits(limits=2, user_api="blas")  # as if OMP_NUM_THREADS were unset
+    limiter = limit_threads_and_select(1, "cuda:1")
+    try:
+        assert torch.get_num_threads() == 1
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+        assert selected == [torch.device("cuda:1")]
+        limit_threads_and_select(1, "cpu").restore_original_limits()
+        assert len(selected) == 1
+    finally:
+        limiter.restore_original_limits()
+        wider.restore_original_limits()
+        torch.set_num_threads(threads)
+
+
+def test_preflight_fills_the_cache_and_releases_its_networks(tmp_path):
+    from lossbench.data.split import load_split
+    from lossbench.metrics import diversity, fidelity
+    from lossbench.study.prepare import preflight
+
+    config = tiny("release")
+    config = dataclasses.replace(config, eval=dataclasses.replace(config.eval, cache_dir=str(tmp_path)))
+    result = preflight(config, load_split(config.data))
+    assert result.provenance["fid_cache"] == "miss" and any(tmp_path.iterdir())
+    assert fidelity._build.cache_info().currsize == 0
+    assert diversity._lpips.cache_info().currsize == 0
+
+
+def test_packaged_tiny_preset_runs_offline_and_prints_the_runs_view(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))  # the preset needs no weight file
+    args = ["study", "--preset", "tiny", "--losses", "wgangp", "--lambdas", "0.5", "--seed-list", "0"]
+    assert cli.main([*args, "--root", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "study tiny: 1 done" in out
+    exp = MlflowClient(tracking.default_tracking_uri(tmp_path)).get_experiment_by_name("tiny").experiment_id
+    url = f"http://127.0.0.1:5000/#/experiments/{exp}/runs?orderByKey=metrics.%60fid%60&orderByAsc=true"
+    assert url in out and "next: lossbench stats tiny --root" in out

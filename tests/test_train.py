@@ -368,7 +368,9 @@ def test_cli_train_end_to_end(tmp_path, capsys):
         *CLI_TINY,
     ]
     assert main([*argv, "--steps", "2", "--n-critic", "2"]) == 0
-    assert "checkpoint" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "checkpoint" in printed
+    assert f"next: lossbench evaluate --checkpoint {out / 'checkpoint.pt'} --data " in printed
     for name in ("config.json", "checkpoint.pt", "samples.png", "loss_curves.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "config.json").read_text())

@@ -137,7 +137,7 @@ def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
 
     from lossbench.config import DataConfig, StudyConfig
     from lossbench.study import open_storage, run_study
-    from lossbench.study.prepare import validate
+    from lossbench.study_config import validate
 
     config = StudyConfig(
         name="util", losses=("hinge",), lambdas=(0.0,), seeds=(0,), workers=1, objective="utility_gain",
@@ -162,8 +162,7 @@ def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
 def test_busi_study_files_ask_for_utility_and_validate():
     from pathlib import Path
 
-    from lossbench.study.prepare import validate
-    from lossbench.study_config import load_study_config
+    from lossbench.study_config import load_study_config, validate
 
     studies = Path(__file__).resolve().parents[1] / "studies"
     cpu = load_study_config(studies / "busi-cpu.toml")

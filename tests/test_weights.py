@@ -17,7 +17,7 @@ from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorIncepti
 from lossbench import weights
 from lossbench.cli import main
 from lossbench.data import load_dataset
-from lossbench.errors import WeightsDigestError
+from lossbench.errors import MissingWeightsError, WeightsDigestError
 from lossbench.metrics.fidelity import extract_features, load_extractor
 
 INCEPTION = weights.WEIGHTS["inception-v3-compat"].filename
@@ -169,3 +169,52 @@ def test_status_reports_a_wrong_digest(tmp_path, capsys):
     assert main(["weights", "status", "--weights-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "wrong" in out and "missing" in out
+
+
+def test_fetch_downloads_through_torch_hub_and_checks_the_digest(tmp_path, monkeypatch, capsys):
+    """A file:// URL goes through torch.hub's real downloader and its sha256 check, offline."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    source = tmp_path / "served" / "alexnet-owt-7be5be79.pth"
+    source.parent.mkdir()
+    torch.save({"w": torch.zeros(2)}, source)
+    entry = dataclasses.replace(weights.WEIGHTS["alexnet"], source=source.as_uri())
+    monkeypatch.setitem(weights.WEIGHTS, "alexnet", dataclasses.replace(entry, sha256="0" * 64))
+    dest = tmp_path / "dest"
+    with pytest.raises(MissingWeightsError, match="invalid hash value"):  # torch.hub's own check
+        weights.fetch_weights(["alexnet"], dest)
+    assert not (dest / source.name).exists()  # a wrong digest keeps nothing
+    assert main(["weights", "fetch", "--all", "--dest", str(dest)]) == 2  # offline
+    captured = capsys.readouterr()
+    missing = [line for line in captured.err.splitlines() if line.startswith("missing: ")]
+    assert len(missing) == len(weights.WEIGHTS)  # each file, name and full URL
+    assert "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION in captured.err
+    trust_file(monkeypatch, "alexnet", source)
+    monkeypatch.setitem(
+        weights.WEIGHTS, "alexnet", dataclasses.replace(weights.WEIGHTS["alexnet"], source=source.as_uri())
+    )
+    fetched = weights.fetch_weights(["alexnet"], dest)
+    assert [(e.key, p, new) for e, p, new in fetched] == [("alexnet", dest / source.name, True)]
+    assert weights.file_sha256(dest / source.name) == weights.WEIGHTS["alexnet"].sha256
+    assert weights.fetch_weights(["alexnet"], dest)[0][2] is False  # present: not downloaded again
+
+
+def test_status_prints_missing_files_with_full_urls(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.delenv("LOSSBENCH_WEIGHTS", raising=False)
+    assert main(["weights", "status"]) == 0
+    out = capsys.readouterr().out
+    for entry in weights.WEIGHTS.values():
+        assert f"missing: {entry.filename}  {entry.source}\n" in out
+
+
+def test_study_names_every_missing_file_at_once_and_points_to_the_demo(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
+    monkeypatch.delenv("LOSSBENCH_WEIGHTS", raising=False)
+    args = ["study", "--data", "phantom:8", "--root", str(tmp_path / "runs"), "--weights-dir", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 pretrained weight file(s) missing" in err
+    for key in ("vgg16", "inception-v3-compat", "alexnet"):
+        assert weights.WEIGHTS[key].source in err
+    assert "lossbench weights fetch" in err and "--preset tiny" in err
+    assert not (tmp_path / "runs").exists()

@@ -18,10 +18,25 @@ app = typer.Typer(
     name="lossbench",
     help="Benchmark GAN adversarial losses and perceptual-loss weights with evidence.",
     no_args_is_help=True,
+    invoke_without_command=True,  # for --version alone
     pretty_exceptions_enable=False,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", help="Print lossbench's version and exit.", is_eager=True, metavar=""
+    ),
+) -> None:
+    """Benchmark GAN adversarial losses and perceptual-loss weights with evidence."""
+    if version:
+        import lossbench
+
+        typer.echo(f"lossbench {lossbench.__version__}")
+        raise typer.Exit()
 
 
 def _register_commands() -> None:

@@ -61,7 +61,7 @@ def evaluate(
         help="Also score each class (conditional checkpoints): class-k fakes vs class-k reals.",
     ),
     as_json: bool = typer.Option(
-        False, "--json", help="Print metrics, settings, provenance and timings as JSON."
+        False, "--json", help="Print metrics, settings, provenance and timings as JSON.", metavar=""
     ),
 ) -> None:
     """Score generated images with FID, KID, LPIPS, MS-SSIM (and precision/recall, SWD) against real data."""

@@ -29,6 +29,7 @@ WEIGHTS_DIR = typer.Option(
 RANDOM_WEIGHTS = typer.Option(
     False,
     "--random-weights",
+    metavar="",  # a flag: no value
     help="Explicitly allow random weights for pretrained networks (demos, tests); tagged weights=random.",
 )
 DEVICE = typer.Option(TrainConfig.device, "--device", help="cpu, cuda, cuda:1, ...")
@@ -49,7 +50,13 @@ TRACKING_URI = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (d
 
 SOURCE = typer.Argument(..., help="Study name, or a CSV with loss, lambda, seed and metric columns.")
 ALPHA = typer.Option(0.05, "--alpha", help="Significance level for verdicts.")
-PAIRED = typer.Option(False, "--paired", help="Seeds matched across losses: paired t, Wilcoxon.")
+PAIRED = typer.Option(
+    None,
+    "--paired/--unpaired",
+    metavar="",
+    help="Paired t / Wilcoxon, or Welch t / Mann-Whitney U [default: paired when the seeds match].",
+    show_default=False,
+)
 CORRECTION = typer.Option("holm", "--correction", help="Multiple-testing correction: holm or fdr_bh.")
-BOOTSTRAP = typer.Option(False, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based.")
+BOOTSTRAP = typer.Option(False, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based.", metavar="")
 BOOTSTRAP_SEED = typer.Option(0, "--seed", help="Seed of the bootstrap resampling.")

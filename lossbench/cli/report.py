@@ -19,7 +19,7 @@ def register(app: typer.Typer) -> None:
             ..., "--out", "-o", help="Output folder for report.html, report.md, figures/."
         ),
         alpha: float = options.ALPHA,
-        paired: bool = options.PAIRED,
+        paired: bool | None = options.PAIRED,
         correction: str = options.CORRECTION,
         bootstrap: bool = options.BOOTSTRAP,
         storage: str | None = options.STORAGE,
@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Paper-style table, significance tables and figures; logged to the study's MLflow run."""
         from lossbench.report import report
-        from lossbench.study.results import load_results
+        from lossbench.study.results import load_problems, load_results
 
         df = load_results(source, storage, root)
         from_study = not Path(source).is_file()
@@ -46,6 +46,7 @@ def register(app: typer.Typer) -> None:
             correction=correction,
             bootstrap=bootstrap,
             seed=seed,
+            problems=load_problems(source, storage, root),
         )
         typer.echo(f"wrote {result.html} and {result.markdown} ({len(result.figures)} figures)")
         if result.logged_to:

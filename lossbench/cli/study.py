@@ -12,8 +12,11 @@ import typer
 
 from lossbench.cli import options
 from lossbench.cli.train import parse_loss_params
-from lossbench.config import StudyConfig, parse_float_list, parse_int_list, parse_name_list
+from lossbench.config import StudyConfig, parse_assignments, parse_float_list, parse_int_list, parse_name_list
 from lossbench.errors import ConfigError
+from lossbench.progress import stage
+
+D = StudyConfig()  # the defaults shown in --help; a --config file or --preset overrides them
 
 study_app = typer.Typer(
     invoke_without_command=True,
@@ -48,36 +51,60 @@ def _seeds(seeds: int | None, seed_list: str | None) -> tuple[int, ...] | None:
 def study(
     ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", help="TOML study file, e.g. studies/demo.toml."),
-    losses: str | None = typer.Option(None, "--losses", help="Comma-separated losses, e.g. wgangp,bce."),
-    lambdas: str | None = typer.Option(
-        None, "--lambdas", help="Comma-separated λ values, e.g. 0.5,3,5,7,10."
+    preset: str | None = typer.Option(
+        None, "--preset", help="A study shipped with lossbench: tiny (seconds, offline, random weights)."
     ),
-    seeds: int | None = typer.Option(None, "--seeds", help="Seeds 0..N-1 (default 3)."),
+    losses: str | None = typer.Option(
+        None, "--losses", help=rf"Comma-separated losses. \[default: {','.join(D.losses)}]"
+    ),
+    lambdas: str | None = typer.Option(
+        None,
+        "--lambdas",
+        help=rf"Comma-separated λ values. \[default: {','.join(f'{x:g}' for x in D.lambdas)}]",
+    ),
+    seeds: int | None = typer.Option(None, "--seeds", help=rf"Seeds 0..N-1. \[default: {len(D.seeds)}]"),
     seed_list: str | None = typer.Option(None, "--seed-list", help="Explicit seeds, e.g. 0,1,2."),
     data: str | None = typer.Option(
-        None, "--data", help="busi (looked for; see docs/study.md), phantom, phantom:N, or a folder."
+        None,
+        "--data",
+        help=rf"busi (looked for; docs/study.md), phantom, phantom:N, or a folder. \[default: {D.data.spec}]",
     ),
     classes: str | None = options.CLASSES,
-    resolution: int | None = typer.Option(None, "--resolution", help="Image side R (32..512)."),
-    steps: int | None = typer.Option(None, "--steps", help="Generator steps per cell."),
-    batch_size: int | None = typer.Option(None, "--batch-size"),
+    resolution: int | None = typer.Option(
+        None, "--resolution", help=rf"Image side R (32..512). \[default: {D.data.resolution}]"
+    ),
+    steps: int | None = typer.Option(
+        None, "--steps", help=rf"Generator steps per cell. \[default: {D.train.steps}]"
+    ),
+    batch_size: int | None = typer.Option(None, "--batch-size", help=rf"\[default: {D.train.batch_size}]"),
     loss_param: list[str] = typer.Option(
         [], "--loss-param", help="LOSS.NAME=VALUE, e.g. wgangp.gp_weight=10."
     ),
-    objective: str | None = typer.Option(None, "--objective", help="fid, kid, lpips, msssim, precision, ..."),
-    eval_every: int | None = typer.Option(
-        None, "--eval-every", help="Evaluate every N steps (0: at the end)."
+    objective: str | None = typer.Option(
+        None, "--objective", help=rf"fid, kid, lpips, msssim, precision, ... \[default: {D.objective}]"
     ),
-    n_fake: int | None = typer.Option(None, "--n-fake", help="Generated images per evaluation."),
-    extractor: str | None = typer.Option(None, "--extractor", help="FID/KID feature extractor."),
+    eval_every: int | None = typer.Option(
+        None, "--eval-every", help=rf"Evaluate every N steps (0: at the end). \[default: {D.eval_every}]"
+    ),
+    n_fake: int | None = typer.Option(
+        None, "--n-fake", help=rf"Generated images per evaluation. \[default: {D.eval.n_fake}]"
+    ),
+    extractor: str | None = typer.Option(
+        None, "--extractor", help=rf"FID/KID feature extractor. \[default: {D.eval.feature_extractor}]"
+    ),
     random_weights: bool = options.RANDOM_WEIGHTS,
-    name: str | None = typer.Option(None, "--name", help="Study name (MLflow experiment)."),
+    weights_dir: str | None = options.WEIGHTS_DIR,
+    name: str | None = typer.Option(
+        None, "--name", help=rf"Study name (MLflow experiment). \[default: {D.name}]"
+    ),
     storage: str | None = options.STORAGE,
     tracking_uri: str | None = options.TRACKING_URI,
-    workers: int | None = typer.Option(None, "--workers", help="Worker processes."),
-    devices: str | None = typer.Option(None, "--devices", help="cpu, or cuda:0,cuda:1 (round-robin)."),
+    workers: int | None = typer.Option(None, "--workers", help=rf"Worker processes. \[default: {D.workers}]"),
+    devices: str | None = typer.Option(
+        None, "--devices", help=rf"cpu, or cuda:0,cuda:1 (round-robin). \[default: {','.join(D.devices)}]"
+    ),
     root: Path = options.ROOT,
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", metavar=""),
     set_: list[str] = typer.Option(
         [], "--set", help="Override KEY=VALUE, dotted, value a TOML literal: train.lr_g=2e-4 (repeatable)."
     ),
@@ -85,13 +112,11 @@ def study(
     """Run or resume a study; rerunning the same command continues where it stopped."""
     if ctx.invoked_subcommand is not None:
         return
-    import optuna
+    from lossbench.study_config import load_preset, load_study_config, validate, with_overrides
 
-    from lossbench.study import run_study
-    from lossbench.study_config import load_study_config, with_overrides
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = load_study_config(config) if config is not None else StudyConfig()
+    if config is not None and preset is not None:
+        raise ConfigError("give either --config FILE or --preset NAME, not both")
+    base = load_study_config(config) if config else load_preset(preset) if preset else StudyConfig()
     overrides = {
         "name": name,
         "losses": parse_name_list(losses, "loss") if losses is not None else None,
@@ -105,6 +130,8 @@ def study(
         "train.batch_size": batch_size,
         "train.random_weights": random_weights or None,
         "eval.random_weights": random_weights or None,
+        "train.weights_dir": weights_dir,
+        "eval.weights_dir": weights_dir,
         "eval.n_fake": n_fake,
         "eval.feature_extractor": extractor,
         "objective": objective,
@@ -114,22 +141,31 @@ def study(
         "workers": workers,
         "devices": parse_name_list(devices, "device") if devices is not None else None,
     }
-    from lossbench.config import parse_assignments
+    config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
+    validate(config)  # before torch, optuna and mlflow are imported: a typo is answered at once
+    stage("loading torch, optuna and mlflow", progress)
+    import optuna
 
-    study_config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
-    summary = run_study(study_config, root=root, progress=progress)
+    from lossbench import tracking
+    from lossbench.metrics import metric_key
+    from lossbench.study import run_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    summary = run_study(config, root=root, progress=progress)
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
     typer.echo(f"optuna storage: {summary.storage}")
     typer.echo(f"mlflow: {summary.tracking_uri} (parent run {summary.parent_run_id})")
     where = "" if root == Path("mlruns") else f" --root {root}"
-    steps = [
-        f"lossbench stats {summary.name}{where}",
-        f"lossbench report {summary.name}{where} --out report/",
-    ]
+    typer.echo(f"next: lossbench stats {summary.name}{where}")
+    typer.echo(f"      lossbench report {summary.name}{where} --out report/")
     if summary.tracking_uri.startswith("sqlite:"):
-        steps.append(f"mlflow server --backend-store-uri {summary.tracking_uri}")
-    typer.echo("next: " + "  |  ".join(steps))
+        typer.echo(f"      mlflow server --backend-store-uri {summary.tracking_uri}")
+        server = "http://127.0.0.1:5000"
+    else:
+        server = summary.tracking_uri
+    url = tracking.runs_view_url(server, summary.experiment_id, metric_key(summary.objective))
+    typer.echo(f"      open {url}  (the runs table, sorted by {metric_key(summary.objective)})")
 
 
 @study_app.command("status")
@@ -142,6 +178,9 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
+    from lossbench.study.journal import check_study_named
+
+    check_study_named(name, storage, root)  # before optuna is imported
     from lossbench.study import load_study, study_cells
 
     study = load_study(name, storage, root)
@@ -177,6 +216,9 @@ def export(
     root: Path = options.ROOT,
 ) -> None:
     """One CSV row per COMPLETE trial: study, trial, loss, lambda, seed, state, run_id, every metric."""
+    from lossbench.study.journal import check_study_named
+
+    check_study_named(name, storage, root)  # before optuna is imported
     from lossbench.study import results_frame
 
     frame = results_frame(name, storage, root)

@@ -31,6 +31,8 @@ from lossbench.config import (
     with_overrides,
 )
 from lossbench.errors import ConfigError
+from lossbench.losses import get_loss
+from lossbench.progress import stage
 
 DEFAULTS = TrainConfig()
 
@@ -100,7 +102,9 @@ def train(
     split_seed: int | None = options.SPLIT_SEED,
     steps: int | None = _option("--steps", "Generator steps."),
     seed: int | None = _option("--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint.pt if it exists."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from OUT/checkpoint.pt if it exists.", metavar=""
+    ),
     batch_size: int | None = _option("--batch-size"),
     n_critic: int | None = typer.Option(
         None, "--n-critic", help="Critic steps per generator step. \\[default: the loss's]"
@@ -130,13 +134,9 @@ def train(
     random_weights: bool = options.RANDOM_WEIGHTS,
     weights_dir: str | None = options.WEIGHTS_DIR,
     device: str | None = _option("--device", "cpu, cuda, cuda:1, ..."),
-    progress: bool | None = _option("--progress/--no-progress"),
+    progress: bool | None = _option("--progress/--no-progress", metavar=""),
 ) -> None:
     """Train DGAN-WP-TL with one adversarial loss and one λ; write checkpoint, samples, curves, config."""
-    from lossbench.data.split import load_split
-    from lossbench.train import LOSS_CURVES, plot_history
-    from lossbench.train import train as run_training
-
     if config_file is None and data is None:
         raise ConfigError("give the dataset with --data SPEC (or a [data] table in --config FILE)")
     base = (
@@ -179,8 +179,16 @@ def train(
     }
     run = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
     config = run.train
+    get_loss(config.loss, **config.loss_params)  # before torch is imported: a typo is answered at once
+    shown = config.progress
+    stage(f"loading data {run.data.spec!r} at {run.data.resolution} px", shown)
+    from lossbench.data.split import load_split
+    from lossbench.train import LOSS_CURVES, plot_history
+    from lossbench.train import train as run_training
+
     split = load_split(run.data)
     dataset = split.train
+    stage(f"building networks, then {config.steps} steps of {config.loss}", shown)
     result = run_training(dataset, config, out, resume=resume)
     loss, lam, seed = config.loss, config.lam, config.seed
     curves = plot_history(result.history, out / LOSS_CURVES, title=f"{loss}, λ = {lam:g}, seed {seed}")
@@ -193,6 +201,8 @@ def train(
     typer.echo(f"checkpoint  {result.checkpoint}")
     typer.echo(f"samples     {result.sample_grid}")
     typer.echo(f"curves      {curves}")
+    random = " --random-weights" if result.perceptual_weights == "random" else ""
+    typer.echo(f"next: lossbench evaluate --checkpoint {result.checkpoint} --data {run.data.spec}{random}")
 
 
 def register(app: typer.Typer) -> None:

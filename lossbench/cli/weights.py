@@ -1,4 +1,4 @@
-"""`lossbench weights status|import`: which pretrained files are present, and installing them."""
+"""`lossbench weights status|fetch|import`: which pretrained files are present, and installing them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typer
 
 from lossbench.cli import options
 
-weights_app = typer.Typer(help="Pretrained weight files: status and import.", no_args_is_help=True)
+weights_app = typer.Typer(help="Pretrained weight files: status, fetch and import.", no_args_is_help=True)
 
 
 @weights_app.command("status")
@@ -37,7 +37,46 @@ def status(weights_dir: str | None = options.WEIGHTS_DIR) -> None:
         )
     console = Console()
     console.print(table)
-    console.print("searched: " + ", ".join(str(d) for d in weights_lib.search_dirs(weights_dir)))
+    typer.echo("searched: " + ", ".join(str(d) for d in weights_lib.search_dirs(weights_dir)))
+    for entry, path in weights_lib.status(weights_dir):  # full names and URLs, never cut
+        if path is None:
+            typer.echo(f"missing: {entry.filename}  {entry.source}")
+
+
+@weights_app.command("fetch")
+def fetch(
+    config: Path | None = typer.Option(
+        None, "--config", help="TOML study file whose files to fetch [default: the default study's]."
+    ),
+    all_files: bool = typer.Option(False, "--all", help="Every file lossbench knows.", metavar=""),
+    dest: Path | None = typer.Option(None, "--dest", help="Target folder (default: the torch hub cache)."),
+    weights_dir: str | None = options.WEIGHTS_DIR,
+) -> None:
+    """Download the weight files a study needs (sha256 checked); offline, name each with its URL."""
+    from lossbench import weights as weights_lib
+    from lossbench.config import StudyConfig
+    from lossbench.errors import MissingWeightsError
+    from lossbench.study.prepare import study_weights
+    from lossbench.study_config import load_study_config
+
+    keys = (
+        list(weights_lib.WEIGHTS)
+        if all_files
+        else study_weights(load_study_config(config) if config else StudyConfig())
+    )
+    if not keys:
+        typer.echo("this study needs no pretrained weight file")
+        return
+    try:
+        fetched = weights_lib.fetch_weights(keys, dest, weights_dir)
+    except MissingWeightsError:
+        for key in keys:  # each missing file in full, to fetch elsewhere
+            if weights_lib.locate(key, dest) is None and weights_lib.locate(key, weights_dir) is None:
+                entry = weights_lib.WEIGHTS[key]
+                typer.echo(f"missing: {entry.filename}  {entry.source}", err=True)
+        raise
+    for entry, path, downloaded in fetched:
+        typer.echo(f"{'downloaded' if downloaded else 'present   '} {entry.filename}  {path}")
 
 
 @weights_app.command("import")

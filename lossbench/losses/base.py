@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, ClassVar
 
 from lossbench.errors import ConfigError
+from lossbench.lazy import LazyModule
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
 
 
 @dataclass

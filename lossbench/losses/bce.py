@@ -6,14 +6,19 @@ exact and stable for any s, where log(sigmoid(s)) underflows to -inf for s ≲ -
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lossbench.errors import ConfigError
+from lossbench.lazy import LazyModule
 from lossbench.losses.base import AdversarialLoss, LossOutput, critic_scores, float_param
 from lossbench.losses.penalties import dragan_perturb, gradient_penalty, interpolate, r1_penalty
 from lossbench.losses.registry import register_loss
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 
 def bce_critic(D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

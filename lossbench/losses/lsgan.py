@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
+from lossbench.lazy import LazyModule
 from lossbench.losses.base import AdversarialLoss, LossOutput, critic_scores, float_param
 from lossbench.losses.registry import register_loss
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
 
 
 @register_loss("lsgan")

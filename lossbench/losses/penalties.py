@@ -11,11 +11,16 @@ torch's global RNG.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from lossbench import precision
+from lossbench.lazy import LazyModule
 from lossbench.losses.base import at_least_fp32
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
 
 
 @precision.fp32()

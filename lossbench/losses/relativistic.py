@@ -6,12 +6,17 @@ the generator's loss has no gradient through them.
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
+from lossbench.lazy import LazyModule
 from lossbench.losses.base import AdversarialLoss, LossOutput, critic_scores
 from lossbench.losses.registry import register_loss
+
+if TYPE_CHECKING:
+    from torch import nn
+
+torch = LazyModule("torch")
+F = LazyModule("torch.nn.functional")
 
 
 def _real_scores_constant(D: nn.Module, real: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 WEIGHT_KEYS: dict[str, str] = {"inception-v3-compat": "inception-v3-compat", "vgg16": "vgg16"}
 
 _COMPUTE = "lossbench.metrics.compute"
+INF = float("inf")
 
 
 def _fid_weights(config: EvalConfig) -> list[str]:
@@ -42,6 +43,7 @@ def _pair_keys(name: str) -> tuple[str, ...]:
 register_metric(
     "fid",
     keys={"fid": "min"},
+    ranges={"fid": (0, INF)},
     compute=f"{_COMPUTE}:fid",
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,
@@ -50,6 +52,7 @@ register_metric(
 register_metric(
     "kid",
     keys={"kid": "min"},
+    ranges={"kid": (0, INF)},  # MMD² >= 0; a subset estimate may dip below
     auxiliary=("kid_std",),
     compute=f"{_COMPUTE}:kid",
     prepare=f"{_COMPUTE}:load_fid_extractor",
@@ -59,6 +62,7 @@ register_metric(
 register_metric(
     "lpips",
     keys={"lpips_ff": "max"},  # more diverse fakes
+    ranges={"lpips_ff": (0, 1)},
     auxiliary=_pair_keys("lpips"),
     compute=f"{_COMPUTE}:lpips",
     prepare=f"{_COMPUTE}:load_lpips",
@@ -68,6 +72,7 @@ register_metric(
 register_metric(
     "msssim",
     keys={"msssim_ff": "min"},  # more diverse fakes
+    ranges={"msssim_ff": (0, 1)},
     auxiliary=_pair_keys("msssim"),
     compute=f"{_COMPUTE}:msssim",
     description="MS-SSIM (SSIM at 32 px) over random fake-fake pairs; real-real for reference",
@@ -75,6 +80,7 @@ register_metric(
 register_metric(
     "pr",
     keys={"precision": "max", "recall": "max"},
+    ranges={"precision": (0, 1), "recall": (0, 1)},
     compute=f"{_COMPUTE}:precision_recall",
     prepare=f"{_COMPUTE}:load_prc_extractor",
     weights=_prc_weights,
@@ -83,6 +89,7 @@ register_metric(
 register_metric(
     "swd",
     keys={"swd": "min"},
+    ranges={"swd": (0, INF)},
     compute=f"{_COMPUTE}:swd",
     description="sliced Wasserstein distance on raw pixels",
 )

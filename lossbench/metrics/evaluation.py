@@ -276,3 +276,12 @@ def evaluate_per_class(
                                   config.seed, config.batch_size, device)  # fmt: skip
         out[name] = evaluate(fakes, part, dataclasses.replace(config, metrics=metrics, n_fake=n), device)
     return out
+
+
+def release_networks() -> None:
+    """Drop the feature networks kept between evaluations (extractors, LPIPS) and, on CUDA, the
+    memory they held: a study's parent calls it after its preflight, before its workers evaluate."""
+    fidelity._build.cache_clear()
+    diversity._lpips.cache_clear()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import importlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lossbench.errors import ConfigError, PluginError
@@ -56,6 +56,7 @@ class Metric:
     weights: Callable[[EvalConfig], list[str]] = _no_weights
     prepare: str | Callable[[Any], None] | None = None
     description: str = ""
+    ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high) bounds
     needs: tuple[str, ...] = ()  # from NEEDS
 
     def __post_init__(self) -> None:
@@ -65,6 +66,7 @@ class Metric:
         if bad:
             raise ValueError(f"metric {self.name!r}: directions must be 'min' or 'max', got {bad}")
         object.__setattr__(self, "keys", dict(self.keys))
+        object.__setattr__(self, "ranges", {k: (float(lo), float(hi)) for k, (lo, hi) in self.ranges.items()})
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
         object.__setattr__(self, "needs", tuple(self.needs))
@@ -259,6 +261,14 @@ DIRECTIONS: Mapping[str, str] = _Directions()
 
 #: Names accepted on the command line (`--objective lpips`) -> the result key they mean.
 ALIASES: Mapping[str, str] = _Aliases()
+
+
+def metric_range(key: str) -> tuple[float, float]:
+    """The values a result key can take, (low, high); (-inf, inf) when its metric declares none."""
+    for metric in _metrics().values():
+        if key in metric.ranges:
+            return metric.ranges[key]
+    return (float("-inf"), float("inf"))
 
 
 def metric_key(name: str) -> str:

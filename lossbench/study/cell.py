@@ -93,14 +93,19 @@ class TrialCallback(Callback):
             self.ctx.run.set_tags({tracking.RESUMED_FROM_TAG: step - 1})
         every = self.ctx.config.eval_every
         if every > 0 and step % every == 0:
-            self.last_eval = (step, evaluate_and_report(self.ctx, generator_ema, step))
+            final = step == self.ctx.train.steps  # logged once, as the final metrics
+            self.last_eval = (step, evaluate_and_report(self.ctx, generator_ema, step, curve=not final))
 
 
-def evaluate_and_report(ctx: CellContext, generator: torch.nn.Module, step: int) -> EvalResult:
-    """Evaluate at `step`: MLflow `eval/<key>` curves and the objective as Optuna intermediate value."""
+def evaluate_and_report(
+    ctx: CellContext, generator: torch.nn.Module, step: int, curve: bool = True
+) -> EvalResult:
+    """Evaluate at `step`: MLflow `eval/<key>` curves (unless `curve` is False: the final evaluation,
+    whose metrics `_record` logs once) and the objective as Optuna intermediate value."""
     result = evaluate(generator, ctx.data, ctx.config.eval, device=ctx.device, heldout=ctx.heldout)
-    ctx.run.log_metrics({f"{tracking.EVAL_PREFIX}{k}": v for k, v in result.metrics.items()}, step)
-    ctx.run.flush()
+    if curve:
+        ctx.run.log_metrics({f"{tracking.EVAL_PREFIX}{k}": v for k, v in result.metrics.items()}, step)
+        ctx.run.flush()
     ctx.trial.report(result.metrics[ctx.objective], step)
     return result
 
@@ -112,7 +117,7 @@ def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
     if callback.last_eval is not None and callback.last_eval[0] == trained.steps:
         final = callback.last_eval[1]
     else:
-        final = evaluate_and_report(ctx, trained.generator_ema, trained.steps)
+        final = evaluate_and_report(ctx, trained.generator_ema, trained.steps, curve=False)
     return CellResult(
         metrics=final.metrics,
         settings={**final.settings, "perceptual_weights": trained.perceptual_weights},
@@ -129,9 +134,8 @@ def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
         trial.set_user_attr("skipped", "not a queued cell")
         raise optuna.TrialPruned()
     loss = trial.suggest_categorical("loss", config.losses)
-    lam = trial.suggest_categorical("lambda", config.lambdas)
-    seed = trial.suggest_categorical("seed", config.seeds)
-    cell = Cell(loss, float(lam), int(seed))
+    lam = trial.suggest_float("lambda", min(config.lambdas), max(config.lambdas))
+    cell = Cell(loss, float(lam), int(trial.user_attrs["seed"]))
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
         if t.number == trial.number or "skipped" in t.user_attrs or trial_cell(t) != cell:
             continue
@@ -189,18 +193,23 @@ class Objective:
     def _start_run(self, trial: optuna.Trial, cell: Cell, train_cfg: TrainConfig) -> tracking.TrialRun:
         """The trial's MLflow child run, tagged and with its full config as params and `config.json`."""
         config = self.config
+        weights = tracking.weights_kind(train_cfg, config.eval)
+        lam = tracking.LAMBDA_FORMAT.format(cell.lam)
+        description = _description(config, cell, trial.number, train_cfg, weights, len(self.data.train))
         run = tracking.TrialRun.start(
             self.tracking_uri,
             self.experiment_id,
             self.parent_run_id,
-            f"{cell.key}-t{trial.number}",
+            f"{cell.loss} λ={lam} s{cell.seed}",
             {
+                tracking.DESCRIPTION_TAG: tracking.describe(description, weights == "random"),
+                **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
                 tracking.STUDY_TAG: config.name,
                 tracking.TRIAL_TAG: trial.number,
                 tracking.LOSS_TAG: cell.loss,
-                tracking.LAMBDA_TAG: f"{cell.lam:g}",
+                tracking.LAMBDA_TAG: lam,
                 tracking.SEED_TAG: cell.seed,
-                tracking.WEIGHTS_TAG: tracking.weights_kind(train_cfg, config.eval),
+                tracking.WEIGHTS_TAG: weights,
                 tracking.DEVICE_TAG: self.device,
                 tracking.WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}",
                 **{f"{tracking.TAG_PREFIX}{k}": v for k, v in trial.user_attrs.items() if k in _LINK_ATTRS},
@@ -216,17 +225,50 @@ class Objective:
         }
         run.log_params(tracking.flatten(config_json))
         run.log_dict(config_json, tracking.CONFIG_JSON)
+        tracking.log_dataset(
+            self.tracking_uri,
+            run.run_id,
+            config.data.spec,
+            self.data.train.fingerprint,
+            "train",
+            len(self.data.train),
+        )
+        if self.data.heldout is not None:  # the part the metrics are also computed on
+            held = self.data.heldout
+            tracking.log_dataset(
+                self.tracking_uri,
+                run.run_id,
+                f"{config.data.spec}:heldout",
+                held.fingerprint,
+                "heldout",
+                len(held),
+            )
         return run
 
 
+def _description(
+    config: StudyConfig, cell: Cell, number: int, train_cfg: TrainConfig, weights: str, n_images: int
+) -> list[str]:
+    """The lines of a child run's description: cell, weights, data, training and evaluation."""
+    lam = tracking.LAMBDA_FORMAT.format(cell.lam)
+    ev = config.eval
+    return [
+        f"**{cell.loss}**, λ = {lam}, seed {cell.seed} (Optuna trial {number}, study {config.name})",
+        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px ({n_images} images); "
+        f"{train_cfg.steps} steps, batch {train_cfg.batch_size}",
+        f"evaluation: {', '.join(ev.metrics)}; extractor {ev.feature_extractor}, n_fake {ev.n_fake}",
+    ]
+
+
 def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> None:
-    """User attributes, final MLflow metrics (plain keys), settings as tags, artifacts."""
+    """User attributes, final MLflow metrics (plain keys, once, at SUMMARY_STEP), settings as tags,
+    artifacts."""
     settings = {f"{tracking.SETTING_PREFIX}{k}": v for k, v in result.settings.items()}
     for k, v in result.metrics.items():
         trial.set_user_attr(f"{METRIC_ATTR}{k}", float(v))
     for k, v in settings.items():
         trial.set_user_attr(k, v)
-    run.log_metrics(result.metrics, result.steps)
+    run.log_metrics(result.metrics, tracking.SUMMARY_STEP)
     run.set_tags(settings)
     run.set_tags({tracking.STATE_TAG: "COMPLETE"})
     summary = {"metrics": result.metrics, "settings": result.settings, "steps": result.steps}

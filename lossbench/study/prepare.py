@@ -4,62 +4,44 @@ and evaluate real images once (loading every network and filling the real-featur
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lossbench.config import StudyConfig, check_device
-from lossbench.errors import ConfigError
-from lossbench.losses import get_loss
-from lossbench.metrics import DIRECTIONS, get_metric, metric_key, resolve_metrics
-from lossbench.metrics.evaluation import EvalResult, evaluate
-from lossbench.study.grid import grid_cells
-
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+from lossbench.config import StudyConfig
+from lossbench.metrics import get_metric, resolve_metrics
+from lossbench.metrics.evaluation import EvalResult, evaluate, release_networks
+from lossbench.study_config import validate
 
 
-def validate(config: StudyConfig) -> None:
-    """Raise a one-line LossbenchError for a bad study before anything is recorded."""
-    if not _NAME.fullmatch(config.name):
-        raise ConfigError(f"study name {config.name!r} must be letters, digits, '_', '.', '-'")
-    for loss in config.loss_params:
-        if loss not in config.losses:
-            raise ConfigError(f"loss parameters given for {loss!r}, which is not a loss of the study")
-    for loss in config.losses:
-        get_loss(loss, **config.loss_params.get(loss, {}))
-    key = metric_key(config.objective)
-    if key not in DIRECTIONS:
-        raise ConfigError(f"unknown objective {config.objective!r} (choose from {', '.join(DIRECTIONS)})")
-    if get_metric(key).name not in resolve_metrics(config.eval.metrics):
-        metrics = ", ".join(config.eval.metrics)
-        raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
-    for name in resolve_metrics(config.eval.metrics):
-        needs = get_metric(name).needs
-        if "heldout" in needs and config.data.holdout == 0:
-            raise ConfigError(f"metric {name!r} needs a held-out part: set data.holdout > 0")
-        if "conditional" in needs and not config.train.conditional:
-            raise ConfigError(
-                f"metric {name!r} needs a class-conditional generator: set train.conditional = true"
-            )
-    if len(set(grid_cells(config))) != len(grid_cells(config)):
-        raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
-    for device in config.devices:
-        check_device(device)
+def study_weights(config: StudyConfig) -> list[str]:
+    """Keys of `lossbench.weights.WEIGHTS` the study needs: its perceptual network (unless random or
+    unused) and every evaluation network."""
+    from lossbench.metrics import required_weights
+    from lossbench.weights import WEIGHTS
+
+    train = config.train
+    uses_perceptual = train.perceptual != "none" and any(lam > 0 for lam in config.lambdas)
+    keys = (
+        [train.perceptual]
+        if uses_perceptual and not train.random_weights and train.perceptual in WEIGHTS
+        else []
+    )
+    return list(dict.fromkeys(keys + required_weights(config.eval)))
 
 
 def _check_weights(config: StudyConfig) -> None:
-    """Fail fast, before any data is loaded, when a pretrained file the study needs is absent."""
-    from lossbench.metrics import required_weights
-    from lossbench.weights import WEIGHTS, find_weights
+    """Fail fast, before any data is loaded, naming every pretrained file the study lacks at once."""
+    from lossbench.errors import MissingWeightsError
+    from lossbench.weights import find_weights, missing_message
 
-    train, ev = config.train, config.eval
-    uses_perceptual = train.perceptual != "none" and any(lam > 0 for lam in config.lambdas)
-    if uses_perceptual and not train.random_weights and train.perceptual in WEIGHTS:
-        find_weights(train.perceptual, train.weights_dir)
-    for key in required_weights(ev):
-        find_weights(key, ev.weights_dir)
+    keys = study_weights(config)
+    message = missing_message(keys, config.train.weights_dir or config.eval.weights_dir)
+    if message:
+        raise MissingWeightsError(message)
+    for key in keys:  # present: verify the digests
+        find_weights(key, config.train.weights_dir or config.eval.weights_dir)
 
 
 def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
@@ -81,12 +63,16 @@ def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
 
 def preflight(config: StudyConfig, split: Any) -> EvalResult:
     """Evaluate training images as if they were fakes: loads every network (a missing weight file
-    fails here, once, in the parent) and fills the real-data cache before the workers start. Metrics
-    that need a generator (`needs` "conditional") are left out: they load no network."""
+    fails here, once, in the parent) and fills the real-data cache before the workers evaluate; then
+    releases the networks (the parent keeps no memory of them while the workers run). Metrics that
+    need a generator (`needs` "conditional") are left out: they load no network."""
     train = split.train
     fakes = train.images[torch.arange(config.eval.n_fake) % len(train.images)]
     metrics = tuple(
         m for m in resolve_metrics(config.eval.metrics) if "conditional" not in get_metric(m).needs
     )
     ev = dataclasses.replace(config.eval, metrics=metrics)
-    return evaluate(fakes, train, ev, device=config.devices[0], heldout=split.heldout)
+    try:
+        return evaluate(fakes, train, ev, device=config.devices[0], heldout=split.heldout)
+    finally:
+        release_networks()

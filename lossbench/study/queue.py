@@ -1,8 +1,9 @@
 """The trial queue: Optuna storage, the state of each cell, queueing pending cells, recovering the
 trials of dead workers.
 
-A cell is queued as a WAITING trial with fixed parameters and the user attributes `queued`, `loss`,
-`lambda`, `seed` (and `retry_of`, the trial it retries). A worker takes a WAITING trial with
+A cell is queued as a WAITING trial with fixed parameters `loss` (categorical) and `lambda` (a float
+distribution, so plots order it) and the user attributes `queued`, `loss`, `lambda`, `seed` (and
+`retry_of`, the trial it retries); the seed is no parameter. A worker takes a WAITING trial with
 Optuna's atomic WAITING -> RUNNING transition, so two workers never take the same queued trial.
 """
 
@@ -12,7 +13,6 @@ import os
 import socket
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,8 +23,8 @@ from optuna.trial import FrozenTrial, TrialState
 from lossbench import tracking
 from lossbench.config import StudyConfig
 from lossbench.study.grid import Cell, grid_cells
+from lossbench.study.journal import journal_path
 
-JOURNAL = "optuna-journal.log"
 HEARTBEAT_S = 60  # RDB storages: a trial without a heartbeat for GRACE_S is failed
 GRACE_S = 180
 #: Cell states, by precedence (the best trial of a cell decides its state).
@@ -35,16 +35,16 @@ CellStates = dict[Cell, tuple[str, FrozenTrial | None]]
 
 def open_storage(storage: str | None, root: str | os.PathLike = "mlruns") -> BaseStorage:
     """The Optuna storage: a journal file (default `<root>/optuna-journal.log`, or a path), or an RDB URL."""
-    if storage and "://" in storage:
+    path = journal_path(storage, root)
+    if path is None:
         return RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    path = Path(storage) if storage else Path(root) / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(path)))
 
 
 def storage_name(storage: str | None, root: str | os.PathLike) -> str:
     """Where the study's trials are stored, as shown to the user."""
-    return storage or str(Path(root) / JOURNAL)
+    return storage or str(journal_path(storage, root))
 
 
 def sampler(seed: int = 0) -> optuna.samplers.BaseSampler:
@@ -108,9 +108,11 @@ def count_states(states: CellStates, cells: Sequence[Cell]) -> dict[str, int]:
 
 
 def enqueue(study: optuna.Study, cell: Cell, **user_attrs: Any) -> None:
-    """Queue `cell` as a WAITING trial with fixed parameters."""
-    params = {"loss": cell.loss, "lambda": cell.lam, "seed": cell.seed}
-    study.enqueue_trial(params, user_attrs={"queued": True, **params, **user_attrs})
+    """Queue `cell` as a WAITING trial with fixed parameters loss and lambda; the seed is a replicate,
+    not a parameter (Optuna's importance and best trial are about loss and lambda), and is a user
+    attribute like the loss and lambda the queue reads back (`trial_cell`)."""
+    params = {"loss": cell.loss, "lambda": cell.lam}
+    study.enqueue_trial(params, user_attrs={"queued": True, **params, "seed": cell.seed, **user_attrs})
 
 
 def enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:

@@ -12,7 +12,8 @@ from optuna.trial import FrozenTrial, TrialState
 from lossbench import tracking
 from lossbench.errors import ConfigError, DataError
 from lossbench.study.grid import Cell, cells_of
-from lossbench.study.queue import JOURNAL, METRIC_ATTR, cell_states, open_storage, trial_cell
+from lossbench.study.journal import check_study_named, journal_path
+from lossbench.study.queue import METRIC_ATTR, cell_states, open_storage, trial_cell
 
 #: The first columns of a results table, before the metrics and the `setting.*` columns.
 RESULT_COLUMNS = ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
@@ -20,11 +21,8 @@ RESULT_COLUMNS = ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
 
 def load_study(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> optuna.Study:
     """An existing study; ConfigError (one line) naming the storage and the studies it holds."""
-    where = storage or Path(root) / JOURNAL
-    if storage is None and not where.exists():
-        raise ConfigError(
-            f"no study storage at {where}; run 'lossbench study' first, or pass --root or --storage"
-        )
+    check_study_named(name, storage, root)
+    where = storage or journal_path(storage, root)
     opened = open_storage(storage, root)
     try:
         return optuna.load_study(study_name=name, storage=opened)
@@ -70,6 +68,45 @@ def results_frame(name: str, storage: str | None = None, root: str | os.PathLike
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(RESULT_COLUMNS + [k for r in rows for k in r])))
     return frame.sort_values(["loss", "lambda", "seed"], ignore_index=True)
+
+
+_REASONS = {
+    "running": "still running",
+    "queued": "queued, not started",
+    "pending": "not run yet",
+    "pruned": "pruned",
+    "failed": "failed",
+}
+
+
+def cell_problems(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> pd.DataFrame:
+    """The study's cells without a COMPLETE trial: loss, lambda, seed, state and reason (the trial's
+    `fail_reason` when it has one), in the columns of `lossbench.stats.PROBLEM_COLUMNS`."""
+    rows = []
+    for cell, state, trial in study_cells(load_study(name, storage, root)):
+        if state == "done":
+            continue
+        reason = trial.user_attrs.get("fail_reason") if trial is not None else None
+        rows.append(
+            {
+                "loss": cell.loss,
+                "lambda": cell.lam,
+                "seed": cell.seed,
+                "state": state,
+                "reason": str(reason or _REASONS[state]),
+            }
+        )
+    return pd.DataFrame(rows, columns=["loss", "lambda", "seed", "state", "reason"])
+
+
+def load_problems(
+    source: str | Path, storage: str | None = None, root: str | Path = "mlruns"
+) -> pd.DataFrame | None:
+    """A study's failed and missing cells (`cell_problems`), or None for a CSV source (the statistics
+    then infer missing cells from the table)."""
+    if Path(source).is_file():
+        return None
+    return cell_problems(str(source), storage, root)
 
 
 def load_results(source: str | Path, storage: str | None = None, root: str | Path = "mlruns") -> pd.DataFrame:

@@ -1,7 +1,10 @@
 """Worker processes and the parent's progress display.
 
-Workers are spawned processes, one per device slot; each loads the study and takes queued trials
-until none is left. A worker exits as soon as its parent is gone.
+Workers are spawned processes, one per worker slot, started before the parent's preflight so that
+their start-up (importing torch, optuna, mlflow) overlaps it. Each then waits for its job (the
+objective, with the data, sent once), loads the study and takes queued trials until none is left.
+Each limits torch's and numpy's BLAS threads to its share of the cores and, on CUDA, selects its
+device. A worker exits as soon as its parent is gone.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig
 from lossbench.errors import DivergedError, LossbenchError
@@ -29,7 +33,7 @@ from lossbench.study.queue import cell_states, count_states, open_storage, sampl
 
 @dataclass
 class _Job:
-    """What one worker process needs (pickled to the spawned process)."""
+    """What one worker process needs (pickled to the spawned process once, after it started)."""
 
     objective: Objective
     threads: int
@@ -54,10 +58,22 @@ def _exit_with_parent(poll_seconds: float = 2.0) -> None:
     threading.Thread(target=watch, name="lossbench-parent-watch", daemon=True).start()
 
 
-def _worker_main(job: _Job) -> None:
-    """Entry point of a worker process: load the study, run trials until none is left."""
+def limit_threads_and_select(threads: int, device: str) -> threadpool_limits:
+    """This process's share of the machine: `threads` for torch and for numpy's BLAS (which ignores
+    torch's setting: FID's matrix square root, KID), and `device` as the current CUDA device.
+    Returns the BLAS limiter (its `restore_original_limits()` undoes the BLAS part)."""
+    torch.set_num_threads(threads)
+    limiter = threadpool_limits(limits=threads)
+    if torch.device(device).type == "cuda":
+        torch.cuda.set_device(torch.device(device))
+    return limiter
+
+
+def _worker_main(inbox: Any) -> None:
+    """Entry point of a worker process: wait for the job, then run trials until none is left."""
     _exit_with_parent()
-    torch.set_num_threads(job.threads)
+    job: _Job = inbox.get()
+    limit_threads_and_select(job.threads, job.objective.device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     config = job.objective.config
 
@@ -76,6 +92,73 @@ def _worker_main(job: _Job) -> None:
     except LossbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+class Workers:
+    """Worker processes started early (`start`), given their jobs once the study's cells are
+    queued (`run`), and stopped (`stop`) whatever happened in between."""
+
+    def __init__(self, count: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._inboxes = [context.SimpleQueue() for _ in range(count)]
+        self.processes = [
+            context.Process(target=_worker_main, args=(inbox,), name=f"lossbench-worker-{i}")
+            for i, inbox in enumerate(self._inboxes)
+        ]
+
+    @classmethod
+    def start(cls, count: int) -> Workers:
+        """Spawn `count` workers; they import their libraries, then wait for `run`."""
+        workers = cls(count)
+        for p in workers.processes:
+            p.start()
+        return workers
+
+    def run(
+        self,
+        study: optuna.Study,
+        config: StudyConfig,
+        root: Path,
+        mlflow_ids: tuple[str, str, str],
+        data: Any,
+        cell_fn: CellFn,
+        progress: bool,
+    ) -> list[str]:
+        """Send each needed worker its job, show the grid's progress, return what went wrong.
+
+        `mlflow_ids`: tracking URI, experiment id, parent run id. Workers beyond the number of
+        queued cells are stopped."""
+        n_waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        n_needed = min(len(self.processes), n_waiting)
+        threads = max(1, len(os.sched_getaffinity(0)) // max(1, n_needed))
+        for p in self.processes[n_needed:]:  # not needed: nothing recorded yet, stopped at once
+            p.terminate()
+        for i, inbox in enumerate(self._inboxes[:n_needed]):
+            device = config.devices[i % len(config.devices)]
+            objective = Objective(config, str(root), *mlflow_ids, data, device, cell_fn)
+            inbox.put(_Job(objective, threads, i))
+        try:
+            _show_progress(study, config, self.processes, progress)
+        except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop the workers now, not after their cells
+            self.stop(wait=False)
+            raise
+        self.stop()
+        return [
+            f"{p.name} (pid {p.pid}) exited with code {p.exitcode}"
+            for p in self.processes[:n_needed]
+            if p.exitcode != 0
+        ]
+
+    def stop(self, wait: bool = True) -> None:
+        """Wait for the workers (up to 30 s each when `wait`), then terminate any still alive.
+        Without `wait` (an interrupt, or a failure before `run`) they are terminated at once."""
+        for p in self.processes:
+            if p.is_alive() and not wait:
+                p.terminate()
+            p.join(timeout=30 if wait else 5)
+            if p.is_alive():
+                p.terminate()
+                p.join()
 
 
 def _progress(enabled: bool) -> Progress:
@@ -102,47 +185,3 @@ def _show_progress(study: optuna.Study, config: StudyConfig, workers: list, enab
                 states=", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "done"),
             )
             time.sleep(1.0)
-
-
-def run_workers(
-    study: optuna.Study,
-    config: StudyConfig,
-    root: Path,
-    mlflow_ids: tuple[str, str, str],
-    data: Any,
-    cell_fn: CellFn,
-    progress: bool,
-) -> list[str]:
-    """Start the workers (spawned processes), show the grid's progress, return what went wrong.
-
-    `mlflow_ids`: tracking URI, experiment id, parent run id."""
-    if not _work_left(study):
-        return []
-    n_waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-    n_workers = max(1, min(config.workers, n_waiting))
-    threads = max(1, len(os.sched_getaffinity(0)) // n_workers)
-    context = multiprocessing.get_context("spawn")
-    workers = []
-    for i in range(n_workers):
-        device = config.devices[i % len(config.devices)]
-        objective = Objective(config, str(root), *mlflow_ids, data, device, cell_fn)
-        workers.append(
-            context.Process(
-                target=_worker_main, args=(_Job(objective, threads, i),), name=f"lossbench-worker-{i}"
-            )
-        )
-    for w in workers:
-        w.start()
-    try:
-        _show_progress(study, config, workers, progress)
-    except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop the workers now, not after their cells
-        for w in workers:
-            w.terminate()
-        raise
-    finally:
-        for w in workers:
-            w.join(timeout=30)
-            if w.is_alive():
-                w.terminate()
-                w.join()
-    return [f"{w.name} (pid {w.pid}) exited with code {w.exitcode}" for w in workers if w.exitcode != 0]

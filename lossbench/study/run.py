@@ -1,0 +1,184 @@
+"""Running a study: prepare, open or resume it, queue its cells, start the workers, summarise."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import optuna
+import pandas as pd
+
+from lossbench import tracking
+from lossbench.config import StudyConfig
+from lossbench.errors import LossbenchError
+from lossbench.metrics import DIRECTIONS, metric_key
+from lossbench.metrics.evaluation import EvalResult
+from lossbench.progress import stage
+from lossbench.study.cell import (
+    CellFn,
+    train_and_evaluate,
+)
+from lossbench.study.grid import check_identity, grid_cells, identity
+from lossbench.study.prepare import preflight, prepare
+from lossbench.study.queue import (
+    cell_states,
+    count_states,
+    enqueue_pending,
+    open_storage,
+    recover,
+    sampler,
+    storage_name,
+)
+from lossbench.study.results import results_frame
+from lossbench.study.workers import Workers
+
+
+@dataclass
+class StudySummary:
+    """The outcome of `run_study`: cell counts by state, trials added, where the results are."""
+
+    name: str
+    counts: dict[str, int]
+    new_trials: int
+    parent_run_id: str
+    tracking_uri: str
+    storage: str
+    experiment_id: str = ""
+    objective: str = "fid"
+    worker_errors: list[str] = field(default_factory=list)
+
+
+def _open_study(config: StudyConfig, root: Path, fingerprint: str) -> optuna.Study:
+    """Create or load the study; record its identity, or refuse other settings than recorded."""
+    direction = "minimize" if DIRECTIONS[metric_key(config.objective)] == "min" else "maximize"
+    study = optuna.create_study(
+        study_name=config.name,
+        storage=open_storage(config.storage, root),
+        direction=direction,
+        sampler=sampler(),
+        load_if_exists=True,
+    )
+    if study.metric_names is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([metric_key(config.objective)])
+    current = identity(config, fingerprint)
+    if "config" in study.user_attrs:
+        check_identity(study.user_attrs["config"], current, config.name)
+    else:
+        study.set_user_attr("config", current)
+    return study
+
+
+def _start_tracking(
+    config: StudyConfig, root: Path, study: optuna.Study, real: EvalResult
+) -> tuple[str, str, str]:
+    """The MLflow store, experiment and parent run of the study (reopened on resume), with the real
+    features; returns (tracking URI, experiment id, parent run id)."""
+    tracking_uri = config.tracking_uri or tracking.default_tracking_uri(root)
+    artifact_root = root / tracking.ARTIFACTS_DIR if config.tracking_uri is None else None
+    experiment_id = tracking.init_experiment(tracking_uri, config.name, artifact_root)
+    weights = tracking.weights_kind(config.train, config.eval)
+    lambdas = ", ".join(tracking.LAMBDA_FORMAT.format(lam) for lam in config.lambdas)
+    description = [
+        f"Study **{config.name}**: losses {', '.join(config.losses)}; λ {lambdas}; "
+        f"seeds {', '.join(map(str, config.seeds))}; objective {config.objective}",
+        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px",
+        "Per-cell means and sds over seeds are the metrics `<metric>/<loss>/lam<λ>/mean|sd|n`; "
+        "the best cell per metric is `best/<metric>` with the tag `lossbench.best.<metric>`.",
+    ]
+    parent_run_id = tracking.study_run(
+        tracking_uri,
+        experiment_id,
+        config.name,
+        tracking.flatten(study.user_attrs["config"]),
+        {
+            tracking.WEIGHTS_TAG: weights,
+            tracking.STORAGE_TAG: storage_name(config.storage, root),
+            tracking.DESCRIPTION_TAG: tracking.describe(description, weights == "random"),
+            **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
+        },
+    )
+    if real.real_features is not None and not tracking.has_artifact(
+        tracking_uri, parent_run_id, tracking.REAL_FEATURES
+    ):
+        tracking.log_features(tracking_uri, parent_run_id, real.real_features, tracking.REAL_FEATURES)
+    return tracking_uri, experiment_id, parent_run_id
+
+
+def _log_summary(config: StudyConfig, root: Path, tracking_uri: str, parent_run_id: str) -> None:
+    """Per-cell summaries over seeds and the best cells on the parent run."""
+    from lossbench import stats
+
+    frame = results_frame(config.name, config.storage, root)
+    metrics = [k for k in DIRECTIONS if k in frame.columns]
+    summary = pd.concat([stats.summarize(frame, m) for m in metrics], ignore_index=True)
+    tracking.log_study_summary(tracking_uri, parent_run_id, summary, stats.best_cells(summary))
+
+
+def run_study(
+    config: StudyConfig,
+    root: str | os.PathLike = "mlruns",
+    progress: bool = False,
+    cell_fn: CellFn = train_and_evaluate,
+) -> StudySummary:
+    """Run (or resume) the study `config.name`: every pending cell once, on `config.workers` processes.
+
+    Everything lives under `root`: the journal storage, the MLflow store and artifacts (unless
+    `storage` / `tracking_uri` name others), checkpoints and the real-data feature cache.
+    `cell_fn` runs one cell (default: train, then evaluate). Raises LossbenchError for bad settings
+    (before anything is recorded) and, after recording what they left, when workers died.
+    """
+    root = Path(root)
+    stage(f"loading data {config.data.spec!r} at {config.data.resolution} px", progress)
+    config, data = prepare(config, root)  # data: the train / held-out Split
+    n_workers = min(config.workers, len(grid_cells(config)))
+    stage(f"starting {n_workers} worker(s); preflight: evaluating {config.eval.n_fake} real images", progress)
+    workers = Workers.start(n_workers)  # their start-up (imports) overlaps the preflight
+    try:
+        real = preflight(config, data)
+        stage("opening the study and its MLflow runs", progress)
+        study = _open_study(config, root, data.train.fingerprint)
+        tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
+        n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
+        recover(study, tracking_uri, experiment_id)
+        enqueue_pending(study, config)
+    except BaseException:
+        workers.stop(wait=False)
+        raise
+    errors: list[str] = []
+    error: BaseException | None = None
+    try:
+        mlflow_ids = (tracking_uri, experiment_id, parent_run_id)
+        errors = workers.run(study, config, root, mlflow_ids, data, cell_fn, progress)
+    except BaseException as e:
+        error = e
+        raise
+    finally:
+        recover(study, tracking_uri, experiment_id)
+        enqueue_pending(study, config)  # cells left by dead workers wait for the next run
+        counts = count_states(cell_states(study), grid_cells(config))
+        if counts["done"]:
+            _log_summary(config, root, tracking_uri, parent_run_id)
+        status = tracking.ending_status(error)
+        if status == "FINISHED" and (errors or counts["pending"] or counts["queued"]):
+            status = "FAILED"
+        tracking.end_run(tracking_uri, parent_run_id, status, "; ".join(errors) or None)
+    if errors:
+        raise LossbenchError(
+            f"{'; '.join(errors)}; what was recorded is kept and unfinished cells are queued: "
+            "rerun the same command to continue"
+        )
+    new_trials = len(study.get_trials(deepcopy=False)) - n_before
+    return StudySummary(
+        config.name,
+        counts,
+        new_trials,
+        parent_run_id,
+        tracking_uri,
+        storage_name(config.storage, root),
+        experiment_id,
+        config.objective,
+    )
