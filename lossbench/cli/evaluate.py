@@ -59,6 +59,7 @@ def evaluate(
         False,
         "--per-class",
         help="Also score each class (conditional checkpoints): class-k fakes vs class-k reals.",
+        metavar="",
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print metrics, settings, provenance and timings as JSON.", metavar=""

@@ -31,7 +31,7 @@ def utility(
     n_bootstrap: int = typer.Option(DEFAULTS.utility_bootstrap, "--bootstrap", help="Held-out resamples."),
     seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seeds the synthetic z and the bootstrap."),
     device: str = options.DEVICE,
-    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the full result as JSON.", metavar=""),
 ) -> None:
     """Classifier on real vs real + synthetic vs synthetic only, scored on the held-out part of --data
     (split by --holdout/--split-seed as in training)."""
