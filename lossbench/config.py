@@ -368,6 +368,11 @@ class StudyConfig:
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
     workers: int = run_only(1)
     devices: tuple[str, ...] = run_only(("cpu",))
+    # RDB storages (several machines): a worker records a heartbeat every `heartbeat_s` seconds; a
+    # RUNNING trial without one for `grace_s` seconds is failed by whichever machine notices, and a
+    # worker that cannot reach the database retries for at most `grace_s` seconds (docs/cluster.md).
+    heartbeat_s: int = run_only(60)
+    grace_s: int = run_only(180)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -384,7 +389,9 @@ class StudyConfig:
         if min(self.seeds) < 0:
             raise ConfigError(f"seeds must be >= 0, got {min(self.seeds)}")
         _check_min(self, 0, "eval_every")
-        _check_min(self, 1, "workers")
+        _check_min(self, 1, "workers", "heartbeat_s")
+        if self.grace_s <= self.heartbeat_s:
+            raise ConfigError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
         for device in self.devices:  # spelling only: a study file may be written for another machine;
             check_device_name(device)  # the study checks `check_device` before it starts workers
 

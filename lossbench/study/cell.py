@@ -1,18 +1,18 @@
 """One cell of a study: the trial's admission, its MLflow child run, training and evaluation, and
 what is recorded (Optuna user attributes `metric.<key>` and `setting.<key>`, MLflow metrics, tags
-and artifacts).
+and artifacts), with the worker's identity (`liveness.Worker`) on both.
 
 The trial's value is the objective metric. Evaluations every `eval_every` steps are logged as MLflow
 curves `eval/<key>` and reported to Optuna as intermediate values; nothing prunes on them. A trial
-whose cell already has a COMPLETE trial, or a RUNNING one with a lower number, is pruned (user
-attribute `skipped`), as is a trial that was not queued.
+whose cell already has a COMPLETE trial, or a RUNNING or WAITING one with a lower number, is pruned
+(user attribute `skipped`), as is a trial that was not queued: of two trials queued for one cell (two
+machines queueing at once), only the first runs, whichever worker takes which first.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -31,6 +31,7 @@ from lossbench.errors import DivergedError
 from lossbench.metrics import metric_key
 from lossbench.metrics.evaluation import EvalResult, evaluate
 from lossbench.study.grid import Cell, train_config_for
+from lossbench.study.liveness import current_worker
 from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell
 from lossbench.train import Callback, train
 
@@ -136,7 +137,8 @@ def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
     loss = trial.suggest_categorical("loss", config.losses)
     lam = trial.suggest_float("lambda", min(config.lambdas), max(config.lambdas))
     cell = Cell(loss, float(lam), int(trial.user_attrs["seed"]))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+    taken = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=taken):
         if t.number == trial.number or "skipped" in t.user_attrs or trial_cell(t) != cell:
             continue
         if t.state == TrialState.COMPLETE or t.number < trial.number:
@@ -160,8 +162,8 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("host", socket.gethostname())
+        for key, value in current_worker().attrs().items():
+            trial.set_user_attr(key, value)
         cell = admit(trial, config)
         train_cfg = train_config_for(config, cell, self.device)
         run = self._start_run(trial, cell, train_cfg)
@@ -211,7 +213,7 @@ class Objective:
                 tracking.SEED_TAG: cell.seed,
                 tracking.WEIGHTS_TAG: weights,
                 tracking.DEVICE_TAG: self.device,
-                tracking.WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}",
+                tracking.WORKER_TAG: str(current_worker()),
                 **{f"{tracking.TAG_PREFIX}{k}": v for k, v in trial.user_attrs.items() if k in _LINK_ATTRS},
             },
         )

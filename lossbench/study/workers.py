@@ -25,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig
-from lossbench.errors import DivergedError, LossbenchError
+from lossbench.errors import DivergedError, lossbench_error_in
 from lossbench.study.cell import CellFn, Objective
 from lossbench.study.grid import grid_cells
 from lossbench.study.queue import cell_states, count_states, open_storage, sampler
@@ -84,13 +84,16 @@ def _worker_main(inbox: Any) -> None:
     try:
         study = optuna.load_study(
             study_name=config.name,
-            storage=open_storage(config.storage, job.objective.root),
+            storage=open_storage(config.storage, job.objective.root, config, job.objective.tracking_uri),
             sampler=sampler(job.index),
         )
         if _work_left(study):
             study.optimize(job.objective, catch=(DivergedError,), callbacks=[stop_when_done])
-    except LossbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # one line for ours, e.g. the database unreachable past the grace period
+        known = lossbench_error_in(e)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
         sys.exit(2)
 
 
