@@ -327,6 +327,7 @@ class EvalConfig:
     kid_subset_size: int | None = result(None)  # None = min(1000, n_real, n_fake)
     kid_subsets: int = result(100)  # torch-fidelity's default
     prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
+    extra_extractors: tuple[str, ...] = result(())  # feature metrics again in each; keys `fid.<name>`
     swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
     n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
     utility_seeds: int = result(3)  # classifier seeds of the downstream-utility metric
@@ -336,13 +337,16 @@ class EvalConfig:
     utility_bootstrap: int = result(1000)  # held-out resamples for the utility's confidence intervals
     batch_size: int = result(100)
     seed: int = result(0)
+    bootstrap: int = result(0)  # resamples of the fakes for the standard errors `*_se`; 0 = none
     cache_dir: str | None = run_only(None)  # real-feature cache; None = mlruns/feature-cache
     random_weights: bool = result(False)  # explicit opt-in (demos, tests); tagged on every result
     weights_dir: str | None = run_only(None)
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _check_min(self, 0, "seed")
+        _check_min(self, 0, "seed", "bootstrap")
+        if self.bootstrap == 1:
+            raise ConfigError("eval.bootstrap must be 0 (none) or at least 2 resamples")
         _check_min(self, 1, "n_pairs", "kid_subsets", "swd_directions", "batch_size")
         _check_min(self, 1, "utility_seeds", "utility_steps", "utility_width", "utility_bootstrap")
         if not math.isfinite(self.utility_ratio) or self.utility_ratio < 0:

@@ -56,6 +56,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from lossbench.errors import ConfigError, DataError
 from lossbench.metrics import DIRECTIONS, metric_key, metric_range
+from lossbench.metrics.registry import EXTRACTOR_SEP
 
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
 CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
@@ -162,6 +163,7 @@ def check_results(
         raise DataError(f"{name} has no rows: no completed trials yet, or an empty file")
     if metrics is None:
         metrics = [m for m in DIRECTIONS if m in df.columns]
+        metrics += [c for c in df.columns if EXTRACTOR_SEP in str(c) and c in DIRECTIONS]  # fid.<extractor>
     else:
         metrics = [metric_key(m) for m in metrics]
         unknown = [m for m in metrics if m not in DIRECTIONS]

@@ -64,6 +64,7 @@ SAMPLE_GRID = "samples/final.png"
 METRICS_JSON = "metrics.json"
 CONFIG_JSON = "config.json"
 FAKE_FEATURES = "features/fake.npy"
+CLOSEST_FAKES = "copies/closest.png"  # the fakes nearest a training image, above those images
 REAL_FEATURES = "features/real.npy"  # on the parent run
 REPORT_DIR = "report"  # on the parent run
 # Tags.
@@ -368,6 +369,7 @@ class Artifacts:
     curves: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
     real_features: np.ndarray | None = None
     fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    closest: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG per cell (lowest seed)
     parent_run_id: str | None = None
 
 
@@ -429,6 +431,8 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
                 )
             if cell not in art.grids and (png := _download(client, run_id, SAMPLE_GRID, tmp)):
                 art.grids[cell] = png.read_bytes()
+            if cell not in art.closest and (png := _download(client, run_id, CLOSEST_FAKES, tmp)):
+                art.closest[cell] = png.read_bytes()
             if cell not in art.fake_features and (npy := _download(client, run_id, FAKE_FEATURES, tmp)):
                 art.fake_features[cell] = np.load(npy)
         try:

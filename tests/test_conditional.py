@@ -162,7 +162,7 @@ def test_per_class_metrics_compare_class_k_fakes_with_class_k_reals(phantom, tmp
 
     checkpoint = train(phantom, TrainConfig(steps=1, **TINY), tmp_path).checkpoint
     G = load_generator(checkpoint)
-    config = EvalConfig(metrics=("swd", "utility"), n_fake=12, swd_directions=16)
+    config = EvalConfig(metrics=("swd", "utility", "copy"), n_fake=12, swd_directions=16)  # `needs`: left out
     per_class = evaluate_per_class(G, phantom, config)
     assert list(per_class) == list(phantom.class_names)
     counts = proportional_counts(phantom.labels, 3, 12)
@@ -174,4 +174,9 @@ def test_per_class_metrics_compare_class_k_fakes_with_class_k_reals(phantom, tmp
     args = ["evaluate", "--checkpoint", str(checkpoint), "--data", "phantom:24", "--metrics", "swd"]
     assert main([*args, "--n-fake", "12", "--per-class", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)["per_class"]) == set(phantom.class_names)
+    held = ["--holdout", "0.25", "--metrics", "swd,copy", "--extractor", "lossbench-tiny"]
+    assert main([*args, *held, "--n-fake", "12", "--per-class", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # copy scored overall (train vs held-out part) only
+    assert "authenticity_pixel" in out["metrics"] and out["settings"]["holdout"] == 0.25
+    assert all(set(r["metrics"]) == {"swd"} for r in out["per_class"].values())
     assert main(["evaluate", "--fake", str(tmp_path), "--data", "phantom:24", "--per-class"]) == 2

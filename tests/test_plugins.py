@@ -315,7 +315,7 @@ def test_two_metric_plugins_sharing_an_alias_are_both_errors(metric_site):
     for name in ("gap2", "mean_gap"):
         with pytest.raises(PluginError, match=r"'mpd' is declared by .* and by .*; uninstall one of them"):
             get_metric(name)
-    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd", "utility"]
+    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "dc", "copy", "swd", "utility"]
 
 
 def test_plugin_metric_is_a_study_objective_and_stats_use_its_direction(metric_site, tmp_path):

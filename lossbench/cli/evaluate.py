@@ -40,13 +40,23 @@ def evaluate(
     extractor: str = typer.Option(
         DEFAULTS.feature_extractor,
         "--extractor",
-        help="FID/KID feature extractor (torch-fidelity registry name).",
+        help="FID/KID/copy-detection extractor: a torch-fidelity registry name, or encoder:FILE.",
     ),
     prc_extractor: str = typer.Option(
         DEFAULTS.prc_extractor, "--prc-extractor", help="Precision/recall feature extractor."
     ),
+    extra_extractors: str = typer.Option(
+        "",
+        "--extra-extractors",
+        help="Comma-separated extractors to repeat the feature metrics in (keys fid.NAME).",
+    ),
     seed: int = typer.Option(
         DEFAULTS.seed, "--seed", help="Seeds the fakes' z, the pairs and the KID subsets."
+    ),
+    holdout: float | None = options.HOLDOUT,
+    split_seed: int | None = options.SPLIT_SEED,
+    bootstrap: int = typer.Option(
+        DEFAULTS.bootstrap, "--bootstrap", help="Resamples of the fakes for standard errors (0: none)."
     ),
     batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size"),
     cache_dir: Path | None = typer.Option(
@@ -70,6 +80,7 @@ def evaluate(
     from rich.table import Table
 
     from lossbench.data import load_dataset
+    from lossbench.data.split import load_split
     from lossbench.metrics import evaluate as evaluate_images
     from lossbench.metrics import evaluate_per_class, resolve_metrics
     from lossbench.train import load_generator
@@ -83,9 +94,11 @@ def evaluate(
         n_fake=n_fake,
         feature_extractor=extractor,
         prc_extractor=prc_extractor,
+        extra_extractors=parse_name_list(extra_extractors, "extractor") if extra_extractors else (),
         n_pairs=n_pairs,
         batch_size=batch_size,
         seed=seed,
+        bootstrap=bootstrap,
         cache_dir=str(cache_dir) if cache_dir else None,
         random_weights=random_weights,
         weights_dir=weights_dir,
@@ -101,8 +114,10 @@ def evaluate(
     else:
         resolution = check_resolution(resolution or DataConfig.resolution)
         fake = load_dataset(str(fake_dir), resolution).images
-    real = load_dataset(data, resolution)
-    result = evaluate_images(fake, real, config, device)
+    split = load_split(DataConfig(data, resolution, None, holdout or 0.0, split_seed or 0))
+    real = split.train
+    result = evaluate_images(fake, real, config, device, heldout=split.heldout)
+    result.settings.update(holdout=split.fraction, split_seed=split.seed)
     classes = evaluate_per_class(fake, real, config, device) if per_class else {}
 
     if as_json:

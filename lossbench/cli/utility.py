@@ -10,7 +10,6 @@ import typer
 
 from lossbench.cli import options
 from lossbench.config import DataConfig, EvalConfig
-from lossbench.errors import ConfigError
 
 DEFAULTS = EvalConfig()
 
@@ -39,7 +38,8 @@ def utility(
 
     from lossbench.data.split import load_split
     from lossbench.formatting import utility_table
-    from lossbench.images import sample_classes
+    from lossbench.images import is_conditional, sample_classes
+    from lossbench.metrics import check_needs
     from lossbench.metrics.compute import utility_settings
     from lossbench.metrics.utility import downstream_utility
     from lossbench.train import load_generator
@@ -52,9 +52,8 @@ def utility(
         utility_ratio=ratio,
         utility_bootstrap=n_bootstrap,
     )
-    if not holdout:
-        raise ConfigError("utility needs a held-out part: give --holdout (the share used in training)")
     generator = load_generator(checkpoint, device)
+    check_needs(["utility"], heldout=bool(holdout), conditional=is_conditional(generator))
     split = load_split(DataConfig(data, generator.resolution, holdout=holdout, split_seed=split_seed or 0))
     train_part, heldout_part = split.train, split.heldout
     sample = functools.partial(

@@ -30,6 +30,7 @@ from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.errors import DivergedError
 from lossbench.metrics import metric_key
 from lossbench.metrics.evaluation import EvalResult, evaluate
+from lossbench.report import closest_fakes_png
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
 from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell
@@ -53,6 +54,7 @@ class CellResult:
     steps: int
     sample_grid: Path | None = None
     fake_features: np.ndarray | None = None
+    closest_png: bytes | None = None  # copy detection's closest fakes beside their training images
 
 
 @dataclass
@@ -125,6 +127,7 @@ def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
         steps=trained.steps,
         sample_grid=trained.sample_grid,
         fake_features=final.fake_features,
+        closest_png=closest_fakes_png(*final.closest_pairs) if final.closest_pairs else None,
     )
 
 
@@ -279,5 +282,10 @@ def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> 
         folder, name = os.path.split(tracking.SAMPLE_GRID)
         with tempfile.TemporaryDirectory() as tmp:
             run.log_artifact(shutil.copy(result.sample_grid, Path(tmp, name)), folder)
+    if result.closest_png is not None:
+        folder, name = os.path.split(tracking.CLOSEST_FAKES)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / name).write_bytes(result.closest_png)
+            run.log_artifact(str(Path(tmp) / name), folder)
     if result.fake_features is not None:
         tracking.log_features(run.tracking_uri, run.run_id, result.fake_features, tracking.FAKE_FEATURES)
