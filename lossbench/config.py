@@ -282,6 +282,7 @@ class TrainConfig:
     perceptual_pairing: str = result("paired")  # one of PERCEPTUAL_PAIRINGS
     ema_decay: float = result(0.999)
     augment: tuple[str, ...] = result(())  # differentiable augmentation, from AUGMENTATIONS
+    conditional: bool = result(False)  # class-conditional G and projection critic (labels from the data)
     device: str = run_only("cpu")
     amp: bool = result(True)  # bf16 autocast on CUDA only; always fp32 on CPU
     channels_last: bool = result(True)  # CUDA only
@@ -329,6 +330,11 @@ class EvalConfig:
     extra_extractors: tuple[str, ...] = result(())  # feature metrics again in each; keys `fid.<name>`
     swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
     n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
+    utility_seeds: int = result(3)  # classifier seeds of the downstream-utility metric
+    utility_steps: int = result(300)  # optimiser steps per utility classifier
+    utility_width: int = result(16)  # utility classifier's first-layer channels
+    utility_ratio: float = result(0.0)  # 0 = synthetic images balance the classes; r = add r × N_train
+    utility_bootstrap: int = result(1000)  # held-out resamples for the utility's confidence intervals
     batch_size: int = result(100)
     seed: int = result(0)
     bootstrap: int = result(0)  # resamples of the fakes for the standard errors `*_se`; 0 = none
@@ -342,6 +348,9 @@ class EvalConfig:
         if self.bootstrap == 1:
             raise ConfigError("eval.bootstrap must be 0 (none) or at least 2 resamples")
         _check_min(self, 1, "n_pairs", "kid_subsets", "swd_directions", "batch_size")
+        _check_min(self, 1, "utility_seeds", "utility_steps", "utility_width", "utility_bootstrap")
+        if not math.isfinite(self.utility_ratio) or self.utility_ratio < 0:
+            raise ConfigError(f"utility_ratio must be a finite number >= 0, got {self.utility_ratio}")
         _check_min(self, 2, "n_fake", "kid_subset_size")
 
 

@@ -49,9 +49,26 @@ def test_copies_are_flagged_and_heldout_images_are_not(split, tmp_path):
 
 
 def test_copy_detection_needs_a_heldout_part(split, tmp_path):
+    """Declared once (`Metric.needs`), checked by `evaluate` before anything runs and by study
+    validation; per-class evaluation leaves it out."""
+    import dataclasses
+
+    from lossbench.config import DataConfig, StudyConfig, TrainConfig
+    from lossbench.metrics import get_metric
+    from lossbench.study_config import validate
+
+    assert get_metric("copy").needs == ("heldout",)
     config = EvalConfig(metrics=("copy",), n_fake=8, feature_extractor=TINY, cache_dir=str(tmp_path))
-    with pytest.raises(ConfigError, match="held-out"):
+    with pytest.raises(ConfigError, match="metric 'copy' needs a held-out part"):
         evaluate(split.train.images[:8], split.train, config)
+    study = StudyConfig(
+        name="c", losses=("hinge",), lambdas=(0.0,), seeds=(0,), objective="authenticity_feat",
+        data=DataConfig(spec="phantom:48", resolution=32), train=TrainConfig(perceptual="none"),
+        eval=dataclasses.replace(config, cache_dir=None),
+    )  # fmt: skip
+    with pytest.raises(ConfigError, match="metric 'copy' needs a held-out part: set data.holdout > 0"):
+        validate(study)
+    validate(dataclasses.replace(study, data=dataclasses.replace(study.data, holdout=0.25)))
 
 
 def test_authenticity_and_ct_by_hand():

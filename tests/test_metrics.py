@@ -392,7 +392,7 @@ def test_registry_names_aliases_and_directions():
         resolve_metrics,
     )
 
-    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "dc", "copy", "swd"]
+    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "dc", "copy", "swd", "utility"]
     assert dict(DIRECTIONS) == {
         "fid": "min",
         "kid": "min",
@@ -405,6 +405,8 @@ def test_registry_names_aliases_and_directions():
         "authenticity_feat": "max",
         "authenticity_pixel": "max",
         "swd": "min",
+        "utility_gain": "max",
+        "cas": "max",
     }
     assert dict(ALIASES) == {
         "lpips": "lpips_ff",
@@ -413,6 +415,7 @@ def test_registry_names_aliases_and_directions():
         "dc": "density",
         "density_coverage": "density",
         "copy": "authenticity_feat",
+        "utility": "utility_gain",
     }
     assert (metric_key("lpips"), metric_key("fid"), metric_key("kid_std")) == ("lpips_ff", "fid", "kid_std")
     assert resolve_metrics(["recall", "lpips_ff", "precision", "fid", "pr", "lpips"]) == (
@@ -431,7 +434,9 @@ def test_unknown_metric_is_a_one_line_error_listing_the_choices(name):
 
     with pytest.raises(ConfigError) as e:
         resolve_metrics(["fid", name])
-    assert str(e.value) == f"unknown metric {name!r} (choose from fid, kid, lpips, msssim, pr, dc, copy, swd)"
+    assert str(e.value) == (
+        f"unknown metric {name!r} (choose from fid, kid, lpips, msssim, pr, dc, copy, swd, utility)"
+    )
 
 
 @pytest.mark.parametrize(

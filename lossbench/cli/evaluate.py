@@ -65,6 +65,12 @@ def evaluate(
     weights_dir: str | None = options.WEIGHTS_DIR,
     random_weights: bool = options.RANDOM_WEIGHTS,
     device: str = options.DEVICE,
+    per_class: bool = typer.Option(
+        False,
+        "--per-class",
+        help="Also score each class (conditional checkpoints): class-k fakes vs class-k reals.",
+        metavar="",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print metrics, settings, provenance and timings as JSON.", metavar=""
     ),
@@ -76,11 +82,13 @@ def evaluate(
     from lossbench.data import load_dataset
     from lossbench.data.split import load_split
     from lossbench.metrics import evaluate as evaluate_images
-    from lossbench.metrics import resolve_metrics
+    from lossbench.metrics import evaluate_per_class, resolve_metrics
     from lossbench.train import load_generator
 
     if (checkpoint is None) == (fake_dir is None):
         raise ConfigError("give exactly one of --checkpoint CKPT or --fake DIR")
+    if per_class and checkpoint is None:
+        raise ConfigError("--per-class needs --checkpoint (a class-conditional generator)")
     config = EvalConfig(
         metrics=parse_name_list(metrics, "metric"),
         n_fake=n_fake,
@@ -110,6 +118,7 @@ def evaluate(
     real = split.train
     result = evaluate_images(fake, real, config, device, heldout=split.heldout)
     result.settings.update(holdout=split.fraction, split_seed=split.seed)
+    classes = evaluate_per_class(fake, real, config, device) if per_class else {}
 
     if as_json:
         typer.echo(
@@ -119,6 +128,15 @@ def evaluate(
                     "settings": result.settings,
                     "provenance": result.provenance,
                     "timings": result.timings,
+                    **(
+                        {
+                            "per_class": {
+                                k: {"metrics": r.metrics, "settings": r.settings} for k, r in classes.items()
+                            }
+                        }
+                        if classes
+                        else {}
+                    ),
                 }
             )
         )
@@ -126,12 +144,20 @@ def evaluate(
     table = Table(title=f"{checkpoint or fake_dir} vs {real.source}")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    for name in classes:
+        table.add_column(name, justify="right")
     for key, value in result.metrics.items():
-        table.add_row(key, f"{value:.6g}")
+        table.add_row(
+            key,
+            f"{value:.6g}",
+            *(f"{r.metrics[key]:.6g}" if key in r.metrics else "" for r in classes.values()),
+        )
     console = Console()
     console.print(table)
     console.print("settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
     console.print("provenance: " + ", ".join(f"{k}={v}" for k, v in result.provenance.items()))
+    for name, r in classes.items():
+        console.print(f"{name}: n_fake={r.settings['n_fake']}, n_real={r.settings['n_real']}")
 
 
 def register(app: typer.Typer) -> None:

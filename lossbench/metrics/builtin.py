@@ -3,10 +3,12 @@
 Keys: `fid`, `kid` (mean over subsets; `kid_std` beside it), `lpips_ff` / `lpips_rr` (LPIPS over
 random fake-fake / real-real pairs; `_std` beside each), `msssim_ff` / `msssim_rr` (likewise),
 `precision`, `recall`, `density`, `coverage`, `swd` (sliced Wasserstein distance), copy detection
-(`authenticity_feat`/`_pixel`, with `ct_*` and the held-out yardstick `authenticity_heldout_*`).
-With `EvalConfig.bootstrap`, `fid_se`, `kid_se`, `lpips_ff_se`, `msssim_ff_se` (bootstrap SEs).
-The real-real figures are references, without a direction. This module imports nothing heavy;
-see `lossbench.metrics.registry`.
+(`authenticity_feat`/`_pixel`, with `ct_*` and the held-out yardstick `authenticity_heldout_*`),
+`utility_gain` and `cas` (downstream utility, `metrics.utility`). With `EvalConfig.bootstrap`,
+`fid_se`, `kid_se`, `lpips_ff_se`, `msssim_ff_se` (bootstrap SEs). What a metric needs beyond the
+fakes and the train part (a held-out part: copy, utility; a conditional generator: utility) is its
+`needs`. The real-real figures are references, without a direction. This module imports nothing
+heavy; see `lossbench.metrics.registry`.
 """
 
 from __future__ import annotations
@@ -113,6 +115,7 @@ register_metric(
     description="copy detection vs the train part: authenticity (Alaa 2022), C_T (Meehan 2020; "
     "<< 0 = copying); needs a held-out part",
     extractor_roles=("fid",),
+    needs=("heldout",),
 )
 register_metric(
     "swd",
@@ -120,4 +123,17 @@ register_metric(
     ranges={"swd": (0, INF)},
     compute=f"{_COMPUTE}:swd",
     description="sliced Wasserstein distance on raw pixels",
+)
+register_metric(
+    "utility",
+    keys={"utility_gain": "max", "cas": "max"},
+    ranges={"utility_gain": (-1, 1), "cas": (0, 1)},  # a difference of balanced accuracies; one
+    auxiliary=(
+        "utility_gain_lo",
+        "utility_gain_hi",
+        *(f"utility_{arm}_{score}" for arm in ("real", "aug", "synth") for score in ("bacc", "f1", "auc")),
+    ),
+    compute=f"{_COMPUTE}:utility",
+    needs=("heldout", "conditional"),
+    description="held-out balanced accuracy of a classifier: real + synthetic minus real; train-on-synthetic",
 )

@@ -2,19 +2,24 @@
 
 Each `compute` returns its result keys and records the settings its numbers depend on; each
 `prepare` loads a network before any fake image is generated. Formulas live in `fidelity`,
-`diversity` and `swd`; this module only wires them to the shared state.
+`diversity`, `swd`, `coverage`, `memorisation` and `utility`; this module only wires them to the
+shared state.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
 
+from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
+from lossbench.images import sample_classes
 from lossbench.metrics import coverage, diversity, fidelity, memorisation, noise
 from lossbench.metrics.evaluation import EvalState
 from lossbench.metrics.swd import sliced_wasserstein
+from lossbench.metrics.utility import UtilitySettings, downstream_utility
 
 MAX_KID_SUBSET = 1000
 CLOSEST_SHOWN = 8  # fakes nearest a training image kept for the report (pixel space)
@@ -126,3 +131,28 @@ def swd(state: EvalState) -> dict[str, float]:
     config = state.config
     state.settings.update(swd_directions=config.swd_directions, swd_space="pixels")
     return {"swd": sliced_wasserstein(state.fakes, state.real.images, config.swd_directions, config.seed)}
+
+
+def utility_settings(config: EvalConfig) -> UtilitySettings:
+    """The utility metric's settings from an EvalConfig (bootstrap seeded by `config.seed`)."""
+    return UtilitySettings(
+        seeds=config.utility_seeds,
+        steps=config.utility_steps,
+        width=config.utility_width,
+        ratio=config.utility_ratio,
+        bootstrap=config.utility_bootstrap,
+        seed=config.seed,
+    )
+
+
+def utility(state: EvalState) -> dict[str, float]:
+    """Downstream utility; synthetic images drawn by class counts with z seeded by `config.seed`."""
+    config = state.config
+    sample = functools.partial(
+        sample_classes, state.generator, seed=config.seed, batch_size=config.batch_size, device=state.device
+    )
+    result = downstream_utility(state.real, state.heldout, sample, utility_settings(config), state.device)
+    state.settings.update(result.settings)
+    for arm, recall in result.recall.items():
+        state.settings[f"utility_{arm}_recall"] = ", ".join(f"{k} {v:.3f}" for k, v in recall.items())
+    return result.metrics()

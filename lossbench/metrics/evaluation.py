@@ -2,11 +2,14 @@
 
 Metrics come from the registry (`lossbench.metrics.registry`; `EvalConfig.metrics` holds names,
 aliases or result keys). Fakes come from a generator (`lossbench.images.generate_images`: batches
-under no_grad, eval mode, seeded with `EvalConfig.seed`) or are given as a uint8 tensor. Every
-metric's `prepare` (network loading) runs before any fake is generated, so a missing weight file
-fails fast. Real-data quantities (extractor features, real-real pair figures) are cached on disk
-(`lossbench.metrics.cache`). The result separates `settings` (everything a number depends on) from
-`provenance` (how it was obtained: cache hits) and `timings` (seconds per stage, exclusive).
+under no_grad, eval mode, seeded with `EvalConfig.seed`; a class-conditional generator draws
+classes in the real data's proportions, `fake_labels`) or are given as a uint8 tensor. A held-out
+real part, when given, is there for the metrics that need one (copy detection, utility); what a
+metric needs (`Metric.needs`) is checked before anything runs. Every metric's `prepare` (network
+loading) runs before any fake is generated, so a missing weight file fails fast. Real-data
+quantities (extractor features, real-real pair figures) are cached on disk (`lossbench.metrics.cache`).
+The result separates `settings` (everything a number depends on) from `provenance` (how it was
+obtained: cache hits) and `timings` (seconds per stage, exclusive).
 """
 
 from __future__ import annotations
@@ -25,9 +28,15 @@ from torch import Tensor, nn
 from lossbench import precision
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
-from lossbench.images import generate_images
+from lossbench.images import (
+    class_labels,
+    generate_images,
+    is_conditional,
+    proportional_counts,
+    sample_classes,
+)
 from lossbench.metrics import cache, diversity, fidelity, noise
-from lossbench.metrics.registry import extractor_key, get_metric, resolve_metrics
+from lossbench.metrics.registry import check_needs, extractor_key, get_metric, resolve_metrics
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -63,14 +72,22 @@ def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
 
 class EvalState:
     """What the metrics of one evaluation share: inputs (`fakes`: uint8 N×C×R×R, `real`, `config`,
-    `device`), loaded networks, the feature and real-data caches, and the outputs besides the
-    scores (`settings`, `provenance`, `timings`)."""
+    `device`; `generator` and, when conditional, `fake_labels`; the `heldout` real part or None),
+    loaded networks, the feature and real-data caches, and the outputs besides the scores
+    (`settings`, `provenance`, `timings`)."""
 
     def __init__(
-        self, real: ImageDataset, config: EvalConfig, device: str, heldout: ImageDataset | None = None
+        self,
+        real: ImageDataset,
+        config: EvalConfig,
+        device: str,
+        heldout: ImageDataset | None = None,
+        generator: nn.Module | None = None,
     ) -> None:
         self.real, self.config, self.device, self.heldout = real, config, device, heldout
+        self.generator = generator
         self.fakes = torch.empty(0, dtype=torch.uint8)
+        self.fake_labels: torch.Tensor | None = None
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
         self.data_key = {
             "dataset": real.fingerprint,
@@ -168,10 +185,8 @@ class EvalState:
 
     def heldout_features(self, role: str, name: str) -> Tensor:
         """Features of the held-out images for extractor `name` (cached like the real features)."""
-        if self.heldout is None:
-            raise ConfigError(
-                "this metric needs a held-out part: set data.holdout > 0 (lossbench.data.split)"
-            )
+        if self.heldout is None:  # `evaluate` checks the metrics' `needs` first
+            raise ConfigError("no held-out part: a metric that reads one declares needs=('heldout',)")
         ext, heldout = self.extractor(role, name), self.heldout
         key = {"kind": "features", **self.data_key, "dataset": heldout.fingerprint}
         features, _ = cache.cached(
@@ -228,16 +243,27 @@ def evaluate(
 ) -> EvalResult:
     """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` (the training images) with
     `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
-    metrics that need one (copy detection). In fp32 without TF32; the device type and precision are
-    in the settings and the cache keys."""
+    metrics that need one (copy detection, utility). In fp32 without TF32; the device type and
+    precision are in the settings and the cache keys."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
-    state = EvalState(real, config, device, heldout)
+    generator = fake if isinstance(fake, nn.Module) else None
+    check_needs(
+        config.metrics,
+        heldout=heldout is not None,
+        conditional=generator is not None and is_conditional(generator),
+    )
+    state = EvalState(real, config, device, heldout, generator)
     extra = _extra_states(metrics, state)
     for metric in metrics:
         metric.setup(state)
-    if isinstance(fake, nn.Module):
+    if generator is not None:
         with state.timed("generate"):
-            fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
+            if is_conditional(generator):
+                counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
+                state.fake_labels = class_labels(counts)
+            fake = generate_images(
+                generator, config.n_fake, config.seed, config.batch_size, device, state.fake_labels
+            )
     state.fakes = _check_fakes(fake, real)
     state.settings.update(
         resolution=real.images.shape[-1],
@@ -266,6 +292,35 @@ def evaluate(
         timings=state.timings,
         closest_pairs=state.closest_pairs,
     )
+
+
+def evaluate_per_class(
+    generator: nn.Module, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+) -> dict[str, EvalResult]:
+    """Class name -> `config.metrics` of a conditional generator's fakes of that class against the real
+    images of that class. `n_fake` is split over the classes as the real labels are (at least 2 per
+    class); metrics that need a held-out part or a generator (`Metric.needs`) are left out."""
+    from lossbench.data import fingerprint
+
+    if not is_conditional(generator):
+        raise ConfigError(
+            "per-class evaluation needs a class-conditional generator (train.conditional = true)"
+        )
+    metrics = tuple(m for m in resolve_metrics(config.metrics) if not get_metric(m).needs)
+    counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
+    out: dict[str, EvalResult] = {}
+    for k, name in enumerate(real.class_names):
+        images = real.images[real.labels == k]
+        labels = torch.zeros(len(images), dtype=torch.int64)
+        part = replace(
+            real, images=images, labels=labels, class_names=(name,), skipped=[], sizes=None,
+            fingerprint=fingerprint(images, labels, (name,)),
+        )  # fmt: skip
+        n = max(2, counts[k])
+        fakes, _ = sample_classes(generator, [n if j == k else 0 for j in range(generator.n_classes)],
+                                  config.seed, config.batch_size, device)  # fmt: skip
+        out[name] = evaluate(fakes, part, replace(config, metrics=metrics, n_fake=n), device)
+    return out
 
 
 def release_networks() -> None:

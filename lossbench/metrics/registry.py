@@ -4,7 +4,9 @@ A declaration (`Metric`) says everything the rest of lossbench needs to know wit
 the name and aliases accepted in `EvalConfig.metrics`, the result keys with their better direction
 ("min": lower is better, "max": higher is better), the auxiliary keys reported beside them without
 a direction (`kid_std`, `lpips_rr`, ...), the pretrained files it needs (keys of
-`lossbench.weights.WEIGHTS`, a function of the EvalConfig), and how it is computed.
+`lossbench.weights.WEIGHTS`, a function of the EvalConfig), what the evaluation must provide
+(`needs`: "heldout", a held-out real part; "conditional", a class-conditional generator; checked
+before anything runs), and how it is computed.
 
 `compute` and `prepare` are "module:function" strings imported on first use, or plain callables.
 The strings keep this module, and everything that only reads names and directions (stats, report,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "lossbench.metrics"
 _DIRECTIONS = ("min", "max")
+NEEDS = ("heldout", "conditional")
 
 
 def _no_weights(config: EvalConfig) -> list[str]:
@@ -55,6 +58,7 @@ class Metric:
     description: str = ""
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high) bounds
     extractor_roles: tuple[str, ...] = ()  # "fid"/"prc": feature spaces it computes in (extra extractors)
+    needs: tuple[str, ...] = ()  # from NEEDS
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -67,6 +71,9 @@ class Metric:
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
         object.__setattr__(self, "extractor_roles", tuple(self.extractor_roles))
+        object.__setattr__(self, "needs", tuple(self.needs))
+        if set(self.needs) - set(NEEDS):
+            raise ValueError(f"metric {self.name!r}: needs must be among {NEEDS}, got {self.needs}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -205,6 +212,19 @@ def get_metric(name: str) -> Metric:
 def resolve_metrics(names: Sequence[str]) -> tuple[str, ...]:
     """The distinct metric names meant by `names`, in order; ConfigError for an unknown name."""
     return tuple(dict.fromkeys(get_metric(n).name for n in names))
+
+
+def check_needs(names: Sequence[str], *, heldout: bool, conditional: bool) -> None:
+    """ConfigError, before anything runs, when a metric among `names` needs what is absent (`needs`):
+    a held-out part (`heldout`) or a class-conditional generator (`conditional`)."""
+    for name in resolve_metrics(names):
+        needs = get_metric(name).needs
+        if "heldout" in needs and not heldout:
+            raise ConfigError(f"metric {name!r} needs a held-out part: set data.holdout > 0 (--holdout)")
+        if "conditional" in needs and not conditional:
+            raise ConfigError(
+                f"metric {name!r} needs a class-conditional generator: set train.conditional = true"
+            )
 
 
 def required_weights(config: EvalConfig) -> list[str]:
