@@ -282,6 +282,7 @@ class TrainConfig:
     perceptual_pairing: str = result("paired")  # one of PERCEPTUAL_PAIRINGS
     ema_decay: float = result(0.999)
     augment: tuple[str, ...] = result(())  # differentiable augmentation, from AUGMENTATIONS
+    conditional: bool = result(False)  # class-conditional G and projection critic (labels from the data)
     device: str = run_only("cpu")
     amp: bool = result(True)  # bf16 autocast on CUDA only; always fp32 on CPU
     channels_last: bool = result(True)  # CUDA only
@@ -326,18 +327,30 @@ class EvalConfig:
     kid_subset_size: int | None = result(None)  # None = min(1000, n_real, n_fake)
     kid_subsets: int = result(100)  # torch-fidelity's default
     prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
+    extra_extractors: tuple[str, ...] = result(())  # feature metrics again in each; keys `fid.<name>`
     swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
     n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
+    utility_seeds: int = result(3)  # classifier seeds of the downstream-utility metric
+    utility_steps: int = result(300)  # optimiser steps per utility classifier
+    utility_width: int = result(16)  # utility classifier's first-layer channels
+    utility_ratio: float = result(0.0)  # 0 = synthetic images balance the classes; r = add r × N_train
+    utility_bootstrap: int = result(1000)  # held-out resamples for the utility's confidence intervals
     batch_size: int = result(100)
     seed: int = result(0)
+    bootstrap: int = result(0)  # resamples of the fakes for the standard errors `*_se`; 0 = none
     cache_dir: str | None = run_only(None)  # real-feature cache; None = mlruns/feature-cache
     random_weights: bool = result(False)  # explicit opt-in (demos, tests); tagged on every result
     weights_dir: str | None = run_only(None)
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _check_min(self, 0, "seed")
+        _check_min(self, 0, "seed", "bootstrap")
+        if self.bootstrap == 1:
+            raise ConfigError("eval.bootstrap must be 0 (none) or at least 2 resamples")
         _check_min(self, 1, "n_pairs", "kid_subsets", "swd_directions", "batch_size")
+        _check_min(self, 1, "utility_seeds", "utility_steps", "utility_width", "utility_bootstrap")
+        if not math.isfinite(self.utility_ratio) or self.utility_ratio < 0:
+            raise ConfigError(f"utility_ratio must be a finite number >= 0, got {self.utility_ratio}")
         _check_min(self, 2, "n_fake", "kid_subset_size")
 
 
@@ -360,6 +373,11 @@ class StudyConfig:
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
     workers: int = run_only(1)
     devices: tuple[str, ...] = run_only(("cpu",))
+    # RDB storages (several machines): a worker records a heartbeat every `heartbeat_s` seconds; a
+    # RUNNING trial without one for `grace_s` seconds is failed by whichever machine notices, and a
+    # worker that cannot reach the database retries for at most `grace_s` seconds (docs/cluster.md).
+    heartbeat_s: int = run_only(60)
+    grace_s: int = run_only(180)
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -376,7 +394,9 @@ class StudyConfig:
         if min(self.seeds) < 0:
             raise ConfigError(f"seeds must be >= 0, got {min(self.seeds)}")
         _check_min(self, 0, "eval_every")
-        _check_min(self, 1, "workers", "threads")
+        _check_min(self, 1, "workers", "threads", "heartbeat_s")
+        if self.grace_s <= self.heartbeat_s:
+            raise ConfigError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
         for device in self.devices:  # spelling only: a study file may be written for another machine;
             check_device_name(device)  # the study checks `check_device` before it starts workers
 

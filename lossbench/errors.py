@@ -53,3 +53,20 @@ class StorageError(LossbenchError):
 
 class CheckpointError(LossbenchError):
     """A training checkpoint that exists but cannot be loaded (truncated, garbled)."""
+
+
+class StorageUnavailable(LossbenchError):
+    """The study's database did not answer within the retry period (a restart, a network cut)."""
+
+
+def lossbench_error_in(error: BaseException) -> LossbenchError | None:
+    """The first LossbenchError in `error`'s chain (itself, its cause or context): a library may
+    raise its own error while handling ours (Optuna, when it cannot record a failed trial)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, LossbenchError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -1,4 +1,5 @@
-"""Text forms of an analysis (`lossbench.stats.StatsResult`): plain table, markdown, csv, latex, json.
+"""Text forms of an analysis (`lossbench.stats.StatsResult`): plain table, markdown, csv, latex, json;
+and of a downstream-utility result (`utility_table`).
 
 Shared by `lossbench stats` and the report, and kept apart from the report so that printing
 statistics does not load matplotlib. Floats are shown with 4 significant digits, lambda with `:g`.
@@ -9,11 +10,15 @@ from __future__ import annotations
 import io
 import json
 import textwrap
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from lossbench.errors import ConfigError
 from lossbench.stats import StatsResult
+
+if TYPE_CHECKING:
+    from lossbench.metrics.utility import UtilityResult
 
 FORMATS = ("table", "markdown", "csv", "latex", "json")
 
@@ -74,7 +79,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 TITLES = {
     "problems": "Failed and missing cells",
-    "summary": "Per cell: mean, sd and 95% CI over seeds",
+    "summary": "Per cell: mean, sd and 95% CI over seeds; metric_se: the metric's own noise (bootstrap)",
     "best": "Best cell per metric",
     "pairwise": "Pairwise comparisons per lambda",
     "omnibus": "Omnibus tests per lambda (more than two losses)",
@@ -141,6 +146,26 @@ def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ..
             body = shown.to_latex(index=False, escape=False)
             blocks.append(f"% {TITLES[name]}\n{body}".rstrip())
     return "\n\n".join(blocks) + "\n"
+
+
+def utility_table(result: UtilityResult) -> str:
+    """The downstream-utility result as a markdown table (one row per arm: each score with its 95%
+    CI, per-class recall, training counts), then the gain line and the settings line."""
+    rows = []
+    for arm in result.scores:
+        row = {"arm": arm, "train counts": "/".join(map(str, result.counts[arm]))}
+        for s, value in result.scores[arm].items():
+            low, high = result.ci[arm][s]
+            row[s] = f"{value:.3f} [{low:.3f}, {high:.3f}]"
+        row |= {f"recall {k}": f"{v:.3f}" for k, v in result.recall[arm].items()}
+        rows.append(row)
+    low, high = result.gain_ci
+    settings = ", ".join(f"{k}={v}" for k, v in result.settings.items())
+    return (
+        markdown_table(pd.DataFrame(rows))
+        + f"\n\nutility_gain (balanced accuracy, aug - real) = {result.gain:.3f} [{low:.3f}, {high:.3f}]"
+        + f"\nheld-out counts: {'/'.join(map(str, result.counts['heldout']))}; {settings}"
+    )
 
 
 def format_warnings(result: StatsResult) -> str:

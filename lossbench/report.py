@@ -254,9 +254,15 @@ class _Doc:
         self.html.append(img)
         self.md.append(md)
 
-    def grids(self, grids: dict[tuple[str, float], bytes], losses: list[str], lambdas: list[float]) -> None:
+    def grids(
+        self,
+        grids: dict[tuple[str, float], bytes],
+        losses: list[str],
+        lambdas: list[float],
+        kind: tuple[str, str] = ("samples", "sample grids"),  # figure file prefix, label
+    ) -> None:
         if not grids:
-            return self.text(f"sample grids: {NOT_AVAILABLE}", "na")
+            return self.text(f"{kind[1]}: {NOT_AVAILABLE}", "na")
         head = "<th>loss \\ λ</th>" + "".join(f"<th>{lam:g}</th>" for lam in lambdas)
         md = [
             "| loss \\ λ | " + " | ".join(f"{lam:g}" for lam in lambdas) + " |",
@@ -271,7 +277,7 @@ class _Doc:
                     cells.append(f"<td class='na'>{NOT_AVAILABLE}</td>")
                     md_cells.append(NOT_AVAILABLE)
                     continue
-                img, md_img = self._save(f"samples_{loss}_{lam:g}", png, f"{loss} λ={lam:g}")
+                img, md_img = self._save(f"{kind[0]}_{loss}_{lam:g}", png, f"{loss} λ={lam:g}")
                 cells.append(f"<td>{img}</td>")
                 md_cells.append(md_img)
             rows.append(f"<tr><th>{html.escape(loss)}</th>{''.join(cells)}</tr>")
@@ -280,6 +286,35 @@ class _Doc:
             f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
         self.md.append("\n".join(md))
+
+
+def closest_fakes_png(fakes: Any, train: Any, distances: list[float]) -> bytes:
+    """The fakes nearest a training image (top row, uint8 N×1×R×R) above those training images
+    (bottom row), each titled with its pixel-space distance (RMS-scaled L2 on [0, 1] values)."""
+    n = len(fakes)
+    fig = Figure(figsize=(1.3 * n, 3.0))
+    axes = fig.subplots(2, n, squeeze=False)
+    side = fakes.shape[-1]
+    for i in range(n):
+        for row, images in enumerate((fakes, train)):
+            ax = axes[row][i]
+            ax.imshow(np.asarray(images[i][0]), cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][i].set_title(f"d={distances[i] / side:.3f}", fontsize=8)
+    axes[0][0].set_ylabel("fake")
+    axes[1][0].set_ylabel("train")
+    return _png(fig)
+
+
+def closest_fakes_section(doc: _Doc, art: Artifacts, losses: list[str], lambdas: list[float]) -> None:
+    """Per cell, the fakes closest to a training image beside that image (copy detection, `copy`)."""
+    doc.heading("Closest fakes beside their training image (pixel space, lowest seed)", 3)
+    doc.text(
+        "Top row: the generated images nearest a training image; bottom row: that training image. "
+        "Near-identical pairs are copies; compare with authenticity and C_T in the results."
+    )
+    doc.grids(art.closest, losses, lambdas, kind=("closest", "closest fakes"))
 
 
 def build_report(
@@ -335,6 +370,7 @@ def build_report(
     )
     doc.heading("Sample grids (lowest seed per cell)", 3)
     doc.grids(art.grids, losses, lambdas)
+    closest_fakes_section(doc, art, losses, lambdas)
     doc.heading("Training curves", 3)
     doc.image("training_curves", plot_training_curves(art.curves), "training curves")
     doc.heading("PCA of real and generated features", 3)

@@ -56,6 +56,7 @@ from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from lossbench.errors import ConfigError, DataError
 from lossbench.metrics import DIRECTIONS, metric_key, metric_range
+from lossbench.metrics.registry import EXTRACTOR_SEP
 
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
 CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
@@ -162,6 +163,7 @@ def check_results(
         raise DataError(f"{name} has no rows: no completed trials yet, or an empty file")
     if metrics is None:
         metrics = [m for m in DIRECTIONS if m in df.columns]
+        metrics += [c for c in df.columns if EXTRACTOR_SEP in str(c) and c in DIRECTIONS]  # fid.<extractor>
     else:
         metrics = [metric_key(m) for m in metrics]
         unknown = [m for m in metrics if m not in DIRECTIONS]
@@ -287,12 +289,17 @@ def summarize(
     n_resamples: int = 9999,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Per (loss, lambda): n (finite values), n_dropped, mean, sd (ddof=1), CI of the mean."""
+    """Per (loss, lambda): n (finite values), n_dropped, mean, sd (ddof=1), CI of the mean, and
+    metric_se: the root mean square of the runs' bootstrap standard errors (`<metric>_se` columns,
+    NaN without them), the metric's own noise in one evaluation. sd, the spread across seeds,
+    includes that noise: sd close to metric_se means the seeds differ little beyond measurement."""
     rows = []
+    se_column = f"{metric}_se"
     for (loss, lam), cell in df.groupby(["loss", "lambda"], sort=True):
         raw = cell[metric].to_numpy(float)
         x = finite(raw)
         low, high = confidence_interval(x, confidence, ci_method, n_resamples, seed, metric_range(metric))
+        se = finite(cell[se_column].to_numpy(float)) if se_column in cell else np.array([])
         rows.append(
             {
                 "metric": metric,
@@ -304,6 +311,7 @@ def summarize(
                 "sd": float(np.std(x, ddof=1)) if len(x) > 1 else float("nan"),
                 "ci_low": low,
                 "ci_high": high,
+                "metric_se": float(np.sqrt(np.mean(se**2))) if len(se) else float("nan"),
             }
         )
     return pd.DataFrame(rows)

@@ -18,7 +18,7 @@ from lossbench import config as cfg
 from lossbench.config import StudyConfig, TrainConfig, check_device
 from lossbench.errors import ConfigError
 from lossbench.losses import get_loss
-from lossbench.metrics import DIRECTIONS, get_metric, metric_key, resolve_metrics
+from lossbench.metrics import DIRECTIONS, check_needs, get_metric, metric_key, resolve_metrics
 
 _PER_CELL = cfg.fields_with_role(TrainConfig, cfg.CELL)  # set per cell from the grid, never in [train]
 _EXCLUDE = {"train": _PER_CELL}
@@ -68,6 +68,7 @@ def validate(config: StudyConfig) -> None:
     if get_metric(key).name not in resolve_metrics(config.eval.metrics):
         metrics = ", ".join(config.eval.metrics)
         raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
+    check_needs(config.eval.metrics, heldout=config.data.holdout > 0, conditional=config.train.conditional)
     if any(len(set(axis)) != len(axis) for axis in (config.losses, config.lambdas, config.seeds)):
         raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
     for device in config.devices:

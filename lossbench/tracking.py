@@ -6,7 +6,8 @@ The layout (every run made by lossbench follows it; each name below is a constan
 - child run tags `lossbench.role=trial`, `lossbench.study`, `lossbench.trial` (Optuna trial number),
   `lossbench.loss`, `lossbench.lambda`, `lossbench.seed`, `lossbench.weights` ("pretrained" or
   "random", from `weights_kind`), `lossbench.state` (COMPLETE or FAIL), `lossbench.version`,
-  `lossbench.git_commit`, and `mlflow.parentRunId` set explicitly (MLflow's own nesting is
+  `lossbench.git_commit`, `lossbench.worker` (host, pid, token and start time of the worker process,
+`lossbench.study.liveness`), and `mlflow.parentRunId` set explicitly (MLflow's own nesting is
   thread-local and does not reach worker processes); a failed run says why in `lossbench.fail_reason`;
 - child runs are named `<loss> λ=<λ> s<seed>` and described (`mlflow.note.content`, shown as the
   run's description: loss, λ, seed, weights kind, settings); the dataset is a run input
@@ -65,6 +66,7 @@ SAMPLE_GRID = "samples/final.png"
 METRICS_JSON = "metrics.json"
 CONFIG_JSON = "config.json"
 FAKE_FEATURES = "features/fake.npy"
+CLOSEST_FAKES = "copies/closest.png"  # the fakes nearest a training image, above those images
 REAL_FEATURES = "features/real.npy"  # on the parent run
 REPORT_DIR = "report"  # on the parent run
 # Tags.
@@ -168,6 +170,12 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def as_strings(values: Mapping[str, Any]) -> dict[str, str]:
+    """Tag or param values as strings: the one place lossbench converts them (a tracking server's REST
+    store rejects anything else, e.g. an int tag value, where the local store accepted it)."""
+    return {str(k): str(v) for k, v in values.items()}
+
+
 @functools.cache
 def git_commit() -> str:
     """The commit of the lossbench checkout (`-dirty` when it has local changes), or "unknown"."""
@@ -204,40 +212,51 @@ def init_experiment(tracking_uri: str, name: str, artifact_root: str | os.PathLi
     check_store(tracking_uri)
     db = _sqlite_path(tracking_uri)
     lock = FileLock(f"{db}.lock") if db is not None else contextlib.nullcontext()
+    location = Path(artifact_root, name).resolve().as_uri() if artifact_root is not None else None
     with lock:
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(name)
-        location = Path(artifact_root, name).resolve().as_uri() if artifact_root is not None else None
         if experiment is None:
-            return client.create_experiment(name, artifact_location=location)
+            try:
+                return client.create_experiment(name, artifact_location=location)
+            except MlflowException:  # another machine created it at this moment
+                experiment = client.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
     if location is not None and experiment.artifact_location != location:
         raise ConfigError(
-            f"the MLflow store {db} keeps the artifacts of {name!r} in {experiment.artifact_location}, "
-            f"not under this folder ({location}): the study folder was moved or copied; run from the "
-            "original folder, or start a new study with another --root"
+            f"the MLflow store {db or tracking_uri} keeps the artifacts of {name!r} in "
+            f"{experiment.artifact_location}, not under this folder ({location}): the study folder was "
+            "moved or copied; run from the original folder, or start a new study with another --root"
         )
     return experiment.experiment_id
 
 
 def study_run(
-    tracking_uri: str, experiment_id: str, study: str, params: Mapping[str, str], tags: Mapping[str, str]
+    tracking_uri: str, experiment_id: str, study: str, params: Mapping[str, Any], tags: Mapping[str, Any]
 ) -> str:
-    """The id of the study's parent run, created on first call and reopened (RUNNING) on resume."""
+    """The id of the study's parent run, created on first call and reopened (RUNNING) on resume; of
+    two machines creating it at once, both end up with the first one (by start time, then id)."""
     client = MlflowClient(tracking_uri)
-    found = client.search_runs(
-        [experiment_id],
-        _study_filter(study),
-        max_results=1,
-        order_by=["attributes.start_time ASC"],
-    )
-    if found:
-        run_id = found[0].info.run_id
+
+    def first() -> str | None:
+        order = ["attributes.start_time ASC", "attributes.run_id ASC"]
+        found = client.search_runs([experiment_id], _study_filter(study), max_results=1, order_by=order)
+        return found[0].info.run_id if found else None
+
+    run_id = first()
+    if run_id is not None:
         client.update_run(run_id, status="RUNNING")
     else:
-        all_tags = {ROLE_TAG: "study", STUDY_TAG: study, **tags}
-        run_id = client.create_run(experiment_id, tags=all_tags, run_name=study).info.run_id
-        client.log_batch(run_id, params=[Param(k, v) for k, v in params.items()])
-    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in {**tags, **provenance_tags()}.items()])
+        all_tags = as_strings({ROLE_TAG: "study", STUDY_TAG: study, **tags})
+        mine = client.create_run(experiment_id, tags=all_tags, run_name=study).info.run_id
+        run_id = first()
+        if run_id != mine:  # another machine created the study's run at the same time: the first one wins
+            client.delete_run(mine)
+        else:
+            client.log_batch(run_id, params=[Param(k, v) for k, v in as_strings(params).items()])
+    all_tags = as_strings({**tags, **provenance_tags()})
+    client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
     return run_id
 
 
@@ -350,24 +369,27 @@ class TrialRun:
 
     @classmethod
     def start(
-        cls, tracking_uri: str, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, str]
+        cls, tracking_uri: str, experiment_id: str, parent_run_id: str, name: str, tags: Mapping[str, Any]
     ) -> TrialRun:
-        """Create a child run of `parent_run_id` with the trial tags (role and provenance added)."""
+        """Create a child run of `parent_run_id` with the trial tags (role and provenance added; any
+        value, converted by `as_strings`)."""
         client = MlflowClient(tracking_uri)
-        all_tags = {
-            MLFLOW_PARENT_RUN_ID: parent_run_id,
-            ROLE_TAG: "trial",
-            **provenance_tags(),
-            **tags,
-        }
+        all_tags = as_strings(
+            {
+                MLFLOW_PARENT_RUN_ID: parent_run_id,
+                ROLE_TAG: "trial",
+                **provenance_tags(),
+                **tags,
+            }
+        )
         run = client.create_run(experiment_id, tags=all_tags, run_name=name)
         return cls(tracking_uri, run.info.run_id)
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in as_strings(params).items()])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in as_strings(tags).items()])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         """Buffer metric values at `step`; flushed every FLUSH_EVERY values and by `flush`/`end`."""
@@ -416,6 +438,7 @@ class Artifacts:
     curves: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
     real_features: np.ndarray | None = None
     fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    closest: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG per cell (lowest seed)
     parent_run_id: str | None = None
 
 
@@ -478,6 +501,8 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
                 )
             if cell not in art.grids and (png := _download(client, run_id, SAMPLE_GRID, tmp)):
                 art.grids[cell] = png.read_bytes()
+            if cell not in art.closest and (png := _download(client, run_id, CLOSEST_FAKES, tmp)):
+                art.closest[cell] = png.read_bytes()
             if cell not in art.fake_features and (npy := _download(client, run_id, FAKE_FEATURES, tmp)):
                 art.fake_features[cell] = np.load(npy)
         try:

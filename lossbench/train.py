@@ -13,6 +13,11 @@ Conventions:
 - The EMA generator (used for samples and evaluation) follows ema_t = d_t·ema + (1 - d_t)·G with
   d_t = min(ema_decay, (1 + t) / (10 + t)) (TensorFlow's warm-up, so short runs are not dominated by
   the initial weights); BatchNorm buffers are copied.
+- Class-conditional (`conditional`): each step's fakes take the class indices of its real batch, and
+  those indices are bound to the critic (`BoundCritic`) before the loss sees it, so every loss
+  (plugins included) still calls D(x) on real, fake and mixed batches of one label vector. The
+  architecture gets `n_classes` = 1 + the largest label (the classes); no extra random draw is made.
+  Sample grids then hold one row per class.
 - On CUDA: bf16 autocast (the losses compute their penalties in fp32; TF32 is off, see
   lossbench.precision), channels_last (not for a GroupNorm critic), fused Adam, cudnn.benchmark.
 - Host-device traffic per generator step: one non-blocking copy of the step's CPU draws (z and
@@ -61,10 +66,10 @@ from lossbench.augment import draws as augmentation_draws
 from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
 from lossbench.errors import CheckpointError, ConfigError, DivergedError
 from lossbench.files import atomic_write, check_folder
-from lossbench.images import generate_images, to_float
+from lossbench.images import class_labels, generate_images, to_float
 from lossbench.losses import AdversarialLoss, get_loss
 from lossbench.models.perceptual import PerceptualLoss
-from lossbench.models.registry import build_model
+from lossbench.models.registry import BoundCritic, build_model
 from lossbench.randomness import Draw, Draws, to_device
 
 if TYPE_CHECKING:
@@ -118,6 +123,7 @@ class Run:
     config: TrainConfig
     device: torch.device
     images: torch.Tensor  # uint8 N×1×R×R on `device`
+    labels: torch.Tensor | None  # int64 N on `device` when conditional
     model: dict[str, Any]  # the architecture's name and arguments (stored in checkpoints)
     loss_fn: AdversarialLoss
     n_critic: int
@@ -146,7 +152,7 @@ def train(
     exists (otherwise start afresh). Raises DivergedError on NaN/Inf, ConfigError on bad settings,
     MissingWeightsError when the perceptual network's weights are absent."""
     out_dir, checkpoint = check_folder(out_dir, "training output"), Path(out_dir) / CHECKPOINT
-    run = build(data.images, config)
+    run = build(data.images, config, data.labels if config.conditional else None)
     step, history = 0, defaultdict(list)
     if resume and checkpoint.exists():
         step, history = restore(run, _load_checkpoint(checkpoint), checkpoint)
@@ -188,11 +194,15 @@ def train(
     return result
 
 
-def build(images: torch.Tensor, config: TrainConfig) -> Run:
+def build(images: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None = None) -> Run:
     """Networks (by `config.model.arch`), optimisers, loss, perceptual loss and the RNG streams of
-    `config.seed`, on `config.device`. The order of construction fixes the random draws."""
+    `config.seed`, on `config.device`; `labels` (int64 N) when `config.conditional`. The order of
+    construction fixes the random draws."""
     device = torch.device(config.device)
     images = images.to(device)  # kept in memory as uint8; converted per batch
+    if config.conditional and (labels is None or len(labels) != len(images)):
+        raise ConfigError("conditional training needs one class label per image")
+    labels = labels.to(device) if config.conditional else None
     if len(images) < config.batch_size:
         raise ConfigError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} images)")
     loss_fn = get_loss(config.loss, **config.loss_params)
@@ -209,7 +219,7 @@ def build(images: torch.Tensor, config: TrainConfig) -> Run:
         perceptual.prepare(torch.bfloat16 if _amp(config, device) else None, channels_last(config, device))
 
     rng = _rng_streams(config.seed)
-    model = {"arch": config.model.arch, "args": _model_args(config, images.shape[-1])}
+    model = {"arch": config.model.arch, "args": _model_args(config, images.shape[-1], labels)}
     G, D = (m.to(device) for m in build_model(model["arch"], rng=rng["init"], **model["args"]))
     if channels_last(config, device):
         G, D = (m.to(memory_format=torch.channels_last) if keeps_channels_last(m) else m for m in (G, D))
@@ -222,6 +232,7 @@ def build(images: torch.Tensor, config: TrainConfig) -> Run:
         config=config,
         device=device,
         images=images,
+        labels=labels,
         model=model,
         loss_fn=loss_fn,
         n_critic=config.n_critic or loss_fn.n_critic,
@@ -246,8 +257,15 @@ def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     z_draw, aug_draws = _step_plan(run)
     draws = Draws((z_draw, *aug_draws, *aug_draws) * (run.n_critic + 1), run.noise_rng, run.device)
 
-    def real_batch() -> torch.Tensor:
-        return to_float(run.images[run.sampler.next()])
+    def real_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
+        index = run.sampler.next()
+        return to_float(run.images[index]), (run.labels[index] if run.labels is not None else None)
+
+    def generate(y: torch.Tensor | None) -> torch.Tensor:
+        return G(draws.take(z_draw)) if y is None else G(draws.take(z_draw), y)
+
+    def critic(y: torch.Tensor | None) -> nn.Module:
+        return D if y is None else BoundCritic(D, y)
 
     def augment(x: torch.Tensor) -> torch.Tensor:
         return diff_augment(x, config.augment, draws) if config.augment else x
@@ -255,11 +273,11 @@ def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     # Critic: n_critic steps; the fakes carry no graph back to G.
     D.requires_grad_(True)
     for _ in range(run.n_critic):
-        real = real_batch()
+        real, y = real_batch()
         with torch.no_grad(), amp():
-            fake = G(draws.take(z_draw))
+            fake = generate(y)
         with amp():
-            out_d = run.loss_fn.discriminator_loss(D, augment(real), augment(fake))
+            out_d = run.loss_fn.discriminator_loss(critic(y), augment(real), augment(fake))
         run.opt_d.zero_grad(set_to_none=True)
         out_d.loss.backward()
         run.opt_d.step()
@@ -267,8 +285,8 @@ def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     # Generator: adversarial loss through the frozen critic, plus λ · perceptual loss.
     D.requires_grad_(False)
     with amp():
-        fake = G(draws.take(z_draw))
-        out_g = run.loss_fn.generator_loss(D, augment(real), augment(fake))
+        fake = generate(y)
+        out_g = run.loss_fn.generator_loss(critic(y), augment(real), augment(fake))
         loss_g = out_g.loss
         perc = run.perceptual(fake, real) if run.perceptual is not None else None
         if perc is not None:
@@ -441,10 +459,17 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
 
 
 def save_sample_grid(G: nn.Module, path: Path, config: TrainConfig, device: torch.device) -> Path:
-    """A square-ish grid of `config.n_samples` images from fixed z (seeded by `config.seed`)."""
+    """A square-ish grid of `config.n_samples` images from fixed z (seeded by `config.seed`); for a
+    conditional generator, one row per class of ceil(n_samples / classes) images."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    images = generate_images(G, config.n_samples, config.seed, device=device)
-    torchvision.utils.save_image(images.float() / 255, path, nrow=math.ceil(math.sqrt(config.n_samples)))
+    if config.conditional:
+        ncol = math.ceil(config.n_samples / G.n_classes)
+        labels = class_labels([ncol] * G.n_classes)
+        images = generate_images(G, len(labels), config.seed, device=device, labels=labels)
+    else:
+        ncol = math.ceil(math.sqrt(config.n_samples))
+        images = generate_images(G, config.n_samples, config.seed, device=device)
+    torchvision.utils.save_image(images.float() / 255, path, nrow=ncol)
     return path
 
 
@@ -479,8 +504,10 @@ def _rng_streams(seed: int) -> dict[str, torch.Generator]:
     }
 
 
-def _model_args(config: TrainConfig, resolution: int) -> dict[str, Any]:
-    """The architecture builder's arguments (see lossbench.models.registry)."""
+def _model_args(config: TrainConfig, resolution: int, labels: torch.Tensor | None) -> dict[str, Any]:
+    """The architecture builder's arguments (see lossbench.models.registry); `n_classes` only when
+    conditional (one more than the largest label)."""
+    conditional = {"n_classes": int(labels.max()) + 1} if labels is not None else {}
     return {
         "resolution": resolution,
         "z_dim": config.z_dim,
@@ -488,6 +515,7 @@ def _model_args(config: TrainConfig, resolution: int) -> dict[str, Any]:
         "d_width": config.d_width,
         "critic_norm": config.critic_norm,
         **config.model.kwargs,
+        **conditional,
     }
 
 
@@ -503,6 +531,7 @@ def _run_record(run: Run, data: ImageDataset) -> dict[str, Any]:
             "fingerprint": getattr(data, "fingerprint", None),
             "n_images": len(run.images),
             "resolution": run.images.shape[-1],
+            **({"class_names": list(data.class_names)} if run.labels is not None else {}),
         },
     }
 

@@ -56,7 +56,8 @@ def test_lists_derived_from_the_roles():
         "steps",
     } <= RESUMABLE_CHANGES
     assert not {"lam", "loss", "seed", "batch_size", "lr_g", "amp", "random_weights"} & RESUMABLE_CHANGES
-    assert {"workers", "devices", "storage", "tracking_uri", "name"} == fields_with_role(StudyConfig, RUN)
+    study_run = {"workers", "devices", "storage", "tracking_uri", "name", "heartbeat_s", "grace_s"}
+    assert study_run == fields_with_role(StudyConfig, RUN)
 
 
 def test_results_identity_keeps_result_fields_only_as_json():
@@ -65,6 +66,7 @@ def test_results_identity_keeps_result_fields_only_as_json():
     assert set(ident) == {"losses", "lambdas", "seeds", "loss_params", "data", "train", "eval"} | {
         "objective",
         "eval_every",
+        "threads",  # CPU results depend on the thread count
     }
     assert ident["lambdas"] == [0.5, 3.0, 5.0, 7.0, 10.0] and ident["data"] == {
         "resolution": 128,

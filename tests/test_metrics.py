@@ -392,7 +392,7 @@ def test_registry_names_aliases_and_directions():
         resolve_metrics,
     )
 
-    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd"]
+    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "dc", "copy", "swd", "utility"]
     assert dict(DIRECTIONS) == {
         "fid": "min",
         "kid": "min",
@@ -400,16 +400,30 @@ def test_registry_names_aliases_and_directions():
         "msssim_ff": "min",
         "precision": "max",
         "recall": "max",
+        "density": "max",
+        "coverage": "max",
+        "authenticity_feat": "max",
+        "authenticity_pixel": "max",
         "swd": "min",
+        "utility_gain": "max",
+        "cas": "max",
     }
-    assert dict(ALIASES) == {"lpips": "lpips_ff", "msssim": "msssim_ff", "pr": "precision"}
+    assert dict(ALIASES) == {
+        "lpips": "lpips_ff",
+        "msssim": "msssim_ff",
+        "pr": "precision",
+        "dc": "density",
+        "density_coverage": "density",
+        "copy": "authenticity_feat",
+        "utility": "utility_gain",
+    }
     assert (metric_key("lpips"), metric_key("fid"), metric_key("kid_std")) == ("lpips_ff", "fid", "kid_std")
     assert resolve_metrics(["recall", "lpips_ff", "precision", "fid", "pr", "lpips"]) == (
         "pr",
         "lpips",
         "fid",
     )
-    assert get_metric("kid").auxiliary == ("kid_std",) and "kid_std" not in DIRECTIONS
+    assert get_metric("kid").auxiliary == ("kid_std", "kid_se") and "kid_std" not in DIRECTIONS
     with pytest.raises(TypeError):
         DIRECTIONS["fid"] = "max"  # read-only
 
@@ -420,7 +434,9 @@ def test_unknown_metric_is_a_one_line_error_listing_the_choices(name):
 
     with pytest.raises(ConfigError) as e:
         resolve_metrics(["fid", name])
-    assert str(e.value) == f"unknown metric {name!r} (choose from fid, kid, lpips, msssim, pr, swd)"
+    assert str(e.value) == (
+        f"unknown metric {name!r} (choose from fid, kid, lpips, msssim, pr, dc, copy, swd, utility)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -174,6 +174,21 @@ def test_plugin_loss_trains_a_few_steps_by_name(site, tmp_path):
     assert result.history["d/loss"][0][1] == pytest.approx(1.0, abs=0.05)
 
 
+def test_plugin_loss_trains_conditionally_unchanged(site, tmp_path):
+    """The plugin calls D(x): the trainer binds the batch's labels to the projection critic."""
+    from lossbench.config import TrainConfig
+    from lossbench.data import load_dataset
+    from lossbench.train import load_generator, train
+
+    config = TrainConfig(
+        loss="rahinge", steps=2, batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", lam=0.0,
+        log_every=1, progress=False, conditional=True, n_samples=3,
+    )  # fmt: skip
+    result = train(load_dataset("phantom:16", 32), config, tmp_path / "run")
+    assert result.steps == 2 and result.history["d/loss"][0][1] == pytest.approx(2.0, abs=0.05)  # 2·margin
+    assert load_generator(result.checkpoint).n_classes == 3
+
+
 def test_docs_example_is_the_tested_plugin():
     """docs/plugins.md shows exactly the fixture module and the entry point these tests install."""
     docs = (Path(__file__).parents[1] / "docs" / "plugins.md").read_text()
@@ -300,7 +315,7 @@ def test_two_metric_plugins_sharing_an_alias_are_both_errors(metric_site):
     for name in ("gap2", "mean_gap"):
         with pytest.raises(PluginError, match=r"'mpd' is declared by .* and by .*; uninstall one of them"):
             get_metric(name)
-    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "swd"]
+    assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "dc", "copy", "swd", "utility"]
 
 
 def test_plugin_metric_is_a_study_objective_and_stats_use_its_direction(metric_site, tmp_path):

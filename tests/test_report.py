@@ -60,6 +60,7 @@ def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys):
         "sample grids: not available",
         "training curves: not available",
         "PCA of features: not available",
+        "closest fakes: not available",
     ):
         assert missing in page
     # paper-style table: mean ± sd over seeds; the best fid cell (lowest mean) in bold

@@ -514,3 +514,22 @@ def test_latex_escapes_and_table_fits_100_columns():
     )
     table = formatting.format_result(res, "table")
     assert max(len(line) for line in table.splitlines()) <= formatting.WIDTH
+
+
+def test_summary_sets_the_metrics_own_noise_beside_the_spread_across_seeds():
+    """metric_se = RMS of the runs' bootstrap SEs (by hand here); NaN when no run computed one."""
+    df = pd.DataFrame(
+        {
+            "loss": ["a"] * 3 + ["b"] * 3,
+            "lambda": [1.0] * 6,
+            "seed": [0, 1, 2] * 2,
+            "fid": [10.0, 12.0, 11.0, 20.0, 25.0, 21.0],
+            "fid_se": [1.0, 2.0, np.nan, 3.0, 4.0, 5.0],
+            "kid": [0.1] * 6,
+        }
+    )
+    fid = stats.summarize(df, "fid").set_index("loss")
+    assert fid.loc["a", "metric_se"] == pytest.approx(math.sqrt((1 + 4) / 2))
+    assert fid.loc["b", "metric_se"] == pytest.approx(math.sqrt((9 + 16 + 25) / 3))
+    assert fid.loc["a", "sd"] == pytest.approx(np.std([10, 12, 11], ddof=1))
+    assert stats.summarize(df, "kid")["metric_se"].isna().all()

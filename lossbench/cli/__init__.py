@@ -40,9 +40,21 @@ def _root(
 
 
 def _register_commands() -> None:
-    from lossbench.cli import data, evaluate, losses, metrics, report, stats, study, train, weights
+    from lossbench.cli import (
+        data,
+        encoder,
+        evaluate,
+        losses,
+        metrics,
+        report,
+        stats,
+        study,
+        train,
+        utility,
+        weights,
+    )
 
-    for module in (data, weights, losses, train, evaluate, metrics, study, stats, report):
+    for module in (data, weights, losses, train, encoder, evaluate, utility, metrics, study, stats, report):
         module.register(app)
 
 

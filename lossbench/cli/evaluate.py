@@ -40,13 +40,23 @@ def evaluate(
     extractor: str = typer.Option(
         DEFAULTS.feature_extractor,
         "--extractor",
-        help="FID/KID feature extractor (torch-fidelity registry name).",
+        help="FID/KID/copy-detection extractor: a torch-fidelity registry name, or encoder:FILE.",
     ),
     prc_extractor: str = typer.Option(
         DEFAULTS.prc_extractor, "--prc-extractor", help="Precision/recall feature extractor."
     ),
+    extra_extractors: str = typer.Option(
+        "",
+        "--extra-extractors",
+        help="Comma-separated extractors to repeat the feature metrics in (keys fid.NAME).",
+    ),
     seed: int = typer.Option(
         DEFAULTS.seed, "--seed", help="Seeds the fakes' z, the pairs and the KID subsets."
+    ),
+    holdout: float | None = options.HOLDOUT,
+    split_seed: int | None = options.SPLIT_SEED,
+    bootstrap: int = typer.Option(
+        DEFAULTS.bootstrap, "--bootstrap", help="Resamples of the fakes for standard errors (0: none)."
     ),
     batch_size: int = typer.Option(DEFAULTS.batch_size, "--batch-size"),
     cache_dir: Path | None = typer.Option(
@@ -55,6 +65,12 @@ def evaluate(
     weights_dir: str | None = options.WEIGHTS_DIR,
     random_weights: bool = options.RANDOM_WEIGHTS,
     device: str = options.DEVICE,
+    per_class: bool = typer.Option(
+        False,
+        "--per-class",
+        help="Also score each class (conditional checkpoints): class-k fakes vs class-k reals.",
+        metavar="",
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="Print metrics, settings, provenance and timings as JSON.", metavar=""
     ),
@@ -64,20 +80,25 @@ def evaluate(
     from rich.table import Table
 
     from lossbench.data import load_dataset
+    from lossbench.data.split import load_split
     from lossbench.metrics import evaluate as evaluate_images
-    from lossbench.metrics import resolve_metrics
+    from lossbench.metrics import evaluate_per_class, resolve_metrics
     from lossbench.train import load_generator
 
     if (checkpoint is None) == (fake_dir is None):
         raise ConfigError("give exactly one of --checkpoint CKPT or --fake DIR")
+    if per_class and checkpoint is None:
+        raise ConfigError("--per-class needs --checkpoint (a class-conditional generator)")
     config = EvalConfig(
         metrics=parse_name_list(metrics, "metric"),
         n_fake=n_fake,
         feature_extractor=extractor,
         prc_extractor=prc_extractor,
+        extra_extractors=parse_name_list(extra_extractors, "extractor") if extra_extractors else (),
         n_pairs=n_pairs,
         batch_size=batch_size,
         seed=seed,
+        bootstrap=bootstrap,
         cache_dir=str(cache_dir) if cache_dir else None,
         random_weights=random_weights,
         weights_dir=weights_dir,
@@ -93,8 +114,11 @@ def evaluate(
     else:
         resolution = check_resolution(resolution or DataConfig.resolution)
         fake = load_dataset(str(fake_dir), resolution).images
-    real = load_dataset(data, resolution)
-    result = evaluate_images(fake, real, config, device)
+    split = load_split(DataConfig(data, resolution, None, holdout or 0.0, split_seed or 0))
+    real = split.train
+    result = evaluate_images(fake, real, config, device, heldout=split.heldout)
+    result.settings.update(holdout=split.fraction, split_seed=split.seed)
+    classes = evaluate_per_class(fake, real, config, device) if per_class else {}
 
     if as_json:
         typer.echo(
@@ -104,6 +128,15 @@ def evaluate(
                     "settings": result.settings,
                     "provenance": result.provenance,
                     "timings": result.timings,
+                    **(
+                        {
+                            "per_class": {
+                                k: {"metrics": r.metrics, "settings": r.settings} for k, r in classes.items()
+                            }
+                        }
+                        if classes
+                        else {}
+                    ),
                 }
             )
         )
@@ -111,12 +144,20 @@ def evaluate(
     table = Table(title=f"{checkpoint or fake_dir} vs {real.source}")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    for name in classes:
+        table.add_column(name, justify="right")
     for key, value in result.metrics.items():
-        table.add_row(key, f"{value:.6g}")
+        table.add_row(
+            key,
+            f"{value:.6g}",
+            *(f"{r.metrics[key]:.6g}" if key in r.metrics else "" for r in classes.values()),
+        )
     console = Console()
     console.print(table)
     console.print("settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
     console.print("provenance: " + ", ".join(f"{k}={v}" for k, v in result.provenance.items()))
+    for name, r in classes.items():
+        console.print(f"{name}: n_fake={r.settings['n_fake']}, n_real={r.settings['n_real']}")
 
 
 def register(app: typer.Typer) -> None:

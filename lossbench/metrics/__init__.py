@@ -5,8 +5,9 @@ result keys with their better direction, the weights it needs, how it is compute
 (result key -> "min"/"max") and `ALIASES` are read from the registry, plugins included.
 
 This package stays free of heavy imports (stats and reports read directions without loading
-torch): `evaluate`, `EvalResult` and `EvalState` are imported from `evaluation` on first access.
-The pieces: `fidelity` (FID/KID/PR via torch-fidelity), `diversity` (LPIPS, MS-SSIM pairs), `swd`,
+torch): `evaluate`, `evaluate_per_class`, `EvalResult` and `EvalState` are imported from
+`evaluation` on first access. The pieces: `fidelity` (FID/KID/PR via torch-fidelity), `diversity`
+(LPIPS, MS-SSIM pairs), `swd`, `utility` (downstream classifier),
 `cache` (real features on disk), `extractors` (the weight-free `lossbench-tiny` extractor) and
 `compute` (the built-ins wired to the shared `EvalState`).
 """
@@ -21,6 +22,7 @@ from lossbench.metrics.registry import (
     DIRECTIONS,
     Metric,
     available_metrics,
+    check_needs,
     get_metric,
     metric_key,
     metric_range,
@@ -36,7 +38,9 @@ __all__ = [
     "EvalState",
     "Metric",
     "available_metrics",
+    "check_needs",
     "evaluate",
+    "evaluate_per_class",
     "get_metric",
     "metric_key",
     "metric_range",
@@ -45,7 +49,7 @@ __all__ = [
     "resolve_metrics",
 ]
 
-_LAZY = ("evaluate", "EvalResult", "EvalState")
+_LAZY = ("evaluate", "evaluate_per_class", "EvalResult", "EvalState")
 
 
 def __getattr__(name: str) -> Any:

@@ -2,8 +2,13 @@
 
 Keys: `fid`, `kid` (mean over subsets; `kid_std` beside it), `lpips_ff` / `lpips_rr` (LPIPS over
 random fake-fake / real-real pairs; `_std` beside each), `msssim_ff` / `msssim_rr` (likewise),
-`precision`, `recall`, `swd` (sliced Wasserstein distance). The real-real figures are references,
-without a direction. This module imports nothing heavy; see `lossbench.metrics.registry`.
+`precision`, `recall`, `density`, `coverage`, `swd` (sliced Wasserstein distance), copy detection
+(`authenticity_feat`/`_pixel`, with `ct_*` and the held-out yardstick `authenticity_heldout_*`),
+`utility_gain` and `cas` (downstream utility, `metrics.utility`). With `EvalConfig.bootstrap`,
+`fid_se`, `kid_se`, `lpips_ff_se`, `msssim_ff_se` (bootstrap SEs). What a metric needs beyond the
+fakes and the train part (a held-out part: copy, utility; a conditional generator: utility) is its
+`needs`. The real-real figures are references, without a direction. This module imports nothing
+heavy; see `lossbench.metrics.registry`.
 """
 
 from __future__ import annotations
@@ -23,11 +28,11 @@ INF = float("inf")
 
 
 def _fid_weights(config: EvalConfig) -> list[str]:
-    return [WEIGHT_KEYS[config.feature_extractor]] if config.feature_extractor in WEIGHT_KEYS else []
+    return [WEIGHT_KEYS[x] for x in (config.feature_extractor, *config.extra_extractors) if x in WEIGHT_KEYS]
 
 
 def _prc_weights(config: EvalConfig) -> list[str]:
-    return [WEIGHT_KEYS[config.prc_extractor]] if config.prc_extractor in WEIGHT_KEYS else []
+    return [WEIGHT_KEYS[x] for x in (config.prc_extractor, *config.extra_extractors) if x in WEIGHT_KEYS]
 
 
 def _lpips_weights(config: EvalConfig) -> list[str]:
@@ -35,27 +40,30 @@ def _lpips_weights(config: EvalConfig) -> list[str]:
 
 
 def _pair_keys(name: str) -> tuple[str, ...]:
-    return (f"{name}_ff_std", f"{name}_rr", f"{name}_rr_std")
+    return (f"{name}_ff_std", f"{name}_ff_se", f"{name}_rr", f"{name}_rr_std")
 
 
 register_metric(
     "fid",
     keys={"fid": "min"},
     ranges={"fid": (0, INF)},
+    auxiliary=("fid_se",),
     compute=f"{_COMPUTE}:fid",
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,
     description="Fréchet distance of extractor features (torch-fidelity)",
+    extractor_roles=("fid",),
 )
 register_metric(
     "kid",
     keys={"kid": "min"},
     ranges={"kid": (0, INF)},  # MMD² >= 0; a subset estimate may dip below
-    auxiliary=("kid_std",),
+    auxiliary=("kid_std", "kid_se"),
     compute=f"{_COMPUTE}:kid",
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,
     description="kernel inception distance, mean and std over subsets (torch-fidelity)",
+    extractor_roles=("fid",),
 )
 register_metric(
     "lpips",
@@ -83,6 +91,31 @@ register_metric(
     prepare=f"{_COMPUTE}:load_prc_extractor",
     weights=_prc_weights,
     description="improved precision and recall, k-NN manifolds (torch-fidelity)",
+    extractor_roles=("prc",),
+)
+register_metric(
+    "dc",
+    aliases=("density_coverage",),
+    keys={"density": "max", "coverage": "max"},
+    ranges={"density": (0, INF), "coverage": (0, 1)},
+    compute=f"{_COMPUTE}:density_coverage",
+    prepare=f"{_COMPUTE}:load_prc_extractor",
+    weights=_prc_weights,
+    description="density and coverage (Naeem et al. 2020), k = 5, precision/recall features",
+    extractor_roles=("prc",),
+)
+register_metric(
+    "copy",
+    keys={"authenticity_feat": "max", "authenticity_pixel": "max"},
+    ranges={"authenticity_feat": (0, 1), "authenticity_pixel": (0, 1)},
+    auxiliary=("ct_feat", "ct_pixel", "authenticity_heldout_feat", "authenticity_heldout_pixel"),
+    compute=f"{_COMPUTE}:copy_detection",
+    prepare=f"{_COMPUTE}:load_fid_extractor",
+    weights=_fid_weights,
+    description="copy detection vs the train part: authenticity (Alaa 2022), C_T (Meehan 2020; "
+    "<< 0 = copying); needs a held-out part",
+    extractor_roles=("fid",),
+    needs=("heldout",),
 )
 register_metric(
     "swd",
@@ -90,4 +123,17 @@ register_metric(
     ranges={"swd": (0, INF)},
     compute=f"{_COMPUTE}:swd",
     description="sliced Wasserstein distance on raw pixels",
+)
+register_metric(
+    "utility",
+    keys={"utility_gain": "max", "cas": "max"},
+    ranges={"utility_gain": (-1, 1), "cas": (0, 1)},  # a difference of balanced accuracies; one
+    auxiliary=(
+        "utility_gain_lo",
+        "utility_gain_hi",
+        *(f"utility_{arm}_{score}" for arm in ("real", "aug", "synth") for score in ("bacc", "f1", "auc")),
+    ),
+    compute=f"{_COMPUTE}:utility",
+    needs=("heldout", "conditional"),
+    description="held-out balanced accuracy of a classifier: real + synthetic minus real; train-on-synthetic",
 )

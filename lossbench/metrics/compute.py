@@ -2,17 +2,27 @@
 
 Each `compute` returns its result keys and records the settings its numbers depend on; each
 `prepare` loads a network before any fake image is generated. Formulas live in `fidelity`,
-`diversity` and `swd`; this module only wires them to the shared state.
+`diversity`, `swd`, `coverage`, `memorisation` and `utility`; this module only wires them to the
+shared state.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
+import numpy as np
+
+from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
-from lossbench.metrics import diversity, fidelity
+from lossbench.images import sample_classes
+from lossbench.metrics import coverage, diversity, fidelity, memorisation, noise
 from lossbench.metrics.evaluation import EvalState
 from lossbench.metrics.swd import sliced_wasserstein
+from lossbench.metrics.utility import UtilitySettings, downstream_utility
 
 MAX_KID_SUBSET = 1000
+CLOSEST_SHOWN = 8  # fakes nearest a training image kept for the report (pixel space)
 
 
 def load_fid_extractor(state: EvalState) -> None:
@@ -30,9 +40,21 @@ def load_lpips(state: EvalState) -> None:
     )
 
 
+def _bootstrap(
+    state: EvalState, key: str, statistic: Callable[[np.ndarray], float], n: int
+) -> dict[str, float]:
+    """`{key}_se` over `config.bootstrap` resamples of n fakes (nothing when bootstrap is 0)."""
+    config = state.config
+    if not config.bootstrap:
+        return {}
+    state.settings["bootstrap"] = config.bootstrap
+    return {f"{key}_se": noise.bootstrap_se(statistic, n, config.bootstrap, config.seed)}
+
+
 def fid(state: EvalState) -> dict[str, float]:
     fake_f, real_f = state.features("fid", state.config.feature_extractor)
-    return {"fid": fidelity.fid(fake_f, real_f)}
+    se = _bootstrap(state, "fid", lambda i: fidelity.fid(fake_f[i], real_f), len(fake_f))
+    return {"fid": fidelity.fid(fake_f, real_f), **se}
 
 
 def kid(state: EvalState) -> dict[str, float]:
@@ -45,7 +67,8 @@ def kid(state: EvalState) -> dict[str, float]:
         raise ConfigError(f"kid_subset_size {subset} exceeds the samples (n_real {n_real}, n_fake {n_fake})")
     mean, std = fidelity.kid(fake_f, real_f, subset, config.kid_subsets, config.seed)
     state.settings.update(kid_subset_size=subset, kid_subsets=config.kid_subsets)
-    return {"kid": mean, "kid_std": std}
+    resampled = lambda i: fidelity.kid(fake_f[i], real_f, subset, config.kid_subsets, config.seed)[0]  # noqa: E731
+    return {"kid": mean, "kid_std": std, **_bootstrap(state, "kid", resampled, n_fake)}
 
 
 def precision_recall(state: EvalState) -> dict[str, float]:
@@ -53,6 +76,42 @@ def precision_recall(state: EvalState) -> dict[str, float]:
     precision, recall = fidelity.precision_recall(fake_f, real_f)
     state.settings["prc_neighborhood"] = fidelity.PRC_NEIGHBORHOOD
     return {"precision": precision, "recall": recall}
+
+
+def density_coverage(state: EvalState) -> dict[str, float]:
+    """Naeem et al.'s density and coverage in the precision/recall extractor's space."""
+    fake_f, real_f = state.features("prc", state.config.prc_extractor)
+    if len(real_f) <= coverage.NEAREST_K:
+        raise ConfigError(f"density/coverage need more than {coverage.NEAREST_K} real images")
+    density, cov = coverage.density_coverage(fake_f, real_f)
+    state.settings["dc_nearest_k"] = coverage.NEAREST_K
+    return {"density": density, "coverage": cov}
+
+
+def copy_detection(state: EvalState) -> dict[str, float]:
+    """C_T and authenticity against the training images, in the FID extractor's space and in pixel
+    space; the held-out images' authenticity beside them as the yardstick."""
+    config = state.config
+    fake_f, train_f = state.features("fid", config.feature_extractor)
+    held_f = state.heldout_features("fid", config.feature_extractor)
+    assert state.heldout is not None
+    train_px = memorisation.pixels(state.real.images)
+    held_px, fake_px = (memorisation.orient(train_px, x) for x in (state.heldout.images, state.fakes))
+    spaces = {
+        "feat": (train_f.double().numpy(), held_f.double().numpy(), fake_f.double().numpy()),
+        "pixel": (train_px, held_px, fake_px),
+    }
+    cells = memorisation.ct_cells(len(state.heldout))
+    out: dict[str, float] = {}
+    for space, (train, held, fake) in spaces.items():
+        out[f"authenticity_{space}"] = memorisation.authenticity(train, fake)
+        out[f"authenticity_heldout_{space}"] = memorisation.authenticity(train, held)
+        out[f"ct_{space}"] = memorisation.data_copying_ct(train, held, fake, cells, config.seed)
+    state.settings.update(copy_ct_cells=cells, copy_ct_min_fakes=memorisation.CT_MIN_FAKES)
+    pairs = memorisation.closest_to_train(train_px, fake_px, CLOSEST_SHOWN)
+    fake_i, train_i, dist = (list(x) for x in zip(*pairs, strict=True))
+    state.closest_pairs = state.fakes[fake_i], state.real.images[train_i], dist
+    return out
 
 
 def lpips(state: EvalState) -> dict[str, float]:
@@ -72,3 +131,28 @@ def swd(state: EvalState) -> dict[str, float]:
     config = state.config
     state.settings.update(swd_directions=config.swd_directions, swd_space="pixels")
     return {"swd": sliced_wasserstein(state.fakes, state.real.images, config.swd_directions, config.seed)}
+
+
+def utility_settings(config: EvalConfig) -> UtilitySettings:
+    """The utility metric's settings from an EvalConfig (bootstrap seeded by `config.seed`)."""
+    return UtilitySettings(
+        seeds=config.utility_seeds,
+        steps=config.utility_steps,
+        width=config.utility_width,
+        ratio=config.utility_ratio,
+        bootstrap=config.utility_bootstrap,
+        seed=config.seed,
+    )
+
+
+def utility(state: EvalState) -> dict[str, float]:
+    """Downstream utility; synthetic images drawn by class counts with z seeded by `config.seed`."""
+    config = state.config
+    sample = functools.partial(
+        sample_classes, state.generator, seed=config.seed, batch_size=config.batch_size, device=state.device
+    )
+    result = downstream_utility(state.real, state.heldout, sample, utility_settings(config), state.device)
+    state.settings.update(result.settings)
+    for arm, recall in result.recall.items():
+        state.settings[f"utility_{arm}_recall"] = ", ".join(f"{k} {v:.3f}" for k, v in recall.items())
+    return result.metrics()

@@ -41,6 +41,24 @@ def random_pairs(n: int, n_pairs: int, seed: int) -> tuple[torch.Tensor, torch.T
 
 
 @torch.no_grad()
+def pair_values(
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    n_pairs: int,
+    seed: int,
+    batch_size: int = 100,
+    device: str = "cpu",
+) -> torch.Tensor:
+    """`score(x, y)` of each of `n_pairs` random disjoint pairs of `images` (float64, on CPU)."""
+    a, b = random_pairs(len(images), n_pairs, seed)
+    return torch.cat(
+        [
+            score(images[i].to(device), images[j].to(device)).flatten().double().cpu()
+            for i, j in zip(a.split(batch_size), b.split(batch_size), strict=True)
+        ]
+    )
+
+
 def pair_scores(
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     images: torch.Tensor,
@@ -49,14 +67,8 @@ def pair_scores(
     batch_size: int = 100,
     device: str = "cpu",
 ) -> tuple[float, float]:
-    """Mean and std of `score(x, y)` (one value per pair) over random disjoint pairs of `images`."""
-    a, b = random_pairs(len(images), n_pairs, seed)
-    values = torch.cat(
-        [
-            score(images[i].to(device), images[j].to(device)).flatten().double().cpu()
-            for i, j in zip(a.split(batch_size), b.split(batch_size), strict=True)
-        ]
-    )
+    """Mean and std of `pair_values(...)` over the pairs."""
+    values = pair_values(score, images, n_pairs, seed, batch_size, device)
     return values.mean().item(), values.std(correction=0).item()
 
 

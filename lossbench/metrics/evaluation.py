@@ -2,11 +2,14 @@
 
 Metrics come from the registry (`lossbench.metrics.registry`; `EvalConfig.metrics` holds names,
 aliases or result keys). Fakes come from a generator (`lossbench.images.generate_images`: batches
-under no_grad, eval mode, seeded with `EvalConfig.seed`) or are given as a uint8 tensor. Every
-metric's `prepare` (network loading) runs before any fake is generated, so a missing weight file
-fails fast. Real-data quantities (extractor features, real-real pair figures) are cached on disk
-(`lossbench.metrics.cache`). The result separates `settings` (everything a number depends on) from
-`provenance` (how it was obtained: cache hits) and `timings` (seconds per stage, exclusive).
+under no_grad, eval mode, seeded with `EvalConfig.seed`; a class-conditional generator draws
+classes in the real data's proportions, `fake_labels`) or are given as a uint8 tensor. A held-out
+real part, when given, is there for the metrics that need one (copy detection, utility); what a
+metric needs (`Metric.needs`) is checked before anything runs. Every metric's `prepare` (network
+loading) runs before any fake is generated, so a missing weight file fails fast. Real-data
+quantities (extractor features, real-real pair figures) are cached on disk (`lossbench.metrics.cache`).
+The result separates `settings` (everything a number depends on) from `provenance` (how it was
+obtained: cache hits) and `timings` (seconds per stage, exclusive).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,14 +28,21 @@ from torch import Tensor, nn
 from lossbench import precision
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
-from lossbench.images import generate_images
-from lossbench.metrics import cache, diversity, fidelity
-from lossbench.metrics.registry import get_metric, resolve_metrics
+from lossbench.images import (
+    class_labels,
+    generate_images,
+    is_conditional,
+    proportional_counts,
+    sample_classes,
+)
+from lossbench.metrics import cache, diversity, fidelity, noise
+from lossbench.metrics.registry import check_needs, extractor_key, get_metric, resolve_metrics
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
 
 Settings = dict[str, str | int | float]
+ClosestPairs = tuple[Tensor, Tensor, list[float]]  # fakes, their nearest training images (uint8), distances
 
 
 @dataclass
@@ -46,6 +56,7 @@ class EvalResult:
     fake_features: np.ndarray | None = None
     real_features: np.ndarray | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    closest_pairs: ClosestPairs | None = None  # copy detection: nearest fakes and their training images
 
 
 def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
@@ -61,14 +72,22 @@ def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
 
 class EvalState:
     """What the metrics of one evaluation share: inputs (`fakes`: uint8 N×C×R×R, `real`, `config`,
-    `device`), loaded networks, the feature and real-data caches, and the outputs besides the
-    scores (`settings`, `provenance`, `timings`)."""
+    `device`; `generator` and, when conditional, `fake_labels`; the `heldout` real part or None),
+    loaded networks, the feature and real-data caches, and the outputs besides the scores
+    (`settings`, `provenance`, `timings`)."""
 
     def __init__(
-        self, real: ImageDataset, config: EvalConfig, device: str, heldout: ImageDataset | None = None
+        self,
+        real: ImageDataset,
+        config: EvalConfig,
+        device: str,
+        heldout: ImageDataset | None = None,
+        generator: nn.Module | None = None,
     ) -> None:
         self.real, self.config, self.device, self.heldout = real, config, device, heldout
+        self.generator = generator
         self.fakes = torch.empty(0, dtype=torch.uint8)
+        self.fake_labels: torch.Tensor | None = None
         self.folder = Path(config.cache_dir) if config.cache_dir else cache.DEFAULT_DIR
         self.data_key = {
             "dataset": real.fingerprint,
@@ -80,6 +99,7 @@ class EvalState:
         self.settings: Settings = {}
         self.provenance: dict[str, str] = {}
         self.timings: dict[str, float] = {}
+        self.closest_pairs: ClosestPairs | None = None
         self._features: dict[tuple[str, str], tuple[Tensor, Tensor, bool]] = {}  # by (extractor, layer)
         self._inner: list[float] = []  # seconds spent in nested stages, per open stage
 
@@ -138,7 +158,8 @@ class EvalState:
         config, device = self.config, self.device
         n_pairs = min(config.n_pairs, len(self.fakes) // 2, len(self.real.images) // 2)
         self.settings["n_pairs"] = n_pairs
-        ff = diversity.pair_scores(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
+        ff_values = diversity.pair_values(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
+        ff = ff_values.mean().item(), ff_values.std(correction=0).item()
         rr, hit = cache.cached(
             self.folder,
             {"kind": name, **self.data_key, "variant": variant, "n_pairs": n_pairs, "seed": config.seed},
@@ -149,21 +170,67 @@ class EvalState:
             ),
         )
         self.provenance[f"{name}_rr_cache"] = "hit" if hit else "miss"
-        return {
+        out = {
             f"{name}_ff": ff[0],
             f"{name}_ff_std": ff[1],
             f"{name}_rr": rr[0].item(),
             f"{name}_rr_std": rr[1].item(),
         }
+        if config.bootstrap:
+            se = noise.bootstrap_se(
+                lambda i: ff_values[i].mean().item(), n_pairs, config.bootstrap, config.seed
+            )
+            out[f"{name}_ff_se"] = se
+        return out
+
+    def heldout_features(self, role: str, name: str) -> Tensor:
+        """Features of the held-out images for extractor `name` (cached like the real features)."""
+        if self.heldout is None:  # `evaluate` checks the metrics' `needs` first
+            raise ConfigError("no held-out part: a metric that reads one declares needs=('heldout',)")
+        ext, heldout = self.extractor(role, name), self.heldout
+        key = {"kind": "features", **self.data_key, "dataset": heldout.fingerprint}
+        features, _ = cache.cached(
+            self.folder,
+            key | ext.identity,
+            lambda: fidelity.extract_features(ext, heldout.images, self.config.batch_size, self.device),
+        )
+        return features
 
 
 def _weights_kind(settings: Settings) -> str:
     """ "random" if any network ran with random weights, "pretrained" if one used a file, else "none"
     (from the `*_weights` settings: a file name, "none", or "random(...)")."""
-    used = [str(v) for k, v in settings.items() if k.endswith("_weights")]
+    used = [str(v) for k, v in settings.items() if k.partition(".")[0].endswith("_weights")]
     if any(w.startswith("random") for w in used):
         return "random"
     return "pretrained" if any(w != "none" for w in used) else "none"
+
+
+def _extra_states(metrics: list, state: EvalState) -> dict[str, EvalState]:
+    """One state per `config.extra_extractors` entry (FID and PRC roles both on it), keyed by the
+    extractor's registry name; the feature metrics' networks are loaded here, before any fake."""
+    out: dict[str, EvalState] = {}
+    for name in state.config.extra_extractors:
+        config = replace(state.config, feature_extractor=name, prc_extractor=name, extra_extractors=())
+        sub = EvalState(state.real, config, state.device, state.heldout)
+        for metric in metrics:
+            if metric.extractor_roles:
+                metric.setup(sub)
+        out[sub.extractor("fid", name).name] = sub
+    return out
+
+
+def _run_in_space(name: str, sub: EvalState, metrics: list, state: EvalState) -> dict[str, float]:
+    """The feature metrics' scores in extractor `name`'s space, keys and settings suffixed `.name`."""
+    sub.fakes = state.fakes
+    scores: dict[str, float] = {}
+    for metric in metrics:
+        if metric.extractor_roles:
+            with state.timed(extractor_key(metric.name, name)):
+                scores.update({extractor_key(k, name): v for k, v in metric.run(sub).items()})
+    own = {k: v for k, v in sub.settings.items() if state.settings.get(k) != v}
+    state.settings.update({extractor_key(k, name): v for k, v in own.items()})
+    return scores
 
 
 @precision.fp32()
@@ -176,15 +243,27 @@ def evaluate(
 ) -> EvalResult:
     """Score `fake` (a generator, or uint8 images N×C×R×R) against `real` (the training images) with
     `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
-    metrics that need one (copy detection). In fp32 without TF32; the device type and precision are
-    in the settings and the cache keys."""
+    metrics that need one (copy detection, utility). In fp32 without TF32; the device type and
+    precision are in the settings and the cache keys."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
-    state = EvalState(real, config, device, heldout)
+    generator = fake if isinstance(fake, nn.Module) else None
+    check_needs(
+        config.metrics,
+        heldout=heldout is not None,
+        conditional=generator is not None and is_conditional(generator),
+    )
+    state = EvalState(real, config, device, heldout, generator)
+    extra = _extra_states(metrics, state)
     for metric in metrics:
         metric.setup(state)
-    if isinstance(fake, nn.Module):
+    if generator is not None:
         with state.timed("generate"):
-            fake = generate_images(fake, config.n_fake, config.seed, config.batch_size, device)
+            if is_conditional(generator):
+                counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
+                state.fake_labels = class_labels(counts)
+            fake = generate_images(
+                generator, config.n_fake, config.seed, config.batch_size, device, state.fake_labels
+            )
     state.fakes = _check_fakes(fake, real)
     state.settings.update(
         resolution=real.images.shape[-1],
@@ -200,6 +279,8 @@ def evaluate(
     for metric in metrics:
         with state.timed(metric.name):
             scores.update(metric.run(state))
+    for name, sub in extra.items():
+        scores.update(_run_in_space(name, sub, metrics, state))
     state.settings["weights"] = _weights_kind(state.settings)
     fid_features = state.role_features.get("fid")
     return EvalResult(
@@ -209,7 +290,37 @@ def evaluate(
         fake_features=fid_features[0].numpy() if fid_features else None,
         real_features=fid_features[1].numpy() if fid_features else None,
         timings=state.timings,
+        closest_pairs=state.closest_pairs,
     )
+
+
+def evaluate_per_class(
+    generator: nn.Module, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+) -> dict[str, EvalResult]:
+    """Class name -> `config.metrics` of a conditional generator's fakes of that class against the real
+    images of that class. `n_fake` is split over the classes as the real labels are (at least 2 per
+    class); metrics that need a held-out part or a generator (`Metric.needs`) are left out."""
+    from lossbench.data import fingerprint
+
+    if not is_conditional(generator):
+        raise ConfigError(
+            "per-class evaluation needs a class-conditional generator (train.conditional = true)"
+        )
+    metrics = tuple(m for m in resolve_metrics(config.metrics) if not get_metric(m).needs)
+    counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
+    out: dict[str, EvalResult] = {}
+    for k, name in enumerate(real.class_names):
+        images = real.images[real.labels == k]
+        labels = torch.zeros(len(images), dtype=torch.int64)
+        part = replace(
+            real, images=images, labels=labels, class_names=(name,), skipped=[], sizes=None,
+            fingerprint=fingerprint(images, labels, (name,)),
+        )  # fmt: skip
+        n = max(2, counts[k])
+        fakes, _ = sample_classes(generator, [n if j == k else 0 for j in range(generator.n_classes)],
+                                  config.seed, config.batch_size, device)  # fmt: skip
+        out[name] = evaluate(fakes, part, replace(config, metrics=metrics, n_fake=n), device)
+    return out
 
 
 def release_networks() -> None:

@@ -26,6 +26,8 @@ from torch_fidelity.utils import create_feature_extractor
 from lossbench import weights
 from lossbench.errors import ConfigError, WeightsDigestError
 from lossbench.metrics.builtin import WEIGHT_KEYS
+from lossbench.metrics.encoder import PREFIX as ENCODER_PREFIX
+from lossbench.metrics.encoder import register_encoder
 from lossbench.metrics.extractors import register_extractors
 
 #: torch-fidelity's k of the k-NN manifold estimate in precision/recall.
@@ -91,8 +93,11 @@ def _build(name: str, layer: str, weights_path: str | None, device: str) -> Feat
 def load_extractor(
     name: str, metric: str = "fid", weights_dir: str | os.PathLike | None = None, device: str = "cpu"
 ) -> Extractor:
-    """The registered extractor `name` with its default layer for `metric` ("fid" or "prc")."""
+    """The registered extractor `name` with its default layer for `metric` ("fid" or "prc");
+    `encoder:FILE` registers a domain encoder file first (`lossbench.metrics.encoder`)."""
     register_extractors()  # lossbench's own extractors are always available by name
+    if name.startswith(ENCODER_PREFIX):
+        name = register_encoder(name)
     if name not in FEATURE_EXTRACTORS_REGISTRY:
         raise ConfigError(
             f"unknown feature extractor {name!r} (registered in torch-fidelity: "
@@ -101,7 +106,8 @@ def load_extractor(
     layer = FEATURE_EXTRACTORS_REGISTRY[name].get_default_feature_layer_for_metric(metric)
     path = _weights_path(name, weights_dir)
     module = _build(name, layer, str(path) if path else None, str(device))
-    return Extractor(name, layer, module, path.name if path else "none")
+    weights_id = getattr(FEATURE_EXTRACTORS_REGISTRY[name], "weights_id", "none")  # encoders: file@digest
+    return Extractor(name, layer, module, path.name if path else weights_id)
 
 
 @torch.no_grad()

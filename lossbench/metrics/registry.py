@@ -4,7 +4,9 @@ A declaration (`Metric`) says everything the rest of lossbench needs to know wit
 the name and aliases accepted in `EvalConfig.metrics`, the result keys with their better direction
 ("min": lower is better, "max": higher is better), the auxiliary keys reported beside them without
 a direction (`kid_std`, `lpips_rr`, ...), the pretrained files it needs (keys of
-`lossbench.weights.WEIGHTS`, a function of the EvalConfig), and how it is computed.
+`lossbench.weights.WEIGHTS`, a function of the EvalConfig), what the evaluation must provide
+(`needs`: "heldout", a held-out real part; "conditional", a class-conditional generator; checked
+before anything runs), and how it is computed.
 
 `compute` and `prepare` are "module:function" strings imported on first use, or plain callables.
 The strings keep this module, and everything that only reads names and directions (stats, report,
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "lossbench.metrics"
 _DIRECTIONS = ("min", "max")
+NEEDS = ("heldout", "conditional")
 
 
 def _no_weights(config: EvalConfig) -> list[str]:
@@ -54,6 +57,8 @@ class Metric:
     prepare: str | Callable[[Any], None] | None = None
     description: str = ""
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high) bounds
+    extractor_roles: tuple[str, ...] = ()  # "fid"/"prc": feature spaces it computes in (extra extractors)
+    needs: tuple[str, ...] = ()  # from NEEDS
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -65,6 +70,10 @@ class Metric:
         object.__setattr__(self, "ranges", {k: (float(lo), float(hi)) for k, (lo, hi) in self.ranges.items()})
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
+        object.__setattr__(self, "extractor_roles", tuple(self.extractor_roles))
+        object.__setattr__(self, "needs", tuple(self.needs))
+        if set(self.needs) - set(NEEDS):
+            raise ValueError(f"metric {self.name!r}: needs must be among {NEEDS}, got {self.needs}")
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -205,20 +214,44 @@ def resolve_metrics(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(get_metric(n).name for n in names))
 
 
+def check_needs(names: Sequence[str], *, heldout: bool, conditional: bool) -> None:
+    """ConfigError, before anything runs, when a metric among `names` needs what is absent (`needs`):
+    a held-out part (`heldout`) or a class-conditional generator (`conditional`)."""
+    for name in resolve_metrics(names):
+        needs = get_metric(name).needs
+        if "heldout" in needs and not heldout:
+            raise ConfigError(f"metric {name!r} needs a held-out part: set data.holdout > 0 (--holdout)")
+        if "conditional" in needs and not conditional:
+            raise ConfigError(
+                f"metric {name!r} needs a class-conditional generator: set train.conditional = true"
+            )
+
+
 def required_weights(config: EvalConfig) -> list[str]:
     """Keys of `lossbench.weights.WEIGHTS` that evaluating `config.metrics` under `config` needs."""
     keys = [k for n in resolve_metrics(config.metrics) for k in get_metric(n).weights(config)]
     return list(dict.fromkeys(keys))
 
 
+EXTRACTOR_SEP = "."
+
+
+def extractor_key(key: str, extractor: str) -> str:
+    """The result key of `key` computed in an extra extractor's space: `fid.encoder-0123456789ab`."""
+    return f"{key}{EXTRACTOR_SEP}{extractor}"
+
+
 class _Directions(Mapping[str, str]):
-    """Result key -> "min"/"max" over every usable metric; read-only, always current."""
+    """Result key -> "min"/"max" over every usable metric; read-only, always current. A key computed
+    in an extra extractor's space (`extractor_key`) has its base key's direction; iteration lists
+    the base keys only."""
 
     def _table(self) -> dict[str, str]:
         return {k: d for m in _metrics().values() for k, d in m.keys.items()}
 
     def __getitem__(self, key: str) -> str:
-        return self._table()[key]
+        table = self._table()
+        return table[key] if key in table else table[key.partition(EXTRACTOR_SEP)[0]]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table())
@@ -257,10 +290,13 @@ ALIASES: Mapping[str, str] = _Aliases()
 
 
 def metric_range(key: str) -> tuple[float, float]:
-    """The values a result key can take, (low, high); (-inf, inf) when its metric declares none."""
+    """The values a result key can take, (low, high); (-inf, inf) when its metric declares none.
+    A key computed in an extra extractor's space (`extractor_key`) has its base key's range."""
+    base = key.partition(EXTRACTOR_SEP)[0]
     for metric in _metrics().values():
-        if key in metric.ranges:
-            return metric.ranges[key]
+        for k in (key, base):
+            if k in metric.ranges:
+                return metric.ranges[k]
     return (float("-inf"), float("inf"))
 
 

@@ -5,6 +5,11 @@ rng=torch.Generator | None, **kwargs)` and returns `(generator, critic)`:
 - the generator maps z (N×z_dim, ~N(0, I)) to images N×1×R×R in [-1, 1] and has attributes
   `resolution` and `z_dim`;
 - the critic maps images N×1×R×R in [-1, 1] to raw scores of shape N.
+Class-conditional training (`TrainConfig.conditional`) adds `n_classes=K` to the arguments; a builder
+that supports it returns a generator called as G(z, y) with attribute `n_classes` = K, and a critic
+called as D(x, y), y holding int64 class indices in [0, K). The trainer binds y to the critic
+(`BoundCritic`), so the losses still call D(x). A builder without `n_classes` cannot train
+conditionally (a one-line ConfigError).
 The trainer names the architecture with `TrainConfig.model` (ModelConfig: arch, kwargs) and stores
 the builder's arguments in the checkpoint, so `load_generator` rebuilds any registered architecture.
 """
@@ -31,6 +36,18 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
         return builder
 
     return decorate
+
+
+class BoundCritic(nn.Module):
+    """A conditional critic with the batch's class indices bound: `BoundCritic(D, y)(x) = D(x, y)`.
+    Every sample of x shares its index with y (real, fake and interpolated batches alike)."""
+
+    def __init__(self, critic: nn.Module, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.critic, self.labels = critic, labels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(x, self.labels)
 
 
 def available_models() -> list[str]:

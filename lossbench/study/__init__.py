@@ -19,10 +19,16 @@ parallel work). `storage` may be an RDB URL (PostgreSQL/MySQL for several machin
 with a heartbeat, so trials of dead workers on any machine are failed, or a journal file path.
 
 Resume (rerunning the same command): COMPLETE cells are kept; a trial left RUNNING by a dead worker
-is failed (journal: its worker's pid, recorded with the host name, no longer exists on this host;
-RDB: missed heartbeats), its MLflow run is ended KILLED, and its cell is queued again; the new trial
-resumes training from the cell's checkpoint (`<root>/checkpoints/<study>/<cell>/`). A cell whose
-training diverged is final: FAIL with its reason, treated as missing by the statistics. Other
+is failed (on this host: its worker's pid no longer exists or belongs to a process started at
+another time, `liveness`; other hosts, RDB only: missed heartbeats), its MLflow run is ended KILLED,
+and its cell is queued again; the new trial resumes training from the cell's checkpoint
+(`<root>/checkpoints/<study>/<cell>/`, on the machine that ran it: a cell taken over by another
+machine restarts from step 0, see docs/cluster.md).
+
+Several machines (an RDB storage, docs/cluster.md): each runs the same command; when its workers find
+no queued cell while cells still run elsewhere, it waits (polling every `heartbeat_s`) and takes over
+the cells of machines that stop sending heartbeats, so every machine returns when the grid is done.
+A cell whose training diverged is final: FAIL with its reason, treated as missing by the statistics. Other
 failures (an exception, an interrupt) are retried by the next run. Resuming with other settings
 than the study was created with is refused.
 """

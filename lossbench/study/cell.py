@@ -1,18 +1,18 @@
 """One cell of a study: the trial's admission, its MLflow child run, training and evaluation, and
 what is recorded (Optuna user attributes `metric.<key>` and `setting.<key>`, MLflow metrics, tags
-and artifacts).
+and artifacts), with the worker's identity (`liveness.Worker`) on both.
 
 The trial's value is the objective metric. Evaluations every `eval_every` steps are logged as MLflow
 curves `eval/<key>` and reported to Optuna as intermediate values; nothing prunes on them. A trial
-whose cell already has a COMPLETE trial, or a RUNNING one with a lower number, is pruned (user
-attribute `skipped`), as is a trial that was not queued.
+whose cell already has a COMPLETE trial, or a RUNNING or WAITING one with a lower number, is pruned
+(user attribute `skipped`), as is a trial that was not queued: of two trials queued for one cell (two
+machines queueing at once), only the first runs, whichever worker takes which first.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -31,7 +31,9 @@ from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.errors import CheckpointError
 from lossbench.metrics import metric_key
 from lossbench.metrics.evaluation import EvalResult, evaluate
+from lossbench.report import closest_fakes_png
 from lossbench.study.grid import Cell, train_config_for
+from lossbench.study.liveness import current_worker
 from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell
 from lossbench.train import CHECKPOINT, Callback, train
 
@@ -53,6 +55,7 @@ class CellResult:
     steps: int
     sample_grid: Path | None = None
     fake_features: np.ndarray | None = None
+    closest_png: bytes | None = None  # copy detection's closest fakes beside their training images
 
 
 @dataclass
@@ -133,6 +136,7 @@ def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
         steps=trained.steps,
         sample_grid=trained.sample_grid,
         fake_features=final.fake_features,
+        closest_png=closest_fakes_png(*final.closest_pairs) if final.closest_pairs else None,
     )
 
 
@@ -151,7 +155,8 @@ def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
     loss = trial.suggest_categorical("loss", config.losses)
     lam = trial.suggest_float("lambda", min(config.lambdas), max(config.lambdas))
     cell = Cell(loss, float(lam), int(trial.user_attrs["seed"]))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING)):
+    taken = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=taken):
         if t.number == trial.number or "skipped" in t.user_attrs or trial_cell(t) != cell:
             continue
         if t.state == TrialState.COMPLETE or t.number < trial.number:
@@ -176,8 +181,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         config = self.config
         torch.set_num_threads(config.threads)  # numbers depend on it: fixed per study, never per machine
-        trial.set_user_attr("pid", os.getpid())
-        trial.set_user_attr("host", socket.gethostname())
+        for key, value in current_worker().attrs().items():
+            trial.set_user_attr(key, value)
         cell = admit(trial, config)
         train_cfg = train_config_for(config, cell, self.device)
         run = self._start_run(trial, cell, train_cfg)
@@ -227,7 +232,7 @@ class Objective:
                 tracking.SEED_TAG: cell.seed,
                 tracking.WEIGHTS_TAG: weights,
                 tracking.DEVICE_TAG: self.device,
-                tracking.WORKER_TAG: f"{socket.gethostname()}:{os.getpid()}",
+                tracking.WORKER_TAG: str(current_worker()),
                 **{f"{tracking.TAG_PREFIX}{k}": v for k, v in trial.user_attrs.items() if k in _LINK_ATTRS},
             },
         )
@@ -294,5 +299,10 @@ def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> 
         folder, name = os.path.split(tracking.SAMPLE_GRID)
         with tempfile.TemporaryDirectory() as tmp:
             run.log_artifact(shutil.copy(result.sample_grid, Path(tmp, name)), folder)
+    if result.closest_png is not None:
+        folder, name = os.path.split(tracking.CLOSEST_FAKES)
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / name).write_bytes(result.closest_png)
+            run.log_artifact(str(Path(tmp) / name), folder)
     if result.fake_features is not None:
         tracking.log_features(run.tracking_uri, run.run_id, result.fake_features, tracking.FAKE_FEATURES)

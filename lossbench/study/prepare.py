@@ -11,6 +11,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig
+from lossbench.metrics import get_metric, resolve_metrics
 from lossbench.metrics.evaluation import EvalResult, evaluate, release_networks
 from lossbench.study_config import validate
 
@@ -64,14 +65,19 @@ def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
 def preflight(config: StudyConfig, split: Any) -> EvalResult:
     """Evaluate training images as if they were fakes: loads every network (a missing weight file
     fails here, once, in the parent) and fills the real-data cache before the workers evaluate; then
-    releases the networks (the parent keeps no memory of them while the workers run)."""
+    releases the networks (the parent keeps no memory of them while the workers run). Metrics that
+    need a generator (`needs` "conditional") are left out: they load no network."""
     train = split.train
     fakes = train.images[torch.arange(config.eval.n_fake) % len(train.images)]
+    metrics = tuple(
+        m for m in resolve_metrics(config.eval.metrics) if "conditional" not in get_metric(m).needs
+    )
+    ev = dataclasses.replace(config.eval, metrics=metrics)
     before = torch.get_num_threads()
     torch.set_num_threads(config.threads)  # the real features are computed as the workers would
     try:
         with threadpool_limits(limits=config.threads):  # numpy's BLAS too, as in the workers
-            return evaluate(fakes, train, config.eval, device=config.devices[0], heldout=split.heldout)
+            return evaluate(fakes, train, ev, device=config.devices[0], heldout=split.heldout)
     finally:
         torch.set_num_threads(before)
         release_networks()

@@ -5,18 +5,24 @@ A cell is queued as a WAITING trial with fixed parameters `loss` (categorical) a
 distribution, so plots order it) and the user attributes `queued`, `loss`, `lambda`, `seed` (and
 `retry_of`, the trial it retries); the seed is no parameter. A worker takes a WAITING trial with
 Optuna's atomic WAITING -> RUNNING transition, so two workers never take the same queued trial.
+
+A RUNNING trial whose worker died is failed, its MLflow run ended KILLED and its cell queued again:
+on this host when the recorded worker is gone (`liveness`: pid and process start time); on any host,
+with an RDB storage, when its heartbeat is older than the grace period. Optuna fails a stale trial
+under a row lock, so exactly one machine runs `Requeue` for it; `Requeue` also skips a trial that
+already has a retry.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
@@ -25,20 +31,42 @@ from lossbench.config import StudyConfig
 from lossbench.errors import StorageError
 from lossbench.study.grid import Cell, grid_cells
 from lossbench.study.journal import check_journal, journal_path
+from lossbench.study.liveness import Worker
+from lossbench.study.rdb import RetryingRDBStorage
 
-HEARTBEAT_S = 60  # RDB storages: a trial without a heartbeat for GRACE_S is failed
-GRACE_S = 180
+READ_RETRY_S = 30  # how long a storage opened without a grace period (reading) retries the database
 #: Cell states, by precedence (the best trial of a cell decides its state).
 STATES = ("done", "running", "queued", "failed", "pruned", "pending")
 METRIC_ATTR = "metric."  # user attribute prefix of a trial's final metrics
 CellStates = dict[Cell, tuple[str, FrozenTrial | None]]
 
 
-def open_storage(storage: str | None, root: str | os.PathLike = "mlruns") -> BaseStorage:
-    """The Optuna storage: a journal file (default `<root>/optuna-journal.log`, or a path), or an RDB URL."""
+def is_rdb(storage: str | None) -> bool:
+    """Whether `storage` is an RDB URL (heartbeats; may be shared by machines) rather than a journal."""
+    return journal_path(storage, ".") is None
+
+
+def open_storage(
+    storage: str | None,
+    root: str | os.PathLike = "mlruns",
+    config: StudyConfig | None = None,
+    tracking_uri: str | None = None,
+) -> BaseStorage:
+    """The Optuna storage: a journal file (default `<root>/optuna-journal.log`, or a path), or an RDB
+    URL (`RetryingRDBStorage`). With the study's `config` an RDB storage records heartbeats every
+    `config.heartbeat_s`, fails trials stale for `config.grace_s` (then `Requeue` on `tracking_uri`)
+    and retries an unreachable database for `config.grace_s`; without it, it only reads and writes."""
     path = journal_path(storage, root)
     if path is None:
-        return RDBStorage(storage, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+        if config is None:
+            return RetryingRDBStorage(storage, READ_RETRY_S)
+        return RetryingRDBStorage(
+            storage,
+            config.grace_s,
+            heartbeat_interval=config.heartbeat_s,
+            grace_period=config.grace_s,
+            heartbeat_stale_trial_callback=Requeue(tracking_uri) if tracking_uri else None,
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     check_journal(path)
     return JournalStorage(JournalFileBackend(str(path)))
@@ -110,6 +138,14 @@ def count_states(states: CellStates, cells: Sequence[Cell]) -> dict[str, int]:
     return counts
 
 
+def shared_and_running(study: optuna.Study, config: StudyConfig) -> bool:
+    """Whether the storage has heartbeats (RDB: other machines may share it) and a cell of the grid is
+    RUNNING (called when this machine's workers have stopped, so it runs elsewhere)."""
+    if not is_rdb(config.storage):
+        return False
+    return count_states(cell_states(study), grid_cells(config))["running"] > 0
+
+
 def enqueue(study: optuna.Study, cell: Cell, **user_attrs: Any) -> None:
     """Queue `cell` as a WAITING trial with fixed parameters loss and lambda; the seed is a replicate,
     not a parameter (Optuna's importance and best trial are about loss and lambda), and is a user
@@ -151,30 +187,50 @@ def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: 
         client.set_tag(run.info.run_id, tracking.FORGOTTEN_TAG, "its Optuna trial was lost; cell rerun")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        pass
-    return True
+@dataclass(frozen=True)
+class Requeue:
+    """What is done to a trial whose worker died, once, by the process that failed it: end its MLflow
+    run KILLED with the reason, queue its cell again (unless a retry of it exists). Also Optuna's
+    `heartbeat_stale_trial_callback` of RDB storages (which cannot add attributes to a failed trial)."""
+
+    tracking_uri: str
+    reason: str = "no heartbeat for the grace period"
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if run_id := trial.user_attrs.get("mlflow_run_id"):
+            worker = Worker.from_attrs(trial.user_attrs)
+            tracking.end_run(self.tracking_uri, run_id, "KILLED", f"{self.reason} (worker {worker})")
+        cell = trial_cell(trial)
+        retried = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False))
+        if cell is not None and is_queued(trial) and "skipped" not in trial.user_attrs and not retried:
+            enqueue(study, cell, retry_of=trial.number)
+
+
+def _fail_dead_local_workers(study: optuna.Study, tracking_uri: str) -> None:
+    """Fail the RUNNING trials whose worker ran on this host and is gone (pid gone or reused)."""
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = Worker.from_attrs(t.user_attrs)
+        if worker is None or worker.alive_here() is not False:
+            continue
+        reason = f"worker pid {worker.pid} died (or its pid was reused)"
+        try:
+            # Optuna has no public setter for another process's trial; its own callbacks use the storage.
+            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            failed = study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
+            continue
+        if failed:
+            Requeue(tracking_uri, reason)(study, t)
 
 
 def recover(study: optuna.Study, tracking_uri: str, experiment_id: str) -> None:
-    """Fail the trials of dead workers and end their MLflow runs KILLED.
+    """Fail the trials of dead workers, end their MLflow runs KILLED, queue their cells again.
 
-    Journal storage has no heartbeat: a RUNNING trial is dead when its recorded worker pid no
-    longer exists on this host (trials of other hosts are left alone). RDB storages fail stale
-    trials by heartbeat. Any child run still RUNNING whose trial is not RUNNING is ended KILLED.
+    On this host a worker is dead when its pid is gone or belongs to a process started at another
+    time (journal and RDB storages); other hosts' trials are failed by heartbeat (RDB storages only).
+    Any child run still RUNNING whose trial is not RUNNING is ended KILLED.
     """
-    host = socket.gethostname()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") == host and pid is not None and not _pid_alive(pid):
-            # Optuna has no public setter for another process's trial; its own callbacks use the storage.
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", f"worker pid {pid} died")
-            study.tell(t.number, state=TrialState.FAIL)
+    _fail_dead_local_workers(study, tracking_uri)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)  # a no-op unless the storage has a heartbeat (RDB)

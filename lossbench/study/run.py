@@ -1,14 +1,20 @@
-"""Running a study: prepare, open or resume it, queue its cells, start the workers, summarise."""
+"""Running a study: prepare, open or resume it, queue its cells, start the workers, summarise.
+
+With an RDB storage (several machines, docs/cluster.md), a machine whose workers found no queued
+cell while cells still run elsewhere waits, polling every `heartbeat_s`, and takes over the cells
+of machines whose heartbeats stopped; it returns when the grid is done."""
 
 from __future__ import annotations
 
 import os
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
 import pandas as pd
+from optuna.trial import TrialState
 
 from lossbench import tracking
 from lossbench.config import StudyConfig
@@ -31,6 +37,7 @@ from lossbench.study.queue import (
     open_storage,
     recover,
     sampler,
+    shared_and_running,
     storage_name,
 )
 from lossbench.study.results import results_frame
@@ -52,12 +59,16 @@ class StudySummary:
     worker_errors: list[str] = field(default_factory=list)
 
 
+def _tracking_uri(config: StudyConfig, root: Path) -> str:
+    return config.tracking_uri or tracking.default_tracking_uri(root)
+
+
 def _open_study(config: StudyConfig, root: Path, fingerprint: str) -> optuna.Study:
     """Create or load the study; record its identity, or refuse other settings than recorded."""
     direction = "minimize" if DIRECTIONS[metric_key(config.objective)] == "min" else "maximize"
     study = optuna.create_study(
         study_name=config.name,
-        storage=open_storage(config.storage, root),
+        storage=open_storage(config.storage, root, config, _tracking_uri(config, root)),
         direction=direction,
         sampler=sampler(),
         load_if_exists=True,
@@ -79,7 +90,7 @@ def _start_tracking(
 ) -> tuple[str, str, str]:
     """The MLflow store, experiment and parent run of the study (reopened on resume), with the real
     features; returns (tracking URI, experiment id, parent run id)."""
-    tracking_uri = config.tracking_uri or tracking.default_tracking_uri(root)
+    tracking_uri = _tracking_uri(config, root)
     artifact_root = root / tracking.ARTIFACTS_DIR if config.tracking_uri is None else None
     experiment_id = tracking.init_experiment(tracking_uri, config.name, artifact_root)
     weights = tracking.weights_kind(config.train, config.eval)
@@ -160,6 +171,12 @@ def run_study(
     try:
         mlflow_ids = (tracking_uri, experiment_id, parent_run_id)
         errors = workers.run(study, config, root, mlflow_ids, data, cell_fn, progress)
+        while not errors and shared_and_running(study, config):  # other machines' cells: wait, take over
+            time.sleep(config.heartbeat_s)
+            recover(study, tracking_uri, experiment_id)
+            if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                workers = Workers.start(n_workers)
+                errors = workers.run(study, config, root, mlflow_ids, data, cell_fn, progress)
     except BaseException as e:
         error = e
         raise

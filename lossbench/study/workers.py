@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig
-from lossbench.errors import LossbenchError
+from lossbench.errors import lossbench_error_in
 from lossbench.study import worker_entry
 from lossbench.study.cell import CellFn, Objective
 from lossbench.study.grid import grid_cells
@@ -75,13 +75,16 @@ def worker_main(inbox: Any) -> None:
     try:
         study = optuna.load_study(
             study_name=config.name,
-            storage=open_storage(config.storage, job.objective.root),
+            storage=open_storage(config.storage, job.objective.root, config, job.objective.tracking_uri),
             sampler=sampler(job.index),
         )
         if _work_left(study):
             study.optimize(job.objective, catch=tuple(FINAL_ERRORS), callbacks=[stop_when_done])
-    except LossbenchError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:  # one line for ours, e.g. the database unreachable past the grace period
+        known = lossbench_error_in(e)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
         sys.exit(2)
 
 

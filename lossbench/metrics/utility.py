@@ -1,0 +1,275 @@
+"""Downstream utility: do synthetic images make a classifier better on real, held-out images?
+
+A small CNN (`Classifier`) is trained from scratch, once per classifier seed, on three training sets
+("arms"), and each is scored on the held-out real part:
+- `real`: the real train part;
+- `aug`: the real train part plus synthetic images; by default (`ratio` 0) just enough to bring
+  every class up to the largest one (class balancing); with `ratio` r > 0, round(r × N_train)
+  synthetic images given to the classes with the fewest images first (water-filling);
+- `synth`: synthetic images only, with the real train part's class counts (train on synthetic,
+  test on real: the classification accuracy score, CAS, of Ravuri & Vinyals 2019).
+
+Scores on the held-out part, each the mean over classifier seeds: balanced accuracy (mean per-class
+recall), macro-F1 (mean over the K classes of 2TP / (2TP + FP + FN), 0 for a class never predicted
+nor present), per-class recall and macro AUC (one-vs-rest, the mean over classes of the
+Mann-Whitney AUC of that class's predicted probability). `utility_gain` = balanced accuracy of
+`aug` − `real`. Confidence intervals: 95 % percentile bootstrap over held-out images (the same
+resampled indices for every arm, so the gain's interval is paired), classifier seeds averaged
+inside each resample.
+
+Training: Adam (lr `LR`), cross-entropy, `steps` minibatches of `batch_size` images drawn with
+replacement from a generator seeded by the classifier seed; weights initialised under that seed
+too (torch's global RNG is forked, so it is left untouched). Images are uint8, scaled to [-1, 1];
+no augmentation. Same inputs and seeds -> the same numbers on CPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.stats import rankdata
+from torch import nn
+
+from lossbench.errors import ConfigError
+from lossbench.images import to_float
+
+if TYPE_CHECKING:
+    from lossbench.data import ImageDataset
+
+ARMS = ("real", "aug", "synth")
+SCORES = ("bacc", "f1", "auc")
+LR = 1e-3
+CI_LEVEL = 0.95
+
+#: counts per class -> (uint8 images sum(counts)×1×R×R, int64 labels); e.g. a conditional generator.
+Sampler = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class UtilitySettings:
+    """How the classifiers are trained and scored (EvalConfig's `utility_*` fields)."""
+
+    seeds: int = 3  # classifier seeds 0..seeds-1
+    steps: int = 300  # optimiser steps per classifier
+    batch_size: int = 32
+    width: int = 16  # channels of the first conv; doubled twice
+    ratio: float = 0.0  # 0 = balance the classes; r > 0 = add round(r × N_train) synthetic images
+    bootstrap: int = 1000  # resamples of the held-out part
+    seed: int = 0  # seeds the bootstrap
+
+    def record(self) -> dict[str, Any]:
+        return {f"utility_{k}": v for k, v in self.__dict__.items()} | {"utility_classifier": "cnn3"}
+
+
+@dataclass
+class UtilityResult:
+    """Per arm and score: the seed-mean value and its CI; per arm, per-class recall; the gain."""
+
+    scores: dict[str, dict[str, float]]  # arm -> score -> value
+    ci: dict[str, dict[str, tuple[float, float]]]  # arm -> score -> (low, high)
+    recall: dict[str, dict[str, float]]  # arm -> class name -> recall
+    gain: float
+    gain_ci: tuple[float, float]
+    counts: dict[str, list[int]]  # training-set class counts per arm, and "heldout"
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def metrics(self) -> dict[str, float]:
+        """Flat keys for the metric registry: utility_gain (+ _lo/_hi), cas, utility_<arm>_<score>."""
+        out = {
+            "utility_gain": self.gain,
+            "utility_gain_lo": self.gain_ci[0],
+            "utility_gain_hi": self.gain_ci[1],
+        }
+        out["cas"] = self.scores["synth"]["bacc"]
+        out |= {f"utility_{arm}_{s}": self.scores[arm][s] for arm in ARMS for s in SCORES}
+        return out
+
+
+class Classifier(nn.Module):
+    """Three strided 3×3 convs (BatchNorm, ReLU), global average pooling, a linear layer to logits."""
+
+    def __init__(self, n_classes: int, width: int) -> None:
+        super().__init__()
+        chans = (1, width, 2 * width, 4 * width)
+        layers: list[nn.Module] = []
+        for c_in, c_out in zip(chans, chans[1:], strict=False):
+            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4 * width, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def train_classifier(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    n_classes: int,
+    seed: int,
+    settings: UtilitySettings,
+    device: str | torch.device = "cpu",
+) -> Classifier:
+    """A classifier trained on uint8 `images` with int64 `labels` (see the module docstring), on `device`."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Classifier(n_classes, settings.width).to(device)
+    order = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    model.train()
+    for _ in range(settings.steps):
+        index = torch.randint(len(images), (settings.batch_size,), generator=order)
+        loss = F.cross_entropy(model(to_float(images[index].to(device))), labels[index].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """Class probabilities (float64 N×K) for uint8 images, on the model's device."""
+    device = next(model.parameters()).device
+    chunks = [F.softmax(model(to_float(x.to(device))), 1).double().cpu() for x in images.split(batch_size)]
+    return torch.cat(chunks).numpy()
+
+
+def recalls(pred: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """Per-class recall (NaN for a class absent from y)."""
+    hits = np.bincount(y[pred == y], minlength=n_classes).astype(float)
+    total = np.bincount(y, minlength=n_classes).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return hits / total
+
+
+def macro_f1(pred: np.ndarray, y: np.ndarray, n_classes: int) -> float:
+    tp = np.bincount(y[pred == y], minlength=n_classes).astype(float)
+    fp = np.bincount(pred, minlength=n_classes) - tp
+    fn = np.bincount(y, minlength=n_classes) - tp
+    denom = 2 * tp + fp + fn
+    return float(np.mean(np.divide(2 * tp, denom, out=np.zeros(n_classes), where=denom > 0)))
+
+
+def macro_auc(probs: np.ndarray, y: np.ndarray) -> float:
+    """One-vs-rest macro AUC over the classes with both positives and negatives in y."""
+    aucs = []
+    for k in range(probs.shape[1]):
+        pos = y == k
+        n_pos, n_neg = pos.sum(), (~pos).sum()
+        if n_pos and n_neg:
+            ranks = rankdata(probs[:, k])
+            aucs.append((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def score(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    """Balanced accuracy, macro-F1 and macro AUC of one classifier's probabilities (N×K)."""
+    pred, k = probs.argmax(1), probs.shape[1]
+    return {
+        "bacc": float(np.nanmean(recalls(pred, y, k))),
+        "f1": macro_f1(pred, y, k),
+        "auc": macro_auc(probs, y),
+    }
+
+
+def synthetic_counts(counts: Sequence[int], ratio: float) -> list[int]:
+    """Synthetic images per class for the `aug` arm: balance (`ratio` 0) or water-fill round(ratio × N)."""
+    total = np.array(counts, dtype=int)
+    n = round(ratio * total.sum()) if ratio > 0 else int((total.max() - total).sum())
+    added = np.zeros_like(total)
+    for _ in range(n):
+        k = int(np.argmin(total + added))  # ties: the lower class index
+        added[k] += 1
+    return added.tolist()
+
+
+def _arms(train: ImageDataset, sample: Sampler, n_classes: int, ratio: float) -> dict[str, tuple]:
+    """Training images and labels of each arm."""
+    counts = np.bincount(train.labels.numpy(), minlength=n_classes).tolist()
+    extra_x, extra_y = sample(synthetic_counts(counts, ratio))
+    synth_x, synth_y = sample(counts)
+    for x, y in ((extra_x, extra_y), (synth_x, synth_y)):
+        if x.dtype != torch.uint8 or x.shape[1:] != train.images.shape[1:] or len(x) != len(y):
+            raise ConfigError(
+                f"synthetic images must be uint8 N×{tuple(train.images.shape[1:])} with N labels"
+            )
+    return {
+        "real": (train.images, train.labels),
+        "aug": (torch.cat([train.images, extra_x]), torch.cat([train.labels, extra_y])),
+        "synth": (synth_x, synth_y),
+    }
+
+
+def _check(train: ImageDataset, heldout: ImageDataset) -> None:
+    if tuple(train.class_names) != tuple(heldout.class_names):
+        raise ConfigError(
+            f"train classes {train.class_names} differ from held-out classes {heldout.class_names}"
+        )
+    if train.images.shape[1:] != heldout.images.shape[1:]:
+        raise ConfigError("the train and held-out parts have different image sizes")
+    if len(set(heldout.labels.tolist())) < 2:
+        raise ConfigError("the held-out part needs images of at least two classes")
+
+
+def downstream_utility(
+    train: ImageDataset,
+    heldout: ImageDataset,
+    sample: Sampler,
+    settings: UtilitySettings,
+    device: str | torch.device = "cpu",
+) -> UtilityResult:
+    """Train the three arms' classifiers over `settings.seeds` seeds on `device`; score them on `heldout`."""
+    _check(train, heldout)
+    n_classes = len(train.class_names)
+    arms = _arms(train, sample, n_classes, settings.ratio)
+    y = heldout.labels.numpy()
+    probs = {
+        arm: np.stack([predict_proba(train_classifier(x, t, n_classes, s, settings, device), heldout.images)
+                       for s in range(settings.seeds)])
+        for arm, (x, t) in arms.items()
+    }  # fmt: skip
+    boot = _bootstrap(probs, y, settings)
+    scores = {arm: _seed_mean(p, y) for arm, p in probs.items()}
+    gain = boot["aug"]["bacc"] - boot["real"]["bacc"]
+    return UtilityResult(
+        scores=scores,
+        ci={arm: {s: _interval(v) for s, v in b.items()} for arm, b in boot.items()},
+        recall={arm: _mean_recall(p, y, train.class_names) for arm, p in probs.items()},
+        gain=scores["aug"]["bacc"] - scores["real"]["bacc"],
+        gain_ci=_interval(gain),
+        counts={arm: np.bincount(t.numpy(), minlength=n_classes).tolist() for arm, (_, t) in arms.items()}
+        | {"heldout": np.bincount(y, minlength=n_classes).tolist()},
+        settings=settings.record() | {"utility_n_heldout": len(y), "utility_n_train": len(train)},
+    )
+
+
+def _mean_recall(probs: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Class name -> recall, the mean over seeds (NaN for a class absent from the held-out part)."""
+    mean = np.mean([recalls(p.argmax(1), y, len(names)) for p in probs], 0)
+    return dict(zip(names, mean.tolist(), strict=True))
+
+
+def _seed_mean(probs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    per_seed = [score(p, y) for p in probs]
+    return {s: float(np.mean([d[s] for d in per_seed])) for s in SCORES}
+
+
+def _bootstrap(probs: dict[str, np.ndarray], y: np.ndarray, settings: UtilitySettings) -> dict[str, dict]:
+    """arm -> score -> array of `bootstrap` seed-mean values over resampled held-out indices."""
+    rng = np.random.default_rng(settings.seed)
+    index = rng.integers(0, len(y), (settings.bootstrap, len(y)))
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for arm, p in probs.items():
+        values = [_seed_mean(p[:, i], y[i]) for i in index]
+        out[arm] = {s: np.array([v[s] for v in values]) for s in SCORES}
+    return out
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    tail = 100 * (1 - CI_LEVEL) / 2
+    low, high = np.nanpercentile(values, [tail, 100 - tail])
+    return float(low), float(high)

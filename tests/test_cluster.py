@@ -1,0 +1,298 @@
+"""Several machines: worker identity and liveness (pid reuse), re-queueing a dead machine's cell once,
+and, with real servers (marker `servers`: PostgreSQL + `mlflow server`), two "machines" (process trees
+started from different folders with different host identities) sharing one grid; one killed with
+SIGKILL mid-trial; PostgreSQL restarted mid-study. Cells are `cluster_machine.slow_cell` (1 s sleeps),
+so the server tests measure the machinery, not training."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from optuna.exceptions import StorageInternalError
+from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError, PendingRollbackError
+
+from lossbench import tracking
+from lossbench.config import StudyConfig
+from lossbench.errors import ConfigError, StorageUnavailable, lossbench_error_in
+from lossbench.study import grid_cells, open_storage, rdb
+from lossbench.study.grid import Cell
+from lossbench.study.liveness import HOST_ENV, Worker, current_worker
+from lossbench.study.queue import enqueue, recover, trial_cell
+
+REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def _running_trial(study: optuna.Study, cell: Cell, worker: Worker, uri: str, exp: str, parent: str):
+    """A queued cell taken by `worker` (RUNNING, with an MLflow run), as a worker would leave it."""
+    enqueue(study, cell)
+    trial = study.ask()
+    for key, value in worker.attrs().items():
+        trial.set_user_attr(key, value)
+    run = tracking.TrialRun.start(uri, exp, parent, cell.key, {tracking.TRIAL_TAG: trial.number})
+    trial.set_user_attr("mlflow_run_id", run.run_id)
+    return trial, run.run_id
+
+
+def test_worker_identity_round_trips_and_other_hosts_are_not_judged_here(monkeypatch):
+    me = current_worker()
+    assert me.pid == os.getpid() and me.started is not None and len(me.token) == 8
+    assert Worker.from_attrs(me.attrs()) == me and me.alive_here() is True
+    assert Worker.from_attrs({"pid": 3}) is None
+    monkeypatch.setenv(HOST_ENV, "elsewhere")
+    assert me.alive_here() is None  # another host: only a heartbeat can tell
+
+
+def test_a_reused_pid_is_a_dead_worker_and_its_cell_is_requeued_once(tmp_path):
+    """A RUNNING trial whose recorded pid is alive but started at another time (the pid was reused)."""
+    study = optuna.create_study(study_name="reuse", storage=open_storage(None, tmp_path))
+    uri = tracking.default_tracking_uri(tmp_path)
+    exp = tracking.init_experiment(uri, "reuse", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "reuse", {}, {})
+    me = current_worker()
+    reused = Worker(me.host, me.pid, "deadbeef", me.started - 5.0)
+    dead, dead_run = _running_trial(study, Cell("bce", 1.0, 0), reused, uri, exp, parent)
+    live, live_run = _running_trial(study, Cell("bce", 1.0, 1), me, uri, exp, parent)
+
+    recover(study, uri, exp)
+    recover(study, uri, exp)  # a second recovery changes nothing
+    trials = study.get_trials()
+    assert trials[dead.number].state == TrialState.FAIL
+    assert trials[dead.number].user_attrs["fail_reason"].startswith(f"worker pid {me.pid} died")
+    assert trials[live.number].state == TrialState.RUNNING
+    client = MlflowClient(uri)
+    assert client.get_run(dead_run).info.status == "KILLED"
+    assert "deadbeef" in client.get_run(dead_run).data.tags[tracking.FAIL_REASON_TAG]
+    assert client.get_run(live_run).info.status == "RUNNING"
+    (retry,) = [t for t in trials if t.state == TrialState.WAITING]
+    assert retry.user_attrs["retry_of"] == dead.number and trial_cell(retry) == Cell("bce", 1.0, 0)
+
+
+def test_storage_retries_an_unreachable_database_then_gives_up_in_one_line(monkeypatch):
+    monkeypatch.setattr(rdb, "FIRST_DELAY_S", 0.01)
+    calls = []
+
+    def flaky(self, n):
+        calls.append(n)
+        if len(calls) < 3:
+            raise StorageInternalError("commit") from OperationalError("SELECT 1", {}, Exception("refused"))
+        return n
+
+    def down(self):
+        raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+
+    def invalid(self):
+        raise StorageInternalError("value too long") from ValueError("too long")
+
+    def rolled_back(self):  # seen in a PostgreSQL restart: the rollback itself fails
+        calls.append(0)
+        if len(calls) < 2:
+            try:
+                raise OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+            except OperationalError:
+                try:
+                    raise PendingRollbackError("Can't reconnect until invalid transaction is rolled back")  # noqa: B904
+                except PendingRollbackError as e:
+                    raise StorageInternalError("commit") from e
+        return "ok"
+
+    storage = SimpleNamespace(retry_s=0.2)
+    assert rdb._retrying(flaky)(storage, 5) == 5 and len(calls) == 3
+    calls.clear()
+    assert rdb._retrying(rolled_back)(storage) == "ok" and len(calls) == 2
+    calls.clear()
+    with pytest.raises(StorageInternalError):  # not a lost connection: not retried
+        rdb._retrying(invalid)(storage)
+    start = time.monotonic()
+    with pytest.raises(StorageUnavailable, match=r"did not answer for 0.2 s \(.*server closed"):
+        rdb._retrying(down)(storage)
+    assert 0.1 < time.monotonic() - start < 2
+    start = time.monotonic()
+    with pytest.raises(StorageUnavailable):  # once given up, one try until a call succeeds
+        rdb._retrying(down)(storage)
+    assert time.monotonic() - start < 0.05
+    assert rdb._retrying(lambda self: 7)(storage) == 7 and storage._gave_up is False
+    calls.clear()
+    assert rdb._retrying(flaky)(storage, 1) == 1 and len(calls) == 3  # back: retried again
+
+
+def test_a_worker_finds_our_error_behind_the_one_optuna_raises_while_handling_it():
+    try:
+        try:
+            raise StorageUnavailable("the study database did not answer for 4 s")
+        except StorageUnavailable:
+            raise UnboundLocalError("updated_state") from None  # Optuna's tell, when get_trial fails too
+    except UnboundLocalError as e:
+        assert str(lossbench_error_in(e)).startswith("the study database did not answer")
+    assert lossbench_error_in(ValueError("other")) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql+psycopg://me:secret@127.0.0.1:1/x", r"cannot open .*me:\*\*\*@127.0.0.1:1/x: .*refused"),
+        ("notadb://x", "cannot open the study database notadb://x"),
+    ],
+)
+def test_an_unreachable_or_unknown_database_is_one_line_without_the_password(url, message):
+    pytest.importorskip("psycopg")
+    with pytest.raises(StorageUnavailable, match=message) as caught:
+        open_storage(url)
+    assert "secret" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_heartbeat_settings_are_checked():
+    with pytest.raises(ConfigError, match="grace_s"):
+        StudyConfig(heartbeat_s=10, grace_s=10)
+    with pytest.raises(ConfigError, match="heartbeat_s"):
+        StudyConfig(heartbeat_s=0)
+
+
+# ------------------------------------------------------------------------------- with real servers
+
+
+def _config(storage: str, tracking_uri: str) -> StudyConfig:
+    sys.path.insert(0, str(TESTS))
+    import cluster_machine
+
+    return cluster_machine.config("x", storage, tracking_uri)
+
+
+@pytest.mark.servers
+def test_two_machines_recovering_one_stale_trial_at_once_requeue_it_once(postgres, mlflow_url, tmp_path):
+    url = postgres.create_database("race")
+    config = _config(url, mlflow_url)
+    study = optuna.create_study(study_name="race", storage=open_storage(url, tmp_path, config, mlflow_url))
+    exp = tracking.init_experiment(mlflow_url, "race", None)
+    parent = tracking.study_run(mlflow_url, exp, "race", {}, {})
+    gone = Worker("machine-gone", 1, "0badc0de", 0.0)
+    trial, run_id = _running_trial(study, Cell("bce", 3.0, 2), gone, mlflow_url, exp, parent)
+    study._storage.record_heartbeat(trial._trial_id)
+    time.sleep(config.grace_s + 1)
+
+    def machine() -> None:
+        mine = optuna.load_study(study_name="race", storage=open_storage(url, tmp_path, config, mlflow_url))
+        recover(mine, mlflow_url, exp)
+
+    threads = [threading.Thread(target=machine) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trials = study.get_trials()
+    assert trials[trial.number].state == TrialState.FAIL
+    assert [t.user_attrs.get("retry_of") for t in trials if t.state == TrialState.WAITING] == [trial.number]
+    assert MlflowClient(mlflow_url).get_run(run_id).info.status == "KILLED"
+
+
+def _machine(folder: Path, host: str, url: str, mlflow_url: str, name: str) -> subprocess.Popen:
+    """`cluster_machine.main` in `folder` as host `host`: its own process group (parent + workers)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, HOST_ENV: host, "PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}", "OMP_NUM_THREADS": "1"}
+    env["PYTHONFAULTHANDLER"] = "1"  # a crash in C (seen once: SIGABRT during a restart) shows its stacks
+    argv = [sys.executable, "-c", "import cluster_machine; cluster_machine.main()", url, mlflow_url, name]
+    out = (folder / "out.log").open("w")
+    return subprocess.Popen(
+        argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def _poll(url: str, name: str, state: TrialState, enough: int, timeout: float = 120) -> list:
+    """Wait until the study `name` has `enough` trials in `state` that have an MLflow run; those trials."""
+    storage = open_storage(url)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials(states=(state,))
+        except KeyError:  # the study is not created yet
+            trials = []
+        trials = [t for t in trials if "mlflow_run_id" in t.user_attrs]
+        if len(trials) >= enough:
+            return trials
+        time.sleep(0.1)
+    raise AssertionError(f"{name}: fewer than {enough} {state.name} trials after {timeout} s")
+
+
+def _wait(machines: list[subprocess.Popen], timeout: float = 150) -> None:
+    for m in machines:
+        assert m.wait(timeout=timeout) == 0, Path(m.args[0]).name
+
+
+def _check_grid(url: str, mlflow_url: str, name: str) -> tuple[list, list]:
+    """Exactly one COMPLETE trial and one FINISHED child run per cell; nothing left RUNNING."""
+    config = _config(url, mlflow_url)
+    trials = optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+    complete = Counter(trial_cell(t) for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == Counter(grid_cells(config))
+    assert not [t.number for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    client = MlflowClient(mlflow_url)
+    runs = client.search_runs([client.get_experiment_by_name(name).experiment_id])
+    children = [r for r in runs if r.data.tags.get(tracking.ROLE_TAG) == "trial"]
+    tags = [r.data.tags for r in children if r.info.status == "FINISHED"]
+    finished = Counter(
+        Cell(t[tracking.LOSS_TAG], float(t[tracking.LAMBDA_TAG]), int(t[tracking.SEED_TAG])) for t in tags
+    )
+    assert finished == Counter(grid_cells(config))
+    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    return trials, children
+
+
+@pytest.mark.servers
+def test_two_machines_share_one_grid_each_cell_once(postgres, mlflow_url, tmp_path):
+    url = postgres.create_database("two")
+    start = time.monotonic()
+    machines = [_machine(tmp_path / h, h, url, mlflow_url, "two") for h in ("machine-a", "machine-b")]
+    _wait(machines)
+    print(f"\ntiny grid (12 cells x 1 s) on two machines: {time.monotonic() - start:.1f} s wall")
+    trials, children = _check_grid(url, mlflow_url, "two")
+    hosts = Counter(t.user_attrs["host"] for t in trials if t.state == TrialState.COMPLETE)
+    assert set(hosts) <= {"machine-a", "machine-b"}
+    for run in children:
+        trial = trials[int(run.data.tags[tracking.TRIAL_TAG])]
+        assert run.data.tags[tracking.WORKER_TAG] == str(Worker.from_attrs(trial.user_attrs))
+    assert not (tmp_path / "machine-a" / "mlruns" / "optuna-journal.log").exists()  # servers only
+
+
+@pytest.mark.servers
+def test_a_machine_killed_mid_trial_is_taken_over(postgres, mlflow_url, tmp_path):
+    url = postgres.create_database("kill")
+    hosts = ("machine-a", "machine-b")
+    victim, survivor = [_machine(tmp_path / h, h, url, mlflow_url, "kill") for h in hosts]
+    busy: set[str] = set()
+    while busy != set(hosts):  # both at work, A in a cell whose MLflow run exists
+        running = _poll(url, "kill", TrialState.RUNNING, 1)
+        busy = {t.user_attrs["host"] for t in running}
+    (dead,) = [t for t in running if t.user_attrs["host"] == "machine-a"]
+    os.killpg(victim.pid, signal.SIGKILL)
+    killed_at = time.time()
+    victim.wait()
+    _wait([survivor])
+    trials, _ = _check_grid(url, mlflow_url, "kill")
+    assert trials[dead.number].state == TrialState.FAIL
+    assert MlflowClient(mlflow_url).get_run(dead.user_attrs["mlflow_run_id"]).info.status == "KILLED"
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
+    assert retry.state == TrialState.COMPLETE and retry.user_attrs["host"] == "machine-b"
+    took = retry.datetime_start.timestamp() - killed_at
+    print(f"\ntake-over: the dead machine's cell restarted on the other {took:.1f} s after the kill")
+
+
+@pytest.mark.servers
+def test_postgres_restarted_mid_study(postgres, mlflow_url, tmp_path):
+    url = postgres.create_database("restart")
+    machine = _machine(tmp_path / "a", "machine-a", url, mlflow_url, "restart")
+    _poll(url, "restart", TrialState.COMPLETE, 2)
+    postgres.restart()
+    _wait([machine])
+    _check_grid(url, mlflow_url, "restart")
