@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import torch
 
 from lossbench.config import AUGMENTATIONS
-from lossbench.errors import ConfigError
 from lossbench.randomness import Draw, Draws
 
 POLICIES = AUGMENTATIONS  # applied in this order
@@ -82,14 +81,6 @@ def cutout(x: torch.Tensor, rng: torch.Generator | Draws) -> torch.Tensor:
 
 _FUNCTIONS = {"color": color, "translation": translation, "cutout": cutout}
 _DRAWS = {"color": _color_draws, "translation": _translation_draws, "cutout": _cutout_draws}
-
-
-def check_policy(policy: Sequence[str]) -> tuple[str, ...]:
-    """`policy` as a tuple; ConfigError naming an unknown entry."""
-    unknown = [p for p in policy if p not in _FUNCTIONS]
-    if unknown:
-        raise ConfigError(f"unknown augmentation {unknown[0]!r} (known: {', '.join(POLICIES)})")
-    return tuple(policy)
 
 
 def draws(policy: Sequence[str], shape: Sequence[int]) -> list[Draw]:
