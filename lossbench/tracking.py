@@ -309,6 +309,10 @@ def describe(lines: list[str], random_weights: bool) -> str:
     return "\n\n".join(([f"**{RANDOM_WARNING}**"] if random_weights else []) + lines)
 
 
+#: How MLflow's stores report a dataset inserted twice: SQLite, PostgreSQL (key "dataset_pk"), MySQL.
+_DUPLICATE_DATASET = ("UNIQUE constraint failed: datasets", '"dataset_pk"', "for key 'datasets.PRIMARY'")
+
+
 def log_dataset(tracking_uri: str, run_id: str, name: str, digest: str, split: str, n_images: int) -> None:
     """Record the training data as the run's input: name, content digest, split (context tag)."""
     profile = json.dumps({"num_images": n_images, "fingerprint": digest})
@@ -323,7 +327,7 @@ def log_dataset(tracking_uri: str, run_id: str, name: str, digest: str, split: s
             # Two workers logging the same new dataset at once: MLflow looks it up, then inserts
             # it, and the slower insert breaks the (experiment, name, digest) key. Once inserted,
             # the next attempt finds it and only links it to this run.
-            if "UNIQUE constraint failed: datasets" not in str(e) or attempt == 2:
+            if not any(m in str(e) for m in _DUPLICATE_DATASET) or attempt == 2:
                 raise
 
 

@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.exceptions import StorageInternalError
 from optuna.trial import TrialState
-from sqlalchemy.exc import OperationalError, PendingRollbackError
+from sqlalchemy.exc import IntegrityError, OperationalError, PendingRollbackError
 
 from lossbench import tracking
 from lossbench.config import StudyConfig
@@ -128,6 +128,27 @@ def test_storage_retries_an_unreachable_database_then_gives_up_in_one_line(monke
     assert rdb._retrying(flaky)(storage, 1) == 1 and len(calls) == 3  # back: retried again
 
 
+def test_a_machine_losing_the_race_to_create_the_tables_retries_until_they_exist(monkeypatch):
+    """Seen on CI: two machines opening a fresh database, the loser collided twice (tables, then
+    Alembic's version table); one retry was not enough."""
+    monkeypatch.setattr(rdb, "FIRST_DELAY_S", 0.01)
+    attempts = []
+
+    def racing(self, url, **kwargs):
+        attempts.append(url)
+        if len(attempts) < 4:
+            raise IntegrityError("CREATE TABLE alembic_version", {}, Exception("duplicate key value"))
+
+    monkeypatch.setattr(rdb.RDBStorage, "__init__", racing)
+    rdb.RetryingRDBStorage("postgresql://db/x", retry_s=1)
+    assert len(attempts) == 4
+    monkeypatch.setattr(rdb, "TABLES_RACE_S", 0.05)
+    attempts.clear()
+    with pytest.raises(StorageUnavailable, match="cannot create Optuna's tables in postgresql://db/x"):
+        rdb.RetryingRDBStorage("postgresql://db/x", retry_s=0)
+    assert 1 < len(attempts) < 4
+
+
 def test_a_worker_finds_our_error_behind_the_one_optuna_raises_while_handling_it():
     try:
         try:
@@ -204,9 +225,11 @@ def _machine(folder: Path, host: str, url: str, mlflow_url: str, name: str) -> s
     env["PYTHONFAULTHANDLER"] = "1"  # a crash in C (seen once: SIGABRT during a restart) shows its stacks
     argv = [sys.executable, "-c", "import cluster_machine; cluster_machine.main()", url, mlflow_url, name]
     out = (folder / "out.log").open("w")
-    return subprocess.Popen(
+    machine = subprocess.Popen(
         argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
     )
+    machine.log = Path(out.name)  # read by _wait when the machine fails
+    return machine
 
 
 def _poll(url: str, name: str, state: TrialState, enough: int, timeout: float = 120) -> list:
@@ -226,8 +249,9 @@ def _poll(url: str, name: str, state: TrialState, enough: int, timeout: float = 
 
 
 def _wait(machines: list[subprocess.Popen], timeout: float = 150) -> None:
+    """Every machine exits 0; else the assertion shows the failed machine's output."""
     for m in machines:
-        assert m.wait(timeout=timeout) == 0, Path(m.args[0]).name
+        assert m.wait(timeout=timeout) == 0, f"{m.log.parent.name} failed:\n{m.log.read_text()[-4000:]}"
 
 
 def _check_grid(url: str, mlflow_url: str, name: str) -> tuple[list, list]:
@@ -247,6 +271,27 @@ def _check_grid(url: str, mlflow_url: str, name: str) -> tuple[list, list]:
     assert finished == Counter(grid_cells(config))
     assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
     return trials, children
+
+
+@pytest.mark.servers
+def test_machines_opening_a_fresh_database_at_once_all_get_the_tables(postgres):
+    url = postgres.create_database("fresh")
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def machine() -> None:
+        barrier.wait()
+        try:
+            open_storage(url).get_all_studies()
+        except BaseException as e:  # noqa: BLE001 - collected and asserted on below
+            errors.append(e)
+
+    threads = [threading.Thread(target=machine) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
 
 
 @pytest.mark.servers

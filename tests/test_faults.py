@@ -233,9 +233,18 @@ def test_a_moved_study_folder_is_detected(tmp_path):
         run_study(small("moved"), root=tmp_path / "b", cell_fn=fake_cell)
 
 
-def test_two_workers_logging_the_same_new_dataset_at_once_both_record_it(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "message",
+    [  # MLflow's SQLite store (seen with --force); an MLflow server on PostgreSQL (seen on CI)
+        "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
+        "datasets.digest",
+        "BAD_REQUEST: (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint "
+        '"dataset_pk"',
+    ],
+)
+def test_two_workers_logging_the_same_new_dataset_at_once_both_record_it(tmp_path, monkeypatch, message):
     """MLflow looks a dataset up, then inserts it: two workers starting their first cells at once
-    both insert, and the slower one broke the unique key (a worker crash, seen with --force)."""
+    both insert, and the slower one broke the unique key (a worker crash)."""
     from mlflow.exceptions import MlflowException
 
     uri = tracking.default_tracking_uri(tmp_path)
@@ -247,10 +256,7 @@ def test_two_workers_logging_the_same_new_dataset_at_once_both_record_it(tmp_pat
     def racing(self, run_id, datasets=None, models=None):  # the other worker's insert wins the race
         monkeypatch.setattr(MlflowClient, "log_inputs", real)
         real(self, other, datasets=datasets)
-        raise MlflowException(
-            "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, datasets.name, "
-            "datasets.digest"
-        )
+        raise MlflowException(message)
 
     monkeypatch.setattr(MlflowClient, "log_inputs", racing)
     tracking.log_dataset(uri, mine, "phantom:64", "ab" * 32, "train", 64)

@@ -7,8 +7,8 @@ doubling to 10 s), for at most `retry_s` seconds; then it raises StorageUnavaila
 it has given up, later calls are tried once until one succeeds, so a worker stops promptly. A heartbeat
 is never raised from: Optuna's heartbeat thread would die with a traceback; it simply tries again at
 the next interval. Retried writes are safe when the failed attempt was not committed, the usual case
-(a connection lost between commit and acknowledgement is not distinguished). Two machines creating
-Optuna's tables in a fresh database at once collide; the loser opens the storage again.
+(a connection lost between commit and acknowledgement is not distinguished). Machines creating
+Optuna's tables in a fresh database at once collide; the losers open the storage again, backing off.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from lossbench.errors import StorageUnavailable
 _log = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.5
 MAX_DELAY_S = 10.0
+TABLES_RACE_S = 30.0  # how long a machine retries creating Optuna's tables while others create them
 #: RDBStorage methods that reach the database (those Optuna's cached storage and lossbench call).
 _CALLS = (
     "create_new_study",
@@ -101,11 +102,7 @@ class RetryingRDBStorage(RDBStorage):
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna 5
                 warnings.simplefilter("ignore", ExperimentalWarning)
-                try:
-                    RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
-                except (IntegrityError, ProgrammingError):  # another machine created the tables just now
-                    time.sleep(FIRST_DELAY_S)
-                    RDBStorage.__init__(self, url, engine_kwargs=engine_kwargs, **kwargs)
+                self._create_tables_racing(url, engine_kwargs=engine_kwargs, **kwargs)
         except ImportError:
             raise StorageUnavailable(
                 f"no database driver for {_shown(url)} (PostgreSQL: pip install 'lossbench[postgres]')"
@@ -113,6 +110,25 @@ class RetryingRDBStorage(RDBStorage):
         except (OperationalError, InterfaceError, ArgumentError) as e:
             where = _shown(url)
             raise StorageUnavailable(f"cannot open the study database {where}: {_first_line(e)}") from None
+
+    def _create_tables_racing(self, url: str, **kwargs: Any) -> None:
+        """`RDBStorage.__init__`, which creates Optuna's tables and stamps their version on first use.
+        Machines starting at once collide there (a duplicate table, type or version row, in any of
+        several statements); each attempt is idempotent, so a loser tries again, backing off, for at
+        least TABLES_RACE_S seconds."""
+        deadline = time.monotonic() + max(self.retry_s, TABLES_RACE_S)
+        delay = FIRST_DELAY_S
+        while True:
+            try:
+                RDBStorage.__init__(self, url, **kwargs)
+                return
+            except (IntegrityError, ProgrammingError) as e:
+                if time.monotonic() + delay > deadline:
+                    raise StorageUnavailable(
+                        f"cannot create Optuna's tables in {_shown(url)}: {_first_line(e)}"
+                    ) from None
+                time.sleep(delay)
+                delay = min(2 * delay, MAX_DELAY_S)
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
