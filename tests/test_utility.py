@@ -48,6 +48,24 @@ def test_synthetic_counts_balance_or_water_fill():
     assert synthetic_counts([3, 3], 1.0) == [3, 3]
 
 
+def test_every_class_is_drawn_equally_often_whatever_its_count(parts, monkeypatch):
+    """Balancing alone raises balanced accuracy; each arm draws classes equally so that the gain
+    measures the synthetic images, not the rebalancing (see the module docstring)."""
+    import lossbench.metrics.utility as utility
+
+    train, _ = parts
+    keep = torch.cat([torch.nonzero(train.labels == 0)[:, 0], torch.nonzero(train.labels == 1)[:4, 0]])
+    seen = []
+    real_ce = utility.F.cross_entropy
+    monkeypatch.setattr(utility.F, "cross_entropy", lambda logits, y: seen.append(y) or real_ce(logits, y))
+    settings = dataclasses.replace(FAST, steps=100, batch_size=16)
+    utility.train_classifier(train.images[keep], train.labels[keep], 3, 0, settings)
+    drawn = torch.bincount(torch.cat(seen), minlength=3) / (100 * 16)
+    counts = torch.bincount(train.labels[keep], minlength=3)
+    assert counts[0] >= 4 * counts[1] and drawn[2] == 0
+    assert drawn[0] == pytest.approx(0.5, abs=0.05) and drawn[1] == pytest.approx(0.5, abs=0.05)
+
+
 def held_out_copies(heldout):
     """A 'generator' that returns copies of the held-out images of each class (a leak)."""
 

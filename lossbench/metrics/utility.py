@@ -18,9 +18,16 @@ resampled indices for every arm, so the gain's interval is paired), classifier s
 inside each resample.
 
 Training: Adam (lr `LR`), cross-entropy, `steps` minibatches of `batch_size` images drawn with
-replacement from a generator seeded by the classifier seed; weights initialised under that seed
-too (torch's global RNG is forked, so it is left untouched). Images are uint8, scaled to [-1, 1];
-no augmentation. Same inputs and seeds -> the same numbers on CPU.
+replacement, every class equally likely (an image of class k with probability 1 / (K · n_k)), from
+a generator seeded by the classifier seed; weights initialised under that seed too (torch's global
+RNG is forked, so it is left untouched). Images are uint8, scaled to [-1, 1]; no augmentation.
+Same inputs and seeds -> the same numbers on CPU.
+
+Why class-balanced minibatches in every arm: balancing the classes alone raises balanced accuracy
+on imbalanced data (on BUSI at 64 px, 5 classifier seeds: 0.455 drawn uniformly, 0.552
+oversampled). With uniform draws, the `aug` arm's gain would credit the synthetic images with what
+oversampling the real ones already gives; with balanced draws in every arm the gain measures what
+the synthetic images add beyond that standard baseline.
 """
 
 from __future__ import annotations
@@ -59,6 +66,7 @@ class UtilitySettings:
     batch_size: int = 32
     width: int = 16  # channels of the first conv; doubled twice
     ratio: float = 0.0  # 0 = balance the classes; r > 0 = add round(r × N_train) synthetic images
+    sampling: str = "class-balanced"  # minibatches: or "uniform" over images (a control, see above)
     bootstrap: int = 1000  # resamples of the held-out part
     seed: int = 0  # seeds the bootstrap
 
@@ -119,10 +127,15 @@ def train_classifier(
         torch.manual_seed(seed)
         model = Classifier(n_classes, settings.width).to(device)
     order = torch.Generator().manual_seed(seed)
+    if settings.sampling not in ("class-balanced", "uniform"):
+        raise ConfigError(f"utility sampling must be class-balanced or uniform, not {settings.sampling!r}")
+    weights = torch.ones(len(labels), dtype=torch.double)
+    if settings.sampling == "class-balanced":
+        weights /= torch.bincount(labels, minlength=n_classes)[labels]
     opt = torch.optim.Adam(model.parameters(), lr=LR)
     model.train()
     for _ in range(settings.steps):
-        index = torch.randint(len(images), (settings.batch_size,), generator=order)
+        index = torch.multinomial(weights, settings.batch_size, replacement=True, generator=order)
         loss = F.cross_entropy(model(to_float(images[index].to(device))), labels[index].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
