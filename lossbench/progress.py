@@ -1,7 +1,9 @@
 """What long work is doing, told from its first second: one line per stage on stderr.
 
-Shown only when stderr is a terminal (as the progress bars), so that a failing command run by a
-script still prints exactly one line."""
+Stages are shown only when stderr is a terminal (as the progress bars), so that a failing command
+run by a script still prints exactly one line. Where stderr is a file or a pipe (a batch job, nohup),
+progress bars stay silent until the end, so long work logs `milestone` lines instead (a study: one
+per finished cell)."""
 
 from __future__ import annotations
 
@@ -15,4 +17,10 @@ def stage(message: str, enabled: bool = True) -> None:
     """Print `[  12.3 s] message` on stderr (seconds since lossbench was imported) when `enabled` and
     stderr is a terminal."""
     if enabled and sys.stderr.isatty():
+        print(f"[{time.monotonic() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def milestone(message: str) -> None:
+    """Print `[  12.3 s] message` on stderr when it is NOT a terminal (there a progress bar shows it)."""
+    if not sys.stderr.isatty():
         print(f"[{time.monotonic() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)

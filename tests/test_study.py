@@ -162,6 +162,17 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
         run_study(changed, root=tmp_path, cell_fn=fake_cell)
 
 
+def test_a_study_logged_to_a_file_says_when_each_cell_finishes(tmp_path, capsys):
+    """stderr is not a terminal here (captured): the bar is silent, so each finished cell is a line."""
+    run_study(tiny("logged", seeds=(0,)), root=tmp_path, progress=True, cell_fn=fake_cell)
+    lines = [
+        line.split("] ", 1)[1] for line in capsys.readouterr().err.splitlines() if "cells finished" in line
+    ]
+    finished = [int(line.split(": ")[1].split("/")[0]) for line in lines]
+    assert finished == sorted(set(finished)) and finished[0] < 4  # one line per change, in order
+    assert lines[-1] == "logged: 4/4 cells finished"
+
+
 def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
     config = tiny("e2e")
     summary = run_study(config, root=tmp_path)

@@ -28,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig
 from lossbench.errors import lossbench_error_in
+from lossbench.progress import milestone
 from lossbench.study import worker_entry
 from lossbench.study.cell import CellFn, Objective
 from lossbench.study.grid import grid_cells
@@ -166,15 +167,24 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _show_progress(study: optuna.Study, config: StudyConfig, workers: list, enabled: bool) -> None:
-    """Show the grid's progress until every worker has exited."""
+    """Show the grid's progress until every worker has exited: a bar on a terminal, else (when
+    `enabled`) a line each time the number of finished cells changes."""
     cells = grid_cells(config)
+    logged = None
     with _progress(enabled) as bar:
         task = bar.add_task(config.name, total=len(cells), states="")
-        while any(w.is_alive() for w in workers):
+        while True:
+            alive = any(w.is_alive() for w in workers)
             counts = count_states(cell_states(study), cells)
-            bar.update(
-                task,
-                completed=counts["done"] + counts["failed"] + counts["pruned"],
-                states=", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "done"),
-            )
+            finished = counts["done"] + counts["failed"] + counts["pruned"]
+            states = ", ".join(f"{n} {s}" for s, n in counts.items() if n and s != "done")
+            bar.update(task, completed=finished, states=states)
+            if enabled and finished != logged:
+                milestone(
+                    f"{config.name}: {finished}/{len(cells)} cells finished"
+                    + (f" ({states})" if states else "")
+                )
+                logged = finished
+            if not alive:
+                return
             time.sleep(1.0)
