@@ -10,6 +10,7 @@ import dataclasses
 import multiprocessing
 import os
 import signal
+import statistics
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from lossbench import cli, tracking
+from lossbench import cli, formatting, tracking
 from lossbench.config import DataConfig, EvalConfig, StudyConfig, TrainConfig
 from lossbench.errors import ConfigError, DivergedError, LossbenchError
 from lossbench.study import (
@@ -151,6 +152,9 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     assert cli.main(["study", "status", "machinery", "--root", str(tmp_path)]) == 0
     table = capsys.readouterr().out
     assert table.count(" done ") == 7 and table.count(" failed ") == 1 and "diverged" in table
+    finished = [t for t in trials(tmp_path, "machinery") if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
+    took = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in finished)
+    assert f"8 finished cell(s): median {formatting.duration(statistics.median(took))} per cell" in table
 
     n = len(trials(tmp_path, "machinery"))
     again = run_study(config, root=tmp_path, cell_fn=fake_cell)
@@ -160,6 +164,14 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     changed.train.steps = 5
     with pytest.raises(ConfigError, match=r"created with other settings: train.steps=4 \(now 5\)"):
         run_study(changed, root=tmp_path, cell_fn=fake_cell)
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.23, "0.2 s"), (45.4, "45 s"), (59.6, "1 min 00 s"), (192, "3 min 12 s"), (7501, "2 h 05 min")],
+)
+def test_durations_read_as_a_person_would_say_them(seconds, text):
+    assert formatting.duration(seconds) == text
 
 
 def test_a_study_logged_to_a_file_says_when_each_cell_finishes(tmp_path, capsys):

@@ -184,10 +184,15 @@ def status(
     storage: str | None = options.STORAGE,
     root: Path = options.ROOT,
 ) -> None:
-    """The study's grid as a table: done, running, queued, failed, pending per cell."""
+    """The study's grid as a table: state, objective and time per cell (done, running, queued,
+    failed, pending), then the median time of a finished cell and the wall time so far."""
+    import statistics
+    from datetime import datetime
+
     from rich.console import Console
     from rich.table import Table
 
+    from lossbench.formatting import duration
     from lossbench.study.journal import check_study_named
 
     check_study_named(name, storage, root)  # before optuna is imported
@@ -201,11 +206,18 @@ def status(
         "state",
         "trial",
         study.user_attrs.get("config", {}).get("objective", "value"),
+        "time",
         "note",
     )
+    took = []  # seconds per finished cell
     for cell, state, trial in study_cells(study):
         value = trial.value if trial is not None and trial.value is not None else None
         note = trial.user_attrs.get("fail_reason", "") if trial is not None else ""
+        start = trial.datetime_start if trial is not None else None
+        end = trial.datetime_complete if trial is not None else None
+        if start is not None and end is not None:
+            took.append((end - start).total_seconds())
+        elapsed = ((end or datetime.now()) - start).total_seconds() if start is not None else None
         table.add_row(
             cell.loss,
             f"{cell.lam:g}",
@@ -213,9 +225,18 @@ def status(
             state,
             str(trial.number) if trial is not None else "",
             f"{value:.4g}" if value is not None else "",
+            ("" if elapsed is None else duration(elapsed) + (" so far" if end is None else "")),
             note,
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+    ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
+    if took:
+        console.print(
+            f"{len(took)} finished cell(s): median {duration(statistics.median(took))} per cell; "
+            f"first start to last finish {duration((max(ends) - min(starts)).total_seconds())}"
+        )
 
 
 @study_app.command("export")
