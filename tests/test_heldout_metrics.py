@@ -144,6 +144,11 @@ def test_encoder_file_registers_as_extractor_and_ladder_holds(tmp_path):
     assert {f"density.{enc}", f"coverage.{enc}", "lpips_ff"} <= set(result.metrics)
     assert "lpips_ff." + enc not in result.metrics and DIRECTIONS[f"fid.{enc}"] == "min"
     assert result.settings["fid_extractor"] == TINY and result.settings[f"fid_extractor.{enc}"] == enc
+    copies = EvalConfig(metrics=("copy",), n_fake=len(held), feature_extractor=name, cache_dir=str(tmp_path))
+    evaluate(held, split.train, copies, heldout=split.heldout)  # the encoder's own split: accepted
+    other = holdout_split(load_dataset("phantom:96", 32), 0.25, 1)  # its held-out images trained the encoder
+    with pytest.raises(ConfigError, match="trained on another train part .* split seed 0"):
+        evaluate(other.heldout.images, other.train, copies, heldout=other.heldout)
     path.write_bytes(path.read_bytes() + b"x")  # altered file: refused, one line
     with pytest.raises(WeightsDigestError, match="sidecar says"):
         load_encoder(path)

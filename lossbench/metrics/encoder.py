@@ -36,6 +36,7 @@ from lossbench.files import atomic_write
 from lossbench.weights import file_sha256
 
 if TYPE_CHECKING:
+    from lossbench.data import ImageDataset
     from lossbench.data.split import Split
 
 PREFIX = "encoder:"
@@ -210,6 +211,31 @@ def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     except Exception as e:  # unpickling refused, or another architecture
         raise WeightsDigestError(f"{path} does not hold a {ARCH} encoder ({type(e).__name__})") from None
     return model.requires_grad_(False).eval(), sidecar
+
+
+def check_split(spec: str, train: ImageDataset, heldout: ImageDataset | None) -> None:
+    """ConfigError unless the encoder `encoder:FILE` was trained on exactly `train`, when an evaluation
+    holds `heldout` out: an encoder trained on another split (or on everything) may have learnt the
+    held-out images, the yardstick of copy detection and utility. Compared by content fingerprints,
+    so the data, resolution, held-out share and split seed must all be the same."""
+    if heldout is None:
+        return
+    path = Path(spec[len(PREFIX) :]).expanduser()
+    try:
+        split = json.loads(sidecar_path(path).read_text())["split"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # an absent or foreign sidecar is refused, in one line, when the encoder is loaded
+    if (
+        split.get("train_fingerprint") != train.fingerprint
+        or split.get("heldout_fingerprint") != heldout.fingerprint
+    ):
+        raise ConfigError(
+            f"encoder {path} was trained on another train part (holdout {split.get('holdout')}, split seed "
+            f"{split.get('split_seed')}, train fingerprint {str(split.get('train_fingerprint'))[:12]}) than "
+            f"this one (fingerprint {train.fingerprint[:12]}): its training images may include held-out "
+            "ones; train one on this split with `lossbench encoder train` (same data, resolution, "
+            "--holdout, --split-seed)"
+        )
 
 
 class EncoderExtractor(FeatureExtractorBase):

@@ -35,7 +35,7 @@ from lossbench.images import (
     proportional_counts,
     sample_classes,
 )
-from lossbench.metrics import cache, diversity, fidelity, noise
+from lossbench.metrics import cache, diversity, encoder, fidelity, noise
 from lossbench.metrics.registry import check_needs, extractor_key, get_metric, resolve_metrics
 
 if TYPE_CHECKING:
@@ -252,6 +252,9 @@ def evaluate(
         heldout=heldout is not None,
         conditional=generator is not None and is_conditional(generator),
     )
+    for spec in {config.feature_extractor, config.prc_extractor, *config.extra_extractors}:
+        if spec.startswith(encoder.PREFIX):
+            encoder.check_split(spec, real, heldout)
     state = EvalState(real, config, device, heldout, generator)
     extra = _extra_states(metrics, state)
     for metric in metrics:
