@@ -55,7 +55,7 @@ def main() -> None:
         root = Path(tmp)
         config, data = prepare(dataclasses.replace(base, workers=1), root)
         real = run.preflight(config, data)
-        study = run._open_study(config, root, data.fingerprint)
+        study = run._open_study(config, root, data.train.fingerprint)
         ids = run._start_tracking(config, root, study, real)
         cells = run.grid_cells(config)[: args.cells]
         for c in cells:

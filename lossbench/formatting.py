@@ -168,16 +168,6 @@ def utility_table(result: UtilityResult) -> str:
     )
 
 
-def duration(seconds: float) -> str:
-    """`seconds` as "45 s", "3 min 12 s" or "2 h 05 min"."""
-    s = round(seconds)
-    if s < 60:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {s % 3600 // 60:02d} min"
-
-
 def format_warnings(result: StatsResult) -> str:
     """The warnings of `result`, one per line after "warning: " (for stderr); empty when none."""
     return "".join(f"warning: {w}\n" for w in result.warnings)

@@ -24,3 +24,13 @@ def milestone(message: str) -> None:
     """Print `[  12.3 s] message` on stderr when it is NOT a terminal (there a progress bar shows it)."""
     if not sys.stderr.isatty():
         print(f"[{time.monotonic() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def duration(seconds: float) -> str:
+    """`seconds` as "45 s", "3 min 12 s" or "2 h 05 min"."""
+    s = round(seconds)
+    if s < 60:
+        return f"{seconds:.1f} s" if seconds < 10 else f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"

@@ -108,6 +108,9 @@ def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], lis
             ax.grid(alpha=0.3)
             if ax.lines:
                 ax.legend(fontsize=7)
+            else:  # a term this loss does not log (e.g. the gradient penalty of a loss without one)
+                ax.set_axis_off()
+                ax.text(0.5, 0.5, f"{loss} logs no {term}", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     return _png(fig)
 

@@ -55,7 +55,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from lossbench.errors import ConfigError, DataError
-from lossbench.metrics import DIRECTIONS, metric_key, metric_range
+from lossbench.metrics import DIRECTIONS, metric_key, metric_range, result_details
 from lossbench.metrics.registry import EXTRACTOR_SEP
 
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
@@ -756,10 +756,12 @@ PROVENANCE_COLUMNS = {"setting.fid_cache"}
 
 def evaluation_settings(df: pd.DataFrame) -> dict[str, str]:
     """The `setting.*` columns of a results table (from `lossbench study export`) as key -> value;
-    a setting that differs between rows lists its values joined by " | "."""
+    a setting that differs between rows lists its values joined by " | ". The metrics' per-cell
+    `details` (e.g. per-class recall) are results, not settings, and are left out."""
     out = {}
+    skipped = PROVENANCE_COLUMNS | {f"setting.{k}" for k in result_details()}
     for column in df.columns:
-        if str(column).startswith("setting.") and column not in PROVENANCE_COLUMNS:
+        if str(column).startswith("setting.") and column not in skipped:
             values = sorted({str(v) for v in df[column].dropna()})
             out[str(column).removeprefix("setting.")] = " | ".join(values)
     return out

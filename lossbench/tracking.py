@@ -299,9 +299,14 @@ def _study_filter(study: str) -> str:
 
 def runs_view_url(server: str, experiment_id: str, order_by: str | None = None) -> str:
     """The MLflow UI's runs table of an experiment (it otherwise opens on its GenAI pages), sorted
-    by `order_by` (a metric key, ascending) when given."""
+    best first by `order_by` (a metric key) when given."""
+    from lossbench.metrics import DIRECTIONS
+
     url = f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
-    return url + (f"?orderByKey=metrics.%60{order_by}%60&orderByAsc=true" if order_by else "")
+    if order_by is None:
+        return url
+    ascending = "true" if DIRECTIONS[order_by] == "min" else "false"
+    return f"{url}?orderByKey=metrics.%60{order_by}%60&orderByAsc={ascending}"
 
 
 def describe(lines: list[str], random_weights: bool) -> str:

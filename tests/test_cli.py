@@ -70,7 +70,8 @@ QUICK_ANSWERS = [
     "args, message", QUICK_ANSWERS, ids=[" ".join(a[:2]) + " " + m for a, m in QUICK_ANSWERS]
 )
 def test_bad_input_answered_before_heavy_imports(args, message, tmp_path):
-    """A typo is rejected before torch, optuna or mlflow is imported (benchmarks/cli_latency.py times it)."""
+    """A typo is rejected before torch, optuna, mlflow or scipy (statsmodels, via lossbench.stats) is
+    imported (benchmarks/cli_latency.py times it)."""
     (tmp_path / "optuna-journal.log").write_text(
         '{"op_code":0,"worker_id":"w","study_name":"other","directions":[1]}\n'
     )
@@ -78,7 +79,8 @@ def test_bad_input_answered_before_heavy_imports(args, message, tmp_path):
     code = (
         "import sys\nfrom lossbench.cli import main\n"
         f"code = main({args!r})\n"
-        "print(code, sorted(m for m in ('torch', 'optuna', 'mlflow') if m in sys.modules), file=sys.stderr)"
+        "heavy = ('torch', 'optuna', 'mlflow', 'scipy')\n"
+        "print(code, sorted(m for m in heavy if m in sys.modules), file=sys.stderr)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     *lines, last = done.stderr.strip().splitlines()

@@ -233,3 +233,19 @@ def test_training_curves_are_drawn_per_loss_and_lambda():
     }
     png = rp.plot_training_curves(curves)
     assert Image.open(io.BytesIO(png)).size[1] > 300  # one row of panels per loss
+
+
+def test_a_term_a_loss_does_not_log_is_said_not_drawn_as_an_empty_panel(monkeypatch):
+    import matplotlib.axes
+
+    said = []
+    text = matplotlib.axes.Axes.text
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "text", lambda self, x, y, s, **kw: said.append(s) or text(self, x, y, s, **kw)
+    )
+    curves = {
+        "d/gp": [("wgangp", 0.5, [0, 1], [1.0, 0.5])],
+        "g/loss": [(loss, 0.5, [0, 1], [1.0, 0.5]) for loss in ("wgangp", "bce")],
+    }
+    rp.plot_training_curves(curves)
+    assert said == ["bce logs no d/gp"]

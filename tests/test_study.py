@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from lossbench import cli, formatting, tracking
+from lossbench import cli, progress, tracking
 from lossbench.config import DataConfig, EvalConfig, StudyConfig, TrainConfig
 from lossbench.errors import ConfigError, DivergedError, LossbenchError
 from lossbench.study import (
@@ -154,7 +154,7 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     assert table.count(" done ") == 7 and table.count(" failed ") == 1 and "diverged" in table
     finished = [t for t in trials(tmp_path, "machinery") if t.state in (TrialState.COMPLETE, TrialState.FAIL)]
     took = sorted((t.datetime_complete - t.datetime_start).total_seconds() for t in finished)
-    assert f"8 finished cell(s): median {formatting.duration(statistics.median(took))} per cell" in table
+    assert f"8 finished cell(s): median {progress.duration(statistics.median(took))} per cell" in table
 
     n = len(trials(tmp_path, "machinery"))
     again = run_study(config, root=tmp_path, cell_fn=fake_cell)
@@ -171,7 +171,7 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     [(0.23, "0.2 s"), (45.4, "45 s"), (59.6, "1 min 00 s"), (192, "3 min 12 s"), (7501, "2 h 05 min")],
 )
 def test_durations_read_as_a_person_would_say_them(seconds, text):
-    assert formatting.duration(seconds) == text
+    assert progress.duration(seconds) == text
 
 
 def test_a_study_logged_to_a_file_says_when_each_cell_finishes(tmp_path, capsys):

@@ -112,3 +112,10 @@ def test_weights_kind_is_random_when_either_config_asks():
     assert tracking.weights_kind(TrainConfig(), EvalConfig()) == "pretrained"
     assert tracking.weights_kind(TrainConfig(random_weights=True), EvalConfig()) == "random"
     assert tracking.weights_kind(TrainConfig(), EvalConfig(random_weights=True)) == "random"
+
+
+@pytest.mark.parametrize(("key", "ascending"), [("fid", "true"), ("utility_gain", "false")])
+def test_the_runs_view_puts_the_best_run_first(key, ascending):
+    """A higher-is-better objective (utility_gain) sorted ascending put the worst run first."""
+    url = tracking.runs_view_url("http://h:5000/", "3", key)
+    assert url == f"http://h:5000/#/experiments/3/runs?orderByKey=metrics.%60{key}%60&orderByAsc={ascending}"

@@ -14,7 +14,7 @@ from lossbench.cli import options
 from lossbench.cli.train import parse_loss_params
 from lossbench.config import StudyConfig, parse_assignments, parse_float_list, parse_int_list, parse_name_list
 from lossbench.errors import ConfigError
-from lossbench.progress import stage
+from lossbench.progress import duration, stage
 
 D = StudyConfig()  # the defaults shown in --help; a --config file or --preset overrides them
 
@@ -174,8 +174,9 @@ def study(
         server = "http://127.0.0.1:5000"
     else:
         server = summary.tracking_uri
-    url = tracking.runs_view_url(server, summary.experiment_id, metric_key(summary.objective))
-    typer.echo(f"      open {url}  (the runs table, sorted by {metric_key(summary.objective)})")
+    key = metric_key(summary.objective)
+    url = tracking.runs_view_url(server, summary.experiment_id, key)
+    typer.echo(f"      open {url}  (the runs table, best {key} first)")
 
 
 @study_app.command("status")
@@ -192,7 +193,6 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from lossbench.formatting import duration
     from lossbench.study.journal import check_study_named
 
     check_study_named(name, storage, root)  # before optuna is imported

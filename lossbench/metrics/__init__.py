@@ -29,6 +29,7 @@ from lossbench.metrics.registry import (
     register_metric,
     required_weights,
     resolve_metrics,
+    result_details,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "register_metric",
     "required_weights",
     "resolve_metrics",
+    "result_details",
 ]
 
 _LAZY = ("evaluate", "evaluate_per_class", "EvalResult", "EvalState")

@@ -133,6 +133,7 @@ register_metric(
         "utility_gain_hi",
         *(f"utility_{arm}_{score}" for arm in ("real", "aug", "synth") for score in ("bacc", "f1", "auc")),
     ),
+    details=tuple(f"utility_{arm}_recall" for arm in ("real", "aug", "synth")),
     compute=f"{_COMPUTE}:utility",
     needs=("heldout", "conditional"),
     description="held-out balanced accuracy of a classifier: real + synthetic minus real; train-on-synthetic",

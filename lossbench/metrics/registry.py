@@ -59,6 +59,9 @@ class Metric:
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high) bounds
     extractor_roles: tuple[str, ...] = ()  # "fid"/"prc": feature spaces it computes in (extra extractors)
     needs: tuple[str, ...] = ()  # from NEEDS
+    #: Keys it adds to the settings that are per-cell results in text form (per-class recall), not
+    #: settings: they may differ between cells, so stats neither lists nor compares them.
+    details: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -72,6 +75,7 @@ class Metric:
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
         object.__setattr__(self, "extractor_roles", tuple(self.extractor_roles))
         object.__setattr__(self, "needs", tuple(self.needs))
+        object.__setattr__(self, "details", tuple(self.details))
         if set(self.needs) - set(NEEDS):
             raise ValueError(f"metric {self.name!r}: needs must be among {NEEDS}, got {self.needs}")
 
@@ -287,6 +291,11 @@ DIRECTIONS: Mapping[str, str] = _Directions()
 
 #: Names accepted on the command line (`--objective lpips`) -> the result key they mean.
 ALIASES: Mapping[str, str] = _Aliases()
+
+
+def result_details() -> frozenset[str]:
+    """The setting keys every usable metric declares as `details` (per-cell results, not settings)."""
+    return frozenset(k for m in _metrics().values() for k in m.details)
 
 
 def metric_range(key: str) -> tuple[float, float]:
