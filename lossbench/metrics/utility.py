@@ -23,11 +23,11 @@ a generator seeded by the classifier seed; weights initialised under that seed t
 RNG is forked, so it is left untouched). Images are uint8, scaled to [-1, 1]; no augmentation.
 Same inputs and seeds -> the same numbers on CPU.
 
-Why class-balanced minibatches in every arm: balancing the classes alone raises balanced accuracy
-on imbalanced data (on BUSI at 64 px, 5 classifier seeds: 0.455 drawn uniformly, 0.552
-oversampled). With uniform draws, the `aug` arm's gain would credit the synthetic images with what
-oversampling the real ones already gives; with balanced draws in every arm the gain measures what
-the synthetic images add beyond that standard baseline.
+Why class-balanced minibatches in every arm: the `aug` arm's classes are balanced by construction;
+drawn uniformly, the `real` arm would differ from it in two ways at once (class frequencies and
+synthetic content), and the gain would mix both. With balanced draws in every arm the gain measures
+what the synthetic images add beyond oversampling, the standard baseline for imbalanced data
+(benchmarks/utility_controls.py measures both on real data; docs/metrics.md).
 """
 
 from __future__ import annotations
