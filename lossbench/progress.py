@@ -13,17 +13,21 @@ import time
 _START = time.monotonic()
 
 
+def _say(message: str) -> None:
+    """Print `[  12.3 s] message` on stderr: seconds since lossbench was imported."""
+    print(f"[{time.monotonic() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
 def stage(message: str, enabled: bool = True) -> None:
-    """Print `[  12.3 s] message` on stderr (seconds since lossbench was imported) when `enabled` and
-    stderr is a terminal."""
+    """Say `message` when `enabled` and stderr is a terminal."""
     if enabled and sys.stderr.isatty():
-        print(f"[{time.monotonic() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+        _say(message)
 
 
 def milestone(message: str) -> None:
-    """Print `[  12.3 s] message` on stderr when it is NOT a terminal (there a progress bar shows it)."""
+    """Say `message` when stderr is NOT a terminal (there a progress bar shows it)."""
     if not sys.stderr.isatty():
-        print(f"[{time.monotonic() - _START:7.1f} s] {message}", file=sys.stderr, flush=True)
+        _say(message)
 
 
 def duration(seconds: float) -> str:

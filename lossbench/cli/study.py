@@ -211,31 +211,34 @@ def status(
     )
     took = []  # seconds per finished cell
     for cell, state, trial in study_cells(study):
-        value = trial.value if trial is not None and trial.value is not None else None
-        note = trial.user_attrs.get("fail_reason", "") if trial is not None else ""
         start = trial.datetime_start if trial is not None else None
         end = trial.datetime_complete if trial is not None else None
-        if start is not None and end is not None:
-            took.append((end - start).total_seconds())
-        elapsed = ((end or datetime.now()) - start).total_seconds() if start is not None else None
+        time_text = ""
+        if start is not None:
+            time_text = duration(((end or datetime.now()) - start).total_seconds())
+            if end is None:
+                time_text += " so far"
+            else:
+                took.append((end - start).total_seconds())
         table.add_row(
             cell.loss,
             f"{cell.lam:g}",
             str(cell.seed),
             state,
             str(trial.number) if trial is not None else "",
-            f"{value:.4g}" if value is not None else "",
-            ("" if elapsed is None else duration(elapsed) + (" so far" if end is None else "")),
-            note,
+            f"{trial.value:.4g}" if trial is not None and trial.value is not None else "",
+            time_text,
+            trial.user_attrs.get("fail_reason", "") if trial is not None else "",
         )
     console = Console()
     console.print(table)
-    starts = [t.datetime_start for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
-    ends = [t.datetime_complete for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
     if took:
+        trials = study.get_trials(deepcopy=False)
+        first = min(t.datetime_start for t in trials if t.datetime_start is not None)
+        last = max(t.datetime_complete for t in trials if t.datetime_complete is not None)
         console.print(
             f"{len(took)} finished cell(s): median {duration(statistics.median(took))} per cell; "
-            f"first start to last finish {duration((max(ends) - min(starts)).total_seconds())}"
+            f"first start to last finish {duration((last - first).total_seconds())}"
         )
 
 

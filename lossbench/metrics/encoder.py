@@ -186,9 +186,8 @@ def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(f"{path}.json")
 
 
-def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """The encoder at `path` (eval mode) and its sidecar; one-line errors for a missing, altered or
-    foreign file."""
+def read_sidecar(path: str | os.PathLike) -> dict[str, Any]:
+    """The sidecar of the encoder at `path`; one-line errors for a missing file or a foreign sidecar."""
     path = Path(path)
     meta = sidecar_path(path)
     if not path.is_file() or not meta.is_file():
@@ -197,11 +196,21 @@ def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
         )
     try:
         sidecar = json.loads(meta.read_text())
-        expected, classes = sidecar["sha256"], sidecar["classes"]
+        for key in ("sha256", "classes"):
+            sidecar[key]  # noqa: B018 - a KeyError names what a foreign file lacks
         if sidecar.get("format") != FORMAT:
             raise KeyError("format")
     except (ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"{meta} is not a lossbench encoder sidecar ({type(e).__name__}: {e})") from None
+    return sidecar
+
+
+def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The encoder at `path` (eval mode) and its sidecar; one-line errors for a missing, altered or
+    foreign file."""
+    path = Path(path)
+    sidecar = read_sidecar(path)
+    expected, classes = sidecar["sha256"], sidecar["classes"]
     found = file_sha256(path)
     if found != expected:
         raise WeightsDigestError(f"encoder file {path} has sha256 {found}, its sidecar says {expected}")
@@ -221,10 +230,9 @@ def check_split(spec: str, train: ImageDataset, heldout: ImageDataset | None) ->
     if heldout is None:
         return
     path = Path(spec[len(PREFIX) :]).expanduser()
-    try:
-        split = json.loads(sidecar_path(path).read_text())["split"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # an absent or foreign sidecar is refused, in one line, when the encoder is loaded
+    split = read_sidecar(path).get("split")
+    if not isinstance(split, dict):
+        return  # no split recorded: nothing to compare
     if (
         split.get("train_fingerprint") != train.fingerprint
         or split.get("heldout_fingerprint") != heldout.fingerprint

@@ -70,6 +70,10 @@ class UtilitySettings:
     bootstrap: int = 1000  # resamples of the held-out part
     seed: int = 0  # seeds the bootstrap
 
+    def __post_init__(self) -> None:
+        if self.sampling not in ("class-balanced", "uniform"):
+            raise ConfigError(f"utility sampling must be class-balanced or uniform, not {self.sampling!r}")
+
     def record(self) -> dict[str, Any]:
         return {f"utility_{k}": v for k, v in self.__dict__.items()} | {"utility_classifier": "cnn3"}
 
@@ -127,8 +131,6 @@ def train_classifier(
         torch.manual_seed(seed)
         model = Classifier(n_classes, settings.width).to(device)
     order = torch.Generator().manual_seed(seed)
-    if settings.sampling not in ("class-balanced", "uniform"):
-        raise ConfigError(f"utility sampling must be class-balanced or uniform, not {settings.sampling!r}")
     weights = torch.ones(len(labels), dtype=torch.double)
     if settings.sampling == "class-balanced":
         weights /= torch.bincount(labels, minlength=n_classes)[labels]
