@@ -67,7 +67,7 @@ from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
 from lossbench.errors import CheckpointError, ConfigError, DivergedError
 from lossbench.files import atomic_write, check_folder
 from lossbench.images import class_labels, generate_images, to_float
-from lossbench.losses import AdversarialLoss, get_loss
+from lossbench.losses import AdversarialLoss, LossOutput, get_loss
 from lossbench.models.perceptual import PerceptualLoss
 from lossbench.models.registry import BoundCritic, build_model
 from lossbench.randomness import Draw, Draws, to_device
@@ -252,50 +252,83 @@ def train_step(run: Run, step: int) -> dict[str, torch.Tensor]:
     """Generator step `step + 1`: `n_critic` critic steps, one generator step, the EMA update.
     Returns the detached terms to log (see the module docstring). TF32 is off: the fp32 parts (the
     penalties, everything when autocast is off) are full fp32."""
-    config, G, D = run.config, run.G, run.D
-    amp = _autocast(run)
-    z_draw, aug_draws = _step_plan(run)
-    draws = Draws((z_draw, *aug_draws, *aug_draws) * (run.n_critic + 1), run.noise_rng, run.device)
-
-    def real_batch() -> tuple[torch.Tensor, torch.Tensor | None]:
-        index = run.sampler.next()
-        return to_float(run.images[index]), (run.labels[index] if run.labels is not None else None)
-
-    def generate(y: torch.Tensor | None) -> torch.Tensor:
-        return G(draws.take(z_draw)) if y is None else G(draws.take(z_draw), y)
-
-    def critic(y: torch.Tensor | None) -> nn.Module:
-        return D if y is None else BoundCritic(D, y)
-
-    def augment(x: torch.Tensor) -> torch.Tensor:
-        return diff_augment(x, config.augment, draws) if config.augment else x
-
-    # Critic: n_critic steps; the fakes carry no graph back to G.
-    D.requires_grad_(True)
+    inputs = StepInputs(run)
+    run.D.requires_grad_(True)
     for _ in range(run.n_critic):
-        real, y = real_batch()
-        with torch.no_grad(), amp():
-            fake = generate(y)
-        with amp():
-            out_d = run.loss_fn.discriminator_loss(critic(y), augment(real), augment(fake))
+        out_d = critic_loss(run, inputs)
         run.opt_d.zero_grad(set_to_none=True)
         out_d.loss.backward()
         run.opt_d.step()
-
-    # Generator: adversarial loss through the frozen critic, plus λ · perceptual loss.
-    D.requires_grad_(False)
-    with amp():
-        fake = generate(y)
-        out_g = run.loss_fn.generator_loss(critic(y), augment(real), augment(fake))
-        loss_g = out_g.loss
-        perc = run.perceptual(fake, real) if run.perceptual is not None else None
-        if perc is not None:
-            loss_g = loss_g + config.lam * perc
+    run.D.requires_grad_(False)
+    out_g, perc, loss_g = generator_loss(run, inputs)
     run.opt_g.zero_grad(set_to_none=True)
     loss_g.backward()
     run.opt_g.step()
-    update_ema(run.G_ema, G, min(config.ema_decay, (1 + step) / (10 + step)))
+    update_ema(run.G_ema, run.G, ema_decay(run.config, step))
+    return step_terms(out_d, out_g, perc, loss_g)
 
+
+class StepInputs:
+    """One generator step's inputs to a run: its planned CPU draws (z and augmentation, made now from
+    the run's noise stream) and its real batches, drawn from the run's sampler as the critic steps
+    ask. The generator step reuses the last critic step's real batch."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.z_draw, aug_draws = _step_plan(run)
+        plan = (self.z_draw, *aug_draws, *aug_draws) * (run.n_critic + 1)
+        self.draws = Draws(plan, run.noise_rng, run.device)
+        self.real: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+
+    def next_real(self) -> None:
+        index = self.run.sampler.next()
+        self.real = to_float(self.run.images[index])
+        self.y = self.run.labels[index] if self.run.labels is not None else None
+
+    def fake(self) -> torch.Tensor:
+        """G(z) for the next planned z (and the real batch's classes when conditional)."""
+        z = self.draws.take(self.z_draw)
+        return self.run.G(z) if self.y is None else self.run.G(z, self.y)
+
+    def critic(self) -> nn.Module:
+        """The critic as the loss sees it: bound to the real batch's classes when conditional."""
+        return self.run.D if self.y is None else BoundCritic(self.run.D, self.y)
+
+    def augment(self, x: torch.Tensor) -> torch.Tensor:
+        return diff_augment(x, self.run.config.augment, self.draws) if self.run.config.augment else x
+
+
+def critic_loss(run: Run, inputs: StepInputs) -> LossOutput:
+    """One critic step's loss on a fresh real batch and fresh fakes, which carry no graph back to G."""
+    amp = _autocast(run)
+    inputs.next_real()
+    with torch.no_grad(), amp():
+        fake = inputs.fake()
+    with amp():
+        return run.loss_fn.discriminator_loss(inputs.critic(), inputs.augment(inputs.real), inputs.augment(fake))
+
+
+def generator_loss(run: Run, inputs: StepInputs) -> tuple[LossOutput, torch.Tensor | None, torch.Tensor]:
+    """The generator step's adversarial loss through the (frozen) critic, its perceptual loss (None
+    without one) and their sum L_G = adv + λ·perc."""
+    with _autocast(run)():
+        fake = inputs.fake()
+        out_g = run.loss_fn.generator_loss(inputs.critic(), inputs.augment(inputs.real), inputs.augment(fake))
+        perc = run.perceptual(fake, inputs.real) if run.perceptual is not None else None
+        loss_g = out_g.loss if perc is None else out_g.loss + run.config.lam * perc
+    return out_g, perc, loss_g
+
+
+def ema_decay(config: TrainConfig, step: int) -> float:
+    """d_t of the EMA update after generator step `step + 1` (see the module docstring)."""
+    return min(config.ema_decay, (1 + step) / (10 + step))
+
+
+def step_terms(
+    out_d: LossOutput, out_g: LossOutput, perc: torch.Tensor | None, loss_g: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The detached terms of one generator step, named as logged (see the module docstring)."""
     terms = {f"d/{k}": v for k, v in out_d.terms.items()}
     terms["d/loss"] = out_d.loss.detach()
     terms["g/adv"] = out_g.loss.detach()
