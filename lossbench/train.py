@@ -7,9 +7,11 @@ Conventions:
 - `step` counts generator steps, from 1; each is preceded by `n_critic` critic steps, each on a fresh
   real batch and fresh noise. The generator step reuses the last critic step's real batch.
 - Seeding: `seed` spawns independent CPU streams for weight initialisation, data order, noise (z and
-  augmentation) and torch's global RNG (the losses' own draws, e.g. WGAN-GP's ε). Two runs with the
-  same seed start from the same weights and see the same batches and the same z, whatever the loss
-  and λ; on CPU they are bit-identical, and so is a run resumed from a checkpoint.
+  augmentation) and the losses' own draws (e.g. WGAN-GP's ε: a generator on the training device,
+  `Run.loss_rng`, given to the losses through `penalties.drawing_from`; torch's global RNG is seeded
+  the same for plugin losses that draw from it). Two runs with the same seed start from the same
+  weights and see the same batches and the same z, whatever the loss and λ; on CPU they are
+  bit-identical, and so is a run resumed from a checkpoint.
 - The EMA generator (used for samples and evaluation) follows ema_t = d_t·ema + (1 - d_t)·G with
   d_t = min(ema_decay, (1 + t) / (10 + t)) (TensorFlow's warm-up, so short runs are not dominated by
   the initial weights); BatchNorm buffers are copied.
@@ -49,7 +51,7 @@ import os
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +70,7 @@ from lossbench.errors import CheckpointError, ConfigError, DivergedError
 from lossbench.files import atomic_write, check_folder
 from lossbench.images import class_labels, generate_images, to_float
 from lossbench.losses import AdversarialLoss, LossOutput, get_loss
+from lossbench.losses.penalties import drawing_from
 from lossbench.models.perceptual import PerceptualLoss
 from lossbench.models.registry import BoundCritic, build_model
 from lossbench.randomness import Draw, Draws, to_device
@@ -135,6 +138,7 @@ class Run:
     opt_d: torch.optim.Optimizer
     sampler: EpochSampler
     noise_rng: torch.Generator
+    loss_rng: torch.Generator  # the losses' draws, on `device`
 
     @property
     def perceptual_weights(self) -> str:
@@ -151,53 +155,147 @@ def train(
     """Train on `data.images` (uint8 N×1×R×R); with `resume`, continue from out_dir/checkpoint.pt if it
     exists (otherwise start afresh). Raises DivergedError on NaN/Inf, ConfigError on bad settings,
     MissingWeightsError when the perceptual network's weights are absent."""
-    out_dir, checkpoint = check_folder(out_dir, "training output"), Path(out_dir) / CHECKPOINT
-    run = build(data.images, config, data.labels if config.conditional else None)
-    step, history = 0, defaultdict(list)
-    if resume and checkpoint.exists():
-        step, history = restore(run, _load_checkpoint(checkpoint), checkpoint)
+    member = start_member(data, config, out_dir, callbacks, resume)
+    result = train_loop([member], lambda step: [train_step(member.run, step)])[0]
+    if isinstance(result, DivergedError):
+        raise result
+    return result
+
+
+@dataclass
+class Member:
+    """A run in the training loop: where its outputs go, whom it reports to, what it logged. The loop
+    trains several members at once when they are fused (lossbench.fused)."""
+
+    run: Run
+    out_dir: Path
+    callbacks: Sequence[Callback]
+    step: int  # generator steps done
+    history: History
+    pending: list[tuple[int, dict[str, torch.Tensor]]] = field(
+        default_factory=list
+    )  # terms since the last log
+    diverged: DivergedError | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """What `restore` reads (a fused member writes its own part of the fused tensors)."""
+        return checkpoint_state(self.run, self.step, self.history)
+
+
+def start_member(
+    data: ImageDataset,
+    config: TrainConfig,
+    out_dir: str | os.PathLike,
+    callbacks: Sequence[Callback] = (),
+    resume: bool = False,
+    perceptual: PerceptualLoss | None = None,
+) -> Member:
+    """Build a run (`build`), restore its checkpoint when resuming, write config.json and call the
+    callbacks' `on_start`."""
+    out_dir = check_folder(out_dir, "training output")
+    run = build(data.images, config, data.labels if config.conditional else None, perceptual)
+    member = Member(run, out_dir, callbacks, 0, defaultdict(list))
+    if resume and member.checkpoint.exists():
+        member.step, member.history = restore(run, _load_checkpoint(member.checkpoint), member.checkpoint)
     out_dir.mkdir(parents=True, exist_ok=True)  # only once every setting has been checked
     _write_json(out_dir / CONFIG_JSON, _run_record(run, data))
     for cb in callbacks:
-        cb.on_start(step)
+        cb.on_start(member.step)
+    return member
 
-    pending: list[tuple[int, dict[str, torch.Tensor]]] = []  # per-step terms since the last log
+
+def train_loop(
+    members: Sequence[Member], step_fn: Callable[[int], list[dict[str, torch.Tensor]]]
+) -> list[TrainResult | DivergedError]:
+    """Step the members (all at the same step) to their `config.steps`: `step_fn(step)` runs generator
+    step `step + 1` of every member and returns each one's terms. Logging, checkpoints, sample grids
+    and callbacks follow the first member's config (fused members share it). A member whose terms go
+    NaN/Inf stops reporting and writing; its result is its DivergedError."""
+    config, step = members[0].run.config, members[0].step
     with _progress_bar(config) as bar:
-        task = bar.add_task(f"{config.loss} λ={config.lam:g}", total=config.steps, completed=step, terms="")
+        lams = ",".join(f"{m.run.config.lam:g}" for m in members)
+        label = f"{config.loss} λ={lams}" + (f" ({len(members)} fused)" if len(members) > 1 else "")
+        task = bar.add_task(label, total=config.steps, completed=step, terms="")
         while step < config.steps:
-            pending.append((step + 1, train_step(run, step)))
+            for member, terms in zip(members, step_fn(step), strict=True):
+                member.pending.append((step + 1, terms))
             step += 1
+            live = [m for m in members if m.diverged is None]
+            for m in live:
+                m.step = step
             is_checkpoint = step % config.checkpoint_every == 0 or step == config.steps
             if step % config.log_every == 0 or is_checkpoint:
-                means = mean_terms(pending)  # raises DivergedError
-                pending = []
-                for name, value in means.items():
-                    history[name].append((step, value))
-                bar.update(task, terms="  ".join(f"{k} {v:.3g}" for k, v in means.items()))
-                for cb in callbacks:
-                    cb.on_log(step, means)
+                for m in live:
+                    _log(m, step, bar, task)
+                live = [m for m in live if m.diverged is None]
+                if not live:
+                    break
             bar.update(task, completed=step)
-            for cb in callbacks:
-                cb.on_step(step, run.G_ema)
-            if is_checkpoint:
-                _save_atomic(checkpoint_state(run, step, history), checkpoint)
-                for cb in callbacks:
-                    cb.on_checkpoint(step, checkpoint)
+            for m in live:
+                for cb in m.callbacks:
+                    cb.on_step(step, m.run.G_ema)
+            for m in live if is_checkpoint else ():
+                _save_atomic(m.checkpoint_state(), m.checkpoint)
+                for cb in m.callbacks:
+                    cb.on_checkpoint(step, m.checkpoint)
             if config.sample_every and step % config.sample_every == 0:
-                save_sample_grid(run.G_ema, out_dir / "samples" / f"step_{step:06d}.png", config, run.device)
+                for m in live:
+                    save_sample_grid(
+                        m.run.G_ema,
+                        m.out_dir / "samples" / f"step_{step:06d}.png",
+                        m.run.config,
+                        m.run.device,
+                    )
+    return [_finish(m) if m.diverged is None else m.diverged for m in members]
 
-    sample_grid = save_sample_grid(run.G_ema, out_dir / SAMPLE_GRID, config, run.device)
-    weights = run.perceptual_weights
-    result = TrainResult(run.G_ema, step, out_dir, dict(history), sample_grid, checkpoint, weights)
-    for cb in callbacks:
+
+def _log(member: Member, step: int, bar: Progress, task: Any) -> None:
+    """Means of the member's pending terms to its history and callbacks; a DivergedError is kept."""
+    try:
+        means = mean_terms(member.pending)
+    except DivergedError as e:
+        member.diverged = e
+        return
+    member.pending = []
+    for name, value in means.items():
+        member.history[name].append((step, value))
+    bar.update(task, terms="  ".join(f"{k} {v:.3g}" for k, v in means.items()))
+    for cb in member.callbacks:
+        cb.on_log(step, means)
+
+
+def _finish(member: Member) -> TrainResult:
+    run = member.run
+    sample_grid = save_sample_grid(run.G_ema, member.out_dir / SAMPLE_GRID, run.config, run.device)
+    history = dict(member.history)
+    result = TrainResult(
+        run.G_ema,
+        member.step,
+        member.out_dir,
+        history,
+        sample_grid,
+        member.checkpoint,
+        run.perceptual_weights,
+    )
+    for cb in member.callbacks:
         cb.on_end(result)
     return result
 
 
-def build(images: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None = None) -> Run:
+def build(
+    images: torch.Tensor,
+    config: TrainConfig,
+    labels: torch.Tensor | None = None,
+    perceptual: PerceptualLoss | None = None,
+) -> Run:
     """Networks (by `config.model.arch`), optimisers, loss, perceptual loss and the RNG streams of
     `config.seed`, on `config.device`; `labels` (int64 N) when `config.conditional`. The order of
-    construction fixes the random draws."""
+    construction fixes the random draws. `perceptual`: a prepared perceptual loss to use instead of
+    building one (a fused group shares one among its members)."""
     device = torch.device(config.device)
     images = images.to(device)  # kept in memory as uint8; converted per batch
     if config.conditional and (labels is None or len(labels) != len(images)):
@@ -206,8 +304,9 @@ def build(images: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None
     if len(images) < config.batch_size:
         raise ConfigError(f"batch size {config.batch_size} is larger than the dataset ({len(images)} images)")
     loss_fn = get_loss(config.loss, **config.loss_params)
-    perceptual = None
-    if config.uses_perceptual:  # λ = 0 or perceptual "none": no network is built
+    if not config.uses_perceptual:  # λ = 0 or perceptual "none": no network is built
+        perceptual = None
+    elif perceptual is None:
         perceptual = PerceptualLoss(
             config.perceptual,
             config.perceptual_layers,
@@ -227,7 +326,7 @@ def build(images: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     sampler = EpochSampler(len(images), config.batch_size, rng["data"], device)
-    torch.manual_seed(rng["global"].initial_seed())
+    torch.manual_seed(rng["global"].initial_seed())  # for plugin losses that draw from the global RNG
     return Run(
         config=config,
         device=device,
@@ -244,6 +343,7 @@ def build(images: torch.Tensor, config: TrainConfig, labels: torch.Tensor | None
         opt_d=_adam(D, config.lr_d, config.betas, device),
         sampler=sampler,
         noise_rng=rng["noise"],
+        loss_rng=_device_generator(device).manual_seed(rng["global"].initial_seed()),
     )
 
 
@@ -305,14 +405,16 @@ def critic_loss(run: Run, inputs: StepInputs) -> LossOutput:
     inputs.next_real()
     with torch.no_grad(), amp():
         fake = inputs.fake()
-    with amp():
-        return run.loss_fn.discriminator_loss(inputs.critic(), inputs.augment(inputs.real), inputs.augment(fake))
+    with amp(), drawing_from(run.loss_rng):
+        return run.loss_fn.discriminator_loss(
+            inputs.critic(), inputs.augment(inputs.real), inputs.augment(fake)
+        )
 
 
 def generator_loss(run: Run, inputs: StepInputs) -> tuple[LossOutput, torch.Tensor | None, torch.Tensor]:
     """The generator step's adversarial loss through the (frozen) critic, its perceptual loss (None
     without one) and their sum L_G = adv + λ·perc."""
-    with _autocast(run)():
+    with _autocast(run)(), drawing_from(run.loss_rng):
         fake = inputs.fake()
         out_g = run.loss_fn.generator_loss(inputs.critic(), inputs.augment(inputs.real), inputs.augment(fake))
         perc = run.perceptual(fake, inputs.real) if run.perceptual is not None else None
@@ -387,7 +489,7 @@ def checkpoint_state(run: Run, step: int, history: History) -> dict[str, Any]:
         "opt_g": run.opt_g.state_dict(),
         "opt_d": run.opt_d.state_dict(),
         "sampler": run.sampler.state_dict(),
-        "rng": rng_state(run.noise_rng, run.device),
+        "rng": rng_state(run),
         "history": dict(history),
         "config": to_dict(run.config),
     }
@@ -405,25 +507,35 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> tuple[int, History]:
         run.opt_g.load_state_dict(state["opt_g"])
         run.opt_d.load_state_dict(state["opt_d"])
         run.sampler.load_state_dict(state["sampler"])
-        set_rng_state(state["rng"], run.noise_rng, run.device)
+        set_rng_state(state["rng"], run)
         history: History = defaultdict(list, {k: [tuple(x) for x in v] for k, v in state["history"].items()})
         return int(state["step"]), history
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(e)})") from None
 
 
-def rng_state(noise_rng: torch.Generator, device: torch.device) -> dict[str, Any]:
-    """The noise stream, torch's global CPU RNG and, on CUDA, the training device's RNG only."""
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return {"noise": noise_rng.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}
+def rng_state(run: Run) -> dict[str, Any]:
+    """The noise stream, the losses' stream and torch's global RNG (for plugin losses drawing from it):
+    the CPU one and, on CUDA, the training device's only."""
+    cuda = torch.cuda.get_rng_state(run.device) if run.device.type == "cuda" else None
+    return {
+        "noise": run.noise_rng.get_state(),
+        "losses": run.loss_rng.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+    }
 
 
-def set_rng_state(state: dict[str, Any], noise_rng: torch.Generator, device: torch.device) -> None:
-    """Restore `rng_state`'s streams; the CUDA state goes to the training device (whichever index)."""
-    noise_rng.set_state(state["noise"])
+def set_rng_state(state: dict[str, Any], run: Run) -> None:
+    """Restore `rng_state`'s streams; the CUDA state goes to the training device (whichever index). A
+    checkpoint from before `loss_rng` (no "losses") has the losses' stream in the global RNG's state."""
+    device = run.device
+    run.noise_rng.set_state(state["noise"])
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and state["cuda"] is not None:
         torch.cuda.set_rng_state(state["cuda"], device)
+    legacy = state["cuda"] if device.type == "cuda" else state["torch"]
+    run.loss_rng.set_state(state.get("losses", legacy))
 
 
 class EpochSampler:
@@ -535,6 +647,11 @@ def _rng_streams(seed: int) -> dict[str, torch.Generator]:
         name: torch.Generator().manual_seed(int(child.generate_state(1)[0]))
         for name, child in zip(names, children, strict=True)
     }
+
+
+def _device_generator(device: torch.device) -> torch.Generator:
+    """A generator that draws on `device` (a CPU one for "meta", which has none and accepts it)."""
+    return torch.Generator("cpu" if device.type == "meta" else device)
 
 
 def _model_args(config: TrainConfig, resolution: int, labels: torch.Tensor | None) -> dict[str, Any]:

@@ -157,7 +157,7 @@ def test_resume_is_bit_identical(data, tmp_path):
     for key in ("G", "D", "G_ema"):
         assert s_full[key].keys() == s_res[key].keys()
         assert all(torch.equal(s_full[key][k], s_res[key][k]) for k in s_full[key]), key
-    assert torch.equal(s_full["rng"]["torch"], s_res["rng"]["torch"])
+    assert torch.equal(s_full["rng"]["losses"], s_res["rng"]["losses"])
     with pytest.raises(ConfigError, match="lam 2.0 -> 3.0"):
         train(data, config(steps=4, **{**kw, "lam": 3.0}), tmp_path / "part", resume=True)
 
@@ -192,17 +192,34 @@ class FakeCuda:
         self.states[torch.device(device).index] = state.clone()
 
 
+def _rng_run(device):
+    """What `rng_state` reads of a run (the losses' stream stays on the CPU: no real GPU here)."""
+    return SimpleNamespace(
+        device=device, noise_rng=torch.Generator().manual_seed(3), loss_rng=torch.Generator().manual_seed(4)
+    )
+
+
 def test_cuda_rng_of_the_training_device_only(monkeypatch):
     fake = FakeCuda()
     monkeypatch.setattr(torch.cuda, "get_rng_state", fake.get_rng_state)
     monkeypatch.setattr(torch.cuda, "set_rng_state", fake.set_rng_state)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: pytest.fail("all devices saved"))
-    noise = torch.Generator().manual_seed(3)
-    saved = train_module.rng_state(noise, torch.device("cuda", 1))  # trained on cuda:1
+    saved = train_module.rng_state(_rng_run(torch.device("cuda", 1)))  # trained on cuda:1
     assert torch.equal(saved["cuda"], torch.tensor([1], dtype=torch.uint8))
-    train_module.set_rng_state(saved, torch.Generator(), torch.device("cuda", 0))  # resumed on cuda:0 alone
+    train_module.set_rng_state(saved, _rng_run(torch.device("cuda", 0)))  # resumed on cuda:0 alone
     assert fake.states[0].item() == 1  # the training device's stream, now on the resuming device
-    assert train_module.rng_state(noise, torch.device("cpu"))["cuda"] is None
+    assert train_module.rng_state(_rng_run(torch.device("cpu")))["cuda"] is None
+
+
+def test_checkpoint_without_losses_stream_resumes_it_from_the_global_state():
+    """Checkpoints written before `Run.loss_rng` kept the losses' draws in torch's global RNG."""
+    legacy = train_module.rng_state(_rng_run(torch.device("cpu")))
+    del legacy["losses"]
+    global_stream = torch.Generator().manual_seed(11)
+    legacy["torch"] = global_stream.get_state()
+    run = _rng_run(torch.device("cpu"))
+    train_module.set_rng_state(legacy, run)
+    assert torch.equal(torch.rand(5, generator=run.loss_rng), torch.rand(5, generator=global_stream))
 
 
 class ToyGenerator(nn.Module):

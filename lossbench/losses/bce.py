@@ -43,6 +43,8 @@ class BCE(AdversarialLoss):
     Source: Goodfellow et al., "Generative Adversarial Nets", NeurIPS 2014 (arXiv:1406.2661).
     """
 
+    fusable = True
+
     def __init__(self, saturating: bool = False) -> None:
         if not isinstance(saturating, bool):
             raise ConfigError(f"saturating must be true or false, got {saturating!r}")
@@ -69,6 +71,8 @@ class NonSaturatingR1(AdversarialLoss):
     (arXiv:1801.04406).
     """
 
+    fusable = True
+
     def __init__(self, gamma: float = 10.0) -> None:
         self.gamma = float_param("gamma", gamma, minimum=0)
 
@@ -92,6 +96,8 @@ class DRAGAN(AdversarialLoss):
     Defaults: gp_weight (λ) 10, k 1, n_critic 1.
     Source: Kodali et al., "On Convergence and Stability of GANs", 2017 (arXiv:1705.07215).
     """
+
+    fusable = True
 
     def __init__(self, gp_weight: float = 10.0, k: float = 1.0) -> None:
         self.gp_weight = float_param("gp_weight", gp_weight, minimum=0)

@@ -26,6 +26,8 @@ class Hinge(AdversarialLoss):
     Normalization for GANs", ICLR 2018 (arXiv:1802.05957).
     """
 
+    fusable = True
+
     def discriminator_loss(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> LossOutput:
         real_term = F.relu(1 - critic_scores(D, real)).mean()
         return LossOutput(real_term + F.relu(1 + critic_scores(D, fake)).mean())

@@ -24,6 +24,8 @@ class LSGAN(AdversarialLoss):
     Source: Mao et al., "Least Squares Generative Adversarial Networks", ICCV 2017 (arXiv:1611.04076).
     """
 
+    fusable = True
+
     def __init__(self, a: float = 0.0, b: float = 1.0, c: float = 1.0) -> None:
         self.a = float_param("a", a)
         self.b = float_param("b", b)

@@ -36,6 +36,8 @@ class RSGAN(AdversarialLoss):
     standard GAN", ICLR 2019 (arXiv:1807.00734).
     """
 
+    fusable = True
+
     def discriminator_loss(self, D: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> LossOutput:
         return LossOutput(F.softplus(critic_scores(D, fake) - critic_scores(D, real)).mean())
 
@@ -54,6 +56,8 @@ class RaSGAN(AdversarialLoss):
     Source: Jolicoeur-Martineau, "The relativistic discriminator: a key element missing from
     standard GAN", ICLR 2019 (arXiv:1807.00734).
     """
+
+    fusable = True
 
     @staticmethod
     def _loss(s_real: torch.Tensor, s_fake: torch.Tensor) -> torch.Tensor:

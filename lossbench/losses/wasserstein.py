@@ -27,6 +27,8 @@ class WGANGP(AdversarialLoss):
     Source: Gulrajani et al., "Improved Training of Wasserstein GANs", NeurIPS 2017 (arXiv:1704.00028).
     """
 
+    fusable = True
+
     n_critic = 5
 
     def __init__(self, gp_weight: float = 10.0) -> None:

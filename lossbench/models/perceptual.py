@@ -162,9 +162,13 @@ class PerceptualLoss(nn.Module):
         """The scalar perceptual loss; gradients flow to `fake` only."""
         with torch.no_grad():
             real_features = self.extract(real)
+        return self.compare(self.extract(fake), real_features)
+
+    def compare(self, fake_features: list[torch.Tensor], real_features: list[torch.Tensor]) -> torch.Tensor:
+        """Σ_layers mean d(φ_l(fake), φ_l(real)) of `extract`'s features (each layer's d in fp32)."""
         dist = F.l1_loss if self.distance == "l1" else F.mse_loss
-        total = fake.new_zeros(())
-        for f, r in zip(self.extract(fake), real_features, strict=True):
+        total = fake_features[0].new_zeros(())
+        for f, r in zip(fake_features, real_features, strict=True):
             if self.pairing == "mean":
                 f, r = f.mean(0), r.mean(0)
             total = total + dist(f.float(), r.float())
