@@ -165,7 +165,8 @@ def train(
 @dataclass
 class Member:
     """A run in the training loop: where its outputs go, whom it reports to, what it logged. The loop
-    trains several members at once when they are fused (lossbench.fused)."""
+    trains several members at once when they are fused (lossbench.fused, which also replaces each
+    member's `checkpoint_state` by one that writes the member's part of the fused tensors)."""
 
     run: Run
     out_dir: Path

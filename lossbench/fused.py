@@ -1,0 +1,399 @@
+"""K training runs that differ only by seed and λ, trained as one fused group in one process.
+
+How:
+- Each member is built exactly as a separate run (`train.build`): its own initial weights, data
+  order, z, augmentation and loss draws (`Run.loss_rng`), its own out_dir, callbacks and checkpoint.
+- The members' generators (critics, EMA generators) are fused into one grouped network: every
+  convolution with groups=K, every normalisation over K× the channels, every tensor the
+  concatenation of the members' along dim 0, so member k owns channel block k and no value crosses
+  blocks. The members' own modules then become views of their block: nothing is copied, and what
+  a member checkpoints, samples or evaluates is its part of the fused tensors.
+- A step runs every member's `train.critic_loss` / `train.generator_loss` (the separate trainer's
+  own code) in its own thread. Their calls of G, D, the penalty pass (`input_gradients`) and the
+  perceptual network meet at a `Rendezvous` and run as one batched call (the GAN as one grouped
+  pass, the frozen perceptual network as one batch of K·B). The members' losses are summed and
+  back-propagated once; one Adam steps the fused parameters, element-wise, so each member's update
+  is its own, as is its EMA.
+
+Equality: a member's numbers are the separate run's up to float rounding (a grouped convolution
+sums in another order than K single ones); tests compare them. Checkpoints are the separate format
+(`train.checkpoint_state`): a member can be resumed, evaluated or loaded alone, fused or not.
+
+A member whose logged terms go NaN/Inf fails alone (its result is the DivergedError); the others
+go on, unaffected, since the fused tensors are block-diagonal.
+
+What can be fused (`check_fusable`): the same TrainConfig but for `seed` and `lam` (and λ > 0 for
+all members or none), unconditional, the "dgan" architecture, a loss with `fusable` (it draws only
+through lossbench.losses.penalties and calls the critic the same way whatever the data).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from lossbench import precision
+from lossbench.config import TrainConfig
+from lossbench.errors import ConfigError, DivergedError
+from lossbench.losses import get_loss
+from lossbench.train import (
+    Callback,
+    Member,
+    Run,
+    StepInputs,
+    TrainResult,
+    _adam,
+    channels_last,
+    checkpoint_state,
+    critic_loss,
+    ema_decay,
+    generator_loss,
+    keeps_channels_last,
+    start_member,
+    step_terms,
+    train_loop,
+    update_ema,
+)
+
+if TYPE_CHECKING:
+    from lossbench.data import ImageDataset
+
+# Fields that may differ between the members of a fused group.
+MEMBER_FIELDS = ("seed", "lam")
+
+
+def train_fused(
+    configs: Sequence[TrainConfig],
+    data: ImageDataset,
+    out_dirs: Sequence[str | os.PathLike],
+    callbacks: Sequence[Sequence[Callback]] | None = None,
+    resume: bool = False,
+) -> list[TrainResult | DivergedError]:
+    """Train `configs` (one per member) as one fused group on `data`, member k into `out_dirs[k]` with
+    `callbacks[k]`; with `resume`, every member continues from its checkpoint (all must have one at
+    the same step, or none). Returns each member's TrainResult, or its DivergedError. ConfigError
+    when the configs cannot be fused (`check_fusable`)."""
+    check_fusable(configs)
+    if len(out_dirs) != len(configs) or len({os.path.abspath(d) for d in out_dirs}) != len(configs):
+        raise ConfigError(f"a fused group needs one distinct output folder per member ({len(configs)})")
+    callbacks = callbacks if callbacks is not None else [()] * len(configs)
+    checkpoints = [resume and os.path.exists(os.path.join(d, "checkpoint.pt")) for d in out_dirs]
+    if any(checkpoints) and not all(checkpoints):
+        missing = [str(d) for d, c in zip(out_dirs, checkpoints, strict=True) if not c]
+        raise ConfigError(f"cannot resume a fused group: no checkpoint in {', '.join(missing)}")
+    first = start_member(data, configs[0], out_dirs[0], callbacks[0], resume)
+    members = [first] + [
+        start_member(data, c, d, cb, resume, perceptual=first.run.perceptual)
+        for c, d, cb in zip(configs[1:], out_dirs[1:], callbacks[1:], strict=True)
+    ]
+    steps = {m.step for m in members}
+    if len(steps) > 1:
+        raise ConfigError(
+            f"cannot resume a fused group: its members stopped at different steps {sorted(steps)}"
+        )
+    with FusedGroup(members) as group:
+        return train_loop(group.members, group.step)
+
+
+def check_fusable(configs: Sequence[TrainConfig]) -> None:
+    """ConfigError, in one line, unless `configs` can be trained as one fused group."""
+    if not configs:
+        raise ConfigError("a fused group needs at least one member")
+    first = configs[0]
+    for c in configs[1:]:
+        changed = [
+            f.name
+            for f in dataclasses.fields(TrainConfig)
+            if f.name not in MEMBER_FIELDS and getattr(c, f.name) != getattr(first, f.name)
+        ]
+        if changed:
+            raise ConfigError(
+                f"fused members may differ only by {' and '.join(MEMBER_FIELDS)}, not {', '.join(changed)}"
+            )
+    if len({c.uses_perceptual for c in configs}) > 1:
+        raise ConfigError(
+            "fused members must all have λ > 0 or all λ = 0 (a perceptual loss for all or none)"
+        )
+    if first.conditional:
+        raise ConfigError("class-conditional runs cannot be fused yet")
+    if first.model.arch != "dgan":
+        raise ConfigError(f"only the dgan architecture can be fused, not {first.model.arch!r}")
+    loss = type(get_loss(first.loss, **first.loss_params))
+    if not loss.fusable:
+        raise ConfigError(
+            f"loss {first.loss!r} cannot be fused (it does not declare `fusable`: see docs/plugins.md)"
+        )
+
+
+class Rendezvous:
+    """Where the K member threads meet: each `call`s with its own arguments; the last to arrive runs
+    the batched function once on all K argument tuples, and each gets its own part of the result.
+    Every member must make the same calls in the same order (RuntimeError otherwise). `abort`
+    releases the waiting members with BrokenBarrierError (a member failed)."""
+
+    def __init__(self, k: int) -> None:
+        self._fns: list[Callable | None] = [None] * k
+        self._args: list[tuple] = [()] * k
+        self._results: list[Any] = []
+        self._barrier = threading.Barrier(k, action=self._run)
+
+    def call(self, member: int, fn: Callable[[list[tuple]], list[Any]], *args: Any) -> Any:
+        self._fns[member], self._args[member] = fn, args
+        self._barrier.wait()
+        return self._results[member]
+
+    def _run(self) -> None:
+        if any(f != self._fns[0] for f in self._fns):
+            raise RuntimeError(f"fused members made different calls ({self._fns})")
+        self._results = self._fns[0](self._args)
+
+    def abort(self) -> None:
+        self._barrier.abort()
+
+    def reset(self) -> None:
+        self._barrier.reset()
+
+
+class FusedGroup:
+    """The fused networks and optimisers of K members, and the threads that step them."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self.members = list(members)
+        k, run = len(members), members[0].run
+        self.k, self.config, self.device = k, run.config, run.device
+        self.G = fuse([m.run.G.net for m in members])
+        self.D = fuse([m.run.D.net for m in members])
+        self.G_ema = fuse([m.run.G_ema.net for m in members]).eval().requires_grad_(False)
+        for net in (self.G, self.D, self.G_ema):
+            net.to(self.device)
+            if channels_last(self.config, self.device) and keeps_channels_last(net):
+                net.to(memory_format=torch.channels_last)
+        for fused, m in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema")):
+            for i, member in enumerate(members):
+                bind_block(getattr(member.run, m).net, fused, i, k)
+        self.opt_g = _adam(self.G, self.config.lr_g, self.config.betas, self.device)
+        self.opt_d = _adam(self.D, self.config.lr_d, self.config.betas, self.device)
+        if members[0].step:  # resumed: the members' optimiser states were restored into their own optimisers
+            self.opt_g.load_state_dict(fuse_optimizer_state([m.run.opt_g.state_dict() for m in members]))
+            self.opt_d.load_state_dict(fuse_optimizer_state([m.run.opt_d.state_dict() for m in members]))
+        self.perceptual = run.perceptual
+        self.meet = Rendezvous(k)
+        # What each member's step sees: its own run, with G, D and the perceptual loss met in the group.
+        self.views = [
+            dataclasses.replace(
+                m.run,
+                G=MemberCall(self.meet, i, self.generate),
+                D=MemberCritic(self.meet, i, self.score, self.input_gradients),
+                perceptual=MemberPerceptual(self.meet, i, self.features, self.perceptual)
+                if self.perceptual is not None
+                else None,
+            )
+            for i, m in enumerate(members)
+        ]
+        for i, m in enumerate(members):
+            m.checkpoint_state = self._checkpoint_state_fn(i)
+        threads = torch.get_num_threads()  # intra-op threads are per thread: the members use the caller's
+        self.pool = ThreadPoolExecutor(
+            k, "fused-member", initializer=torch.set_num_threads, initargs=(threads,)
+        )
+
+    def __enter__(self) -> FusedGroup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True)
+
+    @precision.fp32()
+    def step(self, step: int) -> list[dict[str, torch.Tensor]]:
+        """Generator step `step + 1` of every member (see `train.train_step`, which this mirrors)."""
+        inputs = [StepInputs(view) for view in self.views]
+        self.D.requires_grad_(True)
+        for _ in range(self.views[0].n_critic):
+            outs_d = self.each(critic_loss, inputs)
+            self.opt_d.zero_grad(set_to_none=True)
+            sum(out.loss for out in outs_d).backward()
+            self.opt_d.step()
+        self.D.requires_grad_(False)
+        outs_g = self.each(generator_loss, inputs)
+        self.opt_g.zero_grad(set_to_none=True)
+        sum(loss_g for _, _, loss_g in outs_g).backward()
+        self.opt_g.step()
+        update_ema(self.G_ema, self.G, ema_decay(self.config, step))
+        return [step_terms(d, *g) for d, g in zip(outs_d, outs_g, strict=True)]
+
+    def each(self, fn: Callable[[Run, StepInputs], Any], inputs: list[StepInputs]) -> list[Any]:
+        """fn(view_k, inputs_k) for every member, each in its own thread; the first real error is
+        raised (a member's failure releases the others, which then see BrokenBarrierError)."""
+
+        def member(i: int) -> Any:
+            try:
+                return fn(self.views[i], inputs[i])
+            except BaseException:
+                self.meet.abort()
+                raise
+
+        futures = [self.pool.submit(member, i) for i in range(self.k)]
+        errors = [f.exception() for f in futures]
+        failures = [e for e in errors if e is not None]
+        if failures:
+            self.meet.reset()
+            raise next((e for e in failures if not isinstance(e, threading.BrokenBarrierError)), failures[0])
+        return [f.result() for f in futures]
+
+    # The batched calls: args[k] is member k's argument tuple; the result, member k's part.
+    def generate(self, args: list[tuple]) -> list[torch.Tensor]:
+        """z_k (B×z_dim) -> G_k(z_k) (B×1×R×R), through the grouped generator (see dgan.Generator)."""
+        z = torch.cat([a[0] for a in args], 1)
+        images = self.G(z[:, :, None, None])  # B×K×R×R
+        return list(images.split(1, dim=1))
+
+    def score(self, args: list[tuple]) -> list[torch.Tensor]:
+        """x_k (B×1×R×R) -> D_k(x_k) (B), through the grouped critic (see dgan.Critic)."""
+        scores = self.D(torch.cat([a[0] for a in args], 1)).flatten(1)  # B×K
+        return list(scores.unbind(1))
+
+    def input_gradients(self, args: list[tuple]) -> list[torch.Tensor]:
+        """∇ₓ D_k(x_k) for each member in one pass (see penalties.input_gradients, whose precision
+        the calling threads are in)."""
+        xs = [a[0] for a in args]
+        scores = self.D(torch.cat(xs, 1))
+        return list(torch.autograd.grad(scores.sum(), xs, create_graph=True))
+
+    def features(self, args: list[tuple]) -> list[list[torch.Tensor]]:
+        """The perceptual network's features of every member's batch, as one batch of K·B."""
+        sizes = [len(a[0]) for a in args]
+        layers = self.perceptual.extract(torch.cat([a[0] for a in args]))
+        return [list(parts) for parts in zip(*(f.split(sizes) for f in layers), strict=True)]
+
+    def _checkpoint_state_fn(self, i: int) -> Callable[[], dict[str, Any]]:
+        member = self.members[i]
+
+        def state() -> dict[str, Any]:
+            saved = checkpoint_state(member.run, member.step, member.history)
+            for key in ("G", "D", "G_ema"):  # views of the fused tensors: save the block, not the whole
+                saved[key] = {name: t.clone() for name, t in saved[key].items()}
+            saved["opt_g"] = member_optimizer_state(self.opt_g.state_dict(), i, self.k)
+            saved["opt_d"] = member_optimizer_state(self.opt_d.state_dict(), i, self.k)
+            return saved
+
+        return state
+
+
+class MemberCall(nn.Module):
+    """Member `i`'s stand-in for a network of the group: calling it meets the other members."""
+
+    def __init__(self, meet: Rendezvous, i: int, fn: Callable[[list[tuple]], list[Any]]) -> None:
+        super().__init__()
+        self.meet, self.i, self.fn = meet, i, fn
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return self.meet.call(self.i, self.fn, *args)
+
+
+class MemberCritic(MemberCall):
+    """Member `i`'s critic, with the penalty pass batched across the group."""
+
+    def __init__(self, meet: Rendezvous, i: int, fn: Callable, gradients_fn: Callable) -> None:
+        super().__init__(meet, i, fn)
+        self.gradients_fn = gradients_fn
+
+    def input_gradients(self, x: torch.Tensor) -> torch.Tensor:
+        return self.meet.call(self.i, self.gradients_fn, x)
+
+
+class MemberPerceptual:
+    """Member `i`'s perceptual loss: the features come from the group's one batched pass."""
+
+    def __init__(self, meet: Rendezvous, i: int, features_fn: Callable, perceptual: nn.Module) -> None:
+        self.meet, self.i, self.features_fn, self.perceptual = meet, i, features_fn, perceptual
+        self.weights = perceptual.weights
+
+    def __call__(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            real_features = self.meet.call(self.i, self.features_fn, real)
+        return self.perceptual.compare(self.meet.call(self.i, self.features_fn, fake), real_features)
+
+
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity)
+
+
+def fuse(nets: Sequence[nn.Sequential]) -> nn.Sequential:
+    """One grouped network computing K identical-architecture networks side by side: input and output
+    channels in K blocks, member k's tensors in block k (concatenated along dim 0). ConfigError for a
+    layer without a grouped form."""
+    k = len(nets)
+    fused = nn.Sequential(*(_grouped(layer, k) for layer in nets[0]))
+    states = [net.state_dict() for net in nets]
+    fused.load_state_dict({name: _stack([s[name] for s in states]) for name in states[0]})
+    return fused
+
+
+def _grouped(layer: nn.Module, k: int) -> nn.Module:
+    if type(layer) is nn.Conv2d or type(layer) is nn.ConvTranspose2d:
+        extra = {"output_padding": layer.output_padding} if isinstance(layer, nn.ConvTranspose2d) else {}
+        return type(layer)(
+            k * layer.in_channels,
+            k * layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            dilation=layer.dilation,
+            groups=k * layer.groups,
+            bias=layer.bias is not None,
+            padding_mode=layer.padding_mode,
+            **extra,
+        )
+    if type(layer) is nn.BatchNorm2d:
+        return nn.BatchNorm2d(
+            k * layer.num_features, layer.eps, layer.momentum, layer.affine, layer.track_running_stats
+        )
+    if type(layer) is nn.GroupNorm:
+        return nn.GroupNorm(k * layer.num_groups, k * layer.num_channels, layer.eps, layer.affine)
+    if isinstance(layer, _ELEMENTWISE):
+        return copy.deepcopy(layer)
+    raise ConfigError(f"a {type(layer).__name__} layer cannot be fused")
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Member tensors as one fused tensor: concatenated along dim 0; scalars (BatchNorm's batch count,
+    equal in every member) shared."""
+    if tensors[0].dim() == 0:
+        return tensors[0]
+    return torch.cat(tensors)
+
+
+def bind_block(net: nn.Module, fused: nn.Module, i: int, k: int) -> None:
+    """Make `net`'s parameters and buffers views of block `i` of `fused`'s (same module layout);
+    scalar buffers become the fused ones themselves."""
+    for own, whole in zip(net.parameters(), fused.parameters(), strict=True):
+        own.data = whole.data.chunk(k)[i]
+    for (name, _), (_, whole) in zip(net.named_buffers(), fused.named_buffers(), strict=True):
+        module_name, _, buffer = name.rpartition(".")
+        owner = net.get_submodule(module_name)
+        owner._buffers[buffer] = whole if whole.dim() == 0 else whole.chunk(k)[i]
+
+
+def fuse_optimizer_state(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """The members' Adam states as the fused optimiser's (same parameter order, tensors stacked)."""
+    fused = {
+        index: {name: _stack([s["state"][index][name] for s in states]) for name in param_state}
+        for index, param_state in states[0]["state"].items()
+    }
+    return {"state": fused, "param_groups": copy.deepcopy(states[0]["param_groups"])}
+
+
+def member_optimizer_state(state: dict[str, Any], i: int, k: int) -> dict[str, Any]:
+    """Member `i`'s part of the fused optimiser's state, as its own optimiser would hold it."""
+    own = {
+        index: {name: t.clone() if t.dim() == 0 else t.chunk(k)[i].clone() for name, t in param_state.items()}
+        for index, param_state in state["state"].items()
+    }
+    return {"state": own, "param_groups": copy.deepcopy(state["param_groups"])}
