@@ -115,9 +115,8 @@ def check_fusable(configs: Sequence[TrainConfig]) -> None:
             if f.name not in MEMBER_FIELDS and getattr(c, f.name) != getattr(first, f.name)
         ]
         if changed:
-            raise ConfigError(
-                f"fused members may differ only by {' and '.join(MEMBER_FIELDS)}, not {', '.join(changed)}"
-            )
+            allowed = " and ".join(MEMBER_FIELDS)
+            raise ConfigError(f"fused members may differ only by {allowed}, not by {', '.join(changed)}")
     if len({c.uses_perceptual for c in configs}) > 1:
         raise ConfigError(
             "fused members must all have λ > 0 or all λ = 0 (a perceptual loss for all or none)"

@@ -1,0 +1,208 @@
+"""Fused training (lossbench.fused): K members equal K separate runs, resume either way, fail alone."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lossbench.config import ModelConfig, TrainConfig
+from lossbench.errors import ConfigError, DivergedError
+from lossbench.fused import Rendezvous, check_fusable, train_fused
+from lossbench.losses.registry import register_loss
+from lossbench.losses.wasserstein import WGANGP
+from lossbench.train import load_generator, train
+
+TINY = dict(
+    batch_size=8,
+    z_dim=16,
+    g_width=4,
+    d_width=4,
+    progress=False,
+    log_every=1,
+    checkpoint_every=2,
+    sample_every=0,
+    n_samples=4,
+    perceptual="tiny-fused",
+    perceptual_layers=("relu1_1", "relu2_1"),
+)
+ATOL = 1e-5  # grouped and single convolutions sum in another order
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_network():
+    from torch import nn
+
+    from lossbench.models import register_feature_network
+
+    def tiny(random_weights, weights_dir):
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU()
+        )
+
+    register_feature_network("tiny-fused", tiny)
+
+
+@pytest.fixture(scope="module")
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(40, 1, 8, 8, generator=g), size=32, mode="bilinear")
+    return SimpleNamespace(images=(x * 255).round().to(torch.uint8), source="test", fingerprint="0")
+
+
+def configs(members=((0, 2.0), (1, 5.0), (2, 0.5)), **kw) -> list[TrainConfig]:
+    return [TrainConfig(**{**TINY, "seed": seed, "lam": lam, **kw}) for seed, lam in members]
+
+
+def load(path):
+    return torch.load(path, weights_only=True)
+
+
+def assert_close_states(a: dict, b: dict) -> None:
+    """Two checkpoints of the same run, one fused: every tensor within ATOL, the streams identical."""
+    for key in ("G", "D", "G_ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            torch.testing.assert_close(a[key][name], b[key][name], atol=ATOL, rtol=0, msg=f"{key}.{name}")
+    for key in ("opt_g", "opt_d"):
+        for index, state in a[key]["state"].items():
+            for name, t in state.items():
+                torch.testing.assert_close(t, b[key]["state"][index][name], atol=ATOL, rtol=1e-4)
+    assert a["step"] == b["step"]
+    for stream in ("noise", "losses"):
+        assert torch.equal(a["rng"][stream], b["rng"][stream]), stream
+    assert (
+        torch.equal(a["sampler"]["order"], b["sampler"]["order"])
+        and a["sampler"]["pos"] == b["sampler"]["pos"]
+    )
+    for term, values in a["history"].items():
+        steps, x = zip(*values, strict=True)
+        steps_b, y = zip(*b["history"][term], strict=True)
+        assert steps == steps_b
+        torch.testing.assert_close(torch.tensor(x), torch.tensor(y), atol=1e-4, rtol=1e-4, msg=term)
+
+
+@pytest.mark.parametrize(
+    "loss, kw",
+    [
+        ("wgangp", {"augment": ("color", "translation", "cutout")}),  # penalty pass, 5 critic steps, ε draws
+        ("dragan", {"critic_norm": "layernorm"}),  # per-element draws, std over the member's batch, GroupNorm
+    ],
+)
+def test_fused_members_equal_separate_runs(data, tmp_path, loss, kw):
+    cfgs = configs(loss=loss, steps=3, **kw)
+    separate = [train(data, c, tmp_path / f"separate{i}") for i, c in enumerate(cfgs)]
+    fused = train_fused(cfgs, data, [tmp_path / f"fused{i}" for i in range(len(cfgs))])
+    for a, b in zip(separate, fused, strict=True):
+        assert isinstance(b, type(a)) and b.steps == 3
+        assert_close_states(load(a.checkpoint), load(b.checkpoint))
+    # The members differ from each other: the check above is not comparing one run three times.
+    g0, g1 = (load(r.checkpoint)["G"]["net.0.weight"] for r in fused[:2])
+    assert (g0 - g1).abs().max() > 1e-3
+
+
+def test_fused_checkpoints_resume_fused_or_alone(data, tmp_path):
+    full = configs(loss="wgangp", steps=4, members=((0, 2.0), (1, 5.0)))
+    half = configs(loss="wgangp", steps=2, members=((0, 2.0), (1, 5.0)))
+    straight = [train(data, c, tmp_path / f"straight{i}") for i, c in enumerate(full)]
+    dirs = [tmp_path / "f0", tmp_path / "f1"]
+    train_fused(half, data, dirs)
+    assert all(load(d / "checkpoint.pt")["step"] == 2 for d in dirs)
+    alone = train(data, full[1], tmp_path / "f1-copy", resume=False)  # from scratch, the reference
+    resumed = train_fused(full, data, dirs, resume=True)
+    for a, b in zip(straight, resumed, strict=True):
+        assert_close_states(load(a.checkpoint), load(b.checkpoint))
+    # A fused member's checkpoint is a separate run's: it resumes alone and loads as a generator.
+    train_fused(half, data, [tmp_path / "g0", tmp_path / "g1"])
+    separate = train(data, full[1], tmp_path / "g1", resume=True)
+    assert_close_states(load(alone.checkpoint), load(separate.checkpoint))
+    assert load_generator(tmp_path / "g1" / "checkpoint.pt").z_dim == TINY["z_dim"]
+
+
+def test_a_diverging_member_fails_alone(data, tmp_path):
+    # λ = 1e300 is inf in fp32: member 1's generator loss and gradients are non-finite from step 1.
+    cfgs = configs(loss="bce", steps=4, members=((0, 2.0), (1, 1e300), (2, 1.0)))
+    results = train_fused(cfgs, data, [tmp_path / f"m{i}" for i in range(3)])
+    assert isinstance(results[1], DivergedError)
+    with pytest.raises(DivergedError) as alone:
+        train(data, cfgs[1], tmp_path / "alone")
+    assert (results[1].step, results[1].term) == (alone.value.step, alone.value.term)
+    for i in (0, 2):
+        reference = train(data, cfgs[i], tmp_path / f"ref{i}")
+        assert results[i].steps == 4
+        assert_close_states(load(reference.checkpoint), load(results[i].checkpoint))
+
+
+def test_one_grouped_pass_per_call(data, tmp_path, monkeypatch):
+    """The members' critic calls run as one grouped pass: K members cost one critic call each time."""
+    from lossbench import fused
+
+    calls = []
+    original = fused.FusedGroup.score
+    monkeypatch.setattr(
+        fused.FusedGroup, "score", lambda self, args: calls.append(len(args)) or original(self, args)
+    )
+    train_fused(configs(loss="bce", steps=1), data, [tmp_path / f"m{i}" for i in range(3)])
+    # bce: D(real) and D(fake) in the critic step, D(fake) in the generator step; each for all 3 members.
+    assert calls == [3, 3, 3]
+
+
+@register_loss("wgangp-unfusable-test")
+class Unfusable(WGANGP):
+    """WGAN-GP as a plugin that does not declare `fusable`."""
+
+    fusable = False
+
+
+@pytest.mark.parametrize(
+    "change, both, message",
+    [
+        ({"loss": "bce"}, False, "not by loss"),
+        ({"steps": 5}, False, "not by steps"),
+        ({"lam": 0.0}, False, "all λ = 0"),
+        ({"conditional": True}, True, "conditional"),
+        ({"model": ModelConfig("toy-mlp")}, True, "dgan architecture"),
+    ],
+)
+def test_what_cannot_be_fused_is_refused_in_one_line(change, both, message):
+    base = {**TINY, "loss": "wgangp", "steps": 4}
+    first = TrainConfig(**{**base, **(change if both else {})})
+    second = TrainConfig(**{**base, "seed": 1, "lam": 5.0, **change})
+    with pytest.raises(ConfigError, match=message) as e:
+        check_fusable([first, second])
+    assert "\n" not in str(e.value)
+
+
+def test_a_plugin_loss_without_fusable_is_refused():
+    with pytest.raises(ConfigError, match="does not declare `fusable`"):
+        check_fusable(configs(loss="wgangp-unfusable-test"))
+
+
+def test_fused_output_folders_must_differ(data, tmp_path):
+    with pytest.raises(ConfigError, match="distinct output folder"):
+        train_fused(configs(steps=1), data, [tmp_path / "a", tmp_path / "a", tmp_path / "b"])
+
+
+def test_rendezvous_refuses_members_making_different_calls():
+    meet = Rendezvous(2)
+    errors = []
+
+    def member(i, fn):
+        try:
+            meet.call(i, fn, i)
+        except Exception as e:
+            errors.append(type(e).__name__)
+
+    threads = [
+        threading.Thread(target=member, args=(0, lambda args: [a[0] for a in args])),
+        threading.Thread(target=member, args=(1, lambda args: [None for _ in args])),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not any(t.is_alive() for t in threads)  # nobody left waiting
+    assert sorted(errors) == ["BrokenBarrierError", "RuntimeError"]
