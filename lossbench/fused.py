@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -133,32 +134,90 @@ def check_fusable(configs: Sequence[TrainConfig]) -> None:
 
 
 class Rendezvous:
-    """Where the K member threads meet: each `call`s with its own arguments; the last to arrive runs
-    the batched function once on all K argument tuples, and each gets its own part of the result.
-    Every member must make the same calls in the same order (RuntimeError otherwise). `abort`
-    releases the waiting members with BrokenBarrierError (a member failed)."""
+    """Where K member threads meet the calling thread. `run` starts one task per member and serves
+    them: whenever every unfinished member waits in `call`, the calling thread runs the batched
+    function once on their K argument tuples, in the members' grad and autocast modes, and each member
+    gets its own part of the result. The heavy work thus stays in the calling thread (intra-op
+    parallelism is slower from other threads). Every member must make the same calls in the same
+    order: otherwise, or when a member fails, the waiting members get BrokenBarrierError and `run`
+    raises the first real error."""
 
-    def __init__(self, k: int) -> None:
-        self._fns: list[Callable | None] = [None] * k
-        self._args: list[tuple] = [()] * k
-        self._results: list[Any] = []
-        self._barrier = threading.Barrier(k, action=self._run)
+    def __init__(self, k: int, pool: ThreadPoolExecutor) -> None:
+        self.k, self.pool = k, pool
+        self._cv = threading.Condition()
+        self._calls: dict[int, tuple[Callable, tuple, tuple]] = {}  # member -> (fn, args, modes)
+        self._results: dict[int, Any] = {}
+        self._served = 0  # batched calls run so far
+        self._done = 0  # member tasks finished
+        self._broken = False
 
     def call(self, member: int, fn: Callable[[list[tuple]], list[Any]], *args: Any) -> Any:
-        self._fns[member], self._args[member] = fn, args
-        self._barrier.wait()
-        return self._results[member]
+        """From member `member`'s thread: fn's result for its `args`, batched with the others'."""
+        with self._cv:
+            if self._broken:
+                raise threading.BrokenBarrierError
+            served = self._served
+            self._calls[member] = (fn, args, _modes(args))
+            self._cv.notify_all()
+            self._cv.wait_for(lambda: self._served != served or self._broken)
+            if self._served == served:
+                raise threading.BrokenBarrierError
+            return self._results.pop(member)
 
-    def _run(self) -> None:
-        if any(f != self._fns[0] for f in self._fns):
-            raise RuntimeError(f"fused members made different calls ({self._fns})")
-        self._results = self._fns[0](self._args)
+    def run(self, tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+        """Run tasks[i] as member i in the pool, serving their calls from this thread; their results."""
+        self._calls, self._results, self._done, self._broken = {}, {}, 0, False
 
-    def abort(self) -> None:
-        self._barrier.abort()
+        def member(task: Callable[[], Any]) -> Any:
+            try:
+                return task()
+            finally:
+                with self._cv:
+                    self._done += 1
+                    self._cv.notify_all()
 
-    def reset(self) -> None:
-        self._barrier.reset()
+        futures = [self.pool.submit(member, task) for task in tasks]
+        try:
+            self._serve()
+        finally:
+            errors = [e for e in (f.exception() for f in futures) if e is not None]
+        if errors:
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+        return [f.result() for f in futures]
+
+    def _serve(self) -> None:
+        with self._cv:
+            while True:
+                self._cv.wait_for(lambda: len(self._calls) + self._done == self.k)
+                if self._done == self.k:
+                    return
+                calls = [self._calls.get(i) for i in range(self.k)]
+                if self._done or any(c[0] != calls[0][0] or c[2] != calls[0][2] for c in calls):
+                    self._broken = True
+                    self._cv.notify_all()
+                    if not self._done:  # everyone waits, on different calls: a bug, not a member's error
+                        raise RuntimeError(f"fused members made different calls: {[c[0] for c in calls]}")
+                    self._cv.wait_for(lambda: self._done == self.k)
+                    return
+                self._calls = {}
+                fn, (grad, autocast) = calls[0][0], calls[0][2]
+                try:
+                    with torch.set_grad_enabled(grad), torch.autocast(*autocast[:2], enabled=autocast[2]):
+                        results = fn([c[1] for c in calls])
+                except BaseException:
+                    self._broken = True
+                    self._cv.notify_all()
+                    raise
+                self._results = dict(enumerate(results))
+                self._served += 1
+                self._cv.notify_all()
+
+
+def _modes(args: tuple) -> tuple[bool, tuple[str, torch.dtype, bool]]:
+    """The calling thread's grad mode and autocast state (for the device of the first tensor)."""
+    device = next((a.device.type for a in args if isinstance(a, torch.Tensor)), "cpu")
+    autocast = (device, torch.get_autocast_dtype(device), torch.is_autocast_enabled(device))
+    return torch.is_grad_enabled(), autocast
 
 
 class FusedGroup:
@@ -184,7 +243,9 @@ class FusedGroup:
             self.opt_g.load_state_dict(fuse_optimizer_state([m.run.opt_g.state_dict() for m in members]))
             self.opt_d.load_state_dict(fuse_optimizer_state([m.run.opt_d.state_dict() for m in members]))
         self.perceptual = run.perceptual
-        self.meet = Rendezvous(k)
+        threads = torch.get_num_threads()  # intra-op threads are set per thread: members use the caller's
+        self.pool = ThreadPoolExecutor(k, "fused", initializer=torch.set_num_threads, initargs=(threads,))
+        self.meet = Rendezvous(k, self.pool)
         # What each member's step sees: its own run, with G, D and the perceptual loss met in the group.
         self.views = [
             dataclasses.replace(
@@ -229,23 +290,10 @@ class FusedGroup:
         return [step_terms(d, *g) for d, g in zip(outs_d, outs_g, strict=True)]
 
     def each(self, fn: Callable[[Run, StepInputs], Any], inputs: list[StepInputs]) -> list[Any]:
-        """fn(view_k, inputs_k) for every member, each in its own thread; the first real error is
-        raised (a member's failure releases the others, which then see BrokenBarrierError)."""
-
-        def member(i: int) -> Any:
-            try:
-                return fn(self.views[i], inputs[i])
-            except BaseException:
-                self.meet.abort()
-                raise
-
-        futures = [self.pool.submit(member, i) for i in range(self.k)]
-        errors = [f.exception() for f in futures]
-        failures = [e for e in errors if e is not None]
-        if failures:
-            self.meet.reset()
-            raise next((e for e in failures if not isinstance(e, threading.BrokenBarrierError)), failures[0])
-        return [f.result() for f in futures]
+        """fn(view_k, inputs_k) for every member, each in its own thread, met at the rendezvous."""
+        return self.meet.run(
+            [functools.partial(fn, view, i) for view, i in zip(self.views, inputs, strict=True)]
+        )
 
     # The batched calls: args[k] is member k's argument tuple; the result, member k's part.
     def generate(self, args: list[tuple]) -> list[torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -186,23 +187,48 @@ def test_fused_output_folders_must_differ(data, tmp_path):
         train_fused(configs(steps=1), data, [tmp_path / "a", tmp_path / "a", tmp_path / "b"])
 
 
+def _run_members(tasks_for):
+    """Rendezvous(len(tasks)).run(tasks) in a thread, joined with a timeout: the error it raised (or
+    its results); a hang fails the test instead of blocking it."""
+    outcome = {}
+    with ThreadPoolExecutor(2) as pool:
+        meet = Rendezvous(2, pool)
+
+        def serve():
+            try:
+                outcome["results"] = meet.run(tasks_for(meet))
+            except Exception as e:
+                outcome["error"] = e
+
+        server = threading.Thread(target=serve)
+        server.start()
+        server.join(10)
+        assert not server.is_alive(), "the rendezvous hung"
+    return outcome
+
+
+def test_rendezvous_batches_one_call_for_all_members():
+    def both(args):
+        return [sum(a[0] for a in args) + a[0] for a in args]  # every member sees the others' values
+
+    outcome = _run_members(lambda meet: [lambda: meet.call(0, both, 1), lambda: meet.call(1, both, 10)])
+    assert outcome == {"results": [12, 21]}
+
+
 def test_rendezvous_refuses_members_making_different_calls():
-    meet = Rendezvous(2)
-    errors = []
+    def one(args):
+        return [None for _ in args]
 
-    def member(i, fn):
-        try:
-            meet.call(i, fn, i)
-        except Exception as e:
-            errors.append(type(e).__name__)
+    def other(args):
+        return [None for _ in args]
 
-    threads = [
-        threading.Thread(target=member, args=(0, lambda args: [a[0] for a in args])),
-        threading.Thread(target=member, args=(1, lambda args: [None for _ in args])),
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
-    assert not any(t.is_alive() for t in threads)  # nobody left waiting
-    assert sorted(errors) == ["BrokenBarrierError", "RuntimeError"]
+    outcome = _run_members(lambda meet: [lambda: meet.call(0, one, 1), lambda: meet.call(1, other, 1)])
+    assert isinstance(outcome["error"], RuntimeError) and "different calls" in str(outcome["error"])
+
+
+def test_a_failing_member_releases_the_others():
+    def bad():
+        raise ValueError("member 1 broke")
+
+    outcome = _run_members(lambda meet: [lambda: meet.call(0, lambda args: args, 1), bad])
+    assert isinstance(outcome["error"], ValueError)
