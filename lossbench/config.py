@@ -369,6 +369,9 @@ class StudyConfig:
     objective: str = result("fid")
     eval_every: int = result(0)  # 0 = evaluate only at the end
     threads: int = result(1)  # torch CPU threads per cell: CPU results depend on the thread count
+    # Cells per fused group (lossbench.fused): a worker trains up to `fuse` waiting cells of one loss
+    # as one grouped network; their numbers equal the unfused ones up to float rounding.
+    fuse: int = result(1)
     storage: str | None = run_only(None)  # None = journal file under mlruns/
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
     workers: int = run_only(1)
@@ -394,7 +397,7 @@ class StudyConfig:
         if min(self.seeds) < 0:
             raise ConfigError(f"seeds must be >= 0, got {min(self.seeds)}")
         _check_min(self, 0, "eval_every")
-        _check_min(self, 1, "workers", "threads", "heartbeat_s")
+        _check_min(self, 1, "workers", "threads", "fuse", "heartbeat_s")
         if self.grace_s <= self.heartbeat_s:
             raise ConfigError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
         for device in self.devices:  # spelling only: a study file may be written for another machine;

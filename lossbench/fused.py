@@ -22,9 +22,7 @@ sums in another order than K single ones); tests compare them. Checkpoints are t
 A member whose logged terms go NaN/Inf fails alone (its result is the DivergedError); the others
 go on, unaffected, since the fused tensors are block-diagonal.
 
-What can be fused (`check_fusable`): the same TrainConfig but for `seed` and `lam` (and λ > 0 for
-all members or none), unconditional, the "dgan" architecture, a loss with `fusable` (it draws only
-through lossbench.losses.penalties and calls the critic the same way whatever the data).
+What can be fused: see lossbench.fusable.
 """
 
 from __future__ import annotations
@@ -44,7 +42,7 @@ from torch import nn
 from lossbench import precision
 from lossbench.config import TrainConfig
 from lossbench.errors import ConfigError, DivergedError
-from lossbench.losses import get_loss
+from lossbench.fusable import check_fusable
 from lossbench.train import (
     Callback,
     Member,
@@ -67,8 +65,10 @@ from lossbench.train import (
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
 
-# Fields that may differ between the members of a fused group.
-MEMBER_FIELDS = ("seed", "lam")
+
+class ResumeMismatchError(ConfigError):
+    """The members' checkpoints cannot resume as one group (some missing, or at different steps);
+    each member can still resume alone."""
 
 
 def train_fused(
@@ -89,7 +89,7 @@ def train_fused(
     checkpoints = [resume and os.path.exists(os.path.join(d, "checkpoint.pt")) for d in out_dirs]
     if any(checkpoints) and not all(checkpoints):
         missing = [str(d) for d, c in zip(out_dirs, checkpoints, strict=True) if not c]
-        raise ConfigError(f"cannot resume a fused group: no checkpoint in {', '.join(missing)}")
+        raise ResumeMismatchError(f"cannot resume a fused group: no checkpoint in {', '.join(missing)}")
     first = start_member(data, configs[0], out_dirs[0], callbacks[0], resume)
     members = [first] + [
         start_member(data, c, d, cb, resume, perceptual=first.run.perceptual)
@@ -97,40 +97,9 @@ def train_fused(
     ]
     steps = {m.step for m in members}
     if len(steps) > 1:
-        raise ConfigError(
-            f"cannot resume a fused group: its members stopped at different steps {sorted(steps)}"
-        )
+        raise ResumeMismatchError(f"cannot resume a fused group: its members are at steps {sorted(steps)}")
     with FusedGroup(members) as group:
         return train_loop(group.members, group.step)
-
-
-def check_fusable(configs: Sequence[TrainConfig]) -> None:
-    """ConfigError, in one line, unless `configs` can be trained as one fused group."""
-    if not configs:
-        raise ConfigError("a fused group needs at least one member")
-    first = configs[0]
-    for c in configs[1:]:
-        changed = [
-            f.name
-            for f in dataclasses.fields(TrainConfig)
-            if f.name not in MEMBER_FIELDS and getattr(c, f.name) != getattr(first, f.name)
-        ]
-        if changed:
-            allowed = " and ".join(MEMBER_FIELDS)
-            raise ConfigError(f"fused members may differ only by {allowed}, not by {', '.join(changed)}")
-    if len({c.uses_perceptual for c in configs}) > 1:
-        raise ConfigError(
-            "fused members must all have λ > 0 or all λ = 0 (a perceptual loss for all or none)"
-        )
-    if first.conditional:
-        raise ConfigError("class-conditional runs cannot be fused yet")
-    if first.model.arch != "dgan":
-        raise ConfigError(f"only the dgan architecture can be fused, not {first.model.arch!r}")
-    loss = type(get_loss(first.loss, **first.loss_params))
-    if not loss.fusable:
-        raise ConfigError(
-            f"loss {first.loss!r} cannot be fused (it does not declare `fusable`: see docs/plugins.md)"
-        )
 
 
 class Rendezvous:

@@ -9,6 +9,7 @@ errors. Command-line options override the file. Data spec "busi" is found by los
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -17,6 +18,7 @@ from typing import Any
 from lossbench import config as cfg
 from lossbench.config import StudyConfig, TrainConfig, check_device
 from lossbench.errors import ConfigError
+from lossbench.fusable import check_fusable
 from lossbench.losses import get_loss
 from lossbench.metrics import DIRECTIONS, check_needs, get_metric, metric_key, resolve_metrics
 
@@ -73,3 +75,7 @@ def validate(config: StudyConfig) -> None:
         raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
     for device in config.devices:
         check_device(device)
+    if config.fuse > 1:
+        for loss in config.losses:
+            params = config.loss_params.get(loss, {})
+            check_fusable([dataclasses.replace(config.train, loss=loss, loss_params=params)])

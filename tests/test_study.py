@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
@@ -240,6 +241,64 @@ def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
     assert set(frame["run_id"]) == {r.info.run_id for r in children}
 
 
+def test_fused_grid_records_every_cell_like_the_unfused_one(tmp_path):
+    """`fuse = 3` with a stand-in cell function: the bookkeeping of groups (admission, a duplicate
+    pruned, a diverged member failing alone, every trial told) gives the unfused study's states."""
+    config = tiny("fusedbook", fuse=3)
+    study = optuna.create_study(study_name="fusedbook", storage=open_storage(None, tmp_path))
+    for _ in range(2):
+        enqueue(study, Cell("wgangp", 0.5, 0))
+    summary = run_study(config, root=tmp_path, cell_fn=fake_cell)
+    assert summary.counts["done"] == 7 and summary.counts["failed"] == 1
+    assert complete_cells(tmp_path, "fusedbook") == sorted(set(grid_cells(config)) - {Cell("bce", 3.0, 1)})
+    states = sorted(t.state.name for t in trials(tmp_path, "fusedbook"))
+    assert states == ["COMPLETE"] * 7 + ["FAIL", "PRUNED"]  # nothing left RUNNING
+    for t in trials(tmp_path, "fusedbook"):
+        if t.state == TrialState.COMPLETE:
+            assert (
+                t.value == 100 * (t.params["loss"] == "bce") + 10 * t.params["lambda"] + t.user_attrs["seed"]
+            )
+
+
+def test_fused_study_gives_the_unfused_numbers_and_resumes(tmp_path):
+    """Real training: the 4 cells of one loss as one fused group equal the unfused study's cells up to
+    float rounding; the runs say they were fused; a rerun adds nothing."""
+    metrics = ["fid", "kid", "lpips_ff", "msssim_ff"]
+    frames = {}
+    for name, fuse in (("unfused", 1), ("fused", 4)):
+        summary = run_study(tiny(name, losses=("wgangp",), workers=1, fuse=fuse), root=tmp_path)
+        assert summary.counts["done"] == 4
+        frames[name] = results_frame(name, root=tmp_path).sort_values(["lambda", "seed"])[metrics]
+    np.testing.assert_allclose(frames["fused"].to_numpy(), frames["unfused"].to_numpy(), rtol=1e-3, atol=1e-6)
+    client = MlflowClient(summary.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("fused").experiment_id])
+    fused_tags = [
+        r.data.tags.get("lossbench.fused") for r in runs if r.data.tags.get("lossbench.role") == "trial"
+    ]
+    assert fused_tags == ["4"] * 4
+    again = run_study(tiny("fused", losses=("wgangp",), workers=1, fuse=4), root=tmp_path)
+    assert again.new_trials == 0
+
+
+def test_a_study_that_cannot_be_fused_is_refused_before_anything_runs(tmp_path, capsys):
+    code = cli.main(
+        [
+            "study",
+            "--preset",
+            "tiny",
+            "--fuse",
+            "2",
+            "--set",
+            "train.conditional=true",
+            "--root",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot be fused" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "checkpoints").exists()
+
+
 class _Killer(threading.Thread):
     """SIGKILLs the worker of the first trial caught RUNNING after its first checkpoint: the worker
     is stopped (SIGSTOP) first, so the trial is certainly still RUNNING when it dies."""
@@ -305,6 +364,30 @@ def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
     assert len(finished) == len(grid_cells(config))
     states = {c: s for c, s, _ in study_cells(load_study("kill", root=tmp_path))}
     assert set(states.values()) == {"done"}
+
+
+def test_sigkilled_fused_group_resumes_on_rerun(tmp_path):
+    """kill -9 of a worker training 4 cells fused: all 4 trials fail and are queued again; the rerun
+    resumes them (fused, or one by one when their checkpoints are at different steps), none lost."""
+    config = tiny("killfused", losses=("wgangp",), workers=1, fuse=4)
+    config.train.steps = 6
+    killer = _Killer(tmp_path, "killfused")
+    killer.start()
+    with pytest.raises(LossbenchError, match=r"exited with code -9"):
+        run_study(config, root=tmp_path)
+    killer.done.set()
+    number, cell = killer.killed
+    dead = [t for t in trials(tmp_path, "killfused") if t.state == TrialState.FAIL]
+    assert len(dead) == 4 and all(t.user_attrs["fail_reason"].startswith("worker pid") for t in dead)
+    queued = [t for t in trials(tmp_path, "killfused") if t.state == TrialState.WAITING]
+    assert sorted(t.user_attrs["retry_of"] for t in queued) == sorted(t.number for t in dead)
+
+    run_study(config, root=tmp_path)
+    assert complete_cells(tmp_path, "killfused") == sorted(grid_cells(config))
+    (retry,) = [t for t in trials(tmp_path, "killfused") if t.user_attrs.get("retry_of") == number]
+    client = MlflowClient(tracking.default_tracking_uri(tmp_path))
+    run = client.get_run(retry.user_attrs["mlflow_run_id"])
+    assert int(run.data.tags["lossbench.resumed_from_step"]) >= 2
 
 
 # --------------------------------------------------------------------------------------------- config

@@ -103,6 +103,11 @@ def study(
     threads: int | None = typer.Option(
         None, "--threads", help=rf"torch CPU threads per cell (results depend on it). \[default: {D.threads}]"
     ),
+    fuse: int | None = typer.Option(
+        None,
+        "--fuse",
+        help=rf"Cells of one loss a worker trains as one fused group (docs/study.md). \[default: {D.fuse}]",
+    ),
     devices: str | None = typer.Option(
         None, "--devices", help=rf"cpu, or cuda:0,cuda:1 (round-robin). \[default: {','.join(D.devices)}]"
     ),
@@ -149,6 +154,7 @@ def study(
         "tracking_uri": tracking_uri,
         "workers": workers,
         "threads": threads,
+        "fuse": fuse,
         "devices": parse_name_list(devices, "device") if devices is not None else None,
     }
     config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))

@@ -11,6 +11,7 @@ machines queueing at once), only the first runs, whichever worker takes which fi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -24,18 +25,20 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
+from optuna.storages._heartbeat import get_heartbeat_thread  # what optimize uses; no public form
 from optuna.trial import TrialState
 
 from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.errors import CheckpointError
+from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import metric_key
 from lossbench.metrics.evaluation import EvalResult, evaluate
 from lossbench.report import closest_fakes_png
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
-from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell
-from lossbench.train import CHECKPOINT, Callback, train
+from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell, work_left
+from lossbench.train import CHECKPOINT, Callback, TrainResult, train
 
 CHECKPOINTS = "checkpoints"
 _LINK_ATTRS = ("retry_of",)  # user attributes linking a trial to an earlier one, copied to its run's tags
@@ -126,6 +129,44 @@ def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
         print(f"warning: {cell}: {e}; kept as {aside}, training from scratch", file=sys.stderr)
         ctx.run.set_tags({tracking.BAD_CHECKPOINT_TAG: str(aside)})
         trained = train(ctx.data, ctx.train, ctx.checkpoint_dir, callbacks=[callback], resume=True)
+    return _cell_result(ctx, callback, trained)
+
+
+def train_and_evaluate_fused(cells: list[Cell], contexts: list[CellContext]) -> list[CellResult | Exception]:
+    """Cells of one loss trained as one fused group (lossbench.fused), then each evaluated; a member
+    that diverged or failed to evaluate has its error in its place. A group that cannot resume fused
+    (its checkpoints at different steps, or one damaged) trains its cells one by one instead."""
+    callbacks = [TrialCallback(ctx) for ctx in contexts]
+    try:
+        trained = train_fused(
+            [ctx.train for ctx in contexts],
+            contexts[0].data,
+            [ctx.checkpoint_dir for ctx in contexts],
+            [[cb] for cb in callbacks],
+            resume=True,
+        )
+    except (CheckpointError, ResumeMismatchError) as e:
+        print(f"warning: {len(cells)} cells from {cells[0]}: {e}; training them one by one", file=sys.stderr)
+        return [_outcome(train_and_evaluate, cell, ctx) for cell, ctx in zip(cells, contexts, strict=True)]
+    outcomes: list[CellResult | Exception] = []
+    for cell, ctx, callback, result in zip(cells, contexts, callbacks, trained, strict=True):
+        if isinstance(result, Exception):  # diverged
+            outcomes.append(result)
+        else:
+            outcomes.append(_outcome(lambda _, c, r=result, cb=callback: _cell_result(c, cb, r), cell, ctx))
+    return outcomes
+
+
+def _outcome(fn: CellFn, cell: Cell, ctx: CellContext) -> CellResult | Exception:
+    """fn(cell, ctx), or the final error (FINAL_ERRORS) it raised."""
+    try:
+        return fn(cell, ctx)
+    except tuple(tracking.FINAL_ERRORS) as e:
+        return e
+
+
+def _cell_result(ctx: CellContext, callback: TrialCallback, trained: TrainResult) -> CellResult:
+    """The cell's final evaluation (the last periodic one when it was at the final step)."""
     if callback.last_eval is not None and callback.last_eval[0] == trained.steps:
         final = callback.last_eval[1]
     else:
@@ -179,6 +220,81 @@ class Objective:
     cell_fn: CellFn
 
     def __call__(self, trial: optuna.Trial) -> float:
+        cell, ctx = self._begin(trial)
+        with tracking.ending(ctx.run):
+            try:
+                result = self.cell_fn(cell, ctx)
+            except BaseException as e:
+                self._failed(trial, cell, ctx, e)
+                raise
+            _record(trial, ctx.run, result)
+        return result.metrics[ctx.objective]
+
+    def run_fused(self, study: optuna.Study, k: int) -> None:
+        """Take up to `k` waiting trials at a time; train the cells of each loss among them as one
+        fused group (`train_and_evaluate_fused`; with another cell function, one by one). Each
+        trial still has its own admission, MLflow run, record and Optuna state, and a heartbeat on an
+        RDB storage, as under `study.optimize`."""
+        while work_left(study):
+            trials = []
+            while len(trials) < k and work_left(study):
+                trials.append(study.ask())
+            with contextlib.ExitStack() as stack:
+                for trial in trials:  # Optuna's own optimize loop does the same per trial
+                    stack.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+                self._run_group(study, trials)
+
+    def _run_group(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        begun: list[tuple[optuna.Trial, Cell, CellContext]] = []
+        untold = list(trials)
+        try:
+            for trial in trials:
+                try:
+                    begun.append((trial, *self._begin(trial)))
+                except optuna.TrialPruned:
+                    study.tell(trial, state=TrialState.PRUNED)
+                    untold.remove(trial)
+            groups: dict[tuple[str, bool], list[tuple[optuna.Trial, Cell, CellContext]]] = {}
+            for member in begun:  # fusable together: one loss, a perceptual network for all or none
+                groups.setdefault((member[1].loss, member[2].train.uses_perceptual), []).append(member)
+            for group in groups.values():
+                cells, contexts = [m[1] for m in group], [m[2] for m in group]
+                if self.cell_fn is train_and_evaluate and len(group) > 1:
+                    for ctx in contexts:
+                        ctx.run.set_tags({tracking.FUSED_TAG: str(len(group))})
+                    outcomes = train_and_evaluate_fused(cells, contexts)
+                else:
+                    pairs = zip(cells, contexts, strict=True)
+                    outcomes = [_outcome(self.cell_fn, cell, ctx) for cell, ctx in pairs]
+                for (trial, cell, ctx), outcome in zip(group, outcomes, strict=True):
+                    self._finish(study, trial, cell, ctx, outcome)
+                    untold.remove(trial)
+        except BaseException as e:  # not a cell's final error: fail what is left, as optimize would
+            for trial, cell, ctx in begun:
+                if trial in untold:
+                    self._failed(trial, cell, ctx, e)
+                    ctx.run.end(tracking.ending_status(e), tracking.failure_reason(e))
+            for trial in untold:
+                study.tell(trial, state=TrialState.FAIL)
+            raise
+
+    def _finish(
+        self, study: optuna.Study, trial: optuna.Trial, cell: Cell, ctx: CellContext, outcome: Any
+    ) -> None:
+        """Record a trial's outcome (a CellResult or its final error) and tell Optuna."""
+        try:
+            with tracking.ending(ctx.run):
+                if isinstance(outcome, BaseException):
+                    self._failed(trial, cell, ctx, outcome)
+                    raise outcome
+                _record(trial, ctx.run, outcome)
+        except tuple(tracking.FINAL_ERRORS):
+            study.tell(trial, state=TrialState.FAIL)
+            return
+        study.tell(trial, outcome.metrics[ctx.objective])
+
+    def _begin(self, trial: optuna.Trial) -> tuple[Cell, CellContext]:
+        """Admit the trial (TrialPruned if it must not run) and start its MLflow run."""
         config = self.config
         torch.set_num_threads(config.threads)  # numbers depend on it: fixed per study, never per machine
         for key, value in current_worker().attrs().items():
@@ -186,7 +302,6 @@ class Objective:
         cell = admit(trial, config)
         train_cfg = train_config_for(config, cell, self.device)
         run = self._start_run(trial, cell, train_cfg)
-        key = metric_key(config.objective)
         ctx = CellContext(
             config,
             train_cfg,
@@ -195,21 +310,20 @@ class Objective:
             checkpoint_dir(self.root, config.name, cell),
             run,
             trial,
-            key,
+            metric_key(config.objective),
             self.data.heldout,
         )
-        with tracking.ending(run):
-            try:
-                result = self.cell_fn(cell, ctx)
-            except BaseException as e:
-                if not isinstance(e, (KeyboardInterrupt, SystemExit)):
-                    trial.set_user_attr("fail_reason", tracking.failure_reason(e))
-                if isinstance(e, tuple(tracking.FINAL_ERRORS)):
-                    run.set_tags({tracking.STATE_TAG: "FAIL"})
-                    print(f"{cell}: {tracking.failure_reason(e)}", file=sys.stderr)
-                raise
-            _record(trial, run, result)
-        return result.metrics[key]
+        return cell, ctx
+
+    @staticmethod
+    def _failed(trial: optuna.Trial, cell: Cell, ctx: CellContext, error: BaseException) -> None:
+        """What a failed trial records before its run ends: the reason and, for a final error, the
+        FAIL tag and a line on stderr."""
+        if not isinstance(error, (KeyboardInterrupt, SystemExit)):
+            trial.set_user_attr("fail_reason", tracking.failure_reason(error))
+        if isinstance(error, tuple(tracking.FINAL_ERRORS)):
+            ctx.run.set_tags({tracking.STATE_TAG: "FAIL"})
+            print(f"{cell}: {tracking.failure_reason(error)}", file=sys.stderr)
 
     def _start_run(self, trial: optuna.Trial, cell: Cell, train_cfg: TrainConfig) -> tracking.TrialRun:
         """The trial's MLflow child run, tagged and with its full config as params and `config.json`."""

@@ -96,6 +96,11 @@ def is_queued(trial: FrozenTrial | optuna.Trial) -> bool:
     return bool(trial.user_attrs.get("queued"))
 
 
+def work_left(study: optuna.Study) -> bool:
+    """Whether a queued trial is waiting."""
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
 def is_final_failure(trial: FrozenTrial) -> bool:
     """A cell that diverged or failed from a config error (`tracking.FINAL_ERRORS`): never retried."""
     reason = str(trial.user_attrs.get("fail_reason", ""))

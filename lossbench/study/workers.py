@@ -32,7 +32,7 @@ from lossbench.progress import milestone
 from lossbench.study import worker_entry
 from lossbench.study.cell import CellFn, Objective
 from lossbench.study.grid import grid_cells
-from lossbench.study.queue import cell_states, count_states, open_storage, sampler
+from lossbench.study.queue import cell_states, count_states, open_storage, sampler, work_left
 from lossbench.tracking import FINAL_ERRORS
 
 
@@ -43,11 +43,6 @@ class _Job:
     objective: Objective
     threads: int  # the study's `threads` setting: results depend on it, never on the machine
     index: int
-
-
-def _work_left(study: optuna.Study) -> bool:
-    """Whether a queued trial is waiting."""
-    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def limit_threads_and_select(threads: int, device: str) -> threadpool_limits:
@@ -70,7 +65,7 @@ def worker_main(inbox: Any) -> None:
     config = job.objective.config
 
     def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
-        if not _work_left(study):
+        if not work_left(study):
             study.stop()
 
     try:
@@ -79,7 +74,9 @@ def worker_main(inbox: Any) -> None:
             storage=open_storage(config.storage, job.objective.root, config, job.objective.tracking_uri),
             sampler=sampler(job.index),
         )
-        if _work_left(study):
+        if work_left(study) and config.fuse > 1:
+            job.objective.run_fused(study, config.fuse)
+        elif work_left(study):
             study.optimize(job.objective, catch=tuple(FINAL_ERRORS), callbacks=[stop_when_done])
     except Exception as e:  # one line for ours, e.g. the database unreachable past the grace period
         known = lossbench_error_in(e)
