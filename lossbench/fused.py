@@ -284,7 +284,11 @@ class FusedGroup:
         return list(torch.autograd.grad(scores.sum(), xs, create_graph=True))
 
     def features(self, args: list[tuple]) -> list[list[torch.Tensor]]:
-        """The perceptual network's features of every member's batch, as one batch of K·B."""
+        """The perceptual network's features of every member's batch: as one batch of K·B on CUDA,
+        which it fills better; one batch per member on a CPU, where a larger batch only spills the
+        caches (VGG16 to relu2_2 at 64 px, backward included: 4 × 16 images in 0.69 s, 64 in 1.02 s)."""
+        if not batches_perceptual(self.device):
+            return [self.perceptual.extract(a[0]) for a in args]
         sizes = [len(a[0]) for a in args]
         layers = self.perceptual.extract(torch.cat([a[0] for a in args]))
         return [list(parts) for parts in zip(*(f.split(sizes) for f in layers), strict=True)]
@@ -301,6 +305,11 @@ class FusedGroup:
             return saved
 
         return state
+
+
+def batches_perceptual(device: torch.device) -> bool:
+    """Whether the members' perceptual passes run as one batch (see `FusedGroup.features`)."""
+    return device.type == "cuda"
 
 
 class MemberCall(nn.Module):

@@ -9,9 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from lossbench import fused
 from lossbench.config import ModelConfig, TrainConfig
 from lossbench.errors import ConfigError, DivergedError
-from lossbench.fused import Rendezvous, check_fusable, train_fused
+from lossbench.fusable import check_fusable
+from lossbench.fused import Rendezvous, train_fused
 from lossbench.losses.registry import register_loss
 from lossbench.losses.wasserstein import WGANGP
 from lossbench.train import load_generator, train
@@ -87,21 +89,23 @@ def assert_close_states(a: dict, b: dict) -> None:
 
 
 @pytest.mark.parametrize(
-    "loss, kw",
+    "loss, kw, one_perceptual_batch",
     [
-        ("wgangp", {"augment": ("color", "translation", "cutout")}),  # penalty pass, 5 critic steps, ε draws
-        ("dragan", {"critic_norm": "layernorm"}),  # per-element draws, std over the member's batch, GroupNorm
+        ("wgangp", {"augment": ("color", "translation", "cutout")}, False),  # penalty pass, 5 critic steps
+        ("wgangp", {}, True),  # the perceptual network on one batch of K·B, as on CUDA
+        ("dragan", {"critic_norm": "layernorm"}, False),  # per-element draws, std per member, GroupNorm
     ],
 )
-def test_fused_members_equal_separate_runs(data, tmp_path, loss, kw):
+def test_fused_members_equal_separate_runs(data, tmp_path, monkeypatch, loss, kw, one_perceptual_batch):
+    monkeypatch.setattr(fused, "batches_perceptual", lambda device: one_perceptual_batch)
     cfgs = configs(loss=loss, steps=3, **kw)
     separate = [train(data, c, tmp_path / f"separate{i}") for i, c in enumerate(cfgs)]
-    fused = train_fused(cfgs, data, [tmp_path / f"fused{i}" for i in range(len(cfgs))])
-    for a, b in zip(separate, fused, strict=True):
+    together = train_fused(cfgs, data, [tmp_path / f"fused{i}" for i in range(len(cfgs))])
+    for a, b in zip(separate, together, strict=True):
         assert isinstance(b, type(a)) and b.steps == 3
         assert_close_states(load(a.checkpoint), load(b.checkpoint))
     # The members differ from each other: the check above is not comparing one run three times.
-    g0, g1 = (load(r.checkpoint)["G"]["net.0.weight"] for r in fused[:2])
+    g0, g1 = (load(r.checkpoint)["G"]["net.0.weight"] for r in together[:2])
     assert (g0 - g1).abs().max() > 1e-3
 
 
@@ -139,8 +143,6 @@ def test_a_diverging_member_fails_alone(data, tmp_path):
 
 def test_one_grouped_pass_per_call(data, tmp_path, monkeypatch):
     """The members' critic calls run as one grouped pass: K members cost one critic call each time."""
-    from lossbench import fused
-
     calls = []
     original = fused.FusedGroup.score
     monkeypatch.setattr(
