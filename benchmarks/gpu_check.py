@@ -7,11 +7,12 @@ Rows (R = 128, batch 64, widths 64 unless `--quick`):
   pass (input gradients) ran in fp32 with autocast and TF32 off, the networks are channels_last.
 - `resume`: wgangp run straight against the same run checkpointed half-way and resumed through
   `train(..., resume=True)`, with `torch.use_deterministic_algorithms(True)` (cuDNN benchmarking is
-  then off): the final G, EMA G and critic and the saved CUDA RNG state must be bit-identical.
+  then off): the final G, EMA G and critic and the losses' saved RNG state (a CUDA
+  generator) must be bit-identical.
 - `trainer/bare`: images/s of the trainer and of the bare CUDA loop of benchmarks/train_step.py
   (wgangp, λ = 5 with its tiny perceptual network), and their ratio (goal ≤ 1.1).
-- `fused K=…`: images/s of K seeds trained as one fused model, K = 1, 4, 8, 16, through
-  `lossbench.fused.train_fused(configs, data)` when that module exists (issue #15).
+- `fused K=…`: images/s of K seeds trained as one fused group, K = 1, 4, 8, 16, through
+  `lossbench.fused.train_fused` (set-up included; compare K=1 with K=16 for the fused speed-up).
 - `inception`: torch-fidelity's `inception-v3-compat` with RANDOM weights (timing only) run through
   lossbench's feature extraction (fp32, TF32 off), images/s.
 Every row gives the peak device memory it reached (MiB, CUDA only); the last row the process's
@@ -175,9 +176,9 @@ def check_resume(s: SimpleNamespace, device: torch.device, data: Any) -> Row:
         for k in a[net]
         if a[net][k].is_floating_point()
     ]
-    cuda_rng = a["rng"]["cuda"] is None or torch.equal(a["rng"]["cuda"], b["rng"]["cuda"])
-    same = max(diffs) == 0 and cuda_rng and a["history"] == b["history"]
-    result = "ok: bit-identical" if same else f"FAIL: max |Δ| {max(diffs):.3g}, CUDA RNG equal {cuda_rng}"
+    losses_rng = torch.equal(a["rng"]["losses"], b["rng"]["losses"])
+    same = max(diffs) == 0 and losses_rng and a["history"] == b["history"]
+    result = "ok: bit-identical" if same else f"FAIL: max |Δ| {max(diffs):.3g}, same RNG {losses_rng}"
     setting = f"wgangp {s.steps // 4}+{s.steps // 4} vs {s.steps // 2} steps, deterministic algorithms"
     return ("resume", setting, result, "-", _peak_mib(device))
 
@@ -210,20 +211,20 @@ def get_n_critic(config: TrainConfig) -> int:
 
 
 def check_fused(k: int, s: SimpleNamespace, device: torch.device, data: Any) -> Row:
-    try:
-        from lossbench.fused import train_fused
-    except ImportError:
-        return (f"fused K={k}", "wgangp, seeds 0..K-1", "n/a (fused trainer absent)", "-", "-")
+    """K seeds of wgangp (λ = 0) through `lossbench.fused.train_fused`, set-up included; every member
+    must finish (no DivergedError)."""
+    from lossbench.fused import train_fused
+
     configs = [_config(s, str(device), loss="wgangp", lam=0.0, seed=seed) for seed in range(k)]
     _sync(device)
     start = time.perf_counter()
-    try:
-        train_fused(configs, data)
-    except TypeError as e:  # the fused trainer's entry point is not the one this check expects
-        return (f"fused K={k}", "wgangp, seeds 0..K-1", f"n/a (fused trainer API: {e})", "-", "-")
+    with tempfile.TemporaryDirectory() as tmp:
+        results = train_fused(configs, data, [Path(tmp) / str(i) for i in range(k)])
     _sync(device)
     img_s = k * s.steps * s.batch * (get_n_critic(configs[0]) + 1) / (time.perf_counter() - start)
-    return (f"fused K={k}", "wgangp, seeds 0..K-1, incl. set-up", "ok", f"{img_s:.0f}", _peak_mib(device))
+    failed = [i for i, r in enumerate(results) if isinstance(r, Exception)]
+    result = f"FAIL: members {failed} diverged" if failed else "ok: every member finished"
+    return (f"fused K={k}", "wgangp, seeds 0..K-1, incl. set-up", result, f"{img_s:.0f}", _peak_mib(device))
 
 
 def random_inception(device: torch.device) -> fidelity.Extractor:
