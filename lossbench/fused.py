@@ -27,6 +27,7 @@ What can be fused: see lossbench.fusable.
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
 import dataclasses
 import functools
@@ -148,8 +149,13 @@ class Rendezvous:
         futures = [self.pool.submit(member, task) for task in tasks]
         try:
             self._serve()
-        finally:
-            errors = [e for e in (f.exception() for f in futures) if e is not None]
+        except BaseException:  # e.g. Ctrl-C while serving: release the members, then go
+            with self._cv:
+                self._broken = True
+                self._cv.notify_all()
+            concurrent.futures.wait(futures)
+            raise
+        errors = [e for e in (f.exception() for f in futures) if e is not None]
         if errors:
             raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
         return [f.result() for f in futures]

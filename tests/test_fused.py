@@ -234,3 +234,29 @@ def test_a_failing_member_releases_the_others():
 
     outcome = _run_members(lambda meet: [lambda: meet.call(0, lambda args: args, 1), bad])
     assert isinstance(outcome["error"], ValueError)
+
+
+def test_an_interrupt_while_serving_releases_the_members(monkeypatch):
+    """Ctrl-C reaches the serving thread while the members wait in `call`: they are released (no
+    hang on the way out) and the interrupt goes on."""
+
+    def interrupted(self):
+        with self._cv:
+            self._cv.wait_for(lambda: len(self._calls) == self.k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Rendezvous, "_serve", interrupted)
+    outcome = {}
+
+    def serve():
+        with ThreadPoolExecutor(2) as pool:
+            meet = Rendezvous(2, pool)
+            try:
+                meet.run([lambda: meet.call(0, print, 1), lambda: meet.call(1, print, 2)])
+            except KeyboardInterrupt:
+                outcome["interrupted"] = True
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    server.join(10)
+    assert not server.is_alive() and outcome == {"interrupted": True}

@@ -148,6 +148,8 @@ def train_and_evaluate_fused(cells: list[Cell], contexts: list[CellContext]) -> 
     except (CheckpointError, ResumeMismatchError) as e:
         print(f"warning: {len(cells)} cells from {cells[0]}: {e}; training them one by one", file=sys.stderr)
         return [_outcome(train_and_evaluate, cell, ctx) for cell, ctx in zip(cells, contexts, strict=True)]
+    except tuple(tracking.FINAL_ERRORS) as e:  # e.g. missing weights: every member would fail alone too
+        return [e] * len(cells)
     outcomes: list[CellResult | Exception] = []
     for cell, ctx, callback, result in zip(cells, contexts, callbacks, trained, strict=True):
         if isinstance(result, Exception):  # diverged
