@@ -207,7 +207,7 @@ class FusedGroup:
         self.G_ema = fuse([m.run.G_ema.net for m in members]).eval().requires_grad_(False)
         for net in (self.G, self.D, self.G_ema):
             net.to(self.device)
-            if channels_last(self.config, self.device) and keeps_channels_last(net):
+            if fused_channels_last(self.config, self.device) and keeps_channels_last(net):
                 net.to(memory_format=torch.channels_last)
         for fused, m in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema")):
             for i, member in enumerate(members):
@@ -311,6 +311,14 @@ class FusedGroup:
             return saved
 
         return state
+
+
+def fused_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Whether the grouped networks run in channels_last: as the separate runs on CUDA
+    (`train.channels_last`), and always on a CPU, where oneDNN's grouped convolutions are much faster
+    so (G and D at R = 128, K = 4, batch 16, widths 16, forward and backward: 0.72 s against 1.09 s
+    in NCHW, 0.82 s for the 4 separate pairs)."""
+    return channels_last(config, device) or device.type == "cpu"
 
 
 def batches_perceptual(device: torch.device) -> bool:
