@@ -235,10 +235,6 @@ class FusedGroup:
         ]
         for i, m in enumerate(members):
             m.checkpoint_state = self._checkpoint_state_fn(i)
-        threads = torch.get_num_threads()  # intra-op threads are per thread: the members use the caller's
-        self.pool = ThreadPoolExecutor(
-            k, "fused-member", initializer=torch.set_num_threads, initargs=(threads,)
-        )
 
     def __enter__(self) -> FusedGroup:
         return self
@@ -266,9 +262,8 @@ class FusedGroup:
 
     def each(self, fn: Callable[[Run, StepInputs], Any], inputs: list[StepInputs]) -> list[Any]:
         """fn(view_k, inputs_k) for every member, each in its own thread, met at the rendezvous."""
-        return self.meet.run(
-            [functools.partial(fn, view, i) for view, i in zip(self.views, inputs, strict=True)]
-        )
+        pairs = zip(self.views, inputs, strict=True)
+        return self.meet.run([functools.partial(fn, view, step_inputs) for view, step_inputs in pairs])
 
     # The batched calls: args[k] is member k's argument tuple; the result, member k's part.
     def generate(self, args: list[tuple]) -> list[torch.Tensor]:

@@ -270,3 +270,10 @@ def test_an_interrupt_while_serving_releases_the_members(monkeypatch):
     server.start()
     server.join(10)
     assert not server.is_alive() and outcome == {"interrupted": True}
+
+
+def test_no_member_thread_outlives_its_group(data, tmp_path):
+    """A worker trains group after group: each group's threads must end with it."""
+    for round_ in range(2):
+        train_fused(configs(loss="bce", steps=1), data, [tmp_path / f"r{round_}m{i}" for i in range(3)])
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("fused")]
