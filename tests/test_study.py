@@ -261,13 +261,13 @@ def test_fused_grid_records_every_cell_like_the_unfused_one(tmp_path):
 
 
 def test_fused_study_gives_the_unfused_numbers_and_resumes(tmp_path):
-    """Real training: the 4 cells of one loss as one fused group equal the unfused study's cells up to
+    """Real training: the 2 cells of one loss as one fused group equal the unfused study's cells up to
     float rounding; the runs say they were fused; a rerun adds nothing."""
     metrics = ["fid", "kid", "lpips_ff", "msssim_ff"]
     frames = {}
-    for name, fuse in (("unfused", 1), ("fused", 4)):
-        summary = run_study(tiny(name, losses=("wgangp",), workers=1, fuse=fuse), root=tmp_path)
-        assert summary.counts["done"] == 4
+    for name, fuse in (("unfused", 1), ("fused", 2)):
+        summary = run_study(tiny(name, losses=("wgangp",), seeds=(0,), workers=1, fuse=fuse), root=tmp_path)
+        assert summary.counts["done"] == 2
         frames[name] = results_frame(name, root=tmp_path).sort_values(["lambda", "seed"])[metrics]
     np.testing.assert_allclose(frames["fused"].to_numpy(), frames["unfused"].to_numpy(), rtol=1e-3, atol=1e-6)
     client = MlflowClient(summary.tracking_uri)
@@ -275,9 +275,20 @@ def test_fused_study_gives_the_unfused_numbers_and_resumes(tmp_path):
     fused_tags = [
         r.data.tags.get("lossbench.fused") for r in runs if r.data.tags.get("lossbench.role") == "trial"
     ]
-    assert fused_tags == ["4"] * 4
-    again = run_study(tiny("fused", losses=("wgangp",), workers=1, fuse=4), root=tmp_path)
+    assert fused_tags == ["2"] * 2
+    again = run_study(tiny("fused", losses=("wgangp",), seeds=(0,), workers=1, fuse=2), root=tmp_path)
     assert again.new_trials == 0
+
+
+def test_a_diverging_member_of_a_fused_study_fails_alone(tmp_path):
+    """λ = 1e300 is inf in fp32: that cell diverges at step 1; its fused partner completes."""
+    config = tiny("fuseddiv", losses=("bce",), lambdas=(0.5, 1e300), seeds=(0,), workers=1, fuse=2)
+    summary = run_study(config, root=tmp_path)
+    assert summary.counts["done"] == 1 and summary.counts["failed"] == 1
+    (failed,) = [t for t in trials(tmp_path, "fuseddiv") if t.state == TrialState.FAIL]
+    assert failed.params["lambda"] == 1e300 and failed.user_attrs["fail_reason"].startswith("diverged")
+    (done,) = [t for t in trials(tmp_path, "fuseddiv") if t.state == TrialState.COMPLETE]
+    assert done.params["lambda"] == 0.5 and np.isfinite(done.value)
 
 
 def test_a_study_that_cannot_be_fused_is_refused_before_anything_runs(tmp_path, capsys):
