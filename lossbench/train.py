@@ -173,9 +173,8 @@ class Member:
     callbacks: Sequence[Callback]
     step: int  # generator steps done
     history: History
-    pending: list[tuple[int, dict[str, torch.Tensor]]] = field(
-        default_factory=list
-    )  # terms since the last log
+    # Per-step terms since the last log.
+    pending: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)
     diverged: DivergedError | None = None
 
     @property

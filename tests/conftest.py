@@ -7,6 +7,20 @@ from pathlib import Path
 import pytest
 import torch
 from conftest_servers import mlflow_url, postgres  # noqa: F401  (fixtures for tests marked `servers`)
+from torch import nn
+
+from lossbench.models import register_feature_network
+
+
+def tiny_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
+    """A 2-block VGG-style perceptual network (relu1_1, relu2_1) for tests, the same in every run."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU()
+    )
+
+
+register_feature_network("tiny-train", tiny_features)
 
 REPO = Path(__file__).resolve().parents[1]
 BUSI = REPO.parent / "shared" / "data" / "busi"

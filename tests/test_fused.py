@@ -28,25 +28,10 @@ TINY = dict(
     checkpoint_every=2,
     sample_every=0,
     n_samples=4,
-    perceptual="tiny-fused",
+    perceptual="tiny-train",  # registered in conftest
     perceptual_layers=("relu1_1", "relu2_1"),
 )
 ATOL = 1e-6  # grouped and single convolutions sum in another order
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_network():
-    from torch import nn
-
-    from lossbench.models import register_feature_network
-
-    def tiny(random_weights, weights_dir):
-        torch.manual_seed(0)
-        return nn.Sequential(
-            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU()
-        )
-
-    register_feature_network("tiny-fused", tiny)
 
 
 @pytest.fixture(scope="module")

@@ -343,16 +343,21 @@ class _Killer(threading.Thread):
                 os.kill(t.user_attrs["pid"], signal.SIGCONT)
 
 
+def run_until_killed(root: Path, config: StudyConfig) -> tuple[int, Cell]:
+    """Run the study while a `_Killer` SIGKILLs a worker; the killed trial's number and cell."""
+    killer = _Killer(root, config.name)
+    killer.start()
+    with pytest.raises(LossbenchError, match=r"exited with code -9.*rerun the same command"):
+        run_study(config, root=root)
+    killer.done.set()
+    assert killer.killed is not None
+    return killer.killed
+
+
 def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
     config = tiny("kill", losses=("wgangp",))
     config.train.steps = 6
-    killer = _Killer(tmp_path, "kill")
-    killer.start()
-    with pytest.raises(LossbenchError, match=r"exited with code -9.*rerun the same command"):
-        run_study(config, root=tmp_path)
-    killer.done.set()
-    assert killer.killed is not None
-    number, cell = killer.killed
+    number, cell = run_until_killed(tmp_path, config)
     dead = trials(tmp_path, "kill")[number]
     assert dead.state == TrialState.FAIL and dead.user_attrs["fail_reason"].startswith("worker pid")
     client = MlflowClient(tracking.default_tracking_uri(tmp_path))
@@ -382,12 +387,7 @@ def test_sigkilled_fused_group_resumes_on_rerun(tmp_path):
     resumes them (fused, or one by one when their checkpoints are at different steps), none lost."""
     config = tiny("killfused", losses=("wgangp",), workers=1, fuse=4)
     config.train.steps = 6
-    killer = _Killer(tmp_path, "killfused")
-    killer.start()
-    with pytest.raises(LossbenchError, match=r"exited with code -9"):
-        run_study(config, root=tmp_path)
-    killer.done.set()
-    number, cell = killer.killed
+    number, cell = run_until_killed(tmp_path, config)
     dead = [t for t in trials(tmp_path, "killfused") if t.state == TrialState.FAIL]
     assert len(dead) == 4 and all(t.user_attrs["fail_reason"].startswith("worker pid") for t in dead)
     queued = [t for t in trials(tmp_path, "killfused") if t.state == TrialState.WAITING]

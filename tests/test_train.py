@@ -22,18 +22,10 @@ from lossbench.train import Callback, load_generator, train
 TINY = dict(batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", progress=False, log_every=2)
 
 
-def tiny_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Conv2d(4, 4, 3), nn.ReLU()
-    )
-
-
 def raising_features(random_weights: bool, weights_dir: str | None) -> nn.Sequential:
     raise AssertionError("the perceptual network must not be built")
 
 
-register_feature_network("tiny-train", tiny_features)
 register_feature_network("raising", raising_features)
 
 
