@@ -2,9 +2,9 @@
 configs alone, without torch (the command line checks a study before importing it).
 
 Fusable: the same TrainConfig but for `seed` and `lam` (and λ > 0 for all members or none: a
-perceptual network for all or none), unconditional, the "dgan" architecture, and a loss that
-declares `fusable` (it draws random numbers only through lossbench.losses.penalties and calls the
-critic the same way whatever the data).
+perceptual network for all or none), the "dgan" architecture (class-conditional or not), and a
+loss that declares `fusable` (it draws random numbers only through lossbench.losses.penalties and
+calls the critic the same way whatever the data).
 """
 
 from __future__ import annotations
@@ -37,8 +37,6 @@ def check_fusable(configs: Sequence[TrainConfig]) -> None:
         raise ConfigError(
             "fused members must all have λ > 0 or all λ = 0 (a perceptual loss for all or none)"
         )
-    if first.conditional:
-        raise ConfigError("class-conditional runs cannot be fused yet")
     if first.model.arch != "dgan":
         raise ConfigError(f"only the dgan architecture can be fused, not {first.model.arch!r}")
     loss = type(get_loss(first.loss, **first.loss_params))

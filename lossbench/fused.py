@@ -202,16 +202,16 @@ class FusedGroup:
         self.members = list(members)
         k, run = len(members), members[0].run
         self.k, self.config, self.device = k, run.config, run.device
-        self.G = fuse([m.run.G.net for m in members])
-        self.D = fuse([m.run.D.net for m in members])
-        self.G_ema = fuse([m.run.G_ema.net for m in members]).eval().requires_grad_(False)
-        for net in (self.G, self.D, self.G_ema):
-            net.to(self.device)
-            if fused_channels_last(self.config, self.device) and keeps_channels_last(net):
-                net.to(memory_format=torch.channels_last)
+        self.G = Grouped([m.run.G for m in members])
+        self.D = Grouped([m.run.D for m in members])
+        self.G_ema = Grouped([m.run.G_ema for m in members]).eval().requires_grad_(False)
+        for grouped in (self.G, self.D, self.G_ema):
+            grouped.to(self.device)
+            if fused_channels_last(self.config, self.device) and keeps_channels_last(grouped):
+                grouped.to(memory_format=torch.channels_last)
         for fused, m in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema")):
             for i, member in enumerate(members):
-                bind_block(getattr(member.run, m).net, fused, i, k)
+                bind_block(getattr(member.run, m), fused, i, k)
         self.opt_g = _adam(self.G, self.config.lr_g, self.config.betas, self.device)
         self.opt_d = _adam(self.D, self.config.lr_d, self.config.betas, self.device)
         if members[0].step:  # resumed: the members' optimiser states were restored into their own optimisers
@@ -267,22 +267,34 @@ class FusedGroup:
 
     # The batched calls: args[k] is member k's argument tuple; the result, member k's part.
     def generate(self, args: list[tuple]) -> list[torch.Tensor]:
-        """z_k (B×z_dim) -> G_k(z_k) (B×1×R×R), through the grouped generator (see dgan.Generator)."""
-        z = torch.cat([a[0] for a in args], 1)
-        images = self.G(z[:, :, None, None])  # B×K×R×R
+        """(z_k (B×z_dim)[, y_k]) -> G_k(z_k[, y_k]) (B×1×R×R), through the grouped generator (see
+        dgan.Generator: a conditional one joins z to its class embedding)."""
+        z = [a[0] for a in args]
+        if self.G.embed is not None:
+            z = [torch.cat([zk, e.to(zk.dtype)], 1) for zk, e in zip(z, self.G.embeddings(args), strict=True)]
+        images = self.G.net(torch.cat(z, 1)[:, :, None, None])  # B×K×R×R
         return list(images.split(1, dim=1))
 
     def score(self, args: list[tuple]) -> list[torch.Tensor]:
-        """x_k (B×1×R×R) -> D_k(x_k) (B), through the grouped critic (see dgan.Critic)."""
-        scores = self.D(torch.cat([a[0] for a in args], 1)).flatten(1)  # B×K
-        return list(scores.unbind(1))
+        """(x_k (B×1×R×R)[, y_k]) -> D_k(x_k[, y_k]) (B), through the grouped critic."""
+        return list(self._scores([a[0] for a in args], args).unbind(1))
 
     def input_gradients(self, args: list[tuple]) -> list[torch.Tensor]:
-        """∇ₓ D_k(x_k) for each member in one pass (see penalties.input_gradients, whose precision
-        the calling threads are in)."""
+        """∇ₓ D_k(x_k[, y_k]) for each member in one pass (see penalties.input_gradients, whose
+        precision the calling threads are in)."""
         xs = [a[0] for a in args]
-        scores = self.D(torch.cat(xs, 1))
-        return list(torch.autograd.grad(scores.sum(), xs, create_graph=True))
+        return list(torch.autograd.grad(self._scores(xs, args).sum(), xs, create_graph=True))
+
+    def _scores(self, xs: list[torch.Tensor], args: list[tuple]) -> torch.Tensor:
+        """B×K scores of the grouped critic (see dgan.Critic: a conditional one adds the projection
+        ⟨e_y, Σ_hw φ(x)⟩ of the features φ before its last layer)."""
+        x = torch.cat(xs, 1)
+        if self.D.embed is None:
+            return self.D.net(x).flatten(1)
+        h = self.D.net[:-1](x)  # B×(K·c)×4×4
+        pooled = h.sum((2, 3)).unflatten(1, (self.k, -1))  # B×K×c
+        embedded = torch.stack(self.D.embeddings(args), 1)  # B×K×c
+        return self.D.net[-1](h).flatten(1) + (embedded * pooled).sum(2)
 
     def features(self, args: list[tuple]) -> list[list[torch.Tensor]]:
         """The perceptual network's features of every member's batch: as one batch of K·B on CUDA,
@@ -339,8 +351,8 @@ class MemberCritic(MemberCall):
         super().__init__(meet, i, fn)
         self.gradients_fn = gradients_fn
 
-    def input_gradients(self, x: torch.Tensor) -> torch.Tensor:
-        return self.meet.call(self.i, self.gradients_fn, x)
+    def input_gradients(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.meet.call(self.i, self.gradients_fn, *((x,) if labels is None else (x, labels)))
 
 
 class MemberPerceptual:
@@ -357,6 +369,27 @@ class MemberPerceptual:
 
 
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity)
+
+
+class Grouped(nn.Module):
+    """K networks of one dgan architecture side by side: `net` grouped (`fuse`) and, when they are
+    conditional, `embed` holding every member's class embedding, member k's rows in block k. The
+    parameters come in the members' order (net, then embed), so optimiser states map one to one."""
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.k = len(members)
+        self.net = fuse([m.net for m in members])
+        self.n_classes = members[0].n_classes
+        self.embed = None
+        if self.n_classes:
+            rows, dim = members[0].embed.weight.shape
+            self.embed = nn.Embedding(self.k * rows, dim)
+            self.embed.weight.data.copy_(torch.cat([m.embed.weight.data for m in members]))
+
+    def embeddings(self, args: list[tuple]) -> list[torch.Tensor]:
+        """Member k's class embedding of its labels (args[k][1]), for every member."""
+        return [self.embed(args[k][1] + k * self.n_classes) for k in range(self.k)]
 
 
 def fuse(nets: Sequence[nn.Sequential]) -> nn.Sequential:

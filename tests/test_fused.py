@@ -31,14 +31,20 @@ TINY = dict(
     perceptual="tiny-train",  # registered in conftest
     perceptual_layers=("relu1_1", "relu2_1"),
 )
-ATOL = 1e-6  # grouped and single convolutions sum in another order
 
 
 @pytest.fixture(scope="module")
 def data():
     g = torch.Generator().manual_seed(0)
     x = torch.nn.functional.interpolate(torch.rand(40, 1, 8, 8, generator=g), size=32, mode="bilinear")
-    return SimpleNamespace(images=(x * 255).round().to(torch.uint8), source="test", fingerprint="0")
+    labels = torch.arange(40) % 3  # three classes, for the conditional runs
+    return SimpleNamespace(
+        images=(x * 255).round().to(torch.uint8),
+        labels=labels,
+        class_names=["a", "b", "c"],
+        source="test",
+        fingerprint="0",
+    )
 
 
 def configs(members=((0, 2.0), (1, 5.0), (2, 0.5)), **kw) -> list[TrainConfig]:
@@ -49,38 +55,44 @@ def load(path):
     return torch.load(path, weights_only=True)
 
 
-def assert_close_states(a: dict, b: dict) -> None:
-    """Two checkpoints of the same run, one fused: every tensor within ATOL, the streams identical."""
-    lr, steps = TrainConfig.lr_g, a["step"]
-    for key in ("G", "D", "G_ema"):
-        assert a[key].keys() == b[key].keys()
-        for name in a[key]:
-            diff = (a[key][name].float() - b[key][name].float()).abs()
-            # Rounding moves few elements, but by up to Adam's whole step when their gradient is ~0
-            # (Adam scales it to about ±lr); a wrong batch, draw or state moves most of them.
-            assert diff.max() <= 4 * lr * steps, f"{key}.{name}: {diff.max():.2e}"
-            assert (diff > ATOL).float().mean() <= 0.02, (
-                f"{key}.{name}: {(diff > ATOL).float().mean():.1%} differ"
-            )
-    for key in ("opt_g", "opt_d"):  # the last gradients and their running squares, within 1 % of their scale
-        for index, state in a[key]["state"].items():
-            for name, t in state.items():
-                scale = t.abs().max().item()
-                torch.testing.assert_close(
-                    t, b[key]["state"][index][name], atol=0.01 * scale, rtol=0, msg=name
-                )
+def assert_same_streams(a: dict, b: dict) -> None:
+    """Two checkpoints drew the same data order, z, augmentation and loss draws, exactly."""
     assert a["step"] == b["step"]
     for stream in ("noise", "losses"):
         assert torch.equal(a["rng"][stream], b["rng"][stream]), stream
-    assert (
-        torch.equal(a["sampler"]["order"], b["sampler"]["order"])
-        and a["sampler"]["pos"] == b["sampler"]["pos"]
-    )
-    for term, values in a["history"].items():
-        steps, x = zip(*values, strict=True)
-        steps_b, y = zip(*b["history"][term], strict=True)
-        assert steps == steps_b
-        torch.testing.assert_close(torch.tensor(x), torch.tensor(y), atol=1e-4, rtol=1e-4, msg=term)
+    assert torch.equal(a["sampler"]["order"], b["sampler"]["order"])
+    assert a["sampler"]["pos"] == b["sampler"]["pos"]
+
+
+def assert_close_states(a: dict, b: dict) -> None:
+    """Two checkpoints of the same run, one fused, after any number of steps: the same streams, and
+    every weight within Adam's reach of rounding. Rounding alone can move a weight by about one
+    Adam step (±lr: Adam scales a gradient that is truly ~0 to a unit step), and such a step then
+    changes later gradients by percents: the exact check is `assert_equal_first_step`."""
+    assert_same_streams(a, b)
+    bound = 4 * TrainConfig.lr_g * a["step"]
+    for key in ("G", "D", "G_ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            diff = (a[key][name].float() - b[key][name].float()).abs().max().item()
+            assert diff <= bound, f"{key}.{name}: {diff:.2e}"
+
+
+def assert_equal_first_step(a: dict, b: dict) -> None:
+    """After one generator step (n_critic critic steps, one generator step): every gradient of both
+    networks (Adam's exp_avg: betas (0, 0.9) keep the last gradient) within 10⁻⁴ of its tensor's
+    scale, and every logged term within 10⁻⁴. A wrong batch, label, draw or pairing is off by O(1)."""
+    assert a["step"] == b["step"] == 1
+    assert_close_states(a, b)
+    for key in ("opt_g", "opt_d"):
+        for index, state in a[key]["state"].items():
+            last, fused_last = state["exp_avg"], b[key]["state"][index]["exp_avg"]
+            scale = max(last.abs().max().item(), 1e-12)
+            diff = (last - fused_last).abs().max().item()
+            assert diff <= 1e-4 * scale, f"{key} gradient {index}: {diff / scale:.1e} of its scale"
+    for term, ((step, x),) in a["history"].items():
+        ((step_b, y),) = b["history"][term]
+        assert step == step_b and y == pytest.approx(x, rel=1e-4, abs=1e-6), term
 
 
 @pytest.mark.parametrize(
@@ -89,16 +101,19 @@ def assert_close_states(a: dict, b: dict) -> None:
         ("wgangp", {"augment": ("color", "translation", "cutout")}, False),  # penalty pass, 5 critic steps
         ("wgangp", {}, True),  # the perceptual network on one batch of K·B, as on CUDA
         ("dragan", {"critic_norm": "layernorm"}, False),  # per-element draws, std per member, GroupNorm
+        ("rasgan", {}, False),  # batch means per member
+        ("wgangp", {"conditional": True}, False),  # class embeddings, projection critic, bound penalty
+        ("ns-r1", {"conditional": True}, True),  # R1 on real images through the bound critic
     ],
 )
 def test_fused_members_equal_separate_runs(data, tmp_path, monkeypatch, loss, kw, one_perceptual_batch):
     monkeypatch.setattr(fused, "batches_perceptual", lambda device: one_perceptual_batch)
-    cfgs = configs(loss=loss, steps=3, **kw)
+    cfgs = configs(loss=loss, steps=1, **kw)
     separate = [train(data, c, tmp_path / f"separate{i}") for i, c in enumerate(cfgs)]
     together = train_fused(cfgs, data, [tmp_path / f"fused{i}" for i in range(len(cfgs))])
     for a, b in zip(separate, together, strict=True):
-        assert isinstance(b, type(a)) and b.steps == 3
-        assert_close_states(load(a.checkpoint), load(b.checkpoint))
+        assert isinstance(b, type(a)) and b.steps == 1
+        assert_equal_first_step(load(a.checkpoint), load(b.checkpoint))
     # The members differ from each other: the check above is not comparing one run three times.
     g0, g1 = (load(r.checkpoint)["G"]["net.0.weight"] for r in together[:2])
     assert (g0 - g1).abs().max() > 1e-3
@@ -107,15 +122,19 @@ def test_fused_members_equal_separate_runs(data, tmp_path, monkeypatch, loss, kw
 def test_fused_checkpoints_resume_fused_or_alone(data, tmp_path):
     full = configs(loss="wgangp", steps=4, members=((0, 2.0), (1, 5.0)))
     half = configs(loss="wgangp", steps=2, members=((0, 2.0), (1, 5.0)))
-    straight = [train(data, c, tmp_path / f"straight{i}") for i, c in enumerate(full)]
+    straight = train_fused(full, data, [tmp_path / "s0", tmp_path / "s1"])
     dirs = [tmp_path / "f0", tmp_path / "f1"]
     train_fused(half, data, dirs)
     assert all(load(d / "checkpoint.pt")["step"] == 2 for d in dirs)
-    alone = train(data, full[1], tmp_path / "f1-copy", resume=False)  # from scratch, the reference
     resumed = train_fused(full, data, dirs, resume=True)
-    for a, b in zip(straight, resumed, strict=True):
-        assert_close_states(load(a.checkpoint), load(b.checkpoint))
+    for a, b in zip(straight, resumed, strict=True):  # fused both ways: the same computation, exactly
+        sa, sb = load(a.checkpoint), load(b.checkpoint)
+        assert_same_streams(sa, sb)
+        assert sa["history"] == sb["history"]
+        for key in ("G", "D", "G_ema"):
+            assert all(torch.equal(sa[key][name], sb[key][name]) for name in sa[key]), key
     # A fused member's checkpoint is a separate run's: it resumes alone and loads as a generator.
+    alone = train(data, full[1], tmp_path / "alone")
     train_fused(half, data, [tmp_path / "g0", tmp_path / "g1"])
     separate = train(data, full[1], tmp_path / "g1", resume=True)
     assert_close_states(load(alone.checkpoint), load(separate.checkpoint))
@@ -134,6 +153,10 @@ def test_a_diverging_member_fails_alone(data, tmp_path):
         reference = train(data, cfgs[i], tmp_path / f"ref{i}")
         assert results[i].steps == 4
         assert_close_states(load(reference.checkpoint), load(results[i].checkpoint))
+        history, fused_history = reference.history["g/loss"], results[i].history["g/loss"]
+        assert all(
+            v == pytest.approx(w, rel=0.05) for (_, v), (_, w) in zip(history, fused_history, strict=True)
+        )
 
 
 def test_one_grouped_pass_per_call(data, tmp_path, monkeypatch):
@@ -161,7 +184,6 @@ class Unfusable(WGANGP):
         ({"loss": "bce"}, False, "not by loss"),
         ({"steps": 5}, False, "not by steps"),
         ({"lam": 0.0}, False, "all λ = 0"),
-        ({"conditional": True}, True, "conditional"),
         ({"model": ModelConfig("toy-mlp")}, True, "dgan architecture"),
     ],
 )

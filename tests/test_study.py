@@ -25,6 +25,8 @@ from optuna.trial import TrialState
 from lossbench import cli, progress, tracking
 from lossbench.config import DataConfig, EvalConfig, StudyConfig, TrainConfig
 from lossbench.errors import ConfigError, DivergedError, LossbenchError
+from lossbench.losses.registry import register_loss
+from lossbench.losses.wasserstein import WGANGP
 from lossbench.study import (
     Cell,
     CellResult,
@@ -291,20 +293,16 @@ def test_a_diverging_member_of_a_fused_study_fails_alone(tmp_path):
     assert done.params["lambda"] == 0.5 and np.isfinite(done.value)
 
 
+@register_loss("wgangp-unfusable-study")
+class UnfusableForStudies(WGANGP):
+    """WGAN-GP as a plugin that does not declare `fusable`."""
+
+    fusable = False
+
+
 def test_a_study_that_cannot_be_fused_is_refused_before_anything_runs(tmp_path, capsys):
-    code = cli.main(
-        [
-            "study",
-            "--preset",
-            "tiny",
-            "--fuse",
-            "2",
-            "--set",
-            "train.conditional=true",
-            "--root",
-            str(tmp_path),
-        ]
-    )
+    args = ["--preset", "tiny", "--fuse", "2", "--losses", "wgangp-unfusable-study", "--root", str(tmp_path)]
+    code = cli.main(["study", *args])
     err = capsys.readouterr().err
     assert code == 2 and "cannot be fused" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "checkpoints").exists()

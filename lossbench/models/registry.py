@@ -16,6 +16,7 @@ the builder's arguments in the checkpoint, so `load_generator` rebuilds any regi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -48,6 +49,13 @@ class BoundCritic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.critic(x, self.labels)
+
+    @property
+    def input_gradients(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The critic's own batched penalty pass with the labels bound, when it has one (a fused
+        group's member, see lossbench.losses.penalties.input_gradients)."""
+        batched = getattr(self.critic, "input_gradients", None)
+        return None if batched is None else functools.partial(batched, labels=self.labels)
 
 
 def available_models() -> list[str]:
