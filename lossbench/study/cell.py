@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import optuna
 import torch
-from optuna.storages._heartbeat import get_heartbeat_thread  # what optimize uses; no public form
 from optuna.trial import TrialState
 
 from lossbench import tracking
@@ -237,6 +236,10 @@ class Objective:
         fused group (`train_and_evaluate_fused`; with another cell function, one by one). Each
         trial still has its own admission, MLflow run, record and Optuna state, and a heartbeat on an
         RDB storage, as under `study.optimize`."""
+        # What study.optimize uses per trial; Optuna has no public form. Imported here, so that only
+        # fused studies depend on it.
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
         while work_left(study):
             trials = []
             while len(trials) < k and work_left(study):
