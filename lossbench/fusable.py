@@ -10,6 +10,7 @@ calls the critic the same way whatever the data).
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 
 from lossbench.config import TrainConfig
@@ -17,6 +18,13 @@ from lossbench.errors import ConfigError
 from lossbench.losses import get_loss
 
 MEMBER_FIELDS = ("seed", "lam")  # the fields in which the members of a fused group may differ
+
+
+def fusion_key(config: TrainConfig) -> str:
+    """Equal for configs that may share a fused group: every field but MEMBER_FIELDS, and whether a
+    perceptual network is used (`check_fusable` still decides whether they can be fused at all)."""
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in MEMBER_FIELDS}
+    return json.dumps([fields, config.uses_perceptual], sort_keys=True, default=str)
 
 
 def check_fusable(configs: Sequence[TrainConfig]) -> None:

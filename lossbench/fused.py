@@ -11,9 +11,9 @@ How:
 - A step runs every member's `train.critic_loss` / `train.generator_loss` (the separate trainer's
   own code) in its own thread. Their calls of G, D, the penalty pass (`input_gradients`) and the
   perceptual network meet at a `Rendezvous` and run as one batched call (the GAN as one grouped
-  pass, the frozen perceptual network as one batch of K·B). The members' losses are summed and
-  back-propagated once; one Adam steps the fused parameters, element-wise, so each member's update
-  is its own, as is its EMA.
+  pass; the frozen perceptual network as one batch of K·B on CUDA, per member on a CPU). The
+  members' losses are summed and back-propagated once; one Adam steps the fused parameters,
+  element-wise, so each member's update is its own, as is its EMA.
 
 Equality: a member's numbers are the separate run's up to float rounding (a grouped convolution
 sums in another order than K single ones); tests compare them. Checkpoints are the separate format
@@ -234,7 +234,7 @@ class FusedGroup:
             for i, m in enumerate(members)
         ]
         for i, m in enumerate(members):
-            m.checkpoint_state = self._checkpoint_state_fn(i)
+            m.state_fn = functools.partial(self.member_state, i)
 
     def __enter__(self) -> FusedGroup:
         return self
@@ -306,18 +306,15 @@ class FusedGroup:
         layers = self.perceptual.extract(torch.cat([a[0] for a in args]))
         return [list(parts) for parts in zip(*(f.split(sizes) for f in layers), strict=True)]
 
-    def _checkpoint_state_fn(self, i: int) -> Callable[[], dict[str, Any]]:
+    def member_state(self, i: int) -> dict[str, Any]:
+        """Member `i`'s checkpoint, in the separate runs' format (`train.checkpoint_state`)."""
         member = self.members[i]
-
-        def state() -> dict[str, Any]:
-            saved = checkpoint_state(member.run, member.step, member.history)
-            for key in ("G", "D", "G_ema"):  # views of the fused tensors: save the block, not the whole
-                saved[key] = {name: t.clone() for name, t in saved[key].items()}
-            saved["opt_g"] = member_optimizer_state(self.opt_g.state_dict(), i, self.k)
-            saved["opt_d"] = member_optimizer_state(self.opt_d.state_dict(), i, self.k)
-            return saved
-
-        return state
+        saved = checkpoint_state(member.run, member.step, member.history)
+        for key in ("G", "D", "G_ema"):  # views of the fused tensors: save the block, not the whole
+            saved[key] = {name: t.clone() for name, t in saved[key].items()}
+        saved["opt_g"] = member_optimizer_state(self.opt_g.state_dict(), i, self.k)
+        saved["opt_d"] = member_optimizer_state(self.opt_d.state_dict(), i, self.k)
+        return saved
 
 
 def fused_channels_last(config: TrainConfig, device: torch.device) -> bool:

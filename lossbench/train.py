@@ -165,8 +165,7 @@ def train(
 @dataclass
 class Member:
     """A run in the training loop: where its outputs go, whom it reports to, what it logged. The loop
-    trains several members at once when they are fused (lossbench.fused, which also replaces each
-    member's `checkpoint_state` by one that writes the member's part of the fused tensors)."""
+    trains several members at once when they are fused (lossbench.fused)."""
 
     run: Run
     out_dir: Path
@@ -176,13 +175,18 @@ class Member:
     # Per-step terms since the last log.
     pending: list[tuple[int, dict[str, torch.Tensor]]] = field(default_factory=list)
     diverged: DivergedError | None = None
+    # What the member's checkpoint holds; None: `checkpoint_state` of its run. A fused group sets its
+    # own, which writes the member's part of the fused tensors and optimiser state.
+    state_fn: Callable[[], dict[str, Any]] | None = None
 
     @property
     def checkpoint(self) -> Path:
         return self.out_dir / CHECKPOINT
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """What `restore` reads (a fused member writes its own part of the fused tensors)."""
+        """What `restore` reads."""
+        if self.state_fn is not None:
+            return self.state_fn()
         return checkpoint_state(self.run, self.step, self.history)
 
 

@@ -7,8 +7,9 @@ bf16/fp16 is a known source of NaNs in GAN training. The points are detached (a 
 the critic only) and the gradient is taken with `create_graph=True`, so the penalty back-propagates
 into the critic's parameters. Norms are taken per sample, over all of C×H×W.
 
-Random draws come from `loss_generator()`: torch's global RNG unless a caller (a fused group's
-member, `lossbench.fused`) set the member's own generator with `drawing_from`. A loss that draws its
+Random draws come from `loss_generator()`: the run's own stream (`train.Run.loss_rng`), which the
+trainer sets with `drawing_from` for each loss call, also in each member of a fused group
+(`lossbench.fused`); torch's global RNG outside the trainer. A loss that draws its
 random numbers only through this module, and calls the critic only through `critic_scores` and
 `input_gradients`, can be trained fused (`AdversarialLoss.fusable`). A critic may batch the penalty
 pass itself: `input_gradients` defers to its `input_gradients(x)` method when it has one.

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.errors import CheckpointError
+from lossbench.fusable import fusion_key
 from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import metric_key
 from lossbench.metrics.evaluation import EvalResult, evaluate
@@ -259,9 +260,9 @@ class Objective:
                 except optuna.TrialPruned:
                     study.tell(trial, state=TrialState.PRUNED)
                     untold.remove(trial)
-            groups: dict[tuple[str, bool], list[tuple[optuna.Trial, Cell, CellContext]]] = {}
-            for member in begun:  # fusable together: one loss, a perceptual network for all or none
-                groups.setdefault((member[1].loss, member[2].train.uses_perceptual), []).append(member)
+            groups: dict[str, list[tuple[optuna.Trial, Cell, CellContext]]] = {}
+            for member in begun:
+                groups.setdefault(fusion_key(member[2].train), []).append(member)
             for group in groups.values():
                 cells, contexts = [m[1] for m in group], [m[2] for m in group]
                 if self.cell_fn is train_and_evaluate and len(group) > 1:
