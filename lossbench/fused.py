@@ -299,7 +299,8 @@ class FusedGroup:
     def features(self, args: list[tuple]) -> list[list[torch.Tensor]]:
         """The perceptual network's features of every member's batch: as one batch of K·B on CUDA,
         which it fills better; one batch per member on a CPU, where a larger batch only spills the
-        caches (VGG16 to relu2_2 at 64 px, backward included: 4 × 16 images in 0.69 s, 64 in 1.02 s)."""
+        caches (benchmarks/fused_parts.py: VGG16 to relu2_2 at 64 px, backward included, 4 × 16
+        images in 0.73 s, 64 in 1.04 s)."""
         if not batches_perceptual(self.device):
             return [self.perceptual.extract(a[0]) for a in args]
         sizes = [len(a[0]) for a in args]
@@ -320,8 +321,8 @@ class FusedGroup:
 def fused_channels_last(config: TrainConfig, device: torch.device) -> bool:
     """Whether the grouped networks run in channels_last: as the separate runs on CUDA
     (`train.channels_last`), and always on a CPU, where oneDNN's grouped convolutions are much faster
-    so (G and D at R = 128, K = 4, batch 16, widths 16, forward and backward: 0.72 s against 1.09 s
-    in NCHW, 0.82 s for the 4 separate pairs)."""
+    so (benchmarks/fused_parts.py: G and D at R = 128, K = 4, batch 16, widths 16, forward and
+    backward: 0.71 s against 0.99 s in NCHW, 0.83 s for the 4 separate pairs)."""
     return channels_last(config, device) or device.type == "cpu"
 
 

@@ -50,3 +50,15 @@ def test_utility_controls_run_on_the_phantom():
     ]
     out = _run("utility_controls.py", *args)
     assert out.count("real arm,") == 2 and out.count("utility_gain") == 2 and "paired t-test p" in out
+
+
+def test_fused_benchmarks_print_their_rows():
+    fused = ["--ks", "1,2", "--resolutions", "32", "--width", "4", "--batch-size", "8", "--steps", "1"]
+    out = _run("fused.py", *fused, "--repeats", "1")
+    ks = [line.split("|")[2].strip() for line in out.splitlines() if line.startswith("| 32 |")]
+    assert ks == ["1", "2"]
+    parts = ["--resolution-vgg", "32", "--resolution-gan", "32", "--k", "2", "--batch", "4", "--width", "4"]
+    out = _run("fused_parts.py", *parts, "--repeats", "1")
+    assert sum(line.startswith("| ") and not line.startswith("| part") for line in out.splitlines()) == 5
+    out = _run("fused_equality.py", "--losses", "bce", "--steps", "1", "--members", "2")
+    assert "| bce |" in out
