@@ -49,7 +49,11 @@ from lossbench.errors import ConfigError
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 512
-CRITIC_NORMS = ("none", "layernorm")  # never BatchNorm: it breaks per-sample gradient penalties
+CRITIC_NORMS = (
+    "none",
+    "layernorm",
+    "instancenorm",
+)  # never BatchNorm: it breaks per-sample gradient penalties
 PERCEPTUAL_DISTANCES = ("l1", "mse")
 PERCEPTUAL_PAIRINGS = ("paired", "mean")  # fake i vs real i of the batch; batch-mean features
 AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment policies (lossbench.augment)
@@ -279,7 +283,7 @@ class TrainConfig:
     perceptual: str = result("vgg16")  # "vgg16", "vgg19", "none", or a registered feature network
     perceptual_layers: tuple[str, ...] = result(("relu1_2", "relu2_2", "relu3_3", "relu4_3"))
     perceptual_distance: str = result("l1")  # one of PERCEPTUAL_DISTANCES
-    perceptual_pairing: str = result("paired")  # one of PERCEPTUAL_PAIRINGS
+    perceptual_pairing: str = result("mean")  # one of PERCEPTUAL_PAIRINGS
     ema_decay: float = result(0.999)
     augment: tuple[str, ...] = result(())  # differentiable augmentation, from AUGMENTATIONS
     conditional: bool = result(False)  # class-conditional G and projection critic (labels from the data)
@@ -315,6 +319,16 @@ class TrainConfig:
     @property
     def uses_perceptual(self) -> bool:
         return self.lam > 0 and self.perceptual != "none"
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per setting that is allowed but known to spoil training (the CLI prints them)."""
+        if self.uses_perceptual and self.perceptual_pairing == "paired":
+            return [
+                'perceptual_pairing "paired" compares each fake with an unrelated real image of its batch: '
+                "it pulls noise-driven fakes toward the mean image (docs/training.md)"
+            ]
+        return []
 
 
 @dataclass

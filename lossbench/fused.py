@@ -44,6 +44,7 @@ from lossbench import precision
 from lossbench.config import TrainConfig
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.fusable import check_fusable
+from lossbench.models.dgan import ConditionalBatchNorm2d, class_affine, run_conditional
 from lossbench.train import (
     Callback,
     Member,
@@ -268,11 +269,16 @@ class FusedGroup:
     # The batched calls: args[k] is member k's argument tuple; the result, member k's part.
     def generate(self, args: list[tuple]) -> list[torch.Tensor]:
         """(z_k (B×z_dim)[, y_k]) -> G_k(z_k[, y_k]) (B×1×R×R), through the grouped generator (see
-        dgan.Generator: a conditional one joins z to its class embedding)."""
+        dgan.Generator: a conditional one joins z to its class embedding, or takes the classes in its
+        conditional BatchNorms)."""
         z = [a[0] for a in args]
-        if self.G.embed is not None:
+        if self.G.embed is not None:  # "concat"
             z = [torch.cat([zk, e.to(zk.dtype)], 1) for zk, e in zip(z, self.G.embeddings(args), strict=True)]
-        images = self.G.net(torch.cat(z, 1)[:, :, None, None])  # B×K×R×R
+        z = torch.cat(z, 1)[:, :, None, None]
+        if self.G.conditioning == "batchnorm":
+            images = run_conditional(self.G.net, z, [a[1] for a in args])
+        else:
+            images = self.G.net(z)  # B×K×R×R
         return list(images.split(1, dim=1))
 
     def score(self, args: list[tuple]) -> list[torch.Tensor]:
@@ -370,17 +376,19 @@ _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Identity)
 
 
 class Grouped(nn.Module):
-    """K networks of one dgan architecture side by side: `net` grouped (`fuse`) and, when they are
-    conditional, `embed` holding every member's class embedding, member k's rows in block k. The
-    parameters come in the members' order (net, then embed), so optimiser states map one to one."""
+    """K networks of one dgan architecture side by side: `net` grouped (`fuse`) and, when they have
+    one (the conditional critic's projection), `embed` holding every member's class embedding, member
+    k's rows in block k. The parameters come in the members' order (net, then embed), so optimiser
+    states map one to one."""
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
         super().__init__()
         self.k = len(members)
         self.net = fuse([m.net for m in members])
         self.n_classes = members[0].n_classes
+        self.conditioning = getattr(members[0], "conditioning", None)  # a generator's (dgan.Generator)
         self.embed = None
-        if self.n_classes:
+        if getattr(members[0], "embed", None) is not None:
             rows, dim = members[0].embed.weight.shape
             self.embed = nn.Embedding(self.k * rows, dim)
             self.embed.weight.data.copy_(torch.cat([m.embed.weight.data for m in members]))
@@ -422,9 +430,32 @@ def _grouped(layer: nn.Module, k: int) -> nn.Module:
         )
     if type(layer) is nn.GroupNorm:
         return nn.GroupNorm(k * layer.num_groups, k * layer.num_channels, layer.eps, layer.affine)
+    if type(layer) is ConditionalBatchNorm2d:
+        return GroupedConditionalBatchNorm(layer, k)
     if isinstance(layer, _ELEMENTWISE):
         return copy.deepcopy(layer)
     raise ConfigError(f"a {type(layer).__name__} layer cannot be fused")
+
+
+class GroupedConditionalBatchNorm(nn.Module):
+    """K `ConditionalBatchNorm2d` side by side: channels in K blocks, and member k's gains and biases in
+    rows block k of one table each; called with the K members' class indices."""
+
+    takes_labels = True  # `run_conditional` passes it the members' class indices
+
+    def __init__(self, layer: ConditionalBatchNorm2d, k: int) -> None:
+        super().__init__()
+        (self.n_classes, channels), bn = layer.gain.weight.shape, layer.bn
+        self.bn = nn.BatchNorm2d(k * channels, bn.eps, bn.momentum, affine=False)
+        self.gain = nn.Embedding(k * self.n_classes, channels)
+        self.bias = nn.Embedding(k * self.n_classes, channels)
+
+    def forward(self, x: torch.Tensor, ys: list[torch.Tensor]) -> torch.Tensor:
+        x = self.bn(x)
+        rows = [y + k * self.n_classes for k, y in enumerate(ys)]
+        return class_affine(
+            x, torch.cat([self.gain(r) for r in rows], 1), torch.cat([self.bias(r) for r in rows], 1)
+        )
 
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:

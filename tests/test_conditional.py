@@ -15,7 +15,7 @@ from lossbench.images import class_labels, generate_images, proportional_counts,
 from lossbench.losses import LossOutput, available_losses, get_loss, registry
 from lossbench.metrics.utility import recalls
 from lossbench.models import build_model, register_model
-from lossbench.models.dgan import Critic, Generator
+from lossbench.models.dgan import CLASS_LR_MULT, ConditionalBatchNorm2d, Critic, Generator
 from lossbench.train import load_generator, train
 
 TINY = dict(
@@ -51,16 +51,44 @@ def test_projection_critic_is_the_unconditional_score_plus_the_class_projection(
         D(x)
 
 
-def test_generator_joins_the_class_embedding_and_unconditional_networks_are_unchanged():
-    G = Generator(32, z_dim=8, width=4, rng=torch.Generator().manual_seed(0), n_classes=2)
+def test_conditional_batchnorm_is_batchnorm_with_a_gain_and_bias_per_class():
+    cbn = ConditionalBatchNorm2d(4, n_classes=3)
+    with torch.no_grad():
+        cbn.gain.weight.copy_(torch.randn(3, 4))
+        cbn.bias.weight.copy_(torch.randn(3, 4))
+    x, y = torch.randn(6, 4, 5, 5), torch.tensor([0, 1, 2, 2, 1, 0])
+    mean, var = x.mean((0, 2, 3), keepdim=True), x.var((0, 2, 3), unbiased=False, keepdim=True)
+    gain, bias = (CLASS_LR_MULT * t.weight[y, :, None, None] for t in (cbn.gain, cbn.bias))
+    by_hand = (x - mean) / torch.sqrt(var + 1e-5) * (1 + gain) + bias
+    torch.testing.assert_close(cbn(x, y), by_hand)
+
+
+def test_generator_takes_the_class_by_its_conditioning_and_unconditional_networks_are_unchanged():
     z = torch.randn(3, 8)
-    a, b = G.eval()(z, torch.tensor([0, 0, 0])), G(z, torch.tensor([1, 1, 1]))
-    assert not torch.allclose(a, b)
+    concat = Generator(32, z_dim=8, width=4, rng=torch.Generator().manual_seed(0), n_classes=2)
+    assert not torch.allclose(concat.eval()(z, torch.tensor([0, 0, 0])), concat(z, torch.tensor([1, 1, 1])))
+    G = Generator(
+        32, z_dim=8, width=4, rng=torch.Generator().manual_seed(0), n_classes=2, conditioning="batchnorm"
+    )
+    a, b = G(z, torch.tensor([0, 0, 0])), G(z, torch.tensor([1, 1, 1]))
+    torch.testing.assert_close(a, b)  # class gains and biases 0 at initialisation: a plain BatchNorm
+    with torch.no_grad():
+        G.net[1].bias.weight[1] += 0.1
+    assert not torch.allclose(G(z, torch.tensor([0, 0, 0])), G(z, torch.tensor([1, 1, 1])))
+    with pytest.raises(ConfigError, match="conditioning must be one of concat, batchnorm"):
+        Generator(32, z_dim=8, width=4, n_classes=2, conditioning="film")
     plain_g, plain_d = build_model("dgan", rng=torch.Generator().manual_seed(0), **_args())
     cond_g, cond_d = build_model("dgan", rng=torch.Generator().manual_seed(0), n_classes=3, **_args())
-    assert not any("embed" in k for k in [*plain_g.state_dict(), *plain_d.state_dict()])
+    bn_g, _ = build_model(
+        "dgan", rng=torch.Generator().manual_seed(0), n_classes=3, conditioning="batchnorm", **_args()
+    )
+    assert not any("embed" in k or "gain" in k for k in [*plain_g.state_dict(), *plain_d.state_dict()])
     assert {k for k in cond_d.state_dict() if "embed" in k} == {"embed.weight"}
-    assert cond_g.net[0].in_channels == 2 * plain_g.net[0].in_channels  # z joined to its embedding
+    assert cond_g.net[0].in_channels == 2 * plain_g.net[0].in_channels  # "concat": z joined to its embedding
+    assert bn_g.net[0].in_channels == plain_g.net[0].in_channels  # "batchnorm": z alone
+    assert sum(isinstance(m, ConditionalBatchNorm2d) for m in bn_g.modules()) == sum(
+        isinstance(m, torch.nn.BatchNorm2d) for m in plain_g.modules()
+    )
 
 
 def _args():

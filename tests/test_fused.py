@@ -95,6 +95,9 @@ def assert_equal_first_step(a: dict, b: dict) -> None:
         assert step == step_b and y == pytest.approx(x, rel=1e-4, abs=1e-6), term
 
 
+BATCHNORM_CONDITIONING = ModelConfig(kwargs={"conditioning": "batchnorm"})
+
+
 @pytest.mark.parametrize(
     "loss, kw, one_perceptual_batch",
     [
@@ -104,6 +107,8 @@ def assert_equal_first_step(a: dict, b: dict) -> None:
         ("rasgan", {}, False),  # batch means per member
         ("wgangp", {"conditional": True}, False),  # class embeddings, projection critic, bound penalty
         ("ns-r1", {"conditional": True}, True),  # R1 on real images through the bound critic
+        # conditional BatchNorm in G (gain and bias tables per member), a per-sample-normalised critic
+        ("bce", {"conditional": True, "critic_norm": "instancenorm", "model": BATCHNORM_CONDITIONING}, False),
     ],
 )
 def test_fused_members_equal_separate_runs(data, tmp_path, monkeypatch, loss, kw, one_perceptual_batch):

@@ -159,6 +159,8 @@ def study(
     }
     config = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
     validate(config)  # before torch, optuna and mlflow are imported: a typo is answered at once
+    for warning in config.train.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     if config.fuse > 1 and all(d == "cpu" for d in config.devices):
         typer.echo("note: --fuse gains nothing on a CPU (docs/performance.md); --workers does", err=True)
     stage("loading torch, optuna and mlflow", progress)

@@ -180,6 +180,8 @@ def train(
     run = with_overrides(with_overrides(base, overrides), parse_assignments(set_))
     config = run.train
     get_loss(config.loss, **config.loss_params)  # before torch is imported: a typo is answered at once
+    for warning in config.warnings:
+        typer.echo(f"warning: {warning}", err=True)
     shown = config.progress
     stage(f"loading data {run.data.spec!r} at {run.data.resolution} px", shown)
     from lossbench.data.split import load_split

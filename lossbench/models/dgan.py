@@ -6,12 +6,21 @@
   per sample. No BatchNorm, which breaks per-sample gradient penalties: norm "none" or "layernorm"
   (GroupNorm with one group: normalises each sample over C, H, W, with a per-channel affine).
 
-Class-conditional variant (`n_classes` > 0): the generator joins a learned class embedding (one
-z_dim vector per class, N(0, 1) at initialisation, like z) to z; the critic adds a projection
-head (Miyato & Koyama, ICLR 2018): D(x, y) = ψ(φ(x)) + ⟨e_y, Σ_hw φ(x)⟩, with φ(x) the features
-before the last conv and e_y a learned class embedding (N(0, 0.02) at initialisation). With
-`n_classes` = 0 (the default) the networks, their parameters and their random draws are the
-unconditional ones.
+Class-conditional variant (`n_classes` > 0): the critic adds a projection head (Miyato & Koyama,
+ICLR 2018): D(x, y) = ψ(φ(x)) + ⟨e_y, Σ_hw φ(x)⟩, with φ(x) the features before the last conv and
+e_y a learned class embedding (N(0, 0.02) at initialisation). The generator takes the class by
+`conditioning`:
+- "concat" (default): a learned class embedding (one z_dim vector per class, N(0, 1) at
+  initialisation, like z) joined to z. On BUSI this generator learns to ignore z: the class signal
+  grows, and the BatchNorm after the first layer scales z's share down with it (docs/training.md).
+- "batchnorm": every BatchNorm is class-conditional (`ConditionalBatchNorm2d`, de Vries et al. 2017;
+  with a projection critic as in Miyato & Koyama 2018) and z enters alone.
+With `n_classes` = 0 (the default) the networks, their parameters and their random draws are the
+unconditional ones, whatever `conditioning` says.
+
+Critic norms (`norm`): "none"; "layernorm" (GroupNorm(1, C): each sample over C, H, W);
+"instancenorm" (GroupNorm(C, C): each sample and channel over H, W). Every norm is per sample, so
+per-sample gradient penalties stay per sample.
 
 Widths: the generator's last hidden layer has `width` channels and the critic's first layer has
 `width` channels; each stage towards 4×4 doubles the channels, capped at 8 × width (DCGAN).
@@ -21,10 +30,13 @@ biases 0.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from lossbench.config import TrainConfig, check_resolution
+from lossbench.errors import ConfigError
 from lossbench.models.registry import register_model
 
 MAX_WIDTH_MULT = 8
@@ -42,10 +54,51 @@ def dcgan_init_(module: nn.Module, rng: torch.Generator | None = None) -> nn.Mod
             nn.init.normal_(m.weight, 0.0, 0.02, generator=rng)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02, generator=rng)
             nn.init.zeros_(m.bias)
     return module
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm2d without an affine, then a gain and a bias per class:
+    y (int64 N) -> (1 + m·g[y])·x̂ + m·b[y], with g and b tables (classes × channels) that start at 0,
+    so at initialisation it is a plain BatchNorm. m = `CLASS_LR_MULT` is a learning-rate multiplier
+    (StyleGAN's equalised learning rate): Adam moves each table entry by about lr per step whatever its
+    gradient, so without it a class's gain and bias would take thousands of steps to move by 0.5."""
+
+    takes_labels = True  # `run_conditional` passes it the class indices
+
+    def __init__(self, num_features: int, n_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(num_features, affine=False)
+        self.gain = nn.Embedding(n_classes, num_features)
+        self.bias = nn.Embedding(n_classes, num_features)
+        nn.init.zeros_(self.gain.weight)
+        nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return class_affine(self.bn(x), self.gain(y), self.bias(y))
+
+
+CLASS_LR_MULT = 10.0  # see ConditionalBatchNorm2d
+
+
+def class_affine(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """(1 + m·gain)·x + m·bias for x N×C×H×W and per-sample gain, bias N×C (m = CLASS_LR_MULT)."""
+    gain, bias = (CLASS_LR_MULT * t[:, :, None, None].to(x.dtype) for t in (gain, bias))
+    return x * (1 + gain) + bias
+
+
+CONDITIONINGS = ("concat", "batchnorm")  # how a conditional generator takes the class
+
+
+def run_conditional(net: nn.Sequential, x: torch.Tensor, y: Any) -> torch.Tensor:
+    """`net` applied to `x`, passing the class indices `y` to every `ConditionalBatchNorm2d` (or to a
+    layer of a fused group that takes them, see lossbench.fused)."""
+    for layer in net:
+        x = layer(x, y) if getattr(layer, "takes_labels", False) else layer(x)
+    return x
 
 
 class Generator(nn.Module):
@@ -58,36 +111,50 @@ class Generator(nn.Module):
         width: int = TrainConfig.g_width,
         rng: torch.Generator | None = None,
         n_classes: int = 0,
+        conditioning: str = CONDITIONINGS[0],
     ) -> None:
         super().__init__()
+        if conditioning not in CONDITIONINGS:
+            raise ConfigError(f"conditioning must be one of {', '.join(CONDITIONINGS)}, got {conditioning!r}")
         self.resolution = check_resolution(resolution)
         self.z_dim = z_dim
         self.width = width
         self.n_classes = n_classes
+        self.conditioning = conditioning if n_classes else None
         side = 4
         c = _channels(width, resolution, side)
-        z_in = 2 * z_dim if n_classes else z_dim  # z joined to its class embedding
+
+        def norm(channels: int) -> nn.Module:
+            if self.conditioning == "batchnorm":
+                return ConditionalBatchNorm2d(channels, n_classes)
+            return nn.BatchNorm2d(channels)
+
+        z_in = 2 * z_dim if self.conditioning == "concat" else z_dim  # z joined to its class embedding
         layers: list[nn.Module] = [
             nn.ConvTranspose2d(z_in, c, 4, 1, 0, bias=False),  # 1×1 -> 4×4
-            nn.BatchNorm2d(c),
+            norm(c),
             nn.ReLU(),
         ]
         while side < resolution:
             side *= 2
             c_next = _channels(width, resolution, side)
-            layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), nn.BatchNorm2d(c_next), nn.ReLU()]
+            layers += [nn.ConvTranspose2d(c, c_next, 4, 2, 1, bias=False), norm(c_next), nn.ReLU()]
             c = c_next
         layers += [nn.Conv2d(c, 1, 3, 1, 1), nn.Tanh()]
         self.net = nn.Sequential(*layers)
         dcgan_init_(self, rng)
-        if n_classes:
+        if self.conditioning == "concat":
             self.embed = nn.Embedding(n_classes, z_dim)
             nn.init.normal_(self.embed.weight, 0.0, 1.0, generator=rng)
 
     def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Images for z (N×z_dim) and, when conditional, class indices y (int64 N)."""
-        z = torch.cat([z, self.embed(_labels(y, z, self.n_classes)).to(z.dtype)], 1) if self.n_classes else z
-        return self.net(z[:, :, None, None])
+        if self.conditioning is None:
+            return self.net(z[:, :, None, None])
+        y = _labels(y, z, self.n_classes)
+        if self.conditioning == "concat":
+            return self.net(torch.cat([z, self.embed(y).to(z.dtype)], 1)[:, :, None, None])
+        return run_conditional(self.net, z[:, :, None, None], y)
 
 
 class Critic(nn.Module):
@@ -112,9 +179,12 @@ class Critic(nn.Module):
         while side > 4:
             side //= 2
             c_next = _channels(width, resolution // 2, side)
-            layers.append(nn.Conv2d(c, c_next, 4, 2, 1))
+            # no bias before instancenorm, which removes every channel's mean (its gradient is 0)
+            layers.append(nn.Conv2d(c, c_next, 4, 2, 1, bias=norm != "instancenorm"))
             if norm == "layernorm":
                 layers.append(nn.GroupNorm(1, c_next))
+            elif norm == "instancenorm":
+                layers.append(nn.GroupNorm(c_next, c_next))
             layers.append(nn.LeakyReLU(0.2))
             c = c_next
         layers.append(nn.Conv2d(c, 1, 4, 1, 0))  # 4×4 -> 1×1
@@ -150,8 +220,10 @@ def dgan(
     critic_norm: str,
     rng: torch.Generator | None = None,
     n_classes: int = 0,
+    conditioning: str = CONDITIONINGS[0],
 ) -> tuple[Generator, Critic]:
     """DGAN-WP-TL's generator and critic (the default architecture), both initialised from `rng`;
-    class-conditional with a projection critic when `n_classes` > 0."""
-    G = Generator(resolution, z_dim, g_width, rng=rng, n_classes=n_classes)
+    class-conditional with a projection critic when `n_classes` > 0, the generator taking the class
+    by `conditioning` (see the module docstring; `model.kwargs = {conditioning = "batchnorm"}`)."""
+    G = Generator(resolution, z_dim, g_width, rng=rng, n_classes=n_classes, conditioning=conditioning)
     return G, Critic(resolution, d_width, critic_norm, rng=rng, n_classes=n_classes)
