@@ -62,3 +62,14 @@ def test_fused_benchmarks_print_their_rows():
     assert sum(line.startswith("| ") and not line.startswith("| part") for line in out.splitlines()) == 5
     out = _run("fused_equality.py", "--losses", "bce", "--steps", "1", "--members", "2")
     assert "| bce |" in out
+
+
+def test_conditional_reference_prints_a_row_per_recipe():
+    out = _run("conditional_reference.py", "--data", "phantom:120", "--steps", "2")
+    rows = [line.split()[:2] for line in out.splitlines()[1:]]
+    assert rows == [
+        ["concat", "none"],
+        ["concat", "instancenorm"],
+        ["batchnorm", "none"],
+        ["batchnorm", "instancenorm"],
+    ]

@@ -12,6 +12,7 @@ import pytest
 
 from lossbench import weights
 from lossbench.cli import main
+from lossbench.config import TrainConfig
 
 HELP = [
     ([], ["data", "weights", "losses", "train", "evaluate", "study", "stats", "report"]),
@@ -183,3 +184,23 @@ def test_unknown_preset_is_one_line(capsys):
     assert main(["study", "--preset", "huge"]) == 2
     err = capsys.readouterr().err
     assert err == "error: unknown preset 'huge' (choose from tiny)\n"
+
+
+@pytest.mark.parametrize("pairing, warned", [("paired", True), ("mean", False)])
+def test_paired_perceptual_loss_is_warned_about_in_one_line(pairing, warned, tmp_path, capsys):
+    args = [
+        "train",
+        "--data",
+        str(tmp_path / "missing"),
+        "--perceptual-pairing",
+        pairing,
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    assert main(args) == 2  # the missing data stops it right after the settings are read
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1].startswith("error: ") and "missing does not exist" in lines[-1]
+    assert lines[:-1] == (['warning: perceptual_pairing "paired" compares each fake with an unrelated real'
+                           " image of its batch: it pulls noise-driven fakes toward the mean image"
+                           " (docs/training.md)"] if warned else [])  # fmt: skip
+    assert TrainConfig(perceptual_pairing=pairing, lam=0.0).warnings == []  # no perceptual loss, no warning

@@ -8,8 +8,9 @@ of per-layer means), where
 - layers are named VGG-style, counted from 1 in each block between poolings: `conv{b}_{i}`,
   `relu{b}_{i}`, `pool{b}` (default relu1_2, relu2_2, relu3_3, relu4_3);
 - d is "l1" (mean absolute difference, default) or "mse";
-- pairing "paired" (default) compares fake i with real i of the batch (equal batch sizes);
-  "mean" compares the batch-mean features (feature matching).
+- pairing "mean" (default) compares the batch-mean features (feature matching); "paired" compares
+  fake i with real i of the batch (equal batch sizes), a regression to the mean image when G's
+  input is noise (docs/training.md).
 
 On CUDA the trainer calls `prepare` once: the frozen network in bf16 when autocast is on (autocast
 caches its casts only for weights that require grad, so it would re-cast these frozen ones on every
