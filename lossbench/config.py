@@ -279,7 +279,7 @@ class TrainConfig:
     z_dim: int = result(128)
     g_width: int = result(64)  # channels of the generator's last hidden layer; doubled per upsampling stage
     d_width: int = result(64)  # channels of the critic's first layer
-    critic_norm: str = result("none")  # one of CRITIC_NORMS
+    critic_norm: str = result("instancenorm")  # one of CRITIC_NORMS (docs/training.md: why)
     perceptual: str = result("vgg16")  # "vgg16", "vgg19", "none", or a registered feature network
     perceptual_layers: tuple[str, ...] = result(("relu1_2", "relu2_2", "relu3_3", "relu4_3"))
     perceptual_distance: str = result("l1")  # one of PERCEPTUAL_DISTANCES

@@ -10,17 +10,20 @@ Class-conditional variant (`n_classes` > 0): the critic adds a projection head (
 ICLR 2018): D(x, y) = ψ(φ(x)) + ⟨e_y, Σ_hw φ(x)⟩, with φ(x) the features before the last conv and
 e_y a learned class embedding (N(0, 0.02) at initialisation). The generator takes the class by
 `conditioning`:
-- "concat" (default): a learned class embedding (one z_dim vector per class, N(0, 1) at
-  initialisation, like z) joined to z. On BUSI this generator learns to ignore z: the class signal
-  grows, and the BatchNorm after the first layer scales z's share down with it (docs/training.md).
-- "batchnorm": every BatchNorm is class-conditional (`ConditionalBatchNorm2d`, de Vries et al. 2017;
-  with a projection critic as in Miyato & Koyama 2018) and z enters alone.
+- "batchnorm" (default): every BatchNorm is class-conditional (`ConditionalBatchNorm2d`, de Vries et
+  al. 2017; with a projection critic as in Miyato & Koyama 2018) and z enters alone.
+- "concat" (lossbench's generator until 2026-12): a learned class embedding (one z_dim vector per
+  class, N(0, 1) at initialisation, like z) joined to z. On BUSI this generator learns to ignore z:
+  the class signal grows, and the BatchNorm after the first layer scales z's share down with it
+  (docs/training.md).
 With `n_classes` = 0 (the default) the networks, their parameters and their random draws are the
 unconditional ones, whatever `conditioning` says.
 
 Critic norms (`norm`): "none"; "layernorm" (GroupNorm(1, C): each sample over C, H, W);
-"instancenorm" (GroupNorm(C, C): each sample and channel over H, W). Every norm is per sample, so
-per-sample gradient penalties stay per sample.
+"instancenorm" (GroupNorm(C, C): each sample and channel over H, W), on every hidden layer but the
+first and the last: the last one's 4×4 features keep their channel means, which the projection sums
+(instance-normalised, Σ_hw φ(x) would barely depend on x). Every norm is per sample, so per-sample
+gradient penalties stay per sample.
 
 Widths: the generator's last hidden layer has `width` channels and the critic's first layer has
 `width` channels; each stage towards 4×4 doubles the channels, capped at 8 × width (DCGAN).
@@ -90,7 +93,7 @@ def class_affine(x: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> tor
     return x * (1 + gain) + bias
 
 
-CONDITIONINGS = ("concat", "batchnorm")  # how a conditional generator takes the class
+CONDITIONINGS = ("batchnorm", "concat")  # how a conditional generator takes the class; first: default
 
 
 def run_conditional(net: nn.Sequential, x: torch.Tensor, y: Any) -> torch.Tensor:
@@ -179,11 +182,13 @@ class Critic(nn.Module):
         while side > 4:
             side //= 2
             c_next = _channels(width, resolution // 2, side)
+            # instancenorm spares the 4×4 features: the head and the projection read their channel means
+            instance = norm == "instancenorm" and side > 4
             # no bias before instancenorm, which removes every channel's mean (its gradient is 0)
-            layers.append(nn.Conv2d(c, c_next, 4, 2, 1, bias=norm != "instancenorm"))
+            layers.append(nn.Conv2d(c, c_next, 4, 2, 1, bias=not instance))
             if norm == "layernorm":
                 layers.append(nn.GroupNorm(1, c_next))
-            elif norm == "instancenorm":
+            elif instance:
                 layers.append(nn.GroupNorm(c_next, c_next))
             layers.append(nn.LeakyReLU(0.2))
             c = c_next
