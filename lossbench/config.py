@@ -292,6 +292,7 @@ class TrainConfig:
     channels_last: bool = result(True)  # CUDA only
     checkpoint_every: int = run_only(500)
     log_every: int = run_only(10)
+    health_every: int = run_only(50)  # training-health probe (lossbench.health) every N steps; 0 = never
     sample_every: int = run_only(500)  # 0 = only the final grid
     random_weights: bool = result(
         False
@@ -303,7 +304,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         _check_lambda(self.lam)
-        _check_min(self, 0, "seed", "sample_every")
+        _check_min(self, 0, "seed", "sample_every", "health_every")
         _check_min(self, 1, "steps", "batch_size", "z_dim", "g_width", "d_width", "n_critic")
         _check_min(self, 1, "checkpoint_every", "log_every", "n_samples")
         _check_choice("critic_norm", self.critic_norm, CRITIC_NORMS)

@@ -62,7 +62,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
-from lossbench import precision
+from lossbench import health, precision
 from lossbench.augment import diff_augment
 from lossbench.augment import draws as augmentation_draws
 from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
@@ -97,6 +97,9 @@ class Callback:
 
     def on_log(self, step: int, terms: dict[str, float]) -> None:
         """Mean logged terms over the steps since the previous log."""
+
+    def on_health(self, step: int, findings: dict[str, str]) -> None:
+        """After each health probe (lossbench.health): every finding now, {kind: one-line warning}."""
 
     def on_step(self, step: int, generator_ema: nn.Module) -> None:
         """After every generator step (e.g. periodic evaluation, pruning)."""
@@ -178,6 +181,7 @@ class Member:
     # What the member's checkpoint holds; None: `checkpoint_state` of its run. A fused group sets its
     # own, which writes the member's part of the fused tensors and optimiser state.
     state_fn: Callable[[], dict[str, Any]] | None = None
+    warned: list[str] = field(default_factory=list)  # health findings already reported (lossbench.health)
 
     @property
     def checkpoint(self) -> Path:
@@ -232,9 +236,10 @@ def train_loop(
             for m in live:
                 m.step = step
             is_checkpoint = step % config.checkpoint_every == 0 or step == config.steps
-            if step % config.log_every == 0 or is_checkpoint:
+            is_probe = bool(config.health_every) and (step % config.health_every == 0 or step == config.steps)
+            if step % config.log_every == 0 or is_checkpoint or is_probe:
                 for m in live:
-                    _log(m, step, bar, task)
+                    _log(m, step, bar, task, health.probe(m.run) if is_probe else {})
                 live = [m for m in live if m.diverged is None]
                 if not live:
                     break
@@ -257,17 +262,28 @@ def train_loop(
     return [_finish(m) if m.diverged is None else m.diverged for m in members]
 
 
-def _log(member: Member, step: int, bar: Progress, task: Any) -> None:
-    """Means of the member's pending terms to its history and callbacks; a DivergedError is kept."""
+def _log(member: Member, step: int, bar: Progress, task: Any, probed: dict[str, float]) -> None:
+    """Means of the member's pending terms, and the health figures `probed` now, to its history and
+    callbacks; new health findings to stderr, one line each; a DivergedError is kept."""
     try:
         means = mean_terms(member.pending)
     except DivergedError as e:
         member.diverged = e
         return
     member.pending = []
+    means.update(probed)
     for name, value in means.items():
         member.history[name].append((step, value))
-    bar.update(task, terms="  ".join(f"{k} {v:.3g}" for k, v in means.items()))
+    bar.update(task, terms="  ".join(f"{k} {v:.3g}" for k, v in means.items() if not k.startswith("health/")))
+    if probed:
+        config = member.run.config
+        for kind, finding in health.findings(member.history, config.loss):
+            if kind not in member.warned:
+                member.warned.append(kind)
+                label = f"{config.loss} λ={config.lam:g} seed {config.seed}"
+                bar.console.print(
+                    f"warning: {label}: {finding}", soft_wrap=True, highlight=False, markup=False
+                )
     for cb in member.callbacks:
         cb.on_log(step, means)
 

@@ -238,7 +238,7 @@ def status(
             str(trial.number) if trial is not None else "",
             f"{trial.value:.4g}" if trial is not None and trial.value is not None else "",
             time_text,
-            trial.user_attrs.get("fail_reason", "") if trial is not None else "",
+            _note(trial),
         )
     console = Console()
     console.print(table)
@@ -250,6 +250,18 @@ def status(
             f"{len(took)} finished cell(s): median {duration(statistics.median(took))} per cell; "
             f"first start to last finish {duration((last - first).total_seconds())}"
         )
+
+
+def _note(trial: Any) -> str:
+    """A trial's failure, else its training-health warnings by kind (lossbench.health)."""
+    if trial is None:
+        return ""
+    from lossbench.study.queue import HEALTH_ATTR
+
+    if "fail_reason" in trial.user_attrs:
+        return trial.user_attrs["fail_reason"]
+    warnings = trial.user_attrs.get(HEALTH_ATTR, {})
+    return f"health: {', '.join(warnings)}" if warnings else ""
 
 
 @study_app.command("export")

@@ -37,7 +37,7 @@ from lossbench.metrics.evaluation import EvalResult, evaluate
 from lossbench.report import closest_fakes_png
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
-from lossbench.study.queue import METRIC_ATTR, is_queued, trial_cell, work_left
+from lossbench.study.queue import HEALTH_ATTR, METRIC_ATTR, is_queued, trial_cell, work_left
 from lossbench.train import CHECKPOINT, Callback, TrainResult, train
 
 CHECKPOINTS = "checkpoints"
@@ -80,8 +80,9 @@ CellFn = Callable[[Cell, CellContext], CellResult]
 
 
 class TrialCallback(Callback):
-    """Training hooks of a trial: curves to MLflow (flushed at checkpoints), an evaluation every
-    `eval_every` steps, and the step training resumed from."""
+    """Training hooks of a trial: curves to MLflow (flushed at checkpoints), training-health warnings
+    to the trial record and the MLflow run, an evaluation every `eval_every` steps, and the step
+    training resumed from."""
 
     def __init__(self, ctx: CellContext) -> None:
         self.ctx = ctx
@@ -90,6 +91,11 @@ class TrialCallback(Callback):
 
     def on_log(self, step: int, terms: dict[str, float]) -> None:
         self.ctx.run.log_metrics({f"{tracking.TRAIN_PREFIX}{k}": v for k, v in terms.items()}, step)
+
+    def on_health(self, step: int, findings: dict[str, str]) -> None:
+        if findings != self.ctx.trial.user_attrs.get(HEALTH_ATTR, {}):
+            self.ctx.trial.set_user_attr(HEALTH_ATTR, findings)
+            self.ctx.run.set_tags({tracking.HEALTH_TAG: "; ".join(findings.values()) or "ok"})
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.ctx.run.flush()

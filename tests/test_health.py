@@ -1,0 +1,112 @@
+"""Training health (lossbench.health): the findings on planted histories, and probes that leave the
+run exactly as it was."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lossbench import health
+from lossbench.config import TrainConfig
+from lossbench.data import load_dataset
+from lossbench.train import train
+
+STEPS = [250, 300, 350]  # after the warm-up
+
+
+def history(**terms: list[float]) -> dict[str, list[tuple[int, float]]]:
+    return {name.replace("__", "/"): list(zip(STEPS, values, strict=True)) for name, values in terms.items()}
+
+
+HEALTHY = dict(
+    health__logit_scale=[0.4, 0.3, 0.5], health__critic_acc=[0.5, 0.6, 0.45],
+    health__z_share=[0.8, 0.85, 0.9], health__ssim_gap=[0.02, -0.01, 0.03],
+    d__loss=[1.38, 1.39, 1.386], d__wdist=[0.5, 0.4, 1.2],
+)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "changed, kinds",
+    [
+        ({}, []),
+        ({"health__logit_scale": [0.01, 0.04, 0.02]}, ["logits", "pinned"]),  # a stalled BCE critic
+        ({"health__logit_scale": [0.08, 0.09, 0.07]}, ["pinned"]),
+        (
+            {"health__logit_scale": [0.08, 0.09, 0.07], "d__loss": [1.30, 1.39, 1.386]},
+            [],
+        ),  # one log off 2 ln 2
+        ({"d__wdist": [-0.7, -3.4, -1.0]}, ["wdist"]),
+        ({"d__wdist": [-0.7, 0.1, -1.0]}, []),
+        ({"health__z_share": [0.07, 0.15, 0.29]}, ["z"]),
+        ({"health__ssim_gap": [0.62, 0.77, 0.67]}, ["alike"]),
+        ({"health__ssim_gap": [0.62, 0.05, 0.67]}, []),
+    ],
+)
+def test_findings_name_each_planted_failure_and_nothing_else(changed, kinds):
+    found = health.findings(history(**{**HEALTHY, **changed}), "bce")
+    assert [kind for kind, _ in found] == kinds
+    assert all("\n" not in line for _, line in found)
+
+
+def test_findings_wait_for_the_warm_up_and_a_full_window():
+    stalled = history(**{**HEALTHY, "health__logit_scale": [0.01, 0.01, 0.01]})
+    assert [k for k, _ in health.findings(stalled, "bce")] == ["logits", "pinned"]
+    early = {k: [(s - 200, v) for s, v in values] for k, values in stalled.items()}
+    assert health.findings(early, "bce") == []
+    assert health.findings({k: v[1:] for k, v in stalled.items()}, "bce") == []
+    assert [k for k, _ in health.findings(stalled, "wgangp")] == ["logits"]  # pinned at 2 ln 2 is BCE's
+    assert math.isclose(2 * math.log(2), 1.3863, abs_tol=1e-4)
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_probes_leave_the_run_bit_for_bit_as_it_was(conditional, tmp_path):
+    data = load_dataset("phantom:48", 32)
+    config = dict(loss="wgangp", steps=4, batch_size=8, z_dim=8, g_width=4, d_width=4, perceptual="none",
+                  lam=0.0, progress=False, conditional=conditional, sample_every=0)  # fmt: skip
+    probed = train(data, TrainConfig(**config, health_every=1), tmp_path / "probed")
+    plain = train(data, TrainConfig(**config, health_every=0), tmp_path / "plain")
+    a, b = (torch.load(r.checkpoint, weights_only=True) for r in (probed, plain))
+    for key in ("G", "D", "G_ema"):
+        for name, tensor in a[key].items():
+            assert torch.equal(tensor, b[key][name]), f"{key}.{name}"
+    assert a["rng"]["noise"].equal(b["rng"]["noise"]) and a["rng"]["torch"].equal(b["rng"]["torch"])
+    names = {"health/critic_acc", "health/logit_scale", "health/ssim_gap"} | (
+        {"health/z_share"} if conditional else set()
+    )
+    assert {k for k in probed.history if k.startswith("health/")} == names
+    assert [s for s, _ in probed.history["health/critic_acc"]] == [1, 2, 3, 4]
+    assert not any(k.startswith("health/") for k in plain.history)
+    assert all(0 <= v <= 1 for _, v in probed.history["health/critic_acc"])
+
+
+class FakeTrial:
+    def __init__(self):
+        self.user_attrs: dict = {}
+        self.writes = 0
+
+    def set_user_attr(self, key, value):
+        self.user_attrs[key] = value
+        self.writes += 1
+
+
+def test_a_studys_trial_records_its_health_and_status_shows_it():
+    from types import SimpleNamespace
+
+    from lossbench.cli.study import _note
+    from lossbench.study.cell import TrialCallback
+
+    tags = {}
+    ctx = SimpleNamespace(trial=FakeTrial(), run=SimpleNamespace(set_tags=tags.update))
+    callback = TrialCallback(ctx)
+    findings = {"z": "generator barely uses z: ...", "alike": "fakes less varied than the reals: ..."}
+    callback.on_health(300, findings)
+    callback.on_health(350, dict(findings))  # unchanged: not written again
+    assert ctx.trial.user_attrs["health"] == findings and ctx.trial.writes == 1
+    assert tags["lossbench.health"] == "generator barely uses z: ...; fakes less varied than the reals: ..."
+    assert _note(ctx.trial) == "health: z, alike"
+    callback.on_health(400, {})
+    assert tags["lossbench.health"] == "ok" and _note(ctx.trial) == ""
+    ctx.trial.set_user_attr("fail_reason", "diverged: training diverged at step 7")
+    assert _note(ctx.trial).startswith("diverged") and _note(None) == ""
