@@ -236,7 +236,8 @@ def train_loop(
             for m in live:
                 m.step = step
             is_checkpoint = step % config.checkpoint_every == 0 or step == config.steps
-            is_probe = bool(config.health_every) and (step % config.health_every == 0 or step == config.steps)
+            # at multiples of health_every only: a resumed run's history equals an uninterrupted one's
+            is_probe = bool(config.health_every) and step % config.health_every == 0
             if step % config.log_every == 0 or is_checkpoint or is_probe:
                 for m in live:
                     _log(m, step, bar, task, health.probe(m.run) if is_probe else {})

@@ -73,3 +73,22 @@ def test_conditional_reference_prints_a_row_per_recipe():
         ["batchnorm", "none"],
         ["batchnorm", "instancenorm"],
     ]
+
+
+def test_busi_recipe_prints_a_table_and_resumes(tmp_path):
+    args = [
+        "--out",
+        str(tmp_path),
+        "--data",
+        "phantom",
+        "--losses",
+        "bce",
+        "--lambdas",
+        "0",
+        "--seeds",
+        "0,1",
+    ]
+    out = _run("busi_recipe.py", *args, "--steps", "2")
+    assert "| default | 32 | bce | 0 | 2 |" in out and out.count("default-32px-bce") == 2
+    again = _run("busi_recipe.py", *args, "--steps", "2")  # both runs are recorded: nothing trains again
+    assert "default-32px-bce" not in again and "| default | 32 | bce | 0 | 2 |" in again

@@ -63,7 +63,9 @@ def test_conditional_batchnorm_is_batchnorm_with_a_gain_and_bias_per_class():
 
 def test_generator_takes_the_class_by_its_conditioning_and_unconditional_networks_are_unchanged():
     z = torch.randn(3, 8)
-    concat = Generator(32, z_dim=8, width=4, rng=torch.Generator().manual_seed(0), n_classes=2)
+    concat = Generator(
+        32, z_dim=8, width=4, rng=torch.Generator().manual_seed(0), n_classes=2, conditioning="concat"
+    )
     assert not torch.allclose(concat.eval()(z, torch.tensor([0, 0, 0])), concat(z, torch.tensor([1, 1, 1])))
     G = Generator(
         32, z_dim=8, width=4, rng=torch.Generator().manual_seed(0), n_classes=2, conditioning="batchnorm"
@@ -73,13 +75,12 @@ def test_generator_takes_the_class_by_its_conditioning_and_unconditional_network
     with torch.no_grad():
         G.net[1].bias.weight[1] += 0.1
     assert not torch.allclose(G(z, torch.tensor([0, 0, 0])), G(z, torch.tensor([1, 1, 1])))
-    with pytest.raises(ConfigError, match="conditioning must be one of concat, batchnorm"):
+    with pytest.raises(ConfigError, match="conditioning must be one of batchnorm, concat"):
         Generator(32, z_dim=8, width=4, n_classes=2, conditioning="film")
     plain_g, plain_d = build_model("dgan", rng=torch.Generator().manual_seed(0), **_args())
-    cond_g, cond_d = build_model("dgan", rng=torch.Generator().manual_seed(0), n_classes=3, **_args())
-    bn_g, _ = build_model(
-        "dgan", rng=torch.Generator().manual_seed(0), n_classes=3, conditioning="batchnorm", **_args()
-    )
+    rng = torch.Generator().manual_seed(0)
+    cond_g, cond_d = build_model("dgan", rng=rng, n_classes=3, conditioning="concat", **_args())
+    bn_g, _ = build_model("dgan", rng=torch.Generator().manual_seed(0), n_classes=3, **_args())  # "batchnorm"
     assert not any("embed" in k or "gain" in k for k in [*plain_g.state_dict(), *plain_d.state_dict()])
     assert {k for k in cond_d.state_dict() if "embed" in k} == {"embed.weight"}
     assert cond_g.net[0].in_channels == 2 * plain_g.net[0].in_channels  # "concat": z joined to its embedding

@@ -212,8 +212,12 @@ def test_channels_last_only_on_cuda_and_never_for_a_groupnorm_critic():
         TrainConfig(), cpu
     )
     assert not train_module.channels_last(TrainConfig(channels_last=False), cuda)
-    assert train_module.keeps_channels_last(Critic(32, 4)) and train_module.keeps_channels_last(Generator(32))
-    assert not train_module.keeps_channels_last(Critic(32, 4, norm="layernorm"))
+    assert train_module.keeps_channels_last(Critic(32, 4, norm="none"))
+    assert train_module.keeps_channels_last(Generator(32)) and train_module.keeps_channels_last(
+        Generator(32, n_classes=3)
+    )
+    for norm in ("layernorm", "instancenorm"):  # instancenorm: the default
+        assert not train_module.keeps_channels_last(Critic(32, 4, norm=norm))
 
 
 def test_gpu_check_runs_on_cpu_quick():

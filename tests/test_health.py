@@ -110,3 +110,14 @@ def test_a_studys_trial_records_its_health_and_status_shows_it():
     assert tags["lossbench.health"] == "ok" and _note(ctx.trial) == ""
     ctx.trial.set_user_attr("fail_reason", "diverged: training diverged at step 7")
     assert _note(ctx.trial).startswith("diverged") and _note(None) == ""
+
+
+def test_a_resumed_run_logs_the_same_health_history(tmp_path):
+    data = load_dataset("phantom:48", 32)
+    config = dict(loss="bce", batch_size=8, z_dim=8, g_width=4, d_width=4, perceptual="none", lam=0.0,
+                  progress=False, sample_every=0, health_every=2, log_every=1)  # fmt: skip
+    straight = train(data, TrainConfig(**config, steps=6), tmp_path / "straight")
+    train(data, TrainConfig(**config, steps=3), tmp_path / "resumed")
+    resumed = train(data, TrainConfig(**config, steps=6), tmp_path / "resumed", resume=True)
+    assert [s for s, _ in straight.history["health/critic_acc"]] == [2, 4, 6]
+    assert resumed.history == straight.history
