@@ -85,6 +85,7 @@ RESUMED_FROM_TAG = "lossbench.resumed_from_step"
 FAIL_REASON_TAG = "lossbench.fail_reason"
 FUSED_TAG = "lossbench.fused"  # the number of cells trained in one fused group with this one
 BAD_CHECKPOINT_TAG = "lossbench.bad_checkpoint"  # a damaged checkpoint set aside; the cell restarted
+BEST_CHECKPOINT_TAG = "lossbench.best_checkpoint"  # where, at which step and objective value
 HEALTH_TAG = "lossbench.health"  # the run's training-health warnings (lossbench.health), "; "-joined
 FORGOTTEN_TAG = "lossbench.forgotten"  # a finished trial run its Optuna storage lost (rerun with --force)
 TAG_PREFIX = "lossbench."

@@ -34,10 +34,10 @@ Parts: `build` (networks by name from lossbench.models, optimisers, loss, percep
 streams), `train_step` (one generator step; returns the terms to log), `checkpoint_state`/`restore`
 (the checkpoint; `load_generator` reads the same state). `train` is the loop over them.
 
-Outputs in `out_dir`: config.json, checkpoint.pt (every `checkpoint_every` steps and at the end,
-written atomically), samples.png (final grid from the EMA generator), samples/step_NNNNNN.png
-(every `sample_every` steps). `plot_history` draws the loss curves (`lossbench train` writes
-loss_curves.png; studies log the curves to MLflow instead).
+Outputs in `out_dir`: config.json (settings, architecture, data provenance), checkpoint.pt (every
+`checkpoint_every` steps and at the end, written atomically), samples.png (final grid from the EMA
+generator), samples/step_NNNNNN.png (every `sample_every` steps). `plot_history` draws the loss
+curves (`lossbench train` writes loss_curves.png; studies log the curves to MLflow instead).
 """
 
 from __future__ import annotations
@@ -624,6 +624,16 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     return G.to(device).eval()
 
 
+def save_generator(
+    generator: nn.Module, model: dict[str, Any], config: TrainConfig, path: Path, **record: Any
+) -> Path:
+    """A checkpoint of `generator`'s weights alone (stored as G_ema, with its architecture `model` and
+    `config`), which `load_generator` reads; `record` is kept beside them (e.g. the step and the
+    metric that chose it). Written atomically."""
+    _save_atomic({"model": model, "G_ema": generator.state_dict(), "config": to_dict(config), **record}, path)
+    return path
+
+
 def save_sample_grid(G: nn.Module, path: Path, config: TrainConfig, device: torch.device) -> Path:
     """A square-ish grid of `config.n_samples` images from fixed z (seeded by `config.seed`); for a
     conditional generator, one row per class of ceil(n_samples / classes) images."""
@@ -694,6 +704,7 @@ def _run_record(run: Run, data: ImageDataset) -> dict[str, Any]:
     """config.json: the settings, the loss's resolved parameters and the data's provenance."""
     return {
         "train": to_dict(run.config),
+        "model": run.model,
         "n_critic": run.n_critic,
         "loss_params": run.loss_fn.params(),
         "perceptual_weights": run.perceptual_weights,

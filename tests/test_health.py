@@ -3,6 +3,7 @@ run exactly as it was."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -121,3 +122,37 @@ def test_a_resumed_run_logs_the_same_health_history(tmp_path):
     resumed = train(data, TrainConfig(**config, steps=6), tmp_path / "resumed", resume=True)
     assert [s for s, _ in straight.history["health/critic_acc"]] == [2, 4, 6]
     assert resumed.history == straight.history
+
+
+def test_a_trial_keeps_its_best_evaluation_as_a_loadable_generator(tmp_path):
+    from types import SimpleNamespace
+
+    from lossbench.models.dgan import Generator
+    from lossbench.study.cell import BEST_CHECKPOINT, TrialCallback
+    from lossbench.train import CONFIG_JSON, load_generator
+
+    model = {"arch": "dgan", "args": dict(resolution=32, z_dim=8, g_width=4, d_width=4, critic_norm="none")}
+    (tmp_path / CONFIG_JSON).write_text(json.dumps({"model": model}))
+    tags = {}
+    run = SimpleNamespace(set_tags=tags.update)
+    ctx = SimpleNamespace(
+        trial=FakeTrial(), run=run, checkpoint_dir=tmp_path, objective="fid", train=TrainConfig()
+    )
+    callback = TrialCallback(ctx)
+    generators = {}
+    for step, fid in [(100, 50.0), (200, 30.0), (300, 40.0)]:  # fid: lower is better
+        generators[step] = Generator(32, z_dim=8, width=4, rng=torch.Generator().manual_seed(step)).eval()
+        callback.keep_best(step, generators[step], fid)
+    saved = torch.load(tmp_path / BEST_CHECKPOINT, weights_only=True)
+    assert (
+        saved["step"] == 200
+        and saved["best"] == {"fid": 30.0}
+        and ctx.trial.user_attrs["best"]["step"] == 200
+    )
+    G = load_generator(tmp_path / BEST_CHECKPOINT)
+    z = torch.randn(2, 8)
+    torch.testing.assert_close(G(z), generators[200](z))
+    assert tags["lossbench.best_checkpoint"].endswith("(step 200, fid 30)")
+    resumed = TrialCallback(ctx)  # a resumed trial remembers its best through its record
+    resumed.keep_best(400, generators[100], 35.0)
+    assert torch.load(tmp_path / BEST_CHECKPOINT, weights_only=True)["step"] == 200

@@ -12,6 +12,7 @@ machines queueing at once), only the first runs, whichever worker takes which fi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -32,15 +33,16 @@ from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.errors import CheckpointError
 from lossbench.fusable import fusion_key
 from lossbench.fused import ResumeMismatchError, train_fused
-from lossbench.metrics import metric_key
+from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import EvalResult, evaluate
 from lossbench.report import closest_fakes_png
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
-from lossbench.study.queue import HEALTH_ATTR, METRIC_ATTR, is_queued, trial_cell, work_left
-from lossbench.train import CHECKPOINT, Callback, TrainResult, train
+from lossbench.study.queue import BEST_ATTR, HEALTH_ATTR, METRIC_ATTR, is_queued, trial_cell, work_left
+from lossbench.train import CHECKPOINT, CONFIG_JSON, Callback, TrainResult, save_generator, train
 
 CHECKPOINTS = "checkpoints"
+BEST_CHECKPOINT = "best.pt"  # the EMA generator of the trial's best periodic evaluation (TrialCallback)
 _LINK_ATTRS = ("retry_of",)  # user attributes linking a trial to an earlier one, copied to its run's tags
 
 
@@ -81,8 +83,9 @@ CellFn = Callable[[Cell, CellContext], CellResult]
 
 class TrialCallback(Callback):
     """Training hooks of a trial: curves to MLflow (flushed at checkpoints), training-health warnings
-    to the trial record and the MLflow run, an evaluation every `eval_every` steps, and the step
-    training resumed from."""
+    to the trial record and the MLflow run, an evaluation every `eval_every` steps with the EMA
+    generator of the best objective so far kept as `best.pt` beside the checkpoint (as StudioGAN
+    keeps its best model), and the step training resumed from."""
 
     def __init__(self, ctx: CellContext) -> None:
         self.ctx = ctx
@@ -108,6 +111,24 @@ class TrialCallback(Callback):
         if every > 0 and step % every == 0:
             final = step == self.ctx.train.steps  # logged once, as the final metrics
             self.last_eval = (step, evaluate_and_report(self.ctx, generator_ema, step, curve=not final))
+            self.keep_best(step, generator_ema, self.last_eval[1].metrics[self.ctx.objective])
+
+    def keep_best(self, step: int, generator: torch.nn.Module, value: float) -> None:
+        """Write `generator` as BEST_CHECKPOINT when `value` of the objective beats every earlier
+        evaluation of the trial (kept in its record, so a resumed trial remembers), and record it."""
+        best = self.ctx.trial.user_attrs.get(BEST_ATTR)
+        lower = DIRECTIONS[self.ctx.objective] == "min"
+        if best is not None and not (value < best["value"] if lower else value > best["value"]):
+            return
+        record = json.loads((self.ctx.checkpoint_dir / CONFIG_JSON).read_text())
+        path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
+        save_generator(
+            generator, record["model"], self.ctx.train, path, step=step, best={self.ctx.objective: value}
+        )
+        self.ctx.trial.set_user_attr(BEST_ATTR, {"step": step, "value": value})
+        self.ctx.run.set_tags(
+            {tracking.BEST_CHECKPOINT_TAG: f"{path} (step {step}, {self.ctx.objective} {value:.6g})"}
+        )
 
 
 def evaluate_and_report(

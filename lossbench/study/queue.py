@@ -37,6 +37,7 @@ from lossbench.study.rdb import RetryingRDBStorage
 READ_RETRY_S = 30  # how long a storage opened without a grace period (reading) retries the database
 #: Cell states, by precedence (the best trial of a cell decides its state).
 STATES = ("done", "running", "queued", "failed", "pruned", "pending")
+BEST_ATTR = "best"  # {"step", "value"} of the objective at the trial's best periodic evaluation
 HEALTH_ATTR = "health"  # {kind: warning} of lossbench.health, updated while the cell trains
 METRIC_ATTR = "metric."  # user attribute prefix of a trial's final metrics
 CellStates = dict[Cell, tuple[str, FrozenTrial | None]]
