@@ -88,6 +88,10 @@ def table(rows: list[dict], real: dict[int, list[float]]) -> str:
     return "\n".join(lines)
 
 
+def _key(row: dict) -> tuple:
+    return row["recipe"], row["resolution"], row["loss"], row["lambda"], row["seed"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
@@ -105,6 +109,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     done_file = args.out / "rows.jsonl"
     rows = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    rows = list({_key(r): r for r in rows}.values())  # a run recorded twice counts once
     real = {}
     for res in (int(r) for r in args.resolutions.split(",")):
         data = holdout_split(load_dataset(args.data, res), 0.2, 0).train
