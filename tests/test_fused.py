@@ -289,3 +289,17 @@ def test_no_member_thread_outlives_its_group(data, tmp_path):
     for round_ in range(2):
         train_fused(configs(loss="bce", steps=1), data, [tmp_path / f"r{round_}m{i}" for i in range(3)])
     assert not [t.name for t in threading.enumerate() if t.name.startswith("fused")]
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_fused_members_are_probed_like_separate_runs(data, tmp_path, conditional):
+    """Health probes read each member's own blocks of the fused networks (lossbench.health)."""
+    cfgs = configs(loss="bce", steps=1, health_every=1, conditional=conditional, members=((0, 2.0), (1, 5.0)))
+    separate = [train(data, c, tmp_path / f"separate{i}") for i, c in enumerate(cfgs)]
+    together = train_fused(cfgs, data, [tmp_path / f"fused{i}" for i in range(len(cfgs))])
+    for a, b in zip(separate, together, strict=True):
+        probes = {k: v for k, v in a.history.items() if k.startswith("health/")}
+        assert len(probes) == 3 + conditional
+        for name, ((step, x),) in probes.items():
+            ((step_b, y),) = b.history[name]
+            assert step == step_b == 1 and y == pytest.approx(x, rel=1e-3, abs=0.03), name
