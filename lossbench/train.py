@@ -72,7 +72,7 @@ from lossbench.images import class_labels, generate_images, to_float
 from lossbench.losses import AdversarialLoss, LossOutput, get_loss
 from lossbench.losses.penalties import drawing_from
 from lossbench.models.perceptual import PerceptualLoss
-from lossbench.models.registry import BoundCritic, build_model
+from lossbench.models.registry import BoundCritic, build_model, builder_defaults
 from lossbench.randomness import Draw, Draws, to_device
 
 if TYPE_CHECKING:
@@ -620,7 +620,16 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
         raise ConfigError(f"checkpoint {path} does not exist (train writes it as OUT/{CHECKPOINT})")
     state = _load_checkpoint(path)
     G, _ = build_model(state["model"]["arch"], **state["model"]["args"])
-    G.load_state_dict(state["G_ema"])
+    try:
+        G.load_state_dict(state["G_ema"])
+    except (
+        RuntimeError
+    ) as e:  # e.g. a conditional dgan of before 2026-12, which joined z to a class embedding
+        raise CheckpointError(
+            f"checkpoint {path} does not fit its architecture as lossbench builds it now ({_first_line(e)}); "
+            'a class-conditional dgan checkpoint made before 2026-12 needs conditioning = "concat" '
+            "recorded in its model args"
+        ) from None
     return G.to(device).eval()
 
 
@@ -686,10 +695,12 @@ def _device_generator(device: torch.device) -> torch.Generator:
 
 
 def _model_args(config: TrainConfig, resolution: int, labels: torch.Tensor | None) -> dict[str, Any]:
-    """The architecture builder's arguments (see lossbench.models.registry); `n_classes` only when
-    conditional (one more than the largest label)."""
+    """The architecture builder's arguments (see lossbench.models.registry), its own defaults included,
+    so that a checkpoint still loads after a default changes; `n_classes` only when conditional (one
+    more than the largest label)."""
     conditional = {"n_classes": int(labels.max()) + 1} if labels is not None else {}
     return {
+        **builder_defaults(config.model.arch),
         "resolution": resolution,
         "z_dim": config.z_dim,
         "g_width": config.g_width,

@@ -9,7 +9,7 @@ from PIL import Image
 
 from lossbench.config import ModelConfig, TrainConfig
 from lossbench.data import load_dataset
-from lossbench.errors import ConfigError
+from lossbench.errors import CheckpointError, ConfigError
 from lossbench.images import class_labels, generate_images, proportional_counts, sample_classes
 from lossbench.losses import LossOutput, available_losses, get_loss, registry
 from lossbench.models import build_model, register_model
@@ -185,3 +185,21 @@ def test_per_class_metrics_compare_class_k_fakes_with_class_k_reals(phantom, tmp
     assert "authenticity_pixel" in out["metrics"] and out["settings"]["holdout"] == 0.25
     assert all(set(r["metrics"]) == {"swd"} for r in out["per_class"].values())
     assert main(["evaluate", "--fake", str(tmp_path), "--data", "phantom:24", "--per-class"]) == 2
+
+
+def test_checkpoints_record_the_conditioning_and_an_old_one_is_a_one_line_error(phantom, tmp_path):
+    config = TrainConfig(loss="bce", steps=1, model=ModelConfig(kwargs={"conditioning": "concat"}), **TINY)
+    result = train(phantom, config, tmp_path / "concat")
+    state = torch.load(result.checkpoint, weights_only=True)
+    assert state["model"]["args"]["conditioning"] == "concat"
+    new = train(phantom, TrainConfig(loss="bce", steps=1, **TINY), tmp_path / "new")
+    default = torch.load(new.checkpoint, weights_only=True)
+    assert default["model"]["args"]["conditioning"] == "batchnorm"  # the default is recorded too
+    del state["model"]["args"]["conditioning"]  # as checkpoints of before 2026-12 are
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match='needs conditioning = "concat"') as e:
+        load_generator(tmp_path / "old.pt")
+    assert "\n" not in str(e.value)
+    state["model"]["args"]["conditioning"] = "concat"
+    torch.save(state, tmp_path / "mended.pt")
+    assert load_generator(tmp_path / "mended.pt").conditioning == "concat"

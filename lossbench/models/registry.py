@@ -17,6 +17,7 @@ the builder's arguments in the checkpoint, so `load_generator` rebuilds any regi
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -56,6 +57,19 @@ class BoundCritic(nn.Module):
         group's member, see lossbench.losses.penalties.input_gradients)."""
         batched = getattr(self.critic, "input_gradients", None)
         return None if batched is None else functools.partial(batched, labels=self.labels)
+
+
+def builder_defaults(arch: str) -> dict[str, Any]:
+    """The keyword defaults of the builder registered as `arch` (JSON-able ones; `rng` left out); {} for
+    an unknown name (`build_model` says so)."""
+    if arch not in _MODELS:
+        return {}
+    params = inspect.signature(_MODELS[arch]).parameters.values()
+    return {
+        p.name: p.default
+        for p in params
+        if p.name != "rng" and p.default is not p.empty and isinstance(p.default, str | int | float | bool)
+    }
 
 
 def available_models() -> list[str]:
