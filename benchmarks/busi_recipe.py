@@ -27,7 +27,7 @@ from lossbench.data import load_dataset
 from lossbench.data.split import holdout_split
 from lossbench.images import sample_classes
 from lossbench.metrics.diversity import msssim_score, pair_scores
-from lossbench.train import train
+from lossbench.train import CHECKPOINT, train
 
 RECIPES = {  # TrainConfig fields each recipe sets on top of the defaults
     "default": {},
@@ -79,13 +79,23 @@ def table(rows: list[dict], real: dict[int, list[float]]) -> str:
             for v in per_class
         )
         gap = max(f - r for r_run in runs for f, r in zip(r_run["fake_fake"], real[res], strict=True))
-        found = sorted({k for r in runs for k in r["health"]})
+        found = sorted({k for r in runs for k in _findings(r)})
         lines.append(
             f"| {recipe} | {res} | {loss} | {lam:g} | {len(runs)} | {cells} | "
             f"{' '.join(f'{v:.3f}' for v in real[res])} | {gap:+.3f} | {', '.join(found) or 'none'} | "
             f"{statistics.mean(r['seconds'] for r in runs):.0f} |"
         )
     return "\n".join(lines)
+
+
+def _findings(row: dict) -> list[str]:
+    """The run's health findings as lossbench judges its logged history now (from its checkpoint when it
+    is still there; else as recorded when it ran)."""
+    checkpoint = Path(row["grid"]).parent / CHECKPOINT
+    if not checkpoint.exists():
+        return row["health"]
+    history = torch.load(checkpoint, map_location="cpu", weights_only=True)["history"]
+    return [kind for kind, _ in health.findings(history, row["loss"])]
 
 
 def _key(row: dict) -> tuple:

@@ -24,7 +24,7 @@ def history(**terms: list[float]) -> dict[str, list[tuple[int, float]]]:
 HEALTHY = dict(
     health__logit_scale=[0.4, 0.3, 0.5], health__critic_acc=[0.5, 0.6, 0.45],
     health__z_share=[0.8, 0.85, 0.9], health__ssim_gap=[0.02, -0.01, 0.03],
-    d__loss=[1.38, 1.39, 1.386], d__wdist=[0.5, 0.4, 1.2],
+    d__loss=[1.30, 1.39, 1.386], d__wdist=[0.5, 0.4, 1.2],
 )  # fmt: skip
 
 
@@ -32,12 +32,10 @@ HEALTHY = dict(
     "changed, kinds",
     [
         ({}, []),
-        ({"health__logit_scale": [0.01, 0.04, 0.02]}, ["logits", "pinned"]),  # a stalled BCE critic
-        ({"health__logit_scale": [0.08, 0.09, 0.07]}, ["pinned"]),
-        (
-            {"health__logit_scale": [0.08, 0.09, 0.07], "d__loss": [1.30, 1.39, 1.386]},
-            [],
-        ),  # one log off 2 ln 2
+        ({"health__logit_scale": [0.01, 0.04, 0.02], "d__loss": [1.385, 1.39, 1.386]}, ["logits", "pinned"]),
+        ({"health__logit_scale": [0.01, 0.04, 0.02]}, ["logits"]),
+        ({"d__loss": [1.385, 1.39, 1.386]}, ["pinned"]),  # every log since the warm-up at 2 ln 2
+        ({"health__logit_scale": [0.08, 0.09, 0.07]}, []),  # small logits, a loss that left 2 ln 2 once
         ({"d__wdist": [-0.7, -3.4, -1.0]}, ["wdist"]),
         ({"d__wdist": [-0.7, 0.1, -1.0]}, []),
         ({"health__z_share": [0.07, 0.15, 0.29]}, ["z"]),
@@ -52,7 +50,7 @@ def test_findings_name_each_planted_failure_and_nothing_else(changed, kinds):
 
 
 def test_findings_wait_for_the_warm_up_and_a_full_window():
-    stalled = history(**{**HEALTHY, "health__logit_scale": [0.01, 0.01, 0.01]})
+    stalled = history(**{**HEALTHY, "health__logit_scale": [0.01, 0.01, 0.01], "d__loss": [1.386] * 3})
     assert [k for k, _ in health.findings(stalled, "bce")] == ["logits", "pinned"]
     early = {k: [(s - 200, v) for s, v in values] for k, values in stalled.items()}
     assert health.findings(early, "bce") == []
