@@ -67,8 +67,9 @@ class ConditionalBatchNorm2d(nn.Module):
     """BatchNorm2d without an affine, then a gain and a bias per class:
     y (int64 N) -> (1 + m·g[y])·x̂ + m·b[y], with g and b tables (classes × channels) that start at 0,
     so at initialisation it is a plain BatchNorm. m = `CLASS_LR_MULT` is a learning-rate multiplier
-    (StyleGAN's equalised learning rate): Adam moves each table entry by about lr per step whatever its
-    gradient, so without it a class's gain and bias would take thousands of steps to move by 0.5."""
+    (a parameter used scaled by a constant, as StyleGAN's mapping network is): Adam moves each table
+    entry by about lr per step whatever its gradient, so without it a class's gain and bias would take
+    thousands of steps to move by 0.5."""
 
     takes_labels = True  # `run_conditional` passes it the class indices
 
