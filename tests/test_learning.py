@@ -5,6 +5,8 @@ fakes about as varied as the reals of that class, and its critic must tell real 
   third; radius, height and speckle vary), for the paper's two losses; lossbench's recipe until
   2026-12 (z joined to a class embedding, an unnormalised critic) is the negative case: it draws one
   image per class.
+- Unconditionally on the same discs: fakes of every class, about as varied as the reals; the
+  unnormalised critic (the old default) is the negative case.
 - On real BUSI (skipped without ../shared): within-class fake–fake SSIM near real–real.
 
 Why the old recipe failed: docs/training.md, "Why the conditional generator collapsed on BUSI".
@@ -21,7 +23,7 @@ from lossbench import health
 from lossbench.config import ModelConfig, TrainConfig
 from lossbench.data import load_dataset
 from lossbench.data.split import holdout_split
-from lossbench.images import sample_classes, to_float
+from lossbench.images import generate_images, sample_classes, to_float
 from lossbench.metrics.diversity import msssim_score, pair_scores
 from lossbench.metrics.utility import recalls
 from lossbench.train import Run, build, train, train_step
@@ -115,3 +117,29 @@ def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, re
         assert found == [], found
     else:  # "logits" too, or not: its mean |logit| hovers around the 0.05 line
         assert {"pinned", "z", "alike"} <= set(found), found
+
+
+@pytest.mark.parametrize("critic_norm, learns", [("instancenorm", True), ("none", False)])
+def test_unconditional_generator_covers_every_class_varied(critic_norm, learns):
+    """Unconditionally too, the unnormalised critic (the old default) lets G collapse onto few discs."""
+    from sklearn.linear_model import LogisticRegression
+
+    images, labels = discs(240, seed=0)
+    reference, reference_labels = discs(600, seed=1)
+    judge = LogisticRegression(max_iter=2000).fit(pooled(reference).numpy(), reference_labels.numpy())
+    config = TrainConfig(
+        loss="bce", lam=0.0, steps=600, batch_size=32, z_dim=32, g_width=8, d_width=8, lr_g=2e-4, lr_d=2e-4,
+        ema_decay=0.99, perceptual="none", progress=False, critic_norm=critic_norm,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    run = build(images, config)
+    for step in range(config.steps):
+        train_step(run, step)
+    fakes = generate_images(run.G_ema, 120, seed=1)
+    shares = np.bincount(judge.predict(pooled(fakes).numpy()), minlength=3) / len(fakes)
+    ratio = torch.pdist(pooled(fakes)).mean().item() / torch.pdist(pooled(images)).mean().item()
+    accuracy = critic_accuracy(run, images[:120], None, fakes, None)
+    verdict = shares.min() >= 0.15 and 0.6 < ratio < 1.6 and accuracy > 0.6
+    assert verdict == learns, (
+        f"class shares {shares.round(2)}, diversity ratio {ratio:.2f}, critic {accuracy:.2f}"
+    )
