@@ -2,19 +2,18 @@
 
 A comparison of losses means something only when every generator learns (docs/training.md, "Why the
 conditional generator collapsed on BUSI"). Every `health_every` generator steps the trainer calls
-`probe`, which reads the run without changing it (no gradient, no draw from the run's streams, the
-EMA generator in eval mode, a critic with no state), and logs its figures as terms beside the
-losses (MLflow curves in a study):
+`probe`, which reads the run without changing it (no gradient, no draw from the run's streams, both
+generators in eval mode, a critic with no state), and logs its figures as terms beside the losses
+(MLflow curves in a study):
 
 - `health/critic_acc`: with G frozen, how often the critic scores a real image above the median
   fake of the generator it trains against (G, not its EMA) and such a fake below the median real
   (0.5: at chance);
 - `health/logit_scale`: the mean |D(x)| over those real and fake images;
-- the next two on the EMA generator, which makes the samples and the evaluations:
-- `health/z_share` (conditional runs): the share of the fakes' pixel variance that z explains,
-  E_y Var_z G(z, y) ÷ Var_{z,y} G(z, y) (0: G ignores z);
-- `health/ssim_gap`: within-class fake–fake SSIM minus real–real SSIM of the training images
-  (`metrics.diversity.msssim_score`; > 0: the fakes are more alike than the reals).
+- `health/z_share` (conditional runs, EMA generator): the share of the fakes' pixel variance that z
+  explains, E_y Var_z G(z, y) ÷ Var_{z,y} G(z, y) (0: G ignores z);
+- `health/ssim_gap` (EMA generator): within-class fake–fake SSIM minus real–real SSIM of the training
+  images (`metrics.diversity.msssim_score`; > 0: the fakes are more alike than the reals).
 
 `findings(history, loss)` turns the logged history into (kind, one-line warning) pairs, each with its
 numbers: a critic whose logits vanish, a BCE critic loss pinned at 2 ln 2, a negative Wasserstein
