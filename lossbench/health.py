@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING
 import torch
 
 from lossbench.images import generate_images, to_float
-from lossbench.metrics.diversity import msssim_score, pair_values
 
 if TYPE_CHECKING:
     from lossbench.train import History, Run
@@ -81,6 +80,8 @@ def probe(run: Run) -> dict[str, float]:
 
 def _ssim_gap(real: torch.Tensor, fake: torch.Tensor, sizes: list[int]) -> float:
     """Mean over classes of (fake–fake − real–real) SSIM of N_PAIRS random pairs each."""
+    from lossbench.metrics.diversity import msssim_score, pair_values  # imports lpips: only when probing
+
     score = msssim_score(real.shape[-1])
     gaps = []
     for r, f in zip(real.split(sizes), fake.split(sizes), strict=True):
