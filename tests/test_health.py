@@ -99,10 +99,12 @@ def test_a_studys_trial_records_its_health_and_status_shows_it():
     tags = {}
     ctx = SimpleNamespace(trial=FakeTrial(), run=SimpleNamespace(set_tags=tags.update))
     callback = TrialCallback(ctx)
+    callback.on_health(250, {})
+    assert tags["lossbench.health"] == "ok" and ctx.trial.writes == 1 and _note(ctx.trial) == ""
     findings = {"z": "generator barely uses z: ...", "alike": "fakes less varied than the reals: ..."}
     callback.on_health(300, findings)
     callback.on_health(350, dict(findings))  # unchanged: not written again
-    assert ctx.trial.user_attrs["health"] == findings and ctx.trial.writes == 1
+    assert ctx.trial.user_attrs["health"] == findings and ctx.trial.writes == 2
     assert tags["lossbench.health"] == "generator barely uses z: ...; fakes less varied than the reals: ..."
     assert _note(ctx.trial) == "health: z, alike"
     callback.on_health(400, {})

@@ -96,7 +96,7 @@ class TrialCallback(Callback):
         self.ctx.run.log_metrics({f"{tracking.TRAIN_PREFIX}{k}": v for k, v in terms.items()}, step)
 
     def on_health(self, step: int, findings: dict[str, str]) -> None:
-        if findings != self.ctx.trial.user_attrs.get(HEALTH_ATTR, {}):
+        if findings != self.ctx.trial.user_attrs.get(HEALTH_ATTR):  # the first probe writes "ok"
             self.ctx.trial.set_user_attr(HEALTH_ATTR, findings)
             self.ctx.run.set_tags({tracking.HEALTH_TAG: "; ".join(findings.values()) or "ok"})
 
