@@ -129,10 +129,7 @@ def main() -> None:
         for loss in args.losses.split(","):
             for lam in (float(x) for x in args.lambdas.split(",")):
                 for seed in (int(s) for s in args.seeds.split(",")):
-                    key = (args.recipe, res, loss, lam, seed)
-                    if any(
-                        (r["recipe"], r["resolution"], r["loss"], r["lambda"], r["seed"]) == key for r in rows
-                    ):
+                    if any(_key(r) == (args.recipe, res, loss, lam, seed) for r in rows):
                         continue
                     name = f"{args.recipe}-{res}px-{loss}-lam{lam:g}-s{seed}"
                     row = one_run(data, res, loss, lam, seed, args, args.out / name)
