@@ -31,6 +31,7 @@ from lossbench.train import CHECKPOINT, train
 
 RECIPES = {  # TrainConfig fields each recipe sets on top of the defaults
     "default": {},
+    "diffaug": dict(augment=("color", "translation", "cutout")),  # DiffAugment on every critic input
     "old": dict(
         critic_norm="none", perceptual_pairing="paired", model=ModelConfig(kwargs={"conditioning": "concat"})
     ),

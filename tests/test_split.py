@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -72,7 +74,7 @@ def test_no_holdout_and_bad_fraction():
 def test_inspect_shows_split(capsys):
     result = CliRunner().invoke(app, ["data", "inspect", "phantom:40", "-r", "32", "--holdout", "0.25"])
     assert result.exit_code == 0, result.output
-    assert "held-out" in result.output and "near-duplicate groups" in result.output
+    assert "held-out" in result.output and "same-lesion groups" in result.output
     assert main(["data", "inspect", "phantom:40", "-r", "32", "--holdout", "1.5"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "holdout" in err
@@ -101,3 +103,93 @@ def test_study_cells_train_on_the_train_part_only(tmp_path):
     ((n_train, n_heldout),) = [divmod(int(t.value), 1000) for t in study.get_trials() if t.value]
     expected = load_split(config.data)
     assert (n_train, n_heldout) == (len(expected.train), len(expected.heldout)) and n_train + n_heldout == 40
+
+
+# Same-lesion pairs of BUSI, looked at side by side (consecutive frames, calipers moved, one frame
+# filed under two classes); the old detector (RMS < 0.15 on 16 px thumbnails) let each straddle a split.
+BUSI_SAME_LESION = [
+    ("malignant (4)", "malignant (7)", "malignant (8)", "malignant (9)", "malignant (5)"),
+    ("benign (230)", "benign (252)"),
+    ("benign (237)", "benign (264)"),
+    ("benign (404)", "benign (415)"),
+    ("benign (406)", "malignant (94)"),
+    ("benign (2)", "benign (319)"),
+    ("normal (127)", "normal (32)"),
+]
+
+
+def test_busi_same_lesion_images_never_straddle_a_split(busi_dir):
+    splits = {
+        (r, seed): load_split(DataConfig(f"busi:{busi_dir}", r, holdout=0.2, split_seed=seed))
+        for r, seed in ((64, 0), (64, 1), (32, 0))
+    }
+    for split in splits.values():
+        stem = {Path(n).stem: i for i, n in enumerate(split.data.names)}
+        for lesion in BUSI_SAME_LESION:
+            assert len({split.groups[stem[n]] for n in lesion}) == 1, lesion
+            assert len({stem[n] in split.heldout_index for n in lesion}) == 1, lesion
+        assert not {i for g in split.mixed_class_groups() for i in g} & set(split.heldout_index.tolist())
+        assert split.record()["largest_group"] <= 10  # groups are lesions, not chains of unrelated scans
+    # the groups, and so the split, are found at 64 px whatever the run's resolution
+    assert np.array_equal(splits[64, 0].heldout_index, splits[32, 0].heldout_index)
+    assert not np.array_equal(splits[64, 0].heldout_index, splits[64, 1].heldout_index)
+
+
+def test_one_split_at_every_resolution_and_mixed_class_groups_stay_in_train():
+    at = {r: load_split(DataConfig("phantom:80", r, holdout=0.25, split_seed=3)) for r in (32, 64, 128)}
+    assert np.array_equal(at[32].heldout_index, at[64].heldout_index)
+    assert np.array_equal(at[128].heldout_index, at[64].heldout_index)
+    data, planted = _with_duplicates()
+    mixed = planted[2]  # a benign image and its copy filed as malignant
+    for seed in range(8):
+        split = holdout_split(data, 0.3, seed)
+        assert split.mixed_class_groups() == [list(mixed)]
+        assert not set(mixed) & set(split.heldout_index.tolist())
+        assert split.record()["mixed_class_groups"] == 1
+    other = load_dataset("phantom:63", 32)
+    with pytest.raises(ValueError, match="reference"):
+        holdout_split(data, 0.3, 0, reference=other)
+
+
+def test_inspect_writes_the_nearest_pairs_apart(tmp_path, capsys):
+    out = tmp_path / "pairs.png"
+    args = [
+        "data",
+        "inspect",
+        "phantom:40",
+        "-r",
+        "32",
+        "--holdout",
+        "0.25",
+        "--pairs",
+        str(out),
+        "--n-pairs",
+        "3",
+    ]
+    assert main(args) == 0
+    from PIL import Image
+
+    assert Image.open(out).size[1] == 3 * (32 + 12 + 6)
+    assert main(["data", "inspect", "phantom:40", "-r", "32", "--pairs", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "--holdout" in err and len(err.strip().splitlines()) == 1
+
+
+def test_nearest_pairs_apart_are_the_closest_across_the_split():
+    from lossbench.data.split import (
+        LAYOUT_CORR,
+        TEXTURE_CORR,
+        TEXTURE_MIN_LAYOUT,
+        nearest_pairs_apart,
+        similarity,
+    )
+
+    split = holdout_split(load_dataset("phantom:40", 32), 0.25, 0)
+    pairs = nearest_pairs_apart(split, 5)
+    layout, texture = similarity(split.data.images)
+    held = set(split.heldout_index.tolist())
+    lay, tex = layout / LAYOUT_CORR, torch.minimum(texture / TEXTURE_CORR, layout / TEXTURE_MIN_LAYOUT)
+    closeness = {(i, j): max(lay[i, j], tex[i, j]) for i in range(40) for j in held if i not in held}
+    expected = sorted(closeness, key=lambda p: -closeness[p])[:5]
+    assert [(i, j) for i, j, _, _ in pairs] == expected
+    assert all(closeness[i, j] < 1 for i, j in expected)  # else they would have been grouped

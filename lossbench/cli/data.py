@@ -57,7 +57,7 @@ def _report(data: ImageDataset) -> list[str]:
 
 def _split_report(split: Split) -> list[str]:
     """Lines describing a held-out split: settings, both parts' fingerprints and per-class counts,
-    and the near-duplicate groups found."""
+    and the same-lesion groups found."""
     record = split.record()
     assert split.heldout is not None
     lines = [
@@ -70,16 +70,15 @@ def _split_report(split: Split) -> list[str]:
     lines += [
         f"train        {len(split.train)} images, fingerprint {split.train.fingerprint}",
         f"held-out     {len(split.heldout)} images, fingerprint {split.heldout.fingerprint}",
-        f"near-duplicate groups  {len(groups)} ({sum(map(len, groups))} images, largest "
-        f"{max(map(len, groups), default=0)}; each kept in one part)",
+        f"same-lesion groups  {len(groups)} ({record['grouped_images']} images, largest "
+        f"{record['largest_group']}; each kept in one part; {record['group_rule']})",
     ]
-    labels = split.data.labels
-    mixed = [g for g in groups if len(set(labels[g].tolist())) > 1]
-    names = split.data.class_names
-    for g in mixed[:MAX_LISTED]:
-        lines.append("  across classes: " + ", ".join(f"#{i} {names[labels[i]]}" for i in g))
+    mixed = split.mixed_class_groups()
+    if mixed:
+        lines.append(f"  {len(mixed)} groups across classes, kept in the train part (never held out):")
+    lines += ["    " + ", ".join(split.name(i) for i in g) for g in mixed[:MAX_LISTED]]
     if len(mixed) > MAX_LISTED:
-        lines.append(f"  ... and {len(mixed) - MAX_LISTED} more groups across classes")
+        lines.append(f"    ... and {len(mixed) - MAX_LISTED} more")
     return lines
 
 
@@ -94,16 +93,52 @@ def inspect(
     classes: str | None = options.CLASSES,
     holdout: float | None = options.HOLDOUT,
     split_seed: int | None = options.SPLIT_SEED,
+    pairs: Path | None = typer.Option(
+        None,
+        "--pairs",
+        help="With --holdout: write a PNG of the train/held-out pairs closest to being grouped "
+        "(each pair side by side, its file names and correlations above it), to check by eye that "
+        "no lesion straddles the split.",
+    ),
+    n_pairs: int = typer.Option(24, "--n-pairs", min=1, help="Pairs in the --pairs PNG."),
 ) -> None:
     """Load SPEC and print per-class counts, original size ranges, the files skipped and why, and
-    with --holdout the split."""
+    with --holdout the split and its same-lesion groups."""
     from lossbench.data.split import load_split
 
+    if pairs is not None and not holdout:
+        raise DataError("--pairs shows pairs across a split: give --holdout too")
     selected = parse_name_list(classes, "class") if classes is not None else None
     config = DataConfig(spec, resolution, selected, holdout or 0.0, split_seed or 0)
     split = load_split(config)
     for line in _report(split.data) + (_split_report(split) if split.heldout is not None else []):
         typer.echo(line)
+    if pairs is not None:
+        _write_pairs(split, n_pairs, pairs)
+        typer.echo(f"nearest pairs across the split: {pairs}")
+
+
+def _write_pairs(split: Split, n: int, out: Path) -> None:
+    """A PNG of the `n` train/held-out pairs closest to being grouped (lossbench.data.split)."""
+    from PIL import Image, ImageDraw
+
+    from lossbench.data.split import nearest_pairs_apart
+    from lossbench.files import atomic_write
+
+    side, caption = split.data.resolution, 12
+    found = nearest_pairs_apart(split, n)
+    canvas = Image.new("L", (max(2 * side, 600), len(found) * (side + caption + 6)), 255)
+    draw = ImageDraw.Draw(canvas)
+    for k, (i, j, layout, texture) in enumerate(found):
+        y = k * (side + caption + 6)
+        text = (
+            f"layout {layout:.2f} texture {texture:.2f}: {split.name(i)} (train) | {split.name(j)} (held out)"
+        )
+        draw.text((0, y), text, fill=0)
+        for x, index in ((0, i), (side, j)):
+            canvas.paste(Image.fromarray(split.data.images[index, 0].numpy()), (x, y + caption))
+    with atomic_write(out) as f:
+        canvas.save(f, format="PNG")
 
 
 @data_app.command("phantom")

@@ -18,7 +18,7 @@ CLASSES = typer.Option(
     None, "--classes", help="Comma-separated classes to keep, e.g. benign,malignant (default: all)."
 )
 HOLDOUT = typer.Option(
-    None, "--holdout", help="Share of each class held out of training, near-duplicates kept together."
+    None, "--holdout", help="Share of each class held out of training, images of one lesion kept together."
 )
 SPLIT_SEED = typer.Option(None, "--split-seed", help="Seed of the held-out split. [default: 0]")
 WEIGHTS_DIR = typer.Option(

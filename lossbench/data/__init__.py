@@ -42,7 +42,9 @@ class ImageDataset:
     """Images (uint8 N×1×R×R), labels (int64 N, indices into `class_names`) and their provenance.
 
     `sizes` holds each image's original (width, height) before resizing (N×2 int64), when known;
-    `skipped` lists (path, reason) for every file under the source that is not an image in the set.
+    `names` each image's file path relative to the dataset's root (e.g. "benign/benign (406).png"),
+    when it came from files; `skipped` lists (path, reason) for every file under the source that is
+    not an image in the set.
     """
 
     images: torch.Tensor
@@ -52,6 +54,7 @@ class ImageDataset:
     source: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     sizes: torch.Tensor | None = None
+    names: tuple[str, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -115,7 +118,7 @@ def _load_files(found: FileList, source: str, resolution: int, classes: Sequence
     paths = [p for n in names for p in found.files[n]]
     labels = [i for i, n in enumerate(names) for _ in found.files[n]]
     skipped = list(found.skipped)
-    arrays, sizes, kept = [], [], []
+    arrays, sizes, kept, kept_names = [], [], [], []
     for path, label, result in zip(paths, labels, decode_all(paths, resolution), strict=True):
         if isinstance(result, str):
             log.warning("skipped %s: %s", path, result)
@@ -124,13 +127,16 @@ def _load_files(found: FileList, source: str, resolution: int, classes: Sequence
             arrays.append(result[0])
             sizes.append(result[1])
             kept.append(label)
+            kept_names.append(path.relative_to(found.root).as_posix())
     if not arrays:
         last, reason = skipped[-1]
         raise DataError(f"none of the {len(paths)} images in {source} could be decoded ({last}: {reason})")
     images = torch.from_numpy(np.stack(arrays))[:, None]
     labels_t = torch.tensor(kept, dtype=torch.int64)
     digest = fingerprint(images, labels_t, names)
-    return ImageDataset(images, labels_t, tuple(names), digest, source, skipped, torch.tensor(sizes))
+    return ImageDataset(
+        images, labels_t, tuple(names), digest, source, skipped, torch.tensor(sizes), tuple(kept_names)
+    )
 
 
 def _folder_path(spec: str) -> Path:

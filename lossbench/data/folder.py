@@ -18,8 +18,9 @@ from lossbench.errors import DataError
 
 @dataclass
 class FileList:
-    """Image files by class (class names sorted), and the files left out with the reason."""
+    """Image files by class (class names sorted) under `root`, and the files left out with the reason."""
 
+    root: Path
     files: dict[str, list[Path]]
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -50,7 +51,7 @@ def scan_folder(root: Path, exclude: Callable[[Path], str | None] = lambda path:
                 "move the loose images into a subfolder of their own"
             )
         classes[root.name] = loose
-    found = FileList(files={})
+    found = FileList(root, files={})
     for name in sorted(classes):
         images = []
         for path in classes[name]:
