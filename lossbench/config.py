@@ -56,6 +56,7 @@ CRITIC_NORMS = (
 )  # never BatchNorm: it breaks per-sample gradient penalties
 PERCEPTUAL_DISTANCES = ("l1", "mse")
 PERCEPTUAL_PAIRINGS = ("paired", "mean")  # fake i vs real i of the batch; batch-mean features
+UTILITY_CLASSIFIERS = ("resnet", "cnn3")  # the judges of downstream utility (lossbench.metrics.judges)
 AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment policies (lossbench.augment)
 
 RESULT, RUN, CELL = "result", "run", "cell"
@@ -346,8 +347,10 @@ class EvalConfig:
     swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
     n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
     utility_seeds: int = result(3)  # classifier seeds of the downstream-utility metric
-    utility_steps: int = result(300)  # optimiser steps per utility classifier
-    utility_width: int = result(16)  # utility classifier's first-layer channels
+    utility_steps: int = result(1200)  # optimiser steps per utility classifier
+    utility_classifier: str = result("resnet")  # the judge, lossbench.metrics.judges ("cnn3": fast, weak)
+    utility_width: int = result(32)  # utility classifier's first-layer channels
+    utility_augment: bool = result(True)  # classic augmentation while the judge trains
     utility_ratio: float = result(0.0)  # 0 = synthetic images balance the classes; r = add r × N_train
     utility_bootstrap: int = result(1000)  # held-out resamples for the utility's confidence intervals
     batch_size: int = result(100)
@@ -366,6 +369,9 @@ class EvalConfig:
         _check_min(self, 1, "utility_seeds", "utility_steps", "utility_width", "utility_bootstrap")
         if not math.isfinite(self.utility_ratio) or self.utility_ratio < 0:
             raise ConfigError(f"utility_ratio must be a finite number >= 0, got {self.utility_ratio}")
+        if self.utility_classifier not in UTILITY_CLASSIFIERS:
+            known = ", ".join(UTILITY_CLASSIFIERS)
+            raise ConfigError(f"unknown utility_classifier {self.utility_classifier!r} (known: {known})")
         _check_min(self, 2, "n_fake", "kid_subset_size")
 
 

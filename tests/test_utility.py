@@ -190,3 +190,80 @@ def test_busi_study_files_ask_for_utility_and_validate():
         assert config.train.conditional and config.data.holdout > 0 and "utility" in config.eval.metrics
     assert cpu.losses == ("wgangp", "bce") and len(cpu.seeds) >= 5 and cpu.data.resolution == 64
     assert set(cpu.lambdas) <= {0.5, 3.0, 5.0, 7.0, 10.0} and cpu.objective == "utility_gain"
+
+
+def test_real_arm_is_computed_once_and_cached_by_content(parts, tmp_path, monkeypatch):
+    import lossbench.metrics.utility as utility
+
+    train_part, heldout = parts
+    settings = dataclasses.replace(FAST, seeds=1, steps=10)
+    trained = []
+    real_train = utility.train_classifier
+    monkeypatch.setattr(
+        utility, "train_classifier", lambda x, *a, **k: trained.append(len(x)) or real_train(x, *a, **k)
+    )
+    first = downstream_utility(train_part, heldout, noise, settings, cache_folder=tmp_path)
+    assert first.settings["utility_real_cache"] == "miss" and len(trained) == 3
+    again = downstream_utility(train_part, heldout, held_out_copies(heldout), settings, cache_folder=tmp_path)
+    assert again.settings["utility_real_cache"] == "hit" and len(trained) == 5  # aug and synth only
+    assert again.scores["real"] == first.scores["real"]
+    uncached = downstream_utility(train_part, heldout, noise, settings)
+    assert uncached.scores["real"] == first.scores["real"] and "utility_real_cache" not in uncached.settings
+    other = downstream_utility(
+        train_part, heldout, noise, dataclasses.replace(settings, steps=11), cache_folder=tmp_path
+    )
+    assert other.settings["utility_real_cache"] == "miss"  # another judge is another entry
+    ratio = downstream_utility(
+        train_part, heldout, noise, dataclasses.replace(settings, ratio=0.5), cache_folder=tmp_path
+    )
+    assert ratio.settings["utility_real_cache"] == "hit"  # the real arm does not see the ratio
+
+
+def test_classic_augmentation_is_seeded_and_reduces_to_flips(monkeypatch):
+    import lossbench.metrics.judges as judges
+
+    x = torch.rand(64, 1, 16, 16) * 2 - 1
+    a = judges.classic_augment(x, torch.Generator().manual_seed(3))
+    b = judges.classic_augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b) and a.min() >= -1 and a.max() <= 1 and not torch.allclose(a, x, atol=0.05)
+    monkeypatch.setattr(judges, "ZOOM", (1.0, 1.0))
+    monkeypatch.setattr(judges, "SHIFT", 0.0)
+    monkeypatch.setattr(judges, "BRIGHTNESS", 0.0)
+    monkeypatch.setattr(judges, "CONTRAST", (1.0, 1.0))
+    y = judges.classic_augment(x, torch.Generator().manual_seed(3))
+    same = (y - x).abs().flatten(1).amax(1) < 1e-5
+    flipped = (y - x.flip(-1)).abs().flatten(1).amax(1) < 1e-5
+    assert torch.all(same ^ flipped) and 16 < int(flipped.sum()) < 48
+
+
+def test_judges_by_name():
+    from lossbench.metrics.judges import build_judge
+
+    resnet = build_judge("resnet", 3, 32)
+    assert 1.1e6 < sum(p.numel() for p in resnet.parameters()) < 1.3e6  # as the docstring says
+    assert resnet(torch.zeros(2, 1, 64, 64)).shape == (2, 3)
+    assert build_judge("cnn3", 3, 8)(torch.zeros(2, 1, 32, 32)).shape == (2, 3)
+    with pytest.raises(ConfigError, match="utility_classifier"):
+        EvalConfig(utility_classifier="vit")
+    with pytest.raises(ConfigError, match="utility classifier"):
+        build_judge("vit", 3, 8)
+
+
+def test_learning_rate_warms_up_then_follows_a_cosine_like_torchs_schedulers():
+    from lossbench.metrics.utility import LR, WARMUP, lr_factor
+
+    steps = 200
+    warmup = round(WARMUP * steps)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=LR)
+    reference = torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        [
+            torch.optim.lr_scheduler.LinearLR(opt, 1 / warmup, 1.0, warmup - 1),
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps - warmup),
+        ],
+        milestones=[warmup],
+    )
+    for t in range(steps):
+        assert lr_factor(t, steps) * LR == pytest.approx(opt.param_groups[0]["lr"], abs=1e-9), t
+        opt.step()
+        reference.step()

@@ -23,7 +23,15 @@ def utility(
     split_seed: int | None = options.SPLIT_SEED,
     seeds: int = typer.Option(DEFAULTS.utility_seeds, "--seeds", help="Classifier seeds 0..N-1."),
     steps: int = typer.Option(DEFAULTS.utility_steps, "--steps", help="Optimiser steps per classifier."),
+    classifier: str = typer.Option(
+        DEFAULTS.utility_classifier, "--classifier", help="The judge: resnet, or cnn3 (fast and weak)."
+    ),
     width: int = typer.Option(DEFAULTS.utility_width, "--width", help="Classifier's first-layer channels."),
+    augment: bool = typer.Option(
+        DEFAULTS.utility_augment,
+        "--augment/--no-augment",
+        help="Classic augmentation while classifiers train.",
+    ),
     ratio: float = typer.Option(
         DEFAULTS.utility_ratio, "--ratio", help="0: synthetic images balance the classes; r: add r × N_train."
     ),
@@ -39,7 +47,7 @@ def utility(
     from lossbench.data.split import load_split
     from lossbench.formatting import utility_table
     from lossbench.images import is_conditional, sample_classes
-    from lossbench.metrics import check_needs
+    from lossbench.metrics import cache, check_needs
     from lossbench.metrics.compute import utility_settings
     from lossbench.metrics.utility import downstream_utility
     from lossbench.train import load_generator
@@ -48,7 +56,9 @@ def utility(
         seed=seed,
         utility_seeds=seeds,
         utility_steps=steps,
+        utility_classifier=classifier,
         utility_width=width,
+        utility_augment=augment,
         utility_ratio=ratio,
         utility_bootstrap=n_bootstrap,
     )
@@ -59,7 +69,8 @@ def utility(
     sample = functools.partial(
         sample_classes, generator, seed=seed, batch_size=config.batch_size, device=device
     )
-    report = downstream_utility(train_part, heldout_part, sample, utility_settings(config), device)
+    settings = utility_settings(config)
+    report = downstream_utility(train_part, heldout_part, sample, settings, device, cache.DEFAULT_DIR)
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(report) | {"metrics": report.metrics()}))
         return

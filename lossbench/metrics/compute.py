@@ -138,7 +138,9 @@ def utility_settings(config: EvalConfig) -> UtilitySettings:
     return UtilitySettings(
         seeds=config.utility_seeds,
         steps=config.utility_steps,
+        classifier=config.utility_classifier,
         width=config.utility_width,
+        augment=config.utility_augment,
         ratio=config.utility_ratio,
         bootstrap=config.utility_bootstrap,
         seed=config.seed,
@@ -151,7 +153,8 @@ def utility(state: EvalState) -> dict[str, float]:
     sample = functools.partial(
         sample_classes, state.generator, seed=config.seed, batch_size=config.batch_size, device=state.device
     )
-    result = downstream_utility(state.real, state.heldout, sample, utility_settings(config), state.device)
+    settings = utility_settings(config)
+    result = downstream_utility(state.real, state.heldout, sample, settings, state.device, state.folder)
     state.settings.update(result.settings)
     for arm, recall in result.recall.items():
         state.settings[f"utility_{arm}_recall"] = ", ".join(f"{k} {v:.3f}" for k, v in recall.items())

@@ -1,8 +1,11 @@
 """Downstream utility: do synthetic images make a classifier better on real, held-out images?
 
-A small CNN (`Classifier`) is trained from scratch, once per classifier seed, on three training sets
-("arms"), and each is scored on the held-out real part:
-- `real`: the real train part;
+A classifier (`lossbench.metrics.judges`, a ResNet by default) is trained from scratch, once per
+classifier seed, on three training sets ("arms"), each with classic augmentation (flips, zoom,
+brightness and contrast; the baseline papers on synthetic ultrasound augmentation compare against),
+and each is scored on the held-out real part:
+- `real`: the real train part (the baseline; identical for every cell of a study, so it is computed
+  once per (train part, held-out part, settings, device type) and cached by content);
 - `aug`: the real train part plus synthetic images; by default (`ratio` 0) just enough to bring
   every class up to the largest one (class balancing); with `ratio` r > 0, round(r × N_train)
   synthetic images given to the classes with the fewest images first (water-filling);
@@ -17,11 +20,12 @@ Mann-Whitney AUC of that class's predicted probability). `utility_gain` = balanc
 resampled indices for every arm, so the gain's interval is paired), classifier seeds averaged
 inside each resample.
 
-Training: Adam (lr `LR`), cross-entropy, `steps` minibatches of `batch_size` images drawn with
-replacement, every class equally likely (an image of class k with probability 1 / (K · n_k)), from
-a generator seeded by the classifier seed; weights initialised under that seed too (torch's global
-RNG is forked, so it is left untouched). Images are uint8, scaled to [-1, 1]; no augmentation.
-Same inputs and seeds -> the same numbers on CPU.
+Training: AdamW (lr `LR`, weight decay `WEIGHT_DECAY`; linear warm-up over the first `WARMUP` of
+the steps, then cosine decay to 0), cross-entropy, `steps` minibatches of `batch_size` images drawn
+with replacement, every class equally likely (an image of class k with probability 1 / (K · n_k)),
+from a generator seeded by the classifier seed, which also draws the augmentation; weights
+initialised under that seed too (torch's global RNG is forked, so it is left untouched). Images are
+uint8, scaled to [-1, 1]. Same inputs and seeds -> the same numbers on CPU.
 
 Why class-balanced minibatches in every arm: the `aug` arm's classes are balanced by construction;
 drawn uniformly, the `real` arm would differ from it in two ways at once (class frequencies and
@@ -32,6 +36,9 @@ what the synthetic images add beyond oversampling, the standard baseline for imb
 
 from __future__ import annotations
 
+import json
+import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -44,6 +51,8 @@ from torch import nn
 
 from lossbench.errors import ConfigError
 from lossbench.images import to_float
+from lossbench.metrics import cache
+from lossbench.metrics.judges import JUDGES, build_judge, classic_augment
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -51,6 +60,8 @@ if TYPE_CHECKING:
 ARMS = ("real", "aug", "synth")
 SCORES = ("bacc", "f1", "auc")
 LR = 1e-3
+WEIGHT_DECAY = 1e-4
+WARMUP = 0.05  # share of the steps with a linear learning-rate warm-up
 CI_LEVEL = 0.95
 
 #: counts per class -> (uint8 images sum(counts)×1×R×R, int64 labels); e.g. a conditional generator.
@@ -62,9 +73,11 @@ class UtilitySettings:
     """How the classifiers are trained and scored (EvalConfig's `utility_*` fields)."""
 
     seeds: int = 3  # classifier seeds 0..seeds-1
-    steps: int = 300  # optimiser steps per classifier
+    steps: int = 1200  # optimiser steps per classifier (about 60 epochs of BUSI's train part)
     batch_size: int = 32
-    width: int = 16  # channels of the first conv; doubled twice
+    classifier: str = "resnet"  # lossbench.metrics.judges.JUDGES
+    width: int = 32  # channels of the first conv
+    augment: bool = True  # classic augmentation while training (judges.classic_augment)
     ratio: float = 0.0  # 0 = balance the classes; r > 0 = add round(r × N_train) synthetic images
     sampling: str = "class-balanced"  # minibatches: or "uniform" over images (a control, see above)
     bootstrap: int = 1000  # resamples of the held-out part
@@ -73,9 +86,11 @@ class UtilitySettings:
     def __post_init__(self) -> None:
         if self.sampling not in ("class-balanced", "uniform"):
             raise ConfigError(f"utility sampling must be class-balanced or uniform, not {self.sampling!r}")
+        if self.classifier not in JUDGES:
+            raise ConfigError(f"unknown utility classifier {self.classifier!r} (known: {', '.join(JUDGES)})")
 
     def record(self) -> dict[str, Any]:
-        return {f"utility_{k}": v for k, v in self.__dict__.items()} | {"utility_classifier": "cnn3"}
+        return {f"utility_{k}": v for k, v in self.__dict__.items()}
 
 
 @dataclass
@@ -102,20 +117,12 @@ class UtilityResult:
         return out
 
 
-class Classifier(nn.Module):
-    """Three strided 3×3 convs (BatchNorm, ReLU), global average pooling, a linear layer to logits."""
-
-    def __init__(self, n_classes: int, width: int) -> None:
-        super().__init__()
-        chans = (1, width, 2 * width, 4 * width)
-        layers: list[nn.Module] = []
-        for c_in, c_out in zip(chans, chans[1:], strict=False):
-            layers += [nn.Conv2d(c_in, c_out, 3, 2, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
-        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(4 * width, n_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+def lr_factor(step: int, steps: int) -> float:
+    """The learning rate of optimiser step `step` (0-based) of `steps`, as a fraction of LR."""
+    warmup = max(1, round(WARMUP * steps))
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def train_classifier(
@@ -125,23 +132,28 @@ def train_classifier(
     seed: int,
     settings: UtilitySettings,
     device: str | torch.device = "cpu",
-) -> Classifier:
+) -> nn.Module:
     """A classifier trained on uint8 `images` with int64 `labels` (see the module docstring), on `device`."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Classifier(n_classes, settings.width).to(device)
-    order = torch.Generator().manual_seed(seed)
+        model = build_judge(settings.classifier, n_classes, settings.width).to(device)
+    rng = torch.Generator().manual_seed(seed)
     weights = torch.ones(len(labels), dtype=torch.double)
     if settings.sampling == "class-balanced":
         weights /= torch.bincount(labels, minlength=n_classes)[labels]
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: lr_factor(t, settings.steps))
     model.train()
     for _ in range(settings.steps):
-        index = torch.multinomial(weights, settings.batch_size, replacement=True, generator=order)
-        loss = F.cross_entropy(model(to_float(images[index].to(device))), labels[index].to(device))
+        index = torch.multinomial(weights, settings.batch_size, replacement=True, generator=rng)
+        x = to_float(images[index].to(device))
+        if settings.augment:
+            x = classic_augment(x, rng)
+        loss = F.cross_entropy(model(x), labels[index].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        schedule.step()
     return model.eval()
 
 
@@ -236,17 +248,41 @@ def downstream_utility(
     sample: Sampler,
     settings: UtilitySettings,
     device: str | torch.device = "cpu",
+    cache_folder: str | os.PathLike | None = None,
 ) -> UtilityResult:
-    """Train the three arms' classifiers over `settings.seeds` seeds on `device`; score them on `heldout`."""
+    """Train the three arms' classifiers over `settings.seeds` seeds on `device`; score them on `heldout`.
+
+    With `cache_folder`, the `real` arm's held-out probabilities are read from (or stored in) the
+    cache (`lossbench.metrics.cache`), keyed by both parts' fingerprints, the settings and the
+    device type; `settings["utility_real_cache"]` says "hit" or "miss"."""
     _check(train, heldout)
     n_classes = len(train.class_names)
     arms = _arms(train, sample, n_classes, settings.ratio)
     y = heldout.labels.numpy()
-    probs = {
-        arm: np.stack([predict_proba(train_classifier(x, t, n_classes, s, settings, device), heldout.images)
-                       for s in range(settings.seeds)])
-        for arm, (x, t) in arms.items()
-    }  # fmt: skip
+
+    def arm_probs(arm: str) -> torch.Tensor:
+        x, t = arms[arm]
+        return torch.from_numpy(np.stack([
+            predict_proba(train_classifier(x, t, n_classes, s, settings, device), heldout.images)
+            for s in range(settings.seeds)
+        ]))  # fmt: skip
+
+    probs = {arm: arm_probs(arm).numpy() for arm in ("aug", "synth")}
+    provenance = {}
+    if cache_folder is None:
+        probs["real"] = arm_probs("real").numpy()
+    else:
+        key = {
+            "kind": "utility-real-arm-v1",
+            "train": train.fingerprint,
+            "heldout": heldout.fingerprint,
+            "device": torch.device(device).type,
+            "settings": json.dumps(_arm_settings(settings), sort_keys=True),
+        }
+        real, hit = cache.cached(cache_folder, key, lambda: arm_probs("real"))
+        probs["real"] = real.numpy()
+        provenance["utility_real_cache"] = "hit" if hit else "miss"
+    probs = {arm: probs[arm] for arm in ARMS}
     boot = _bootstrap(probs, y, settings)
     scores = {arm: _seed_mean(p, y) for arm, p in probs.items()}
     gain = boot["aug"]["bacc"] - boot["real"]["bacc"]
@@ -258,8 +294,18 @@ def downstream_utility(
         gain_ci=_interval(gain),
         counts={arm: np.bincount(t.numpy(), minlength=n_classes).tolist() for arm, (_, t) in arms.items()}
         | {"heldout": np.bincount(y, minlength=n_classes).tolist()},
-        settings=settings.record() | {"utility_n_heldout": len(y), "utility_n_train": len(train)},
+        settings=settings.record()
+        | {"utility_n_heldout": len(y), "utility_n_train": len(train)}
+        | provenance,
     )
+
+
+def _arm_settings(settings: UtilitySettings) -> dict[str, Any]:
+    """The settings a classifier's probabilities depend on (not the bootstrap's, not the ratio)."""
+    out = settings.record()
+    for name in ("utility_bootstrap", "utility_seed", "utility_ratio"):
+        del out[name]
+    return out
 
 
 def _mean_recall(probs: np.ndarray, y: np.ndarray, names: Sequence[str]) -> dict[str, float]:
