@@ -35,21 +35,11 @@ def test_step_grid_prints_one_row_per_resolution_and_batch():
     assert [row.split("|")[2].strip() for row in rows] == ["8", "16"]
 
 
-def test_utility_controls_run_on_the_phantom():
-    args = [
-        "--data",
-        "phantom:90",
-        "--resolution",
-        "32",
-        "--seeds",
-        "2",
-        "--steps",
-        "10",
-        "--bootstrap",
-        "20",
-    ]
-    out = _run("utility_controls.py", *args)
-    assert out.count("real arm,") == 2 and out.count("utility_gain") == 2 and "paired t-test p" in out
+def test_utility_controls_run_on_the_phantom(tmp_path):
+    args = ["--data", "phantom:90", "--resolution", "32", "--seeds", "2", "--steps", "10", "--width", "4"]
+    out = _run("utility_controls.py", *args, "--bootstrap", "20", "--sampling", "--cache", str(tmp_path))
+    assert out.count("real arm,") == 2 and out.count("utility_gain") == 3 and "paired t-test p" in out
+    assert out.count("(cache miss)") == 1 and out.count("(cache hit)") == 2  # one real arm for all
 
 
 def test_fused_benchmarks_print_their_rows():
