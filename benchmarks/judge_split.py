@@ -76,8 +76,9 @@ def main() -> None:
     for name in args.splits.split(","):
         train, heldout = parts[name]
         for seed in (int(s) for s in args.seeds.split(",")):
-            key = {"split": name, "judge": judge, "resolution": args.resolution, "seed": seed}
-            if any(all(r[k] == v for k, v in key.items()) for r in rows):
+            key = {"split": name, "split_seed": args.split_seed, "judge": judge}
+            key |= {"resolution": args.resolution, "seed": seed}
+            if any(all(r.get(k, 0) == v for k, v in key.items()) for r in rows):  # rows before split_seed: 0
                 continue
             start = time.perf_counter()
             model = train_classifier(train.images, train.labels, len(train.class_names), seed, settings)
@@ -92,13 +93,13 @@ def main() -> None:
             print(json.dumps(row), flush=True)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["split"], r["judge"], r["resolution"]), []).append(r)
-    print("| split | judge | px | seeds | balanced accuracy | macro AUC | s per seed |")
-    print("|---|---|---|---|---|---|---|")
-    for (name, j, res), rs in sorted(groups.items()):
+        groups.setdefault((r["split"], r.get("split_seed", 0), r["judge"], r["resolution"]), []).append(r)
+    print("| split | split seed | judge | px | seeds | balanced accuracy | macro AUC | s per seed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (name, split_seed, j, res), rs in sorted(groups.items()):
         b, a = _spread([r["bacc"] for r in rs]), _spread([r["auc"] for r in rs])
         seconds = statistics.mean(r["seconds"] for r in rs)
-        print(f"| {name} | {j} | {res} | {len(rs)} | {b} | {a} | {seconds:.0f} |")
+        print(f"| {name} | {split_seed} | {j} | {res} | {len(rs)} | {b} | {a} | {seconds:.0f} |")
 
 
 def _spread(values: list[float]) -> str:

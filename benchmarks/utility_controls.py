@@ -88,7 +88,7 @@ def main() -> None:
         print(
             f"synthetic = {name}: utility_gain {r.gain:+.3f} "
             f"(95 % CI {r.gain_ci[0]:+.3f}, {r.gain_ci[1]:+.3f}); balanced accuracy "
-            f"real {scores['real']} (cache {r.settings['utility_real_cache']}), aug {scores['aug']}, "
+            f"real {scores['real']} (cache {r.provenance['utility_real_cache']}), aug {scores['aug']}, "
             f"synth (cas) {scores['synth']}; {time.perf_counter() - start:.0f} s",
             flush=True,
         )

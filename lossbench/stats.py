@@ -751,7 +751,7 @@ def _problem_notes(problems: pd.DataFrame) -> list[str]:
 
 
 #: `setting.*` columns that record how a number was obtained, not what it depends on.
-PROVENANCE_COLUMNS = {"setting.fid_cache"}
+PROVENANCE_COLUMNS = {"setting.fid_cache", "setting.utility_real_cache"}
 
 
 def evaluation_settings(df: pd.DataFrame) -> dict[str, str]:

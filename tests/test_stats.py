@@ -255,6 +255,7 @@ def test_evaluation_settings_are_printed_and_mixed_or_random_ones_warned():
     df["setting.fid_extractor"] = "lossbench-tiny"
     df["setting.n_fake"] = 128
     df["setting.fid_cache"] = ["hit", "miss"] * (len(df) // 2)  # provenance, not a setting
+    df["setting.utility_real_cache"] = ["miss"] + ["hit"] * (len(df) - 1)  # the real arm: cached once
     df["setting.weights"] = "random"
     # a per-cell result a metric declares as a detail: neither a setting nor a reason to warn
     df["setting.utility_aug_recall"] = [f"benign {i / 10:.3f}" for i in range(len(df))]

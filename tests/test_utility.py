@@ -203,20 +203,20 @@ def test_real_arm_is_computed_once_and_cached_by_content(parts, tmp_path, monkey
         utility, "train_classifier", lambda x, *a, **k: trained.append(len(x)) or real_train(x, *a, **k)
     )
     first = downstream_utility(train_part, heldout, noise, settings, cache_folder=tmp_path)
-    assert first.settings["utility_real_cache"] == "miss" and len(trained) == 3
+    assert first.provenance["utility_real_cache"] == "miss" and len(trained) == 3
     again = downstream_utility(train_part, heldout, held_out_copies(heldout), settings, cache_folder=tmp_path)
-    assert again.settings["utility_real_cache"] == "hit" and len(trained) == 5  # aug and synth only
+    assert again.provenance["utility_real_cache"] == "hit" and len(trained) == 5  # aug and synth only
     assert again.scores["real"] == first.scores["real"]
     uncached = downstream_utility(train_part, heldout, noise, settings)
-    assert uncached.scores["real"] == first.scores["real"] and "utility_real_cache" not in uncached.settings
+    assert uncached.scores["real"] == first.scores["real"] and uncached.provenance == {}
     other = downstream_utility(
         train_part, heldout, noise, dataclasses.replace(settings, steps=11), cache_folder=tmp_path
     )
-    assert other.settings["utility_real_cache"] == "miss"  # another judge is another entry
+    assert other.provenance["utility_real_cache"] == "miss"  # another judge is another entry
     ratio = downstream_utility(
         train_part, heldout, noise, dataclasses.replace(settings, ratio=0.5), cache_folder=tmp_path
     )
-    assert ratio.settings["utility_real_cache"] == "hit"  # the real arm does not see the ratio
+    assert ratio.provenance["utility_real_cache"] == "hit"  # the real arm does not see the ratio
 
 
 def test_classic_augmentation_is_seeded_and_reduces_to_flips(monkeypatch):

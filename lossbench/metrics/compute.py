@@ -156,6 +156,7 @@ def utility(state: EvalState) -> dict[str, float]:
     settings = utility_settings(config)
     result = downstream_utility(state.real, state.heldout, sample, settings, state.device, state.folder)
     state.settings.update(result.settings)
+    state.provenance.update(result.provenance)
     for arm, recall in result.recall.items():
         state.settings[f"utility_{arm}_recall"] = ", ".join(f"{k} {v:.3f}" for k, v in recall.items())
     return result.metrics()

@@ -104,6 +104,7 @@ class UtilityResult:
     gain_ci: tuple[float, float]
     counts: dict[str, list[int]]  # training-set class counts per arm, and "heldout"
     settings: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)  # utility_real_cache: "hit" or "miss"
 
     def metrics(self) -> dict[str, float]:
         """Flat keys for the metric registry: utility_gain (+ _lo/_hi), cas, utility_<arm>_<score>."""
@@ -254,7 +255,7 @@ def downstream_utility(
 
     With `cache_folder`, the `real` arm's held-out probabilities are read from (or stored in) the
     cache (`lossbench.metrics.cache`), keyed by both parts' fingerprints, the settings and the
-    device type; `settings["utility_real_cache"]` says "hit" or "miss"."""
+    device type; `provenance["utility_real_cache"]` says "hit" or "miss"."""
     _check(train, heldout)
     n_classes = len(train.class_names)
     arms = _arms(train, sample, n_classes, settings.ratio)
@@ -294,9 +295,8 @@ def downstream_utility(
         gain_ci=_interval(gain),
         counts={arm: np.bincount(t.numpy(), minlength=n_classes).tolist() for arm, (_, t) in arms.items()}
         | {"heldout": np.bincount(y, minlength=n_classes).tolist()},
-        settings=settings.record()
-        | {"utility_n_heldout": len(y), "utility_n_train": len(train)}
-        | provenance,
+        settings=settings.record() | {"utility_n_heldout": len(y), "utility_n_train": len(train)},
+        provenance=provenance,
     )
 
 
