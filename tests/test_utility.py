@@ -169,6 +169,9 @@ def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
     (trial,) = optuna.load_study(study_name="util", storage=open_storage(None, tmp_path)).get_trials()
     assert trial.value == trial.user_attrs["metric.utility_gain"]
     assert trial.user_attrs["setting.utility_steps"] == 5 and "metric.cas" in trial.user_attrs
+    # which judge and which split made the number travel with it into stats and the report
+    assert trial.user_attrs["setting.utility_classifier"] == "resnet"
+    assert trial.user_attrs["setting.split"] == "holdout 0.25, split seed 0, lossbench split v2"
     for change, message in (
         (dict(data=DataConfig(spec="phantom:48", resolution=32)), "set data.holdout > 0"),
         (dict(train=TrainConfig(perceptual="none")), "set train.conditional"),

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from lossbench.config import DataConfig
     from lossbench.data import ImageDataset
 
+VERSION = "v2"  # of the grouping and shuffling: v1 (before 2026-12-05) grouped by 16 px RMS distance
 GROUP_RESOLUTION = 64  # px; load_split looks for same-lesion groups at this resolution
 THUMB = 32  # thumbnail side, px
 LAYOUT_CORR = 0.78  # layout correlation at or above which two images are linked
@@ -77,6 +78,11 @@ def similarity(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             shifted = padded[..., dy : dy + THUMB, dx : dx + THUMB].flatten(1)
             texture = torch.maximum(texture, shifted @ flat.T)
     return layout, torch.maximum(texture, texture.T)
+
+
+def describe(fraction: float, seed: int) -> str:
+    """A split's settings in one short line, for tables that compare numbers across cells."""
+    return f"holdout {fraction:g}, split seed {seed}, lossbench split {VERSION}" if fraction else "none"
 
 
 def near_duplicate_groups(images: torch.Tensor) -> np.ndarray:
@@ -159,7 +165,7 @@ def _subset(data: ImageDataset, index: np.ndarray, part: str) -> ImageDataset:
 
 
 def _rng(key: str, seed: int) -> np.random.Generator:
-    digest = hashlib.sha256(f"lossbench-split-v2:{key}:{seed}".encode()).digest()
+    digest = hashlib.sha256(f"lossbench-split-{VERSION}:{key}:{seed}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 

@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, to_dict
+from lossbench.data import split
 from lossbench.errors import CheckpointError
 from lossbench.fusable import fusion_key
 from lossbench.fused import ResumeMismatchError, train_fused
@@ -200,9 +201,14 @@ def _cell_result(ctx: CellContext, callback: TrialCallback, trained: TrainResult
         final = callback.last_eval[1]
     else:
         final = evaluate_and_report(ctx, trained.generator_ema, trained.steps, curve=False)
+    data = ctx.config.data
     return CellResult(
         metrics=final.metrics,
-        settings={**final.settings, "perceptual_weights": trained.perceptual_weights},
+        settings={
+            **final.settings,
+            "perceptual_weights": trained.perceptual_weights,
+            "split": split.describe(data.holdout, data.split_seed),
+        },
         steps=trained.steps,
         sample_grid=trained.sample_grid,
         fake_features=final.fake_features,
