@@ -15,8 +15,8 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## the main job on the built-in phantom data, fully offline
 	$(BIN)/lossbench study --config studies/demo.toml
 
-test: $(STAMP)  ## the test suite
-	$(BIN)/python -m pytest -q
+test: $(STAMP)  ## the test suite, one worker process per core (each test runs torch on one thread)
+	$(BIN)/python -m pytest -q -n auto --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

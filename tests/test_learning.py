@@ -65,11 +65,36 @@ def critic_accuracy(run: Run, real: torch.Tensor, y_real: torch.Tensor, fake: to
     return 0.5 * ((r > f.median()).float().mean() + (f < r.median()).float().mean()).item()
 
 
-@pytest.mark.parametrize(
-    "loss, steps, recipe, learns",
-    [("bce", 1000, {}, True), ("wgangp", 400, {}, True), ("bce", 1000, OLD_RECIPE, False)],
-    ids=["bce", "wgangp", "bce-old-recipe"],
+# Every built-in loss, with the steps it needs on the discs (measured: at 600 steps LSGAN, RSGAN and
+# RaSGAN still draw the wrong class for about half of the fakes).
+DRAGAN_STALLS = (
+    "DRAGAN's default penalty (weight 10, k 1) around the reals holds the instance-normalised critic "
+    "below chance (it scores fakes above reals); with weight 1 it learns (docs/losses.md)"
 )
+LEARNING_RUNS = [
+    pytest.param("bce", 1000, {}, True, id="bce"),
+    pytest.param("wgangp", 400, {}, True, id="wgangp"),
+    pytest.param("hinge", 600, {}, True, id="hinge"),
+    pytest.param("ns-r1", 600, {}, True, id="ns-r1"),
+    pytest.param("lsgan", 1000, {}, True, id="lsgan"),
+    pytest.param("rsgan", 1000, {}, True, id="rsgan"),
+    pytest.param("rasgan", 1000, {}, True, id="rasgan"),
+    pytest.param(
+        "dragan", 400, {}, True, id="dragan", marks=pytest.mark.xfail(strict=True, reason=DRAGAN_STALLS)
+    ),
+    pytest.param("bce", 1000, OLD_RECIPE, False, id="bce-old-recipe"),
+]
+
+
+def test_every_built_in_loss_has_a_learning_test():
+    from lossbench.losses import available_losses
+    from lossbench.losses.registry import origin
+
+    covered = {p.values[0] for p in LEARNING_RUNS}
+    assert covered == {name for name in available_losses() if origin(name) == "built-in"}
+
+
+@pytest.mark.parametrize("loss, steps, recipe, learns", LEARNING_RUNS)
 def test_conditional_generator_draws_each_class_varied(loss, steps, recipe, learns):
     from sklearn.linear_model import LogisticRegression
 
