@@ -347,7 +347,7 @@ class EvalConfig:
     swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
     n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
     utility_seeds: int = result(3)  # classifier seeds of the downstream-utility metric
-    utility_steps: int = result(1200)  # optimiser steps per utility classifier
+    utility_steps: int = result(1200)  # optimiser steps per utility classifier (~60 epochs of BUSI)
     utility_classifier: str = result("resnet")  # the judge, lossbench.metrics.judges ("cnn3": fast, weak)
     utility_width: int = result(32)  # utility classifier's first-layer channels
     utility_augment: bool = result(True)  # classic augmentation while the judge trains

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from scipy.stats import rankdata
 from torch import nn
 
+from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import to_float
 from lossbench.metrics import cache
@@ -57,6 +58,7 @@ from lossbench.metrics.judges import JUDGES, build_judge, classic_augment
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
 
+_EVAL = EvalConfig()  # the defaults of the utility_* settings
 ARMS = ("real", "aug", "synth")
 SCORES = ("bacc", "f1", "auc")
 LR = 1e-3
@@ -70,17 +72,18 @@ Sampler = Callable[[list[int]], tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass(frozen=True)
 class UtilitySettings:
-    """How the classifiers are trained and scored (EvalConfig's `utility_*` fields)."""
+    """How the classifiers are trained and scored (EvalConfig's `utility_*` fields, whose defaults
+    these are)."""
 
-    seeds: int = 3  # classifier seeds 0..seeds-1
-    steps: int = 1200  # optimiser steps per classifier (about 60 epochs of BUSI's train part)
+    seeds: int = _EVAL.utility_seeds  # classifier seeds 0..seeds-1
+    steps: int = _EVAL.utility_steps  # optimiser steps per classifier
     batch_size: int = 32
-    classifier: str = "resnet"  # lossbench.metrics.judges.JUDGES
-    width: int = 32  # channels of the first conv
-    augment: bool = True  # classic augmentation while training (judges.classic_augment)
-    ratio: float = 0.0  # 0 = balance the classes; r > 0 = add round(r × N_train) synthetic images
+    classifier: str = _EVAL.utility_classifier  # lossbench.metrics.judges.JUDGES
+    width: int = _EVAL.utility_width  # channels of the first conv
+    augment: bool = _EVAL.utility_augment  # classic augmentation while training (judges.classic_augment)
+    ratio: float = _EVAL.utility_ratio  # 0 = balance the classes; r > 0 = add round(r × N_train) synthetic
     sampling: str = "class-balanced"  # minibatches: or "uniform" over images (a control, see above)
-    bootstrap: int = 1000  # resamples of the held-out part
+    bootstrap: int = _EVAL.utility_bootstrap  # resamples of the held-out part
     seed: int = 0  # seeds the bootstrap
 
     def __post_init__(self) -> None:
