@@ -64,7 +64,7 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 
 def similarity(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(layout, texture) correlations (N×N float, symmetric) of uint8 N×1×R×R images, as the module
-    docstring defines them. Cost O(N² · THUMB²): seconds for a few thousand images."""
+    docstring defines them. Cost O(N² · THUMB²): about a second for BUSI's 780 images on 2 cores."""
     x = F.adaptive_avg_pool2d(images.float(), THUMB)
     layout = _unit_rows(x - x.mean(0, keepdim=True))
     layout = layout @ layout.T
