@@ -19,6 +19,20 @@ def check_folder(path: str | os.PathLike, what: str) -> Path:
     return path
 
 
+def check_file(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path when a file can be written there (its nearest existing ancestor is a folder and
+    it is not a folder itself); ConfigError, in one line, otherwise."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path} is a folder; give a file path")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{what} {path} cannot be written: {parent} is a file, not a folder")
+    return path
+
+
 @contextmanager
 def atomic_write(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """Yield a binary file beside `path` that replaces `path` in one step (`os.replace`) once the

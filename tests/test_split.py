@@ -170,9 +170,14 @@ def test_inspect_writes_the_nearest_pairs_apart(tmp_path, capsys):
     from PIL import Image
 
     assert Image.open(out).size[1] == 3 * (32 + 12 + 6)
+    capsys.readouterr()
     assert main(["data", "inspect", "phantom:40", "-r", "32", "--pairs", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "--holdout" in err and len(err.strip().splitlines()) == 1
+    for bad in (out / "x.png", tmp_path):  # under a file; a folder
+        assert main([*args[:-4], "--pairs", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and "--pairs" in err and len(err.strip().splitlines()) == 1
 
 
 def test_nearest_pairs_apart_are_the_closest_across_the_split():

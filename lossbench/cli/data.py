@@ -11,6 +11,7 @@ import typer
 from lossbench.cli import options
 from lossbench.config import DataConfig, check_resolution, parse_name_list
 from lossbench.errors import DataError
+from lossbench.files import check_file
 
 if TYPE_CHECKING:  # torch and the data package load when a command runs, not for --help
     import torch
@@ -108,6 +109,8 @@ def inspect(
 
     if pairs is not None and not holdout:
         raise DataError("--pairs shows pairs across a split: give --holdout too")
+    if pairs is not None:
+        pairs = check_file(pairs, "--pairs")
     selected = parse_name_list(classes, "class") if classes is not None else None
     config = DataConfig(spec, resolution, selected, holdout or 0.0, split_seed or 0)
     split = load_split(config)
@@ -137,8 +140,11 @@ def _write_pairs(split: Split, n: int, out: Path) -> None:
         draw.text((0, y), text, fill=0)
         for x, index in ((0, i), (side, j)):
             canvas.paste(Image.fromarray(split.data.images[index, 0].numpy()), (x, y + caption))
-    with atomic_write(out) as f:
-        canvas.save(f, format="PNG")
+    try:
+        with atomic_write(out) as f:
+            canvas.save(f, format="PNG")
+    except OSError as e:
+        raise DataError(f"cannot write {out}: {e.strerror or e}") from None
 
 
 @data_app.command("phantom")
