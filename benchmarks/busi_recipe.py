@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 from lossbench import health
-from lossbench.config import ModelConfig, TrainConfig
-from lossbench.data import load_dataset
-from lossbench.data.split import holdout_split
+from lossbench.config import DataConfig, ModelConfig, TrainConfig
+from lossbench.data.split import load_split
 from lossbench.images import sample_classes
 from lossbench.metrics.diversity import msssim_score, pair_scores
 from lossbench.train import CHECKPOINT, train
@@ -123,7 +122,7 @@ def main() -> None:
     rows = list({_key(r): r for r in rows}.values())  # a run recorded twice counts once
     real = {}
     for res in (int(r) for r in args.resolutions.split(",")):
-        data = holdout_split(load_dataset(args.data, res), 0.2, 0).train
+        data = load_split(DataConfig(args.data, res, holdout=0.2, split_seed=0)).train
         per_class = [data.images[data.labels == k][:N_PER_CLASS] for k in range(3)]
         labels = torch.cat([torch.full((len(x),), k) for k, x in enumerate(per_class)])
         real[res] = within_class(torch.cat(per_class), labels, res)

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from pytorch_msssim import ssim
 
-from lossbench.data import load_dataset
-from lossbench.data.split import holdout_split
+from lossbench.config import DataConfig
+from lossbench.data.split import load_split
 from lossbench.models.dgan import dgan
 
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=800)
     parser.add_argument("--seeds", type=int, default=1)
     args = parser.parse_args()
-    train = holdout_split(load_dataset(args.data, args.resolution), 0.2, 0).train
+    train = load_split(DataConfig(args.data, args.resolution, holdout=0.2, split_seed=0)).train
     images, labels = train.images.float() / 127.5 - 1, train.labels
     print("conditioning  critic norm    seed  fake-fake SSIM per class   real-real          critic BCE  s")
     for conditioning, norm in itertools.product(("concat", "batchnorm"), ("none", "instancenorm")):

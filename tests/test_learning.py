@@ -20,9 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from lossbench import health
-from lossbench.config import ModelConfig, TrainConfig
-from lossbench.data import load_dataset
-from lossbench.data.split import holdout_split
+from lossbench.config import DataConfig, ModelConfig, TrainConfig
+from lossbench.data.split import load_split
 from lossbench.images import generate_images, sample_classes, to_float
 from lossbench.metrics.diversity import msssim_score, pair_scores
 from lossbench.metrics.utility import recalls
@@ -123,7 +122,7 @@ def test_conditional_generator_draws_each_class_varied(loss, steps, recipe, lear
 @pytest.mark.parametrize("recipe, learns", [({}, True), (OLD_RECIPE, False)], ids=["default", "old-recipe"])
 def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, recipe, learns, tmp_path):
     """...and the run's health findings say so while it trains (lossbench.health)."""
-    data = holdout_split(load_dataset(f"busi:{busi_dir}", 32), 0.2, 0).train
+    data = load_split(DataConfig(f"busi:{busi_dir}", 32, holdout=0.2, split_seed=0)).train
     config = TrainConfig(
         loss="bce", lam=0.0, steps=500, batch_size=16, z_dim=64, g_width=16, d_width=16, conditional=True,
         progress=False, sample_every=0, **recipe,
