@@ -121,7 +121,12 @@ def test_conditional_generator_draws_each_class_varied(loss, steps, recipe, lear
 
 @pytest.mark.parametrize("recipe, learns", [({}, True), (OLD_RECIPE, False)], ids=["default", "old-recipe"])
 def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, recipe, learns, tmp_path):
-    """...and the run's health findings say so while it trains (lossbench.health)."""
+    """...and the run's health findings say so while it trains (lossbench.health).
+
+    The margin, 0.2, separates a learning run from a collapsed one (the old recipe: 0.6 and more); it
+    is not the recipe's target. BCE at 32 px is still 0.10-0.12 above the reals in the normal class
+    (docs/training.md), so a margin of 0.1, this test's until 2026-12-05, failed on a train part
+    that differs by a few images (0.114 on the split of lossbench.data.split v2, 30 pairs a class)."""
     data = load_split(DataConfig(f"busi:{busi_dir}", 32, holdout=0.2, split_seed=0)).train
     config = TrainConfig(
         loss="bce", lam=0.0, steps=500, batch_size=16, z_dim=64, g_width=16, d_width=16, conditional=True,
@@ -137,7 +142,7 @@ def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, re
         for k in range(3)
     )
     found = [kind for kind, _ in health.findings(result.history, "bce")]
-    assert (gap < 0.1) == learns, f"fake-fake minus real-real SSIM {gap:.3f}"
+    assert (gap < 0.2) == learns, f"fake-fake minus real-real SSIM {gap:.3f}"
     if learns:
         assert found == [], found
     else:  # "logits" too, or not: its mean |logit| hovers around the 0.05 line
