@@ -42,6 +42,18 @@ def test_utility_controls_run_on_the_phantom(tmp_path):
     assert out.count("(cache miss)") == 1 and out.count("(cache hit)") == 2  # one real arm for all
 
 
+def test_judge_split_scores_both_splits_and_resumes(tmp_path):
+    args = ["--data", "phantom:90", "--resolution", "32", "--out", str(tmp_path), "--seeds", "0"]
+    judge = ["--classifier", "cnn3", "--steps", "5", "--width", "4", "--no-augment"]
+    out = _run("judge_split.py", *args, *judge)
+    rows = [line.split("|")[1].strip() for line in out.splitlines() if "| cnn3 w4 5 steps no-aug |" in line]
+    assert rows == ["leak-free", "leaky"]
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
+    again = _run("judge_split.py", *args, *judge)  # finished rows are skipped, not trained again
+    assert not any(line.startswith("{") for line in again.splitlines())
+    assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
+
+
 def test_fused_benchmarks_print_their_rows():
     fused = ["--ks", "1,2", "--resolutions", "32", "--width", "4", "--batch-size", "8", "--steps", "1"]
     out = _run("fused.py", *fused, "--repeats", "1")
