@@ -24,16 +24,9 @@ import numpy as np
 import torch
 
 from lossbench.config import DataConfig
-from lossbench.data import ImageDataset, fingerprint
-from lossbench.data.split import load_split
+from lossbench.data import ImageDataset
+from lossbench.data.split import load_split, subset
 from lossbench.metrics.utility import UtilitySettings, predict_proba, score, train_classifier
-
-
-def part(data: ImageDataset, index: np.ndarray) -> ImageDataset:
-    images, labels = data.images[index], data.labels[index]
-    return ImageDataset(
-        images, labels, data.class_names, fingerprint(images, labels, data.class_names), "part"
-    )
 
 
 def leaky_split(data: ImageDataset, fraction: float, seed: int) -> tuple[ImageDataset, ImageDataset]:
@@ -44,7 +37,7 @@ def leaky_split(data: ImageDataset, fraction: float, seed: int) -> tuple[ImageDa
         for c in range(len(data.class_names))
     ])  # fmt: skip
     train = np.setdiff1d(np.arange(len(data)), held)
-    return part(data, train), part(data, np.sort(held))
+    return subset(data, train, "train"), subset(data, held, "heldout")
 
 
 def main() -> None:

@@ -622,9 +622,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     G, _ = build_model(state["model"]["arch"], **state["model"]["args"])
     try:
         G.load_state_dict(state["G_ema"])
-    except (
-        RuntimeError
-    ) as e:  # e.g. a conditional dgan of before 2026-12, which joined z to a class embedding
+    # e.g. a conditional dgan of before 2026-12, which joined z to a class embedding
+    except RuntimeError as e:
         raise CheckpointError(
             f"checkpoint {path} does not fit its architecture as lossbench builds it now ({_first_line(e)}); "
             'a class-conditional dgan checkpoint made before 2026-12 needs conditioning = "concat" '

@@ -11,7 +11,7 @@ import typer
 from lossbench.cli import options
 from lossbench.config import DataConfig, check_resolution, parse_name_list
 from lossbench.errors import DataError
-from lossbench.files import check_file
+from lossbench.files import atomic_write, check_file
 
 if TYPE_CHECKING:  # torch and the data package load when a command runs, not for --help
     import torch
@@ -107,9 +107,9 @@ def inspect(
     with --holdout the split and its same-lesion groups."""
     from lossbench.data.split import load_split
 
-    if pairs is not None and not holdout:
-        raise DataError("--pairs shows pairs across a split: give --holdout too")
     if pairs is not None:
+        if not holdout:
+            raise DataError("--pairs shows pairs across a split: give --holdout too")
         pairs = check_file(pairs, "--pairs")
     selected = parse_name_list(classes, "class") if classes is not None else None
     config = DataConfig(spec, resolution, selected, holdout or 0.0, split_seed or 0)
@@ -126,7 +126,6 @@ def _write_pairs(split: Split, n: int, out: Path) -> None:
     from PIL import Image, ImageDraw
 
     from lossbench.data.split import nearest_pairs_apart
-    from lossbench.files import atomic_write
 
     side, caption = split.data.resolution, 12
     found = nearest_pairs_apart(split, n)

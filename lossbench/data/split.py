@@ -151,7 +151,9 @@ def _counts(data: ImageDataset) -> dict[str, int]:
     return {name: int((data.labels == i).sum()) for i, name in enumerate(data.class_names)}
 
 
-def _subset(data: ImageDataset, index: np.ndarray, part: str) -> ImageDataset:
+def subset(data: ImageDataset, index: np.ndarray, part: str) -> ImageDataset:
+    """The images of `data` at `index` (in dataset order) as a dataset of their own, with its own
+    fingerprint and source `<source>#<part>`."""
     from lossbench.data import ImageDataset, fingerprint
 
     idx = torch.from_numpy(np.sort(index))
@@ -184,9 +186,8 @@ def holdout_split(
     if reference.names != data.names or not torch.equal(reference.labels, data.labels):
         raise ValueError("the reference images of a split are not the split's images")
     groups = near_duplicate_groups(reference.images)
-    split = Split(data, data, None, fraction, seed, groups, reference, np.zeros(0, dtype=np.int64))
     if fraction == 0.0:
-        return split
+        return Split(data, data, None, fraction, seed, groups, reference, np.zeros(0, dtype=np.int64))
     rng = _rng(reference.fingerprint, seed)
     labels = data.labels.numpy()
     members = {g: np.flatnonzero(groups == g) for g in np.unique(groups)}
@@ -206,9 +207,8 @@ def holdout_split(
     train_idx = np.setdiff1d(np.arange(len(data)), held_idx)
     if len(held_idx) == 0 or len(train_idx) == 0:
         raise ConfigError(f"held-out fraction {fraction} of {len(data)} images leaves an empty part")
-    split.train, split.heldout = _subset(data, train_idx, "train"), _subset(data, held_idx, "heldout")
-    split.heldout_index = held_idx
-    return split
+    train, heldout = subset(data, train_idx, "train"), subset(data, held_idx, "heldout")
+    return Split(data, train, heldout, fraction, seed, groups, reference, held_idx)
 
 
 def nearest_pairs_apart(split: Split, n: int) -> list[tuple[int, int, float, float]]:

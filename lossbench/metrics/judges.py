@@ -76,11 +76,16 @@ JUDGES: dict[str, Callable[[int, int], nn.Module]] = {"resnet": resnet, "cnn3": 
 assert tuple(JUDGES) == UTILITY_CLASSIFIERS
 
 
-def build_judge(name: str, n_classes: int, width: int) -> nn.Module:
-    """The classifier `name` (see JUDGES) for `n_classes` classes, `width` channels first."""
+def check_judge(name: str) -> str:
+    """`name` if it names a judge in JUDGES; ConfigError, in one line, otherwise."""
     if name not in JUDGES:
         raise ConfigError(f"unknown utility classifier {name!r} (known: {', '.join(JUDGES)})")
-    return JUDGES[name](n_classes, width)
+    return name
+
+
+def build_judge(name: str, n_classes: int, width: int) -> nn.Module:
+    """The classifier `name` (see JUDGES) for `n_classes` classes, `width` channels first."""
+    return JUDGES[check_judge(name)](n_classes, width)
 
 
 def classic_augment(x: torch.Tensor, rng: torch.Generator) -> torch.Tensor:

@@ -53,7 +53,7 @@ from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
 from lossbench.images import to_float
 from lossbench.metrics import cache
-from lossbench.metrics.judges import JUDGES, build_judge, classic_augment
+from lossbench.metrics.judges import build_judge, check_judge, classic_augment
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -89,8 +89,7 @@ class UtilitySettings:
     def __post_init__(self) -> None:
         if self.sampling not in ("class-balanced", "uniform"):
             raise ConfigError(f"utility sampling must be class-balanced or uniform, not {self.sampling!r}")
-        if self.classifier not in JUDGES:
-            raise ConfigError(f"unknown utility classifier {self.classifier!r} (known: {', '.join(JUDGES)})")
+        check_judge(self.classifier)
 
     def record(self) -> dict[str, Any]:
         return {f"utility_{k}": v for k, v in self.__dict__.items()}
