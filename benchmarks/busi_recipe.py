@@ -14,11 +14,11 @@ and skipped when the same command runs again, so a killed run resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
+import jsonl_rows
 import torch
 
 from lossbench import health
@@ -117,8 +117,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    done_file = args.out / "rows.jsonl"
-    rows = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    rows = jsonl_rows.load(args.out)
     rows = list({_key(r): r for r in rows}.values())  # a run recorded twice counts once
     real = {}
     for res in (int(r) for r in args.resolutions.split(",")):
@@ -134,8 +133,7 @@ def main() -> None:
                     name = f"{args.recipe}-{res}px-{loss}-lam{lam:g}-s{seed}"
                     row = one_run(data, res, loss, lam, seed, args, args.out / name)
                     rows.append(row)
-                    with done_file.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
+                    jsonl_rows.append(args.out, row)
                     print(name, row["fake_fake"], row["health"], f"{row['seconds']:.0f} s", flush=True)
     print(table([r for r in rows if r["resolution"] in real], real))
 

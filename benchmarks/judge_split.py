@@ -20,6 +20,7 @@ import statistics
 import time
 from pathlib import Path
 
+import jsonl_rows
 import numpy as np
 import torch
 
@@ -64,8 +65,7 @@ def main() -> None:
         "leaky": leaky_split(split.data, args.holdout, args.split_seed),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    done_file = args.out / "rows.jsonl"
-    rows = [json.loads(line) for line in done_file.read_text().splitlines()] if done_file.exists() else []
+    rows = jsonl_rows.load(args.out)
     for name in args.splits.split(","):
         train, heldout = parts[name]
         for seed in (int(s) for s in args.seeds.split(",")):
@@ -81,8 +81,7 @@ def main() -> None:
                 "n_train": len(train), "n_heldout": len(heldout),
             }  # fmt: skip
             rows.append(row)
-            with done_file.open("a") as f:
-                f.write(json.dumps(row) + "\n")
+            jsonl_rows.append(args.out, row)
             print(json.dumps(row), flush=True)
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -52,6 +53,12 @@ def test_judge_split_scores_both_splits_and_resumes(tmp_path):
     again = _run("judge_split.py", *args, *judge)  # finished rows are skipped, not trained again
     assert not any(line.startswith("{") for line in again.splitlines())
     assert len((tmp_path / "rows.jsonl").read_text().splitlines()) == 2
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text(rows.read_text()[:-40])  # a write cut off by kill -9
+    healed = _run("judge_split.py", *args, *judge)
+    assert "dropped 1 unreadable line" in healed
+    assert sum(line.startswith("{") for line in healed.splitlines()) == 1  # only the cut-off row again
+    assert [json.loads(line)["split"] for line in rows.read_text().splitlines()] == ["leak-free", "leaky"]
 
 
 def test_fused_benchmarks_print_their_rows():
