@@ -31,6 +31,7 @@ from lossbench.train import CHECKPOINT, train
 RECIPES = {  # TrainConfig fields each recipe sets on top of the defaults
     "default": {},
     "diffaug": dict(augment=("color", "translation", "cutout")),  # DiffAugment on every critic input
+    "fp32": dict(amp=False),  # the default recipe in fp32 where the CPU would train in bf16
     "old": dict(
         critic_norm="none", perceptual_pairing="paired", model=ModelConfig(kwargs={"conditioning": "concat"})
     ),
@@ -57,7 +58,8 @@ def one_run(data, resolution: int, loss: str, lam: float, seed: int, args, out: 
     return {
         "recipe": args.recipe, "resolution": resolution, "loss": loss, "lambda": lam, "seed": seed,
         "steps": result.steps, "fake_fake": within_class(fakes, labels, resolution),
-        "perceptual_weights": result.perceptual_weights, "seconds": round(seconds, 1),
+        "perceptual_weights": result.perceptual_weights, "precision": result.precision,
+        "seconds": round(seconds, 1),
         "health": [kind for kind, _ in health.findings(result.history, loss)],
         "grid": str(result.sample_grid),
     }  # fmt: skip

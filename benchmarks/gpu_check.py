@@ -136,7 +136,7 @@ def check_training(loss: str, s: SimpleNamespace, device: torch.device, data: An
         mean_terms(pending)
     except Exception as e:  # DivergedError: a NaN/Inf term
         problems.append(f"NaN: {e}")
-    amp = device.type == "cuda" and config.amp
+    amp = run.precision == "bf16"
     if probe.plain != {torch.bfloat16 if amp else torch.float32}:
         problems.append(f"critic dtypes {sorted(map(str, probe.plain))}")
     if any(p != (torch.float32, False, False, False) for p in probe.penalty):
@@ -147,7 +147,9 @@ def check_training(loss: str, s: SimpleNamespace, device: torch.device, data: An
         problems.append("critic not channels_last")
     penalty = "penalty fp32, TF32 off" if probe.penalty else "no penalty"
     result = "FAIL: " + "; ".join(problems) if problems else f"ok: finite, {penalty}"
-    precision_text = "bf16 autocast, channels_last" if amp else "fp32"
+    precision_text = ("bf16 autocast" if amp else "fp32") + (
+        ", channels_last" if device.type == "cuda" else ""
+    )
     img_s = (s.steps - s.warmup) * s.batch * (run.n_critic + 1) / seconds
     return (
         f"train {loss}",

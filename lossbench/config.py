@@ -289,7 +289,7 @@ class TrainConfig:
     augment: tuple[str, ...] = result(())  # differentiable augmentation, from AUGMENTATIONS
     conditional: bool = result(False)  # class-conditional G and projection critic (labels from the data)
     device: str = run_only("cpu")
-    amp: bool = result(True)  # bf16 autocast on CUDA only; always fp32 on CPU
+    amp: bool = result(True)  # bf16 autocast where the device computes bf16 natively (lossbench.precision)
     channels_last: bool = result(True)  # CUDA only
     checkpoint_every: int = run_only(500)
     log_every: int = run_only(10)

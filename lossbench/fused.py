@@ -366,9 +366,14 @@ class MemberPerceptual:
         self.meet, self.i, self.features_fn, self.perceptual = meet, i, features_fn, perceptual
         self.weights = perceptual.weights
 
-    def __call__(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            real_features = self.meet.call(self.i, self.features_fn, real)
+    def __call__(
+        self, fake: torch.Tensor, real: torch.Tensor, index: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if self.perceptual.cache is not None and index is not None:  # the same for every member
+            real_features = self.perceptual.real_features(real, index)
+        else:
+            with torch.no_grad():
+                real_features = self.meet.call(self.i, self.features_fn, real)
         return self.perceptual.compare(self.meet.call(self.i, self.features_fn, fake), real_features)
 
 

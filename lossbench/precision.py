@@ -1,6 +1,9 @@
 """The floating-point precision of each part of lossbench, decided once and enforced here.
 
-- Training on CUDA: bf16 autocast when `TrainConfig.amp` (the trainer); CPU runs are fp32.
+- Training: bf16 autocast for the networks when `TrainConfig.amp` and the device computes bf16
+  natively (`training_precision`: CUDA, or a CPU with AVX512-BF16, AMX-BF16 or Arm's BF16); fp32
+  otherwise. The resolved precision ("bf16" or "fp32") changes results, so it is recorded with every
+  run (config.json, checkpoints, a study's identity and each cell's settings).
 - Critic penalties (lossbench.losses.penalties): fp32, autocast off and no TF32.
 - Evaluation (feature extraction, LPIPS, MS-SSIM, generating the fakes): fp32, no TF32.
 
@@ -14,14 +17,40 @@ and the evaluation settings carry `identity(device)`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from lossbench.lazy import LazyModule
 
 torch = LazyModule("torch")  # the losses import this module; checking their parameters needs no torch
 
 EVAL_PRECISION = "fp32"  # no TF32: see `fp32`
+TRAIN_PRECISIONS = ("bf16", "fp32")  # bf16: the networks under bf16 autocast, penalties in fp32
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo: x86 flags, Arm features
+
+
+@functools.cache
+def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 on x86, BF16 on Arm), from the
+    flags Linux lists; False where they cannot be read (other systems): fp32 is never wrong there."""
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return bool(CPU_BF16_FLAGS & set(value.split()))
+    return False
+
+
+def training_precision(device: str | torch.device, amp: bool) -> str:
+    """The precision a run trains in on `device`: "bf16" when `amp` and the device computes bf16
+    natively (any CUDA device; a CPU with `cpu_has_bf16`), else "fp32"."""
+    kind = str(device).partition(":")[0]  # "cuda:1" -> "cuda"; no torch needed
+    return "bf16" if amp and (kind == "cuda" or (kind == "cpu" and cpu_has_bf16())) else "fp32"
 
 
 @contextmanager

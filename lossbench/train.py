@@ -20,8 +20,13 @@ Conventions:
   (plugins included) still calls D(x) on real, fake and mixed batches of one label vector. The
   architecture gets `n_classes` = 1 + the largest label (the classes); no extra random draw is made.
   Sample grids then hold one row per class.
-- On CUDA: bf16 autocast (the losses compute their penalties in fp32; TF32 is off, see
-  lossbench.precision), channels_last (not for a GroupNorm critic), fused Adam, cudnn.benchmark.
+- Precision: bf16 autocast when `amp` and the device computes bf16 natively (CUDA; a CPU with
+  AVX512-BF16/AMX), fp32 otherwise (`precision.training_precision`, recorded as "precision" in
+  config.json and checkpoints; a run never resumes in another precision). The losses compute their
+  penalties in fp32 and TF32 is off (lossbench.precision).
+- On CUDA: channels_last (not for a GroupNorm critic), cudnn.benchmark. Adam is the fused one.
+- The perceptual loss's real side is computed once per training image (`PerceptualLoss.cache_reals`,
+  within `REAL_FEATURE_BUDGET` bytes): the frozen network's features of a real image never change.
 - Host-device traffic per generator step: one non-blocking copy of the step's CPU draws (z and
   augmentation parameters, `lossbench.randomness`) and, once per epoch, the data order; no device
   value is read on the host between logs.
@@ -85,6 +90,9 @@ CONFIG_JSON = "config.json"
 # Fields that may differ between a run and its resumption: the RUN fields, and `steps` (a resume may
 # extend the run). Everything else must match the checkpoint's config.
 RESUMABLE_CHANGES = fields_with_role(TrainConfig, RUN) | {"steps"}
+# Bytes the cached real-side features of the perceptual loss may take (PerceptualLoss.cache_reals);
+# above it the real side is computed per batch as before. BUSI at 64 px: about 0.5 GB in bf16.
+REAL_FEATURE_BUDGET = 2 * 2**30
 
 History = dict[str, list[tuple[int, float]]]  # term -> [(step, mean value)]
 
@@ -120,6 +128,7 @@ class TrainResult:
     sample_grid: Path
     checkpoint: Path
     perceptual_weights: str  # "pretrained", "random", or "none" (no perceptual loss)
+    precision: str  # "bf16" or "fp32" (lossbench.precision.training_precision)
 
 
 @dataclass
@@ -146,6 +155,11 @@ class Run:
     @property
     def perceptual_weights(self) -> str:
         return self.perceptual.weights if self.perceptual is not None else "none"
+
+    @property
+    def precision(self) -> str:
+        """ "bf16" (the networks under bf16 autocast) or "fp32": see lossbench.precision."""
+        return precision.training_precision(self.device, self.config.amp)
 
 
 def train(
@@ -301,6 +315,7 @@ def _finish(member: Member) -> TrainResult:
         sample_grid,
         member.checkpoint,
         run.perceptual_weights,
+        run.precision,
     )
     for cb in member.callbacks:
         cb.on_end(result)
@@ -336,7 +351,10 @@ def build(
             config.random_weights,
             config.weights_dir,
         ).to(device)
-        perceptual.prepare(torch.bfloat16 if _amp(config, device) else None, channels_last(config, device))
+        bf16 = precision.training_precision(device, config.amp) == "bf16"
+        perceptual.prepare(torch.bfloat16 if bf16 else None, channels_last(config, device))
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            perceptual.cache_reals(images, config.batch_size, REAL_FEATURE_BUDGET)
 
     rng = _rng_streams(config.seed)
     model = {"arch": config.model.arch, "args": _model_args(config, images.shape[-1], labels)}
@@ -399,13 +417,14 @@ class StepInputs:
         self.z_draw, aug_draws = _step_plan(run)
         plan = (self.z_draw, *aug_draws, *aug_draws) * (run.n_critic + 1)
         self.draws = Draws(plan, run.noise_rng, run.device)
+        self.index: torch.Tensor | None = None  # of the real batch in `run.images`
         self.real: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
 
     def next_real(self) -> None:
-        index = self.run.sampler.next()
-        self.real = to_float(self.run.images[index])
-        self.y = self.run.labels[index] if self.run.labels is not None else None
+        self.index = self.run.sampler.next()
+        self.real = to_float(self.run.images[self.index])
+        self.y = self.run.labels[self.index] if self.run.labels is not None else None
 
     def fake(self) -> torch.Tensor:
         """G(z) for the next planned z (and the real batch's classes when conditional)."""
@@ -438,7 +457,7 @@ def generator_loss(run: Run, inputs: StepInputs) -> tuple[LossOutput, torch.Tens
     with _autocast(run)(), drawing_from(run.loss_rng):
         fake = inputs.fake()
         out_g = run.loss_fn.generator_loss(inputs.critic(), inputs.augment(inputs.real), inputs.augment(fake))
-        perc = run.perceptual(fake, inputs.real) if run.perceptual is not None else None
+        perc = run.perceptual(fake, inputs.real, inputs.index) if run.perceptual is not None else None
         loss_g = out_g.loss if perc is None else out_g.loss + run.config.lam * perc
     return out_g, perc, loss_g
 
@@ -473,22 +492,16 @@ def keeps_channels_last(module: nn.Module) -> bool:
     return not any(isinstance(m, nn.GroupNorm) for m in module.modules())
 
 
-def _amp(config: TrainConfig, device: torch.device) -> bool:
-    """bf16 autocast: on CUDA when `config.amp`; CPU runs are fp32."""
-    return device.type == "cuda" and config.amp
-
-
 def _autocast(run: Run) -> Callable[[], contextlib.AbstractContextManager]:
-    if _amp(run.config, run.device):
-        return functools.partial(torch.autocast, "cuda", torch.bfloat16)
+    if run.precision == "bf16":
+        return functools.partial(torch.autocast, run.device.type, torch.bfloat16)
     return contextlib.nullcontext
 
 
 def _adam(module: nn.Module, lr: float, betas: tuple[float, float], device: torch.device) -> torch.optim.Adam:
-    """Adam; the fused (one-kernel) implementation on CUDA."""
-    return torch.optim.Adam(
-        module.parameters(), lr=lr, betas=betas, fused=True if device.type == "cuda" else None
-    )
+    """Adam; the fused (one-kernel) implementation on CPU and CUDA (not on the meta device)."""
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.Adam(module.parameters(), lr=lr, betas=betas, fused=fused or None)
 
 
 def _step_plan(run: Run) -> tuple[Draw, list[Draw]]:
@@ -513,6 +526,7 @@ def checkpoint_state(run: Run, step: int, history: History) -> dict[str, Any]:
         "rng": rng_state(run),
         "history": dict(history),
         "config": to_dict(run.config),
+        "precision": run.precision,
     }
 
 
@@ -521,6 +535,12 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> tuple[int, History]:
     differs from the checkpoint's in a field outside RESUMABLE_CHANGES; CheckpointError if its
     contents do not fit `run` (a damaged file)."""
     _check_resumable(state["config"], run.config, path)
+    saved = state.get("precision") or _legacy_precision(state["config"])
+    if saved != run.precision:
+        raise ConfigError(
+            f"cannot resume {path}: it was trained in {saved} and would go on in {run.precision} here "
+            "(train.amp and the device's bf16 support decide, see docs/training.md); use another --out"
+        )
     try:
         run.G.load_state_dict(state["G"])
         run.D.load_state_dict(state["D"])
@@ -718,6 +738,7 @@ def _run_record(run: Run, data: ImageDataset) -> dict[str, Any]:
         "n_critic": run.n_critic,
         "loss_params": run.loss_fn.params(),
         "perceptual_weights": run.perceptual_weights,
+        "precision": run.precision,
         "data": {
             "source": getattr(data, "source", None),
             "fingerprint": getattr(data, "fingerprint", None),
@@ -738,6 +759,12 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     if "model" not in state:
         raise ConfigError(f"checkpoint {path} predates architectures by name (no 'model' record); retrain it")
     return state
+
+
+def _legacy_precision(config: dict[str, Any]) -> str:
+    """The precision of a checkpoint written before it was recorded: bf16 on CUDA with amp, else fp32."""
+    cuda = str(config.get("device", "cpu")).startswith("cuda")
+    return "bf16" if cuda and config.get("amp", True) else "fp32"
 
 
 def _first_line(error: BaseException) -> str:

@@ -101,3 +101,31 @@ def test_busi_recipe_prints_a_table_and_resumes(tmp_path):
     assert "| default | 32 | bce | 0 | 2 |" in out and out.count("default-32px-bce") == 2
     again = _run("busi_recipe.py", *args, "--steps", "2")  # both runs are recorded: nothing trains again
     assert "default-32px-bce" not in again and "| default | 32 | bce | 0 | 2 |" in again
+
+
+def test_cpu_speed_compares_a_revision_with_the_checkout():
+    args = ["--before", "HEAD", "--resolutions", "32", "--losses", "bce", "--lambdas", "0,5"]
+    out = _run("cpu_speed.py", *args, "--repeats", "1", "--warmup", "1", "--steps", "1", "--layout")
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| 32 | bce |")]
+    assert len(rows) == 4  # two rows of before/after, two of the cores' split
+    assert all(float(row[-2].strip().rstrip("×")) > 0 for row in rows)
+
+
+def test_precision_quality_pairs_the_two_recipes(tmp_path):
+    common = [
+        "--out",
+        str(tmp_path),
+        "--data",
+        "phantom",
+        "--losses",
+        "bce",
+        "--lambdas",
+        "0",
+        "--seeds",
+        "0,1",
+    ]
+    _run("busi_recipe.py", *common, "--steps", "2", "--recipe", "fp32")
+    _run("busi_recipe.py", *common, "--steps", "2")
+    args = ["--out", str(tmp_path), "--data", "phantom", "--extractor", "lossbench-tiny", "--n-fake", "20"]
+    out = _run("precision_quality.py", *args)
+    assert out.count("| bce | 0 |") == 2 and "| fid |" in out and "| ssim_gap |" in out

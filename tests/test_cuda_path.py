@@ -177,10 +177,11 @@ def test_foreach_ema_is_bit_identical_to_the_loop():
     assert not torch.equal(ema_a.net[0].weight, G.net[0].weight)
 
 
-def test_fused_adam_on_cuda_only():
+def test_fused_adam_on_cpu_and_cuda_not_meta():
     G = Generator(32, 16, 4)
     assert train_module._adam(G, 1e-4, (0.0, 0.9), torch.device("cuda")).defaults["fused"] is True
-    assert not train_module._adam(G, 1e-4, (0.0, 0.9), torch.device("cpu")).defaults["fused"]
+    assert train_module._adam(G, 1e-4, (0.0, 0.9), torch.device("cpu")).defaults["fused"] is True
+    assert not train_module._adam(G, 1e-4, (0.0, 0.9), torch.device("meta")).defaults["fused"]
 
 
 # ----- item 6: perceptual network prepared once; channels_last choice --------------------------------

@@ -65,7 +65,8 @@ def critic_accuracy(run: Run, real: torch.Tensor, y_real: torch.Tensor, fake: to
 
 
 # Every built-in loss, with the steps it needs on the discs (measured: at 600 steps LSGAN, RSGAN and
-# RaSGAN still draw the wrong class for about half of the fakes).
+# RaSGAN still draw the wrong class for about half of the fakes; hinge passed at 600 in fp32, but in
+# bf16, the CPU default since 2026-12-05, its mean class recall was 0.57 there).
 DRAGAN_STALLS = (
     "DRAGAN's default penalty (weight 10, k 1) around the reals holds the instance-normalised critic "
     "below chance (it scores fakes above reals); with weight 1 it learns (docs/losses.md)"
@@ -73,7 +74,7 @@ DRAGAN_STALLS = (
 LEARNING_RUNS = [
     pytest.param("bce", 1000, {}, True, id="bce"),
     pytest.param("wgangp", 400, {}, True, id="wgangp"),
-    pytest.param("hinge", 600, {}, True, id="hinge"),
+    pytest.param("hinge", 1000, {}, True, id="hinge"),
     pytest.param("ns-r1", 600, {}, True, id="ns-r1"),
     pytest.param("lsgan", 1000, {}, True, id="lsgan"),
     pytest.param("rsgan", 1000, {}, True, id="rsgan"),

@@ -207,6 +207,7 @@ def _cell_result(ctx: CellContext, callback: TrialCallback, trained: TrainResult
         settings={
             **final.settings,
             "perceptual_weights": trained.perceptual_weights,
+            "train_precision": trained.precision,
             "split": split.describe(data.holdout, data.split_seed),
         },
         steps=trained.steps,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lossbench import tracking
+from lossbench import precision, tracking
 from lossbench.config import StudyConfig, TrainConfig, results_identity
 from lossbench.errors import ConfigError
 
@@ -42,14 +42,24 @@ def grid_cells(config: StudyConfig) -> list[Cell]:
 
 def identity(config: StudyConfig, fingerprint: str) -> dict[str, Any]:
     """What a study's results depend on, as JSON values: the RESULT fields of its config (see
-    `lossbench.config`) and the data by content, not by path."""
+    `lossbench.config`), the data by content, not by path, and the precision each of its device types
+    trains in on this machine (`lossbench.precision.training_precision`)."""
     ident = results_identity(config)
     ident["data"]["fingerprint"] = fingerprint
+    kinds = sorted({device.partition(":")[0] for device in config.devices})
+    ident["precision"] = {kind: precision.training_precision(kind, config.train.amp) for kind in kinds}
     return ident
 
 
 def check_identity(stored: dict[str, Any], current: dict[str, Any], name: str) -> None:
-    """ConfigError naming (up to three) settings that differ from those the study was created with."""
+    """ConfigError naming (up to three) settings that differ from those the study was created with.
+    A study created before the precision was recorded trained in bf16 on CUDA with amp, else in fp32."""
+    if "precision" not in stored:
+        amp = stored.get("train", {}).get("amp", True)
+        stored = {
+            **stored,
+            "precision": {k: "bf16" if k == "cuda" and amp else "fp32" for k in current["precision"]},
+        }
     diffs = [
         f"{k}={stored_v} (now {current_v})"
         for k, stored_v in tracking.flatten(stored).items()
