@@ -389,6 +389,10 @@ class StudyConfig:
     eval: EvalConfig = result(factory=EvalConfig)
     objective: str = result("fid")
     eval_every: int = result(0)  # 0 = evaluate only at the end
+    # Metrics evaluated every `eval_every` steps (MLflow curves `eval/<key>`): cheap ones. `best_metric`
+    # chooses the generator kept as best.pt; None: the objective when it is a curve metric, else the first.
+    curve_metrics: tuple[str, ...] = result(("swd", "msssim"))
+    best_metric: str | None = result(None)
     threads: int = result(1)  # torch CPU threads per cell: CPU results depend on the thread count
     # Cells per fused group (lossbench.fused): a worker trains up to `fuse` waiting cells of one loss
     # as one grouped network; their numbers equal the unfused ones up to float rounding.

@@ -52,6 +52,18 @@ def with_overrides(config: StudyConfig, overrides: Mapping[str, Any]) -> StudyCo
     return cfg.with_overrides(config, overrides, _EXCLUDE)
 
 
+def best_metric(config: StudyConfig) -> str:
+    """The result key by which a cell's best periodic evaluation is kept as best.pt: `best_metric`;
+    unset, the objective when it is a curve metric, else the first curve metric's first result."""
+    if config.best_metric is not None:
+        return metric_key(config.best_metric)
+    objective = metric_key(config.objective)
+    curves = resolve_metrics(config.curve_metrics)
+    if objective in DIRECTIONS and get_metric(objective).name in curves:
+        return objective
+    return metric_key(curves[0])
+
+
 def validate(config: StudyConfig) -> None:
     """Raise a one-line LossbenchError for a bad study before anything is recorded.
 
@@ -71,6 +83,18 @@ def validate(config: StudyConfig) -> None:
         metrics = ", ".join(config.eval.metrics)
         raise ConfigError(f"objective {key!r} is not among the metrics evaluated ({metrics})")
     check_needs(config.eval.metrics, heldout=config.data.holdout > 0, conditional=config.train.conditional)
+    if config.eval_every:
+        if not config.curve_metrics:
+            raise ConfigError("eval_every needs at least one curve metric (curve_metrics)")
+        check_needs(
+            config.curve_metrics, heldout=config.data.holdout > 0, conditional=config.train.conditional
+        )
+        best = best_metric(config)
+        if best not in DIRECTIONS or get_metric(best).name not in resolve_metrics(config.curve_metrics):
+            curves = ", ".join(config.curve_metrics)
+            raise ConfigError(
+                f"best_metric {config.best_metric!r} is not a result of the curve metrics ({curves})"
+            )
     if any(len(set(axis)) != len(axis) for axis in (config.losses, config.lambdas, config.seeds)):
         raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
     for device in config.devices:

@@ -66,6 +66,8 @@ def test_results_identity_keeps_result_fields_only_as_json():
     assert set(ident) == {"losses", "lambdas", "seeds", "loss_params", "data", "train", "eval"} | {
         "objective",
         "eval_every",
+        "curve_metrics",
+        "best_metric",
         "threads",  # CPU results depend on the thread count
         "fuse",  # fused cells equal unfused ones up to float rounding only
     }

@@ -136,7 +136,7 @@ def test_a_trial_keeps_its_best_evaluation_as_a_loadable_generator(tmp_path):
     tags = {}
     run = SimpleNamespace(set_tags=tags.update)
     ctx = SimpleNamespace(
-        trial=FakeTrial(), run=run, checkpoint_dir=tmp_path, objective="fid", train=TrainConfig()
+        trial=FakeTrial(), run=run, checkpoint_dir=tmp_path, best_metric="fid", train=TrainConfig()
     )
     callback = TrialCallback(ctx)
     generators = {}

@@ -243,6 +243,43 @@ def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
     assert set(frame["run_id"]) == {r.info.run_id for r in children}
 
 
+def test_curve_metrics_every_eval_every_steps_and_the_best_generator_kept(tmp_path):
+    """The cheap curve metrics are logged every `eval_every` steps, best.pt is chosen by the first of
+    them (the objective, fid, is not one), and the cell's numbers come from the full evaluation."""
+    config = tiny("curves", losses=("bce",), lambdas=(0.5,), seeds=(0,), workers=1, eval_every=2)
+    summary = run_study(config, root=tmp_path)
+    client = MlflowClient(summary.tracking_uri)
+    (run,) = [r for r in client.search_runs([client.get_experiment_by_name("curves").experiment_id])
+              if r.data.tags.get("lossbench.role") == "trial"]  # fmt: skip
+    curves = {k.removeprefix("eval/") for k in run.data.metrics if k.startswith("eval/")}
+    assert {"swd", "msssim_ff"} <= curves and not curves & {"fid", "kid", "lpips_ff"}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/swd")] == [2, 4]
+    (trial,) = trials(tmp_path, "curves")
+    swd = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval/swd")}
+    best = min(swd, key=swd.get)
+    assert trial.user_attrs["best"] == {"step": best, "value": swd[best], "metric": "swd"}
+    assert run.data.tags["lossbench.best_checkpoint"].endswith(f"(step {best}, swd {swd[best]:.6g})")
+    assert set(FOUR_METRICS) <= {k.removeprefix("metric.") for k in trial.user_attrs}
+    assert trial.value == trial.user_attrs["metric.fid"]
+
+
+@pytest.mark.parametrize(
+    "changes, best",
+    [({}, "swd"), ({"curve_metrics": ("msssim", "fid")}, "fid"), ({"best_metric": "lpips"}, None),
+     ({"curve_metrics": ("lpips",), "best_metric": "lpips"}, "lpips_ff"), ({"curve_metrics": ()}, None)],
+)  # fmt: skip
+def test_the_best_metric_is_a_curve_metric(changes, best):
+    from lossbench.study_config import best_metric, validate
+
+    config = tiny("best", eval_every=2, **changes)
+    if best is None:
+        with pytest.raises(ConfigError, match="curve metric"):
+            validate(config)
+    else:
+        validate(config)
+        assert best_metric(config) == best
+
+
 def test_fused_grid_records_every_cell_like_the_unfused_one(tmp_path):
     """`fuse = 3` with a stand-in cell function: the bookkeeping of groups (admission, a duplicate
     pruned, a diverged member failing alone, every trial told) gives the unfused study's states."""

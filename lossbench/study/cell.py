@@ -2,8 +2,10 @@
 what is recorded (Optuna user attributes `metric.<key>` and `setting.<key>`, MLflow metrics, tags
 and artifacts), with the worker's identity (`liveness.Worker`) on both.
 
-The trial's value is the objective metric. Evaluations every `eval_every` steps are logged as MLflow
-curves `eval/<key>` and reported to Optuna as intermediate values; nothing prunes on them. A trial
+The trial's value is the objective metric, from the full evaluation at the cell's last step. Every
+`eval_every` steps the curve metrics (`curve_metrics`, cheap ones) are evaluated and logged as MLflow
+curves `eval/<key>`, the objective reported to Optuna as intermediate value when it is one of them
+(nothing prunes on them), and the EMA generator of the best `best_metric` so far kept as best.pt. A trial
 whose cell already has a COMPLETE trial, or a RUNNING or WAITING one with a lower number, is pruned
 (user attribute `skipped`), as is a trial that was not queued: of two trials queued for one cell (two
 machines queueing at once), only the first runs, whichever worker takes which first.
@@ -12,6 +14,7 @@ machines queueing at once), only the first runs, whichever worker takes which fi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shutil
@@ -35,11 +38,12 @@ from lossbench.errors import CheckpointError
 from lossbench.fusable import fusion_key
 from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import DIRECTIONS, metric_key
-from lossbench.metrics.evaluation import EvalResult, evaluate
+from lossbench.metrics.evaluation import evaluate
 from lossbench.report import closest_fakes_png
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
 from lossbench.study.queue import BEST_ATTR, HEALTH_ATTR, METRIC_ATTR, is_queued, trial_cell, work_left
+from lossbench.study_config import best_metric
 from lossbench.train import CHECKPOINT, CONFIG_JSON, Callback, TrainResult, save_generator, train
 
 CHECKPOINTS = "checkpoints"
@@ -77,6 +81,7 @@ class CellContext:
     trial: optuna.Trial
     objective: str  # the metric key
     heldout: Any = None  # the held-out ImageDataset, None without one
+    best_metric: str = ""  # the result key best.pt is kept by (study_config.best_metric)
 
 
 CellFn = Callable[[Cell, CellContext], CellResult]
@@ -84,14 +89,13 @@ CellFn = Callable[[Cell, CellContext], CellResult]
 
 class TrialCallback(Callback):
     """Training hooks of a trial: curves to MLflow (flushed at checkpoints), training-health warnings
-    to the trial record and the MLflow run, an evaluation every `eval_every` steps with the EMA
-    generator of the best objective so far kept as `best.pt` beside the checkpoint (as StudioGAN
+    to the trial record and the MLflow run, the curve metrics every `eval_every` steps with the EMA
+    generator of the best `best_metric` so far kept as `best.pt` beside the checkpoint (as StudioGAN
     keeps its best model), and the step training resumed from."""
 
     def __init__(self, ctx: CellContext) -> None:
         self.ctx = ctx
         self.resumed_from: int | None = None
-        self.last_eval: tuple[int, EvalResult] | None = None
 
     def on_log(self, step: int, terms: dict[str, float]) -> None:
         self.ctx.run.log_metrics({f"{tracking.TRAIN_PREFIX}{k}": v for k, v in terms.items()}, step)
@@ -110,39 +114,34 @@ class TrialCallback(Callback):
             self.ctx.run.set_tags({tracking.RESUMED_FROM_TAG: step - 1})
         every = self.ctx.config.eval_every
         if every > 0 and step % every == 0:
-            final = step == self.ctx.train.steps  # logged once, as the final metrics
-            self.last_eval = (step, evaluate_and_report(self.ctx, generator_ema, step, curve=not final))
-            self.keep_best(step, generator_ema, self.last_eval[1].metrics[self.ctx.objective])
+            metrics = evaluate_curves(self.ctx, generator_ema, step)
+            self.keep_best(step, generator_ema, metrics[self.ctx.best_metric])
 
     def keep_best(self, step: int, generator: torch.nn.Module, value: float) -> None:
-        """Write `generator` as BEST_CHECKPOINT when `value` of the objective beats every earlier
+        """Write `generator` as BEST_CHECKPOINT when `value` of the best metric beats every earlier
         evaluation of the trial (kept in its record, so a resumed trial remembers), and record it."""
         best = self.ctx.trial.user_attrs.get(BEST_ATTR)
-        lower = DIRECTIONS[self.ctx.objective] == "min"
+        key = self.ctx.best_metric
+        lower = DIRECTIONS[key] == "min"
         if best is not None and not (value < best["value"] if lower else value > best["value"]):
             return
         record = json.loads((self.ctx.checkpoint_dir / CONFIG_JSON).read_text())
         path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
-        save_generator(
-            generator, record["model"], self.ctx.train, path, step=step, best={self.ctx.objective: value}
-        )
-        self.ctx.trial.set_user_attr(BEST_ATTR, {"step": step, "value": value})
-        self.ctx.run.set_tags(
-            {tracking.BEST_CHECKPOINT_TAG: f"{path} (step {step}, {self.ctx.objective} {value:.6g})"}
-        )
+        save_generator(generator, record["model"], self.ctx.train, path, step=step, best={key: value})
+        self.ctx.trial.set_user_attr(BEST_ATTR, {"step": step, "value": value, "metric": key})
+        self.ctx.run.set_tags({tracking.BEST_CHECKPOINT_TAG: f"{path} (step {step}, {key} {value:.6g})"})
 
 
-def evaluate_and_report(
-    ctx: CellContext, generator: torch.nn.Module, step: int, curve: bool = True
-) -> EvalResult:
-    """Evaluate at `step`: MLflow `eval/<key>` curves (unless `curve` is False: the final evaluation,
-    whose metrics `_record` logs once) and the objective as Optuna intermediate value."""
-    result = evaluate(generator, ctx.data, ctx.config.eval, device=ctx.device, heldout=ctx.heldout)
-    if curve:
-        ctx.run.log_metrics({f"{tracking.EVAL_PREFIX}{k}": v for k, v in result.metrics.items()}, step)
-        ctx.run.flush()
-    ctx.trial.report(result.metrics[ctx.objective], step)
-    return result
+def evaluate_curves(ctx: CellContext, generator: torch.nn.Module, step: int) -> dict[str, float]:
+    """The curve metrics at `step`, logged as MLflow `eval/<key>` curves; the objective reported to
+    Optuna as intermediate value when it is among them."""
+    config = dataclasses.replace(ctx.config.eval, metrics=ctx.config.curve_metrics)
+    metrics = evaluate(generator, ctx.data, config, device=ctx.device, heldout=ctx.heldout).metrics
+    ctx.run.log_metrics({f"{tracking.EVAL_PREFIX}{k}": v for k, v in metrics.items()}, step)
+    ctx.run.flush()
+    if ctx.objective in metrics:
+        ctx.trial.report(metrics[ctx.objective], step)
+    return metrics
 
 
 def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
@@ -157,7 +156,7 @@ def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
         print(f"warning: {cell}: {e}; kept as {aside}, training from scratch", file=sys.stderr)
         ctx.run.set_tags({tracking.BAD_CHECKPOINT_TAG: str(aside)})
         trained = train(ctx.data, ctx.train, ctx.checkpoint_dir, callbacks=[callback], resume=True)
-    return _cell_result(ctx, callback, trained)
+    return _cell_result(ctx, trained)
 
 
 def train_and_evaluate_fused(cells: list[Cell], contexts: list[CellContext]) -> list[CellResult | Exception]:
@@ -179,11 +178,11 @@ def train_and_evaluate_fused(cells: list[Cell], contexts: list[CellContext]) -> 
     except tuple(tracking.FINAL_ERRORS) as e:  # e.g. missing weights: every member would fail alone too
         return [e] * len(cells)
     outcomes: list[CellResult | Exception] = []
-    for cell, ctx, callback, result in zip(cells, contexts, callbacks, trained, strict=True):
+    for cell, ctx, result in zip(cells, contexts, trained, strict=True):
         if isinstance(result, Exception):  # diverged
             outcomes.append(result)
         else:
-            outcomes.append(_outcome(lambda _, c, r=result, cb=callback: _cell_result(c, cb, r), cell, ctx))
+            outcomes.append(_outcome(lambda _, c, r=result: _cell_result(c, r), cell, ctx))
     return outcomes
 
 
@@ -195,12 +194,9 @@ def _outcome(fn: CellFn, cell: Cell, ctx: CellContext) -> CellResult | Exception
         return e
 
 
-def _cell_result(ctx: CellContext, callback: TrialCallback, trained: TrainResult) -> CellResult:
-    """The cell's final evaluation (the last periodic one when it was at the final step)."""
-    if callback.last_eval is not None and callback.last_eval[0] == trained.steps:
-        final = callback.last_eval[1]
-    else:
-        final = evaluate_and_report(ctx, trained.generator_ema, trained.steps, curve=False)
+def _cell_result(ctx: CellContext, trained: TrainResult) -> CellResult:
+    """The cell's final evaluation, with every metric of `eval.metrics`."""
+    final = evaluate(trained.generator_ema, ctx.data, ctx.config.eval, device=ctx.device, heldout=ctx.heldout)
     data = ctx.config.data
     return CellResult(
         metrics=final.metrics,
@@ -352,6 +348,7 @@ class Objective:
             trial,
             metric_key(config.objective),
             self.data.heldout,
+            best_metric(config),
         )
         return cell, ctx
 
