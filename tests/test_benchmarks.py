@@ -84,19 +84,13 @@ def test_conditional_reference_prints_a_row_per_recipe():
     ]
 
 
+def recipe_args(out: Path) -> list[str]:
+    """busi_recipe.py on the phantom: BCE, λ 0, seeds 0 and 1."""
+    return ["--out", str(out), "--data", "phantom", "--losses", "bce", "--lambdas", "0", "--seeds", "0,1"]
+
+
 def test_busi_recipe_prints_a_table_and_resumes(tmp_path):
-    args = [
-        "--out",
-        str(tmp_path),
-        "--data",
-        "phantom",
-        "--losses",
-        "bce",
-        "--lambdas",
-        "0",
-        "--seeds",
-        "0,1",
-    ]
+    args = recipe_args(tmp_path)
     out = _run("busi_recipe.py", *args, "--steps", "2")
     assert "| default | 32 | bce | 0 | 2 |" in out and out.count("default-32px-bce") == 2
     again = _run("busi_recipe.py", *args, "--steps", "2")  # both runs are recorded: nothing trains again
@@ -112,18 +106,7 @@ def test_cpu_speed_compares_a_revision_with_the_checkout():
 
 
 def test_precision_quality_pairs_the_two_recipes(tmp_path):
-    common = [
-        "--out",
-        str(tmp_path),
-        "--data",
-        "phantom",
-        "--losses",
-        "bce",
-        "--lambdas",
-        "0",
-        "--seeds",
-        "0,1",
-    ]
+    common = recipe_args(tmp_path)
     _run("busi_recipe.py", *common, "--steps", "2", "--recipe", "fp32")
     _run("busi_recipe.py", *common, "--steps", "2")
     args = ["--out", str(tmp_path), "--data", "phantom", "--extractor", "lossbench-tiny", "--n-fake", "20"]
