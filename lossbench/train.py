@@ -158,7 +158,7 @@ class Run:
 
     @property
     def precision(self) -> str:
-        """The training precision, "bf16" (the networks under bf16 autocast) or "fp32" (lossbench.precision)."""
+        """The training precision: "bf16" (networks under bf16 autocast) or "fp32" (lossbench.precision)."""
         return precision.training_precision(self.device, self.config.amp)
 
 
