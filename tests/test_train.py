@@ -379,6 +379,8 @@ def test_cli_train_end_to_end(tmp_path, capsys):
     assert main([*argv, "--steps", "2", "--n-critic", "2"]) == 0
     printed = capsys.readouterr().out
     assert "checkpoint" in printed
+    saved = json.loads((out / "config.json").read_text())
+    assert f"trained 2 steps of wgangp (λ=0, seed 0) in {saved['precision']} on 24 images" in printed
     assert f"next: lossbench evaluate --checkpoint {out / 'checkpoint.pt'} --data " in printed
     for name in ("config.json", "checkpoint.pt", "samples.png", "loss_curves.png"):
         assert (out / name).is_file(), name

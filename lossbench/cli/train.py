@@ -195,7 +195,8 @@ def train(
     loss, lam, seed = config.loss, config.lam, config.seed
     curves = plot_history(result.history, out / LOSS_CURVES, title=f"{loss}, λ = {lam:g}, seed {seed}")
     typer.echo(
-        f"trained {result.steps} steps of {loss} (λ={lam:g}, seed {seed}) on {len(dataset.images)} images"
+        f"trained {result.steps} steps of {loss} (λ={lam:g}, seed {seed}) in {result.precision} "
+        f"on {len(dataset.images)} images"
         + (f" ({len(split.heldout)} held out)" if split.heldout is not None else "")
     )
     if result.perceptual_weights == "random":
