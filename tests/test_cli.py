@@ -62,6 +62,7 @@ QUICK_ANSWERS = [
     (["study", "--objective", "nope"], "unknown objective"),
     (["train", "--out", "{tmp}/o", "--data", "phantom", "--loss-param", "nope=1"], "has no parameter nope"),
     (["study", "status", "nosuch", "--root", "{tmp}"], "no study named 'nosuch'"),
+    (["study", "status", "othre", "--root", "{tmp}"], "(it holds other); did you mean 'other'?"),
     (["study", "export", "nosuch", "--out", "{tmp}/x.csv", "--root", "{tmp}"], "no study named 'nosuch'"),
     (["study", "status", "other", "--root", "{tmp}/none"], "no study storage at"),
 ]

@@ -16,6 +16,7 @@ This module stays light (no optuna at import): the command line answers an unkno
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import time
@@ -46,8 +47,29 @@ def check_study_named(name: str, storage: str | None, root: str | os.PathLike) -
         raise ConfigError(
             f"no study storage at {path}; run 'lossbench study' first, or pass --root or --storage"
         )
-    if json.dumps(name) not in path.read_text(encoding="utf-8", errors="replace"):
-        raise ConfigError(f"no study named {name!r} in {path}; 'lossbench study --name {name}' creates it")
+    names = study_names(path)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=1)
+        held = f"it holds {', '.join(names)}" if names else "it holds no study"
+        hint = f"did you mean {close[0]!r}?" if close else f"'lossbench study --name {name}' creates it"
+        raise ConfigError(f"no study named {name!r} in {path} ({held}); {hint}")
+
+
+def study_names(path: Path) -> list[str]:
+    """The names of the studies the journal at `path` created (Optuna writes a study's name, JSON, in
+    the record that creates it), in order; unreadable lines are skipped."""
+    names: list[str] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if '"study_name"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        name = record.get("study_name") if isinstance(record, dict) else None
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    return names
 
 
 def check_journal(path: str | os.PathLike) -> Path | None:
