@@ -677,8 +677,12 @@ def save_sample_grid(G: nn.Module, path: Path, config: TrainConfig, device: torc
     return path
 
 
+FEW_POINTS = 20  # curves with fewer logged points are drawn with markers
+
+
 def plot_history(history: dict[str, list[tuple[int, float]]], path: Path, title: str = "") -> Path:
-    """One panel per logged term against the generator step (matplotlib, no pyplot state)."""
+    """One panel per logged term against the generator step (matplotlib, no pyplot state); a curve of
+    few logged points also marks each point (a single point draws no line)."""
     from matplotlib.figure import Figure
 
     names = sorted(history)
@@ -688,7 +692,7 @@ def plot_history(history: dict[str, list[tuple[int, float]]], path: Path, title:
     axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
     for ax, name in zip(axes, names, strict=False):
         steps, values = zip(*history[name], strict=True)
-        ax.plot(steps, values, lw=1)
+        ax.plot(steps, values, lw=1, marker="o" if len(steps) < FEW_POINTS else None, ms=3)
         ax.set_title(name)
         ax.set_xlabel("generator step")
     for ax in axes[len(names) :]:

@@ -6,6 +6,7 @@ import dataclasses
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -474,3 +475,13 @@ def test_augmentation_is_differentiable_and_seeded():
     shifted = x.detach() + (torch.rand(4, 1, 1, 1, generator=g) - 0.5)
     mean = shifted.mean(dim=(1, 2, 3), keepdim=True)
     torch.testing.assert_close(y, (shifted - mean) * (torch.rand(4, 1, 1, 1, generator=g) + 0.5) + mean)
+
+
+def test_loss_curves_of_a_short_run_show_their_points(tmp_path):
+    """A 5-step run logs each term once: its panels must not be empty (issue #25)."""
+    from PIL import Image
+
+    path = train_module.plot_history({"d/loss": [(5, 1.0)], "g/loss": [(5, 2.0)]}, tmp_path / "c.png")
+    pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    blue = np.abs(pixels - np.array([31, 119, 180])).sum(-1) < 60  # matplotlib's first colour, C0
+    assert blue.sum() > 10
