@@ -1,10 +1,11 @@
 """How far a fused member is from its separate run: for each loss, K members (seeds 0..K-1, λ 2, 5,
 1, ...) trained with `lossbench.fused.train_fused` and each trained alone with `lossbench.train`,
 then the largest |Δ| over the final checkpoints' tensors of G, D and the EMA G, with the tensor where
-it occurs. On a CPU the difference is float rounding (grouped convolutions sum in another order);
-on CUDA under bf16 autocast expect more.
+it occurs. In fp32 (`--precision fp32`, the default) the difference is float rounding (grouped
+convolutions sum in another order); in bf16 (`--precision bf16`: CUDA, or a CPU with native bf16)
+expect more.
 
-    python benchmarks/fused_equality.py [--losses wgangp,bce,...] [--steps 3] [--device cpu]
+    python benchmarks/fused_equality.py [--losses wgangp,bce] [--steps 3] [--device cpu] [--precision fp32]
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="bf16: train.amp")
     args = parser.parse_args()
 
     g = torch.Generator().manual_seed(0)
@@ -68,6 +70,7 @@ def main() -> None:
                 random_weights=True,
                 augment=("color", "translation", "cutout"),
                 device=args.device,
+                amp=args.precision == "bf16",
                 progress=False,
             )
             for seed, lam in zip(
