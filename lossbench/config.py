@@ -49,6 +49,10 @@ from lossbench.errors import ConfigError
 
 MIN_RESOLUTION = 32
 MAX_RESOLUTION = 512
+# Sizes beyond any run this tool is for (and beyond what a run could finish): refused at once.
+MAX_STEPS = 10**8  # generator steps (and the cadences counted in them)
+MAX_BATCH = 2**16  # images per batch or sample grid
+MAX_WIDTH = 2**14  # z_dim, network widths, n_critic
 CRITIC_NORMS = (
     "none",
     "layernorm",
@@ -164,6 +168,23 @@ def _check_min(config: Any, minimum: float, *names: str) -> None:
         value = getattr(config, name)
         if value is not None and value < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+
+
+def _check_max(config: Any, maximum: float, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        if value is not None and value > maximum:
+            raise ConfigError(f"{name} must be at most {maximum:,}, got {value:,}")
+
+
+def _check_rates(config: Any) -> None:
+    """What Adam accepts: learning rates finite and > 0, betas finite in [0, 1)."""
+    for name in ("lr_g", "lr_d"):
+        value = getattr(config, name)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+    if len(config.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in config.betas):
+        raise ConfigError(f"betas must be two numbers in [0, 1), got {list(config.betas)}")
 
 
 def _check_lambda(lam: float) -> None:
@@ -308,6 +329,10 @@ class TrainConfig:
         _check_min(self, 0, "seed", "sample_every", "health_every")
         _check_min(self, 1, "steps", "batch_size", "z_dim", "g_width", "d_width", "n_critic")
         _check_min(self, 1, "checkpoint_every", "log_every", "n_samples")
+        _check_max(self, MAX_STEPS, "steps", "checkpoint_every", "log_every", "health_every", "sample_every")
+        _check_max(self, MAX_BATCH, "batch_size", "n_samples")
+        _check_max(self, MAX_WIDTH, "z_dim", "g_width", "d_width", "n_critic")
+        _check_rates(self)
         _check_choice("critic_norm", self.critic_norm, CRITIC_NORMS)
         _check_choice("perceptual_distance", self.perceptual_distance, PERCEPTUAL_DISTANCES)
         _check_choice("perceptual_pairing", self.perceptual_pairing, PERCEPTUAL_PAIRINGS)

@@ -483,6 +483,18 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named(tmp_path):
         (["--seeds", "2", "--seed-list", "0,1"], "either --seeds"),
         (["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
         (["--set", "train.steps=1.5"], "steps"),
+        # values no optimiser accepts, and absurd sizes (issue #26): refused before anything starts
+        (["--set", "train.lr_g=-1"], "lr_g must be a finite number > 0, got -1"),
+        (["--set", "train.lr_d=nan"], "lr_d must be a finite number > 0, got nan"),
+        (["--set", "train.betas=[0.5, 2.0]"], "betas must be two numbers in [0, 1)"),
+        (["--set", "train.steps=99999999999999999999999"], "steps must be at most 100,000,000"),
+        (["--set", "train.steps=9223372036854775807"], "steps must be at most 100,000,000"),
+        (["--set", "train.g_width=100000"], "g_width must be at most"),
+        (["--batch-size", "100000000"], "batch_size must be at most 65,536"),
+        (
+            ["--batch-size", "40", "--random-weights", "--objective", "swd", "--set", 'eval.metrics=["swd"]'],
+            "batch_size 40 is larger than the train part (12 images)",  # found with the data
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, args, message):

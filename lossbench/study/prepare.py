@@ -11,6 +11,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig
+from lossbench.errors import ConfigError
 from lossbench.metrics import get_metric, resolve_metrics
 from lossbench.metrics.evaluation import EvalResult, evaluate, release_networks
 from lossbench.study_config import validate
@@ -59,7 +60,13 @@ def prepare(config: StudyConfig, root: Path) -> tuple[StudyConfig, Any]:
         eval=dataclasses.replace(config.eval, cache_dir=config.eval.cache_dir or str(root / "feature-cache")),
     )
     _check_weights(config)
-    return config, load_split(config.data)
+    split = load_split(config.data)
+    if config.train.batch_size > len(split.train.images):
+        raise ConfigError(
+            f"batch_size {config.train.batch_size} is larger than the train part "
+            f"({len(split.train.images)} images): lower --batch-size"
+        )
+    return config, split
 
 
 def preflight(config: StudyConfig, split: Any) -> EvalResult:
