@@ -531,9 +531,11 @@ def load_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """A TOML file's tables; one-line ConfigError when it is missing or malformed."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{what} file {path} does not exist (see studies/ for examples)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} file {path} is not UTF-8 text (byte {e.start})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{what} file {path} is not valid TOML: {e}") from None
 

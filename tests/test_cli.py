@@ -205,3 +205,22 @@ def test_paired_perceptual_loss_is_warned_about_in_one_line(pairing, warned, tmp
                            " image of its batch: it pulls noise-driven fakes toward the mean image"
                            " (docs/training.md)"] if warned else [])  # fmt: skip
     assert TrainConfig(perceptual_pairing=pairing, lam=0.0).warnings == []  # no perceptual loss, no warning
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--out", "/dev/null/t", "--data", "phantom:8", "--resolution", "32", "--batch-size", "4",
+          "--lambda", "0"],
+         "/dev/null/t: Not a directory"),
+        (["study", "--preset", "tiny", "--root", "/dev/null/root"], "/dev/null/root"),
+        (["study", "--config", "{tmp}/latin1.toml"], "latin1.toml is not UTF-8 text"),
+    ],
+)  # fmt: skip
+def test_paths_that_cannot_be_used_are_one_line_exit_2(args, message, tmp_path, capsys):
+    """Issue #26: every OSError and decoding error reaching the top of a command is one line."""
+    (tmp_path / "latin1.toml").write_bytes('name = "caf\xe9"\n'.encode("latin-1"))
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err

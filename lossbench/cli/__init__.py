@@ -80,10 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     except LossbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path that cannot be read or written, a full disk: one line, whichever command
+        print(f"error: {os_error(e)}", file=sys.stderr)
+        return 2
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def os_error(error: OSError) -> str:
+    """`<path>: <reason>` for an OSError (both paths of a rename or link), its text when it names none."""
+    paths = [str(p) for p in (error.filename, error.filename2) if p is not None]
+    if not paths or not error.strerror:
+        return str(error)
+    return f"{' -> '.join(paths)}: {error.strerror}"
 
 
 def _interrupt(signum: int, frame: object) -> None:
