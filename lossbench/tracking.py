@@ -37,6 +37,7 @@ import logging
 import os
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -54,6 +55,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 import lossbench
 from lossbench.errors import ConfigError, DivergedError, StorageError
+from lossbench.files import set_aside
 
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
@@ -129,6 +131,31 @@ def check_store(tracking_uri: str) -> None:
             f"MLflow store {path} is corrupt ({problems[0]}); restore it from a backup "
             "(the Optuna journal and artifacts beside it are untouched)"
         )
+
+
+def _ensure_store(db: Path) -> None:
+    """Make the SQLite store at `db` unless a complete one is there. MLflow creates its schema in a
+    file beside it (`<db>.new`), moved into place when done, so a kill cannot leave a half-made
+    store. One without a complete schema (no `alembic_version` row: half-made before this was so,
+    or emptied; MLflow refuses it for good, "table ... already exists") is set aside, said in one
+    line, and made again. Call under the store's lock."""
+    if db.is_file():
+        with contextlib.closing(sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)) as con:
+            try:
+                if con.execute("SELECT version_num FROM alembic_version").fetchone():
+                    return
+            except sqlite3.OperationalError:  # no such table
+                pass
+        aside = set_aside(db)
+        print(
+            f"warning: the MLflow store {db} has no complete schema (half-made by a first run killed while "
+            f"creating it, or emptied); it is made again, the old file kept as {aside.name}",
+            file=sys.stderr,
+        )
+    new = db.with_name(f"{db.name}.new")
+    new.unlink(missing_ok=True)
+    MlflowClient(f"sqlite:///{new.resolve()}").search_experiments(max_results=1)  # creates the schema
+    os.replace(new, db)
 
 
 def weights_kind(train: Any, eval: Any) -> str:
@@ -217,6 +244,8 @@ def init_experiment(tracking_uri: str, name: str, artifact_root: str | os.PathLi
     lock = FileLock(f"{db}.lock") if db is not None else contextlib.nullcontext()
     location = Path(artifact_root, name).resolve().as_uri() if artifact_root is not None else None
     with lock:
+        if db is not None:
+            _ensure_store(db)
         client = MlflowClient(tracking_uri)
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

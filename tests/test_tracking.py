@@ -119,3 +119,26 @@ def test_the_runs_view_puts_the_best_run_first(key, ascending):
     """A higher-is-better objective (utility_gain) sorted ascending put the worst run first."""
     url = tracking.runs_view_url("http://h:5000/", "3", key)
     assert url == f"http://h:5000/#/experiments/3/runs?orderByKey=metrics.%60{key}%60&orderByAsc={ascending}"
+
+
+def test_a_store_left_half_made_by_a_kill_is_made_again(tmp_path, capsys):
+    """Issue #26: a first run killed while MLflow created its schema left a store MLflow refuses for
+    good (no `alembic_version` row). Such a store holds no run: it is set aside, with one line, and
+    made again; a new store is made beside and moved into place, so a kill leaves only `<db>.new`."""
+    import sqlite3
+
+    db = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{db}"
+    MlflowClient(f"sqlite:///{tmp_path / 'made.db'}").search_experiments()  # MLflow's cache keeps
+    (tmp_path / "made.db").rename(db)  # that URI's engine: a new process opens `db` afresh
+    with contextlib.closing(sqlite3.connect(db)) as con:
+        con.execute("DROP TABLE alembic_version")  # what a kill before MLflow stamped its schema leaves
+        con.commit()
+    (tmp_path / "mlflow.db.new").write_bytes(b"a creation cut off by a kill")
+    exp = tracking.init_experiment(uri, "s", tmp_path / "artifacts")
+    err = capsys.readouterr().err
+    assert "has no complete schema" in err and err.count("\n") == 1
+    assert [p.name.split(".bad-")[0] for p in tmp_path.glob("mlflow.db.bad-*")] == ["mlflow.db"]
+    assert not (tmp_path / "mlflow.db.new").exists()
+    assert tracking.init_experiment(uri, "s", tmp_path / "artifacts") == exp  # complete now: kept
+    assert capsys.readouterr().err == ""

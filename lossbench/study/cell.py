@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, to_dict
 from lossbench.data import split
 from lossbench.errors import CheckpointError
+from lossbench.files import set_aside
 from lossbench.fusable import fusion_key
 from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import DIRECTIONS, metric_key
@@ -211,12 +211,6 @@ def _cell_result(ctx: CellContext, trained: TrainResult) -> CellResult:
         fake_features=final.fake_features,
         closest_png=closest_fakes_png(*final.closest_pairs) if final.closest_pairs else None,
     )
-
-
-def set_aside(path: Path) -> Path:
-    """Rename a damaged file to `<name>.bad-<UTC time>` beside it; return the new path."""
-    aside = path.with_name(f"{path.name}.bad-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
-    return path.rename(aside)
 
 
 def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
