@@ -319,10 +319,16 @@ def test_a_machine_killed_mid_trial_is_taken_over(postgres, mlflow_url, tmp_path
     while busy != set(hosts):  # both at work, A in a cell whose MLflow run exists
         running = _poll(url, "kill", TrialState.RUNNING, 1)
         busy = {t.user_attrs["host"] for t in running}
-    (dead,) = [t for t in running if t.user_attrs["host"] == "machine-a"]
     os.killpg(victim.pid, signal.SIGKILL)
     killed_at = time.time()
     victim.wait()
+    # The cell A was in when killed: read after the kill, since a 1 s cell may have ended (and A taken
+    # the next) between the poll above and the kill on a loaded machine. No other machine can have
+    # failed it yet: that takes grace_s without a heartbeat.
+    running = optuna.load_study(study_name="kill", storage=open_storage(url)).get_trials(
+        states=(TrialState.RUNNING,)
+    )
+    (dead,) = [t for t in running if t.user_attrs.get("host") == "machine-a"]
     _wait([survivor])
     trials, _ = _check_grid(url, mlflow_url, "kill")
     assert trials[dead.number].state == TrialState.FAIL
