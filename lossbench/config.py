@@ -178,11 +178,11 @@ def _check_max(config: Any, maximum: float, *names: str) -> None:
 
 
 def _check_rates(config: Any) -> None:
-    """What Adam accepts: learning rates finite and > 0, betas finite in [0, 1)."""
+    """What Adam accepts: learning rates finite and >= 0 (0 freezes a network), betas in [0, 1)."""
     for name in ("lr_g", "lr_d"):
         value = getattr(config, name)
-        if not math.isfinite(value) or value <= 0:
-            raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
     if len(config.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in config.betas):
         raise ConfigError(f"betas must be two numbers in [0, 1), got {list(config.betas)}")
 

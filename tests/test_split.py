@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from lossbench.cli import app, main
-from lossbench.config import DataConfig
+from lossbench.config import DataConfig, TrainConfig
 from lossbench.data import ImageDataset, fingerprint, load_dataset
 from lossbench.data.split import holdout_split, load_split, near_duplicate_groups
 from lossbench.errors import ConfigError
@@ -95,7 +95,7 @@ def test_study_cells_train_on_the_train_part_only(tmp_path):
 
     config = StudyConfig(
         name="split", losses=("bce",), lambdas=(0.0,), seeds=(0,), workers=1, objective="swd",
-        data=DataConfig(spec="phantom:40", resolution=32, holdout=0.25),
+        data=DataConfig(spec="phantom:40", resolution=32, holdout=0.25), train=TrainConfig(batch_size=8),
     )  # fmt: skip
     config.eval.metrics, config.eval.n_fake = ("swd",), 8
     run_study(config, root=tmp_path, cell_fn=_sizes_cell)

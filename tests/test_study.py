@@ -484,8 +484,8 @@ def test_overrides_beat_the_file_and_unknown_keys_are_named(tmp_path):
         (["--set", "train.stepz=3"], "unknown key 'train.stepz'"),
         (["--set", "train.steps=1.5"], "steps"),
         # values no optimiser accepts, and absurd sizes (issue #26): refused before anything starts
-        (["--set", "train.lr_g=-1"], "lr_g must be a finite number > 0, got -1"),
-        (["--set", "train.lr_d=nan"], "lr_d must be a finite number > 0, got nan"),
+        (["--set", "train.lr_g=-1"], "lr_g must be a finite number >= 0, got -1"),
+        (["--set", "train.lr_d=nan"], "lr_d must be a finite number >= 0, got nan"),
         (["--set", "train.betas=[0.5, 2.0]"], "betas must be two numbers in [0, 1)"),
         (["--set", "train.steps=99999999999999999999999"], "steps must be at most 100,000,000"),
         (["--set", "train.steps=9223372036854775807"], "steps must be at most 100,000,000"),

@@ -192,7 +192,8 @@ def test_busi_study_files_ask_for_utility_and_validate():
         validate(config)
         assert config.train.conditional and config.data.holdout > 0 and "utility" in config.eval.metrics
     assert cpu.losses == ("wgangp", "bce") and len(cpu.seeds) >= 5 and cpu.data.resolution == 64
-    assert set(cpu.lambdas) <= {0.5, 3.0, 5.0, 7.0, 10.0} and cpu.objective == "utility_gain"
+    assert set(cpu.lambdas) <= {0.0, 0.5, 3.0, 5.0, 7.0, 10.0} and cpu.objective == "utility_gain"
+    assert 0.0 in cpu.lambdas  # the control the paper lacks: what the perceptual loss adds
 
 
 def test_real_arm_is_computed_once_and_cached_by_content(parts, tmp_path, monkeypatch):
