@@ -27,7 +27,6 @@ from lossbench.lazy import LazyModule
 torch = LazyModule("torch")  # the losses import this module; checking their parameters needs no torch
 
 EVAL_PRECISION = "fp32"  # no TF32: see `fp32`
-TRAIN_PRECISIONS = ("bf16", "fp32")  # bf16: the networks under bf16 autocast, penalties in fp32
 CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # /proc/cpuinfo: x86 flags, Arm features
 
 
@@ -51,6 +50,12 @@ def training_precision(device: str | torch.device, amp: bool) -> str:
     natively (any CUDA device; a CPU with `cpu_has_bf16`), else "fp32"."""
     kind = str(device).partition(":")[0]  # "cuda:1" -> "cuda"; no torch needed
     return "bf16" if amp and (kind == "cuda" or (kind == "cpu" and cpu_has_bf16())) else "fp32"
+
+
+def legacy_precision(device: str | torch.device, amp: bool) -> str:
+    """The precision runs trained in before it was recorded (until 2026-12-05, CPUs trained in fp32):
+    "bf16" on CUDA with `amp`, else "fp32". Read for checkpoints and studies that do not record it."""
+    return "bf16" if amp and str(device).partition(":")[0] == "cuda" else "fp32"
 
 
 @contextmanager

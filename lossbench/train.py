@@ -535,7 +535,9 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> tuple[int, History]:
     differs from the checkpoint's in a field outside RESUMABLE_CHANGES; CheckpointError if its
     contents do not fit `run` (a damaged file)."""
     _check_resumable(state["config"], run.config, path)
-    saved = state.get("precision") or _legacy_precision(state["config"])
+    saved = state.get("precision") or precision.legacy_precision(
+        state["config"].get("device", "cpu"), state["config"].get("amp", True)
+    )
     if saved != run.precision:
         raise ConfigError(
             f"cannot resume {path}: it was trained in {saved} and would go on in {run.precision} here "
@@ -763,12 +765,6 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     if "model" not in state:
         raise ConfigError(f"checkpoint {path} predates architectures by name (no 'model' record); retrain it")
     return state
-
-
-def _legacy_precision(config: dict[str, Any]) -> str:
-    """The precision of a checkpoint written before it was recorded: bf16 on CUDA with amp, else fp32."""
-    cuda = str(config.get("device", "cpu")).startswith("cuda")
-    return "bf16" if cuda and config.get("amp", True) else "fp32"
 
 
 def _first_line(error: BaseException) -> str:

@@ -53,12 +53,12 @@ def identity(config: StudyConfig, fingerprint: str) -> dict[str, Any]:
 
 def check_identity(stored: dict[str, Any], current: dict[str, Any], name: str) -> None:
     """ConfigError naming (up to three) settings that differ from those the study was created with.
-    A study created before the precision was recorded trained in bf16 on CUDA with amp, else in fp32."""
+    A study created before the precision was recorded trained in `precision.legacy_precision`."""
     if "precision" not in stored:
         amp = stored.get("train", {}).get("amp", True)
         stored = {
             **stored,
-            "precision": {k: "bf16" if k == "cuda" and amp else "fp32" for k in current["precision"]},
+            "precision": {k: precision.legacy_precision(k, amp) for k in current["precision"]},
         }
     diffs = [
         f"{k}={stored_v} (now {current_v})"
