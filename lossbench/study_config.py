@@ -54,12 +54,13 @@ def with_overrides(config: StudyConfig, overrides: Mapping[str, Any]) -> StudyCo
 
 def best_metric(config: StudyConfig) -> str:
     """The result key by which a cell's best periodic evaluation is kept as best.pt: `best_metric`;
-    unset, the objective when it is a curve metric, else the first curve metric's first result."""
+    unset, the objective when it is a curve metric (or there is none: `validate` asks for one when
+    `eval_every` is set), else the first curve metric's first result."""
     if config.best_metric is not None:
         return metric_key(config.best_metric)
     objective = metric_key(config.objective)
     curves = resolve_metrics(config.curve_metrics)
-    if objective in DIRECTIONS and get_metric(objective).name in curves:
+    if not curves or (objective in DIRECTIONS and get_metric(objective).name in curves):
         return objective
     return metric_key(curves[0])
 

@@ -280,6 +280,16 @@ def test_the_best_metric_is_a_curve_metric(changes, best):
         assert best_metric(config) == best
 
 
+def test_a_study_without_curves_has_a_best_metric_all_the_same():
+    """Every cell asks for the best metric, also without periodic evaluation: no curve metric then
+    means the objective (it once raised IndexError for every cell)."""
+    from lossbench.study_config import best_metric, validate
+
+    config = tiny("nocurves", curve_metrics=())
+    validate(config)
+    assert best_metric(config) == "fid"
+
+
 def test_fused_grid_records_every_cell_like_the_unfused_one(tmp_path):
     """`fuse = 3` with a stand-in cell function: the bookkeeping of groups (admission, a duplicate
     pruned, a diverged member failing alone, every trial told) gives the unfused study's states."""
