@@ -1,4 +1,4 @@
-"""Text forms of an analysis (`lossbench.stats.StatsResult`): plain table, markdown, csv, latex, json;
+"""Text forms of an analysis (`lossbench.analysis.StatsResult`): plain table, markdown, csv, latex, json;
 and of a downstream-utility result (`utility_table`).
 
 Shared by `lossbench stats` and the report, and kept apart from the report so that printing
@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from lossbench.analysis import StatsResult
 from lossbench.errors import ConfigError
-from lossbench.stats import StatsResult
+from lossbench.verdict import describe, headline
 
 if TYPE_CHECKING:
     from lossbench.metrics.utility import UtilityResult
@@ -29,13 +30,58 @@ def header_lines(result: StatsResult) -> list[str]:
     lines = [
         f"metrics: {', '.join(result.metrics)}; alpha = {result.alpha:g}",
         f"tests: {tests} ({result.paired_reason}); mixed model with seed as random intercept",
-        f"p-values corrected with {result.correction_name} (multipletests method='{result.correction}')",
+        correction_sentence(result),
         f"{'bootstrap (BCa)' if result.ci_method == 'bootstrap' else 't-based'} 95% CIs, "
         "clipped to each metric's range",
     ]
     if result.settings:
         lines.append("evaluation settings: " + ", ".join(f"{k}={v}" for k, v in result.settings.items()))
     return lines
+
+
+def correction_sentence(result: StatsResult) -> str:
+    """The correction family in words: the same sentence wherever a corrected p-value is shown."""
+    return (
+        f"p_adj: {result.correction_name}-corrected (multipletests method='{result.correction}') within "
+        "each metric over the tests of its verdict (loss pooled over λ, loss at each λ, λ within each "
+        "loss, each λ against λ = 0); rank tests likewise among themselves; none across metrics, so a "
+        "p_adj does not depend on which metrics are shown"
+    )
+
+
+def verdict_table(result: StatsResult, metric: str) -> pd.DataFrame:
+    """One metric's verdict as display strings: question, a vs b, difference of means, effect size,
+    corrected p, seeds (held / needed for the observed difference at 80% power) and the answer."""
+    rows = []
+    for r in result.verdict[result.verdict["metric"] == metric].to_dict("records"):
+        effect = "g" if r["effect_kind"] == "Hedges' g" else "η²"
+        needed = "" if pd.isna(r["n_needed"]) else f"/{int(r['n_needed'])}"
+        rows.append(
+            {
+                "question": describe(r, pair=False),
+                "a vs b": f"{r['a']} vs {r['b']}" if r["a"] else "",
+                "a - b": _num(r["mean_a"] - r["mean_b"]),
+                "effect": "" if pd.isna(r["effect"]) else f"{effect} {r['effect']:.2g}",
+                "p_adj": _num(r["p_adj"], 2),
+                "seeds": f"{int(r['n'])}{needed}",
+                "answer": r["answer"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def verdict_lines(result: StatsResult) -> list[str]:
+    """The answer per metric in one line each, then the sentences where analyses disagree."""
+    lines = [
+        headline(result.verdict, m, result.alpha)
+        for m in result.metrics
+        if m in set(result.verdict["metric"])
+    ]
+    return lines + result.verdict_notes
+
+
+def _num(x: float, digits: int = 4) -> str:
+    return "" if pd.isna(x) else f"{x:.{digits}g}"
 
 
 def header(result: StatsResult) -> str:
@@ -78,6 +124,7 @@ def markdown_table(table: pd.DataFrame) -> str:
 
 
 TITLES = {
+    "verdict": "Verdict per metric: a vs b, a - b, effect size, corrected p, seeds held/needed, answer",
     "problems": "Failed and missing cells",
     "summary": "Per cell: mean, sd and 95% CI over seeds; metric_se: the metric's own noise (bootstrap)",
     "best": "Best cell per metric",
@@ -133,8 +180,10 @@ def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ..
     if fmt == "table":
         lines = [w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
     blocks = ["\n".join({"latex": "% "}.get(fmt, "") + line for line in lines)]
+    if "verdict" in names and len(result.verdict):
+        blocks.append(_verdict_block(result, fmt))
     for name, table in result.tables().items():
-        if table.empty or name not in names:
+        if table.empty or name not in names or name == "verdict":
             continue
         shown = display(table)
         if fmt == "table":
@@ -146,6 +195,24 @@ def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ..
             body = shown.to_latex(index=False, escape=False)
             blocks.append(f"% {TITLES[name]}\n{body}".rstrip())
     return "\n\n".join(blocks) + "\n"
+
+
+def _verdict_block(result: StatsResult, fmt: str) -> str:
+    """The verdict: its lines, then one table per metric (see `verdict_table`)."""
+    lines = verdict_lines(result)
+    tables = {m: verdict_table(result, m) for m in result.metrics if m in set(result.verdict["metric"])}
+    if fmt == "table":
+        text = [w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
+        body = [f"{m}\n{t.to_string(index=False, line_width=WIDTH)}" for m, t in tables.items()]
+        return "\n\n".join([f"{TITLES['verdict']}\n" + "\n".join(text), *body])
+    if fmt == "markdown":
+        body = [f"**{m}**\n\n{markdown_table(t)}" for m, t in tables.items()]
+        return "\n\n".join([f"### {TITLES['verdict']}", "\n".join(f"- {x}" for x in lines), *body])
+    body = []
+    for m, t in tables.items():
+        t = t.astype(str).map(latex_escape).rename(columns=latex_escape)
+        body.append(f"% {m}\n" + t.to_latex(index=False, escape=False).rstrip())
+    return "\n".join(f"% {x}" for x in [TITLES["verdict"], *lines]) + "\n" + "\n".join(body)
 
 
 def utility_table(result: UtilityResult) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lossbench import stats, tracking
+from lossbench import analysis, stats, tracking
 from lossbench.files import check_folder
 from lossbench.formatting import TITLES, display, format_result, header_lines, markdown_table, power_lines
 from lossbench.metrics import DIRECTIONS
@@ -323,7 +323,7 @@ def closest_fakes_section(doc: _Doc, art: Artifacts, losses: list[str], lambdas:
 def build_report(
     df: pd.DataFrame,
     out_dir: Path,
-    result: stats.StatsResult,
+    result: analysis.StatsResult,
     artifacts: Artifacts | None = None,
     title: str = "lossbench report",
 ) -> Report:
@@ -401,18 +401,18 @@ def report(
     title: str | None = None,
     tracking_uri: str | None = None,
     root: str | Path = "mlruns",
-    **analysis: Any,
+    **options: Any,
 ) -> Report:
     """Analyse a results frame and write its report to `out_dir`.
 
-    `name` (the frame's source) appears in error messages and the default title. `analysis` goes
-    to `stats.analyze` (alpha, paired, correction, bootstrap, seed). Artifacts are
+    `name` (the frame's source) appears in error messages and the default title. `options` go
+    to `analysis.analyze` (alpha, paired, correction, bootstrap, seed). Artifacts are
     read when the frame has a `run_id` column and the MLflow store (`tracking_uri`, default the one
     under `root`) exists. `study` names the study the frame was read from: the report is then also
     logged to the study's parent run under `report/` (a frame from a CSV is never logged back).
     """
     check_folder(out_dir, "report output")
-    result = stats.analyze(df, name=name, **analysis)
+    result = analysis.analyze(df, name=name, **options)
     client = tracking.tracking_client(tracking_uri, root) if "run_id" in df.columns else None
     art = tracking.fetch_artifacts(df, client, study=study)
     out = build_report(df, out_dir, result, art, title=title or f"lossbench report: {name}")

@@ -1,9 +1,11 @@
-"""Significance across seeds: cell summaries, pairwise tests, two-way ANOVA, corrections, verdicts.
+"""Significance across seeds, the tables: cell summaries, pairwise tests, omnibus tests, two-way
+ANOVA, mixed model, power, corrections.
 
-Pure analysis: a results frame in (one row per trial, the columns `loss`, `lambda`, `seed` plus
-metric columns named by the keys of `lossbench.metrics.DIRECTIONS`: `fid`, `kid`, `lpips_ff`, ...),
-a `StatsResult` out, warnings included. Reading a study is `lossbench.study.results`; text forms
-are `lossbench.formatting`.
+Each function takes a results frame (one row per trial, the columns `loss`, `lambda`, `seed` plus
+metric columns named by the keys of `lossbench.metrics.DIRECTIONS`: `fid`, `kid`, `lpips_ff`, ...;
+`check_results` validates one) and returns a table. `lossbench.verdict` asks the study's questions
+with these tests; `lossbench.analysis.analyze` puts everything together into a `StatsResult`.
+Reading a study is `lossbench.study.results`; text forms are `lossbench.formatting`.
 
 Conventions:
 - a cell is one (loss, lambda); its replicates are the seeds. NaN or infinite metric values
@@ -20,9 +22,11 @@ Conventions:
   cells;
 - effect sizes are signed a - b: Hedges' g (pooled sd, exact small-sample factor J) and Cliff's
   delta = P(a > b) - P(a < b) = 2 U_a / (n_a n_b) - 1 from the Mann-Whitney U statistic;
-- p-values are corrected with statsmodels' `multipletests` over one family per test kind (t tests,
-  rank tests, omnibus tests), spanning every metric, lambda and pair: Holm by default or
-  Benjamini-Hochberg (`correction="fdr_bh"`);
+- p-values are corrected with statsmodels' `multipletests` (Holm by default, Benjamini-Hochberg with
+  `correction="fdr_bh"`) over one family per metric: every t or F test of that metric's verdict
+  (`lossbench.verdict`: loss pooled over lambda, loss at each lambda, lambda within each loss, each
+  lambda against 0); its rank tests form a second family of the same metric. A p_adj therefore does
+  not change with the metrics selected; across metrics nothing is corrected;
 - verdicts use the corrected t-test p-value and each metric's direction: "wgangp better (lower fid)",
   or "no significant difference" when p >= alpha; rank tests are reported beside it;
 - with more than two losses, an omnibus test per lambda: Kruskal-Wallis, or Friedman when paired;
@@ -41,9 +45,7 @@ Every test statistic comes from scipy or statsmodels.
 from __future__ import annotations
 
 import itertools
-import json
 import warnings
-from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -55,7 +57,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from lossbench.errors import ConfigError, DataError
-from lossbench.metrics import DIRECTIONS, metric_key, metric_range, result_details
+from lossbench.metrics import DIRECTIONS, metric_key, metric_range
 from lossbench.metrics.registry import EXTRACTOR_SEP
 
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
@@ -86,60 +88,6 @@ PAIRWISE_COLUMNS = (
     "cliffs_delta",
     "verdict",
 )
-
-
-@dataclass
-class StatsResult:
-    """Everything `analyze` finds; each table is a tidy DataFrame with a `metric` column."""
-
-    metrics: list[str]
-    alpha: float
-    paired: bool
-    paired_reason: str  # why the tests are paired or not
-    correction: str  # multipletests method: "holm" or "fdr_bh"
-    ci_method: str  # "t" or "bootstrap"
-    summary: pd.DataFrame  # metric, loss, lambda, n, n_dropped, mean, sd, ci_low, ci_high
-    best: pd.DataFrame  # metric, direction, loss, lambda, mean
-    pairwise: pd.DataFrame  # metric, lambda, a, b, tests, p, p_adj, effect sizes, verdict
-    omnibus: pd.DataFrame  # metric, lambda, test, statistic, p, p_adj (more than two losses only)
-    anova: pd.DataFrame  # metric, term, sum_sq, df, F, p, partial_eta_sq
-    mixed: pd.DataFrame  # metric, term, coef, se, z, p (seed as random intercept)
-    power: pd.DataFrame  # metric, design, n, sd, alpha, power, min_detectable, delta, delta_source, n_needed
-    problems: pd.DataFrame  # loss, lambda, seed, state, reason: failed and missing cells
-    warnings: list[str] = field(default_factory=list)
-    settings: dict[str, str] = field(default_factory=dict)  # evaluation settings (`setting.*` columns)
-
-    @property
-    def correction_name(self) -> str:
-        return CORRECTIONS[self.correction]
-
-    def tables(self) -> dict[str, pd.DataFrame]:
-        return {
-            "problems": self.problems,
-            "summary": self.summary,
-            "best": self.best,
-            "pairwise": self.pairwise,
-            "omnibus": self.omnibus,
-            "anova": self.anova,
-            "mixed": self.mixed,
-            "power": self.power,
-        }
-
-    def to_dict(self) -> dict:
-        out = {
-            "metrics": self.metrics,
-            "alpha": self.alpha,
-            "paired": self.paired,
-            "paired_reason": self.paired_reason,
-            "correction": self.correction,
-            "correction_name": self.correction_name,
-            "ci_method": self.ci_method,
-            "warnings": self.warnings,
-            "settings": self.settings,
-        }
-        for name, table in self.tables().items():
-            out[name] = json.loads(table.to_json(orient="records", double_precision=15))
-        return out
 
 
 # ---------------------------------------------------------------------------------------- input
@@ -277,8 +225,27 @@ def verdict(metric: str, a: str, b: str, mean_a: float, mean_b: float, p_adj: fl
     return f"{higher} better (higher {metric})"
 
 
-def _fmt_lambda(lam: float) -> str:
+def fmt_lambda(lam: float) -> str:
+    """λ as shown in tables and sentences: "λ=0.5"."""
     return f"λ={lam:g}"
+
+
+def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = 0.05) -> float:
+    """The seeds per cell a two-sided t test at `alpha` needs for POWER to detect `delta` given `sd`
+    (statsmodels `TTestPower` on differences when paired, `TTestIndPower` per group otherwise);
+    NaN when delta or sd is not a positive finite number, or no sample size reaches POWER."""
+    if not (np.isfinite(delta) and np.isfinite(sd) and delta > 0 and sd > 0):
+        return float("nan")
+    solver = TTestPower() if paired else TTestIndPower()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns when its root finder starts far off
+        try:
+            need = float(
+                np.asarray(solver.solve_power(effect_size=delta / sd, alpha=alpha, power=POWER)).item()
+            )
+        except (ValueError, RuntimeError):
+            return float("nan")
+    return float(np.ceil(need)) if np.isfinite(need) and need > 0 else float("nan")
 
 
 def summarize(
@@ -350,7 +317,7 @@ def _pair_values(
     for loss, x in ((a, xa), (b, xb)):
         if x["seed"].duplicated().any():
             raise DataError(
-                f"cell ({loss}, {_fmt_lambda(lam)}) repeats a seed: paired tests need one row per seed "
+                f"cell ({loss}, {fmt_lambda(lam)}) repeats a seed: paired tests need one row per seed "
                 "(drop --paired or remove the duplicate rows)"
             )
     both = xa.merge(xb, on="seed", suffixes=("_a", "_b"))
@@ -358,7 +325,7 @@ def _pair_values(
     notes = []
     if unmatched:
         notes.append(
-            f"{metric} {_fmt_lambda(lam)} {a} vs {b}: {unmatched} value(s) without a matching seed "
+            f"{metric} {fmt_lambda(lam)} {a} vs {b}: {unmatched} value(s) without a matching seed "
             "left out of the paired tests"
         )
     return both[f"{metric}_a"].to_numpy(float), both[f"{metric}_b"].to_numpy(float), notes
@@ -563,15 +530,10 @@ def power_analysis(
     row = {"metric": metric, "design": "paired" if paired else "two-sample", "n": n, "sd": sd}
     row |= {"alpha": alpha, "power": POWER, "min_detectable": float("nan"), "delta": delta}
     row |= {"delta_source": source, "n_needed": float("nan")}
-    ok = np.isfinite(sd) and sd > 0
-    size = "nobs" if paired else "nobs1"  # TTestIndPower: per group, ratio 1
-    if ok and n >= 2:
+    if np.isfinite(sd) and sd > 0 and n >= 2:
+        size = "nobs" if paired else "nobs1"  # TTestIndPower: per group, ratio 1
         row["min_detectable"] = float(solver.solve_power(**{size: n}, alpha=alpha, power=POWER)) * sd
-    if ok and np.isfinite(delta) and delta > 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # statsmodels warns when its root finder starts far off
-            need = solver.solve_power(effect_size=delta / sd, alpha=alpha, power=POWER)
-        row["n_needed"] = float(np.ceil(np.asarray(need).item()))
+    row["n_needed"] = seeds_needed(delta, sd, paired, alpha)
     return row
 
 
@@ -597,171 +559,3 @@ def missing_cells(df: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
         rows[-1]["reason"] = "no finite metric value (diverged?)"
     out = pd.DataFrame(rows, columns=list(PROBLEM_COLUMNS))
     return out.sort_values(["loss", "lambda", "seed"], ignore_index=True)
-
-
-def _anova_notes(anova: pd.DataFrame, pairwise_table: pd.DataFrame, alpha: float) -> list[str]:
-    """Explain an effect of loss that the ANOVA finds while no single pairwise test does."""
-    if anova.empty or pairwise_table.empty:
-        return []
-    notes = []
-    for metric, a in anova[anova["term"] == "loss"].groupby("metric"):
-        pairs = pairwise_table[pairwise_table["metric"] == metric]
-        if (a["p"] < alpha).any() and not (pairs["p_adj"] < alpha).any():
-            notes.append(
-                f"{metric}: the ANOVA finds an effect of loss (p = {a['p'].iloc[0]:.3g}) while no pairwise "
-                "test does: the ANOVA pools every lambda and seed into one test, the pairwise tests "
-                "compare one lambda at a time with few seeds and are corrected for many comparisons"
-            )
-    return notes
-
-
-def _concat(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    tables = [t for t in tables if len(t)]
-    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
-
-
-def _cell_warnings(summary: pd.DataFrame) -> list[str]:
-    """Cells with dropped values or fewer than two valid seeds."""
-    notes = []
-    for r in summary.to_dict("records"):
-        where = f"{r['metric']}: cell ({r['loss']}, {_fmt_lambda(r['lambda'])})"
-        if r["n_dropped"]:
-            notes.append(f"{where}: {r['n_dropped']} missing or non-finite value(s) (diverged runs?) dropped")
-        if r["n"] < 2:
-            notes.append(f"{where} has {r['n']} valid seed(s): no sd, CI or t-test (need at least 2)")
-    return notes
-
-
-def _settings_warnings(settings: dict[str, str]) -> list[str]:
-    """Settings that differ between rows, and explicitly random network weights."""
-    notes = [
-        f"{key} differs between rows ({value}): the numbers are not comparable"
-        for key, value in settings.items()
-        if "|" in value
-    ]
-    if settings.get("weights") == "random":
-        notes.append(
-            "metrics come from explicitly random network weights: they exercise the pipeline and are "
-            "not comparable with published scores"
-        )
-    return notes
-
-
-def _corrected_pairwise(
-    df: pd.DataFrame, metrics: list[str], alpha: float, paired: bool, correction: str
-) -> tuple[pd.DataFrame, list[str]]:
-    """The pairwise table of every metric with corrected p-values and verdicts; its warnings."""
-    pairs = [pairwise(df, m, alpha, paired) for m in metrics]
-    table = _concat([p for p, _ in pairs])
-    notes = [n for _, pair_notes in pairs for n in pair_notes]
-    if len(table):
-        table["p_adj"] = correct(table["p"], alpha, correction)
-        table["rank_p_adj"] = correct(table["rank_p"], alpha, correction)
-        table["correction"] = correction
-        table["verdict"] = [
-            verdict(r.metric, r.a, r.b, r.mean_a, r.mean_b, r.p_adj, alpha) for r in table.itertuples()
-        ]
-        table = table[list(PAIRWISE_COLUMNS)]
-    return table, notes
-
-
-def analyze(
-    df: pd.DataFrame,
-    metrics: list[str] | None = None,
-    alpha: float = 0.05,
-    paired: bool | None = None,
-    correction: str = "holm",
-    bootstrap: bool = False,
-    n_resamples: int = 9999,
-    seed: int = 0,
-    name: str = "results",
-    problems: pd.DataFrame | None = None,
-    deltas: dict[str, float] | None = None,
-) -> StatsResult:
-    """Summaries, best cells, corrected pairwise and omnibus tests, ANOVA, mixed model, power and
-    warnings for `df`. `paired=None` pairs by seed when `seeds_match`; `problems` (PROBLEM_COLUMNS,
-    e.g. a study's failed cells) replaces the missing cells inferred from the table; `deltas`: metric ->
-    the difference whose needed seeds the power table gives."""
-    if correction not in CORRECTIONS:
-        raise ConfigError(f"unknown correction {correction!r}: use 'holm' or 'fdr_bh'")
-    if not 0 < alpha < 1:
-        raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
-    df, metrics = check_results(df, metrics, name)
-    if paired is None:
-        paired = seeds_match(df)
-        reason = "seeds match across cells" if paired else "seeds differ between cells"
-    else:
-        reason = "asked for"
-    ci_method = "bootstrap" if bootstrap else "t"
-    summary = _concat([summarize(df, m, 0.95, ci_method, n_resamples, seed) for m in metrics])
-    pair_table, pair_notes = _corrected_pairwise(df, metrics, alpha, paired, correction)
-    omni_table = _concat([omnibus(df, m, paired) for m in metrics])
-    if len(omni_table):
-        omni_table["p_adj"] = correct(omni_table["p"], alpha, correction)
-        omni_table["correction"] = correction
-    anovas = [two_way_anova(df, m) for m in metrics]
-    anova_notes = [
-        f"{m}: no two-way ANOVA (needs more than one row per cell or more than one level)"
-        for m, a in zip(metrics, anovas, strict=True)
-        if a.empty
-    ]
-    mixed = [mixed_model(df, m) for m in metrics]
-    anova = _concat(anovas)
-    deltas = {metric_key(k): v for k, v in (deltas or {}).items()}
-    power = pd.DataFrame([power_analysis(df, m, paired, alpha, deltas.get(m)) for m in metrics])
-    problems = missing_cells(df, metrics) if problems is None else problems
-    settings = evaluation_settings(df)
-    notes = (
-        _settings_warnings(settings)
-        + _problem_notes(problems)
-        + _cell_warnings(summary)
-        + pair_notes
-        + anova_notes
-        + [n for _, m_notes in mixed for n in m_notes]
-        + _anova_notes(anova, pair_table, alpha)
-    )
-    return StatsResult(
-        metrics=metrics,
-        alpha=alpha,
-        paired=paired,
-        paired_reason=reason,
-        correction=correction,
-        ci_method=ci_method,
-        summary=summary,
-        best=best_cells(summary),
-        pairwise=pair_table,
-        omnibus=omni_table,
-        anova=anova,
-        mixed=_concat([t for t, _ in mixed]),
-        power=power,
-        problems=problems.reset_index(drop=True),
-        warnings=list(dict.fromkeys(notes)),  # ordered, de-duplicated
-        settings=settings,
-    )
-
-
-def _problem_notes(problems: pd.DataFrame) -> list[str]:
-    """One line per loss whose cells failed or are missing, the first reason named."""
-    notes = []
-    for loss, p in problems.groupby("loss", sort=True):
-        reasons = list(dict.fromkeys(p["reason"].astype(str)))
-        more = f" (and {len(reasons) - 1} other reason(s))" if len(reasons) > 1 else ""
-        notes.append(f"{loss}: {len(p)} cell(s) failed or missing, e.g. {reasons[0]}{more}")
-    return notes
-
-
-#: `setting.*` columns that record how a number was obtained, not what it depends on.
-PROVENANCE_COLUMNS = {"setting.fid_cache", "setting.utility_real_cache"}
-
-
-def evaluation_settings(df: pd.DataFrame) -> dict[str, str]:
-    """The `setting.*` columns of a results table (from `lossbench study export`) as key -> value;
-    a setting that differs between rows lists its values joined by " | ". The metrics' per-cell
-    `details` (e.g. per-class recall) are results, not settings, and are left out."""
-    out = {}
-    skipped = PROVENANCE_COLUMNS | {f"setting.{k}" for k in result_details()}
-    for column in df.columns:
-        if str(column).startswith("setting.") and column not in skipped:
-            values = sorted({str(v) for v in df[column].dropna()})
-            out[str(column).removeprefix("setting.")] = " | ".join(values)
-    return out

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from lossbench import analysis, stats, tracking
 from lossbench import report as rp
-from lossbench import stats, tracking
 from lossbench.cli import main
 
 LOSSES, LAMBDAS, SEEDS = ("bce", "wgangp"), (0.5, 5.0), (0, 1, 2)
@@ -66,13 +66,13 @@ def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys):
     # paper-style table: mean ± sd over seeds; the best fid cell (lowest mean) in bold
     cell = df[(df["loss"] == "wgangp") & (df["lambda"] == 5.0)]["fid"]
     assert f"{cell.mean():.4g} ± {cell.std(ddof=1):.2g}" in page
-    summary = stats.analyze(df).summary
+    summary = analysis.analyze(df).summary
     best = summary[summary["metric"] == "fid"].sort_values("mean").iloc[0]
     best_text = f"{best['mean']:.4g} ± {best['sd']:.2g}"
     assert f"<b>{best_text}</b>" in page
     md = (tmp_path / "out" / "report.md").read_text()
     assert f"**{best_text}**" in md and "![metrics against lambda](figures/metrics_vs_lambda.png)" in md
-    assert "Holm" in page and ("paired t" if stats.analyze(df).paired else "Welch t") in page
+    assert "Holm" in page and ("paired t" if analysis.analyze(df).paired else "Welch t") in page
     assert (tmp_path / "out" / "figures" / "metrics_vs_lambda.png").is_file()
 
 

@@ -17,7 +17,7 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
-from lossbench import formatting, stats
+from lossbench import analysis, formatting, stats
 from lossbench.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -150,7 +150,7 @@ def test_cliffs_delta_equals_pair_count_and_u_identity():
 
 def test_t_confidence_intervals_equal_scipy():
     df = synthetic(seeds=range(4))
-    res = stats.analyze(df, ["fid"])
+    res = analysis.analyze(df, ["fid"])
     for r in res.summary.to_dict("records"):
         x = df[(df["loss"] == r["loss"]) & (df["lambda"] == r["lambda"])]["fid"].to_numpy()
         low, high = st.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=st.sem(x))
@@ -160,7 +160,7 @@ def test_t_confidence_intervals_equal_scipy():
 
 def test_bootstrap_confidence_intervals_equal_scipy():
     df = synthetic(seeds=range(6), lambdas=(1.0,))
-    res = stats.analyze(df, ["fid"], bootstrap=True, n_resamples=999, seed=7)
+    res = analysis.analyze(df, ["fid"], bootstrap=True, n_resamples=999, seed=7)
     assert res.ci_method == "bootstrap" and "bootstrap" in formatting.header(res)
     for r in res.summary.to_dict("records"):
         x = df[(df["loss"] == r["loss"]) & (df["lambda"] == r["lambda"])]["fid"].to_numpy()
@@ -171,16 +171,25 @@ def test_bootstrap_confidence_intervals_equal_scipy():
 @pytest.mark.parametrize("method", ["holm", "fdr_bh"])
 def test_corrections_equal_multipletests(method):
     df = synthetic(shift={"wgangp": -4})
-    res = stats.analyze(df, ["fid", "lpips_ff"], correction=method, paired=False)
+    res = analysis.analyze(df, ["fid", "lpips_ff"], correction=method, paired=False)
     pw = res.pairwise
     assert len(pw) == 2 * 3  # 2 metrics x 3 lambdas x 1 pair
     assert (pw["correction"] == method).all()
-    assert pw["p_adj"].to_numpy() == pytest.approx(multipletests(pw["p"], method=method)[1], rel=1e-12)
-    assert pw["rank_p_adj"].to_numpy() == pytest.approx(
-        multipletests(pw["rank_p"], method=method)[1], rel=1e-12
-    )
+    for metric in ("fid", "lpips_ff"):  # one family per metric: every test of its verdict
+        family = res.verdict[res.verdict["metric"] == metric]
+        assert len(family) == 1 + 3 + 2  # loss pooled, loss at each λ, λ within each loss
+        assert family["p_adj"].to_numpy() == pytest.approx(multipletests(family["p"], method=method)[1])
+        at = family[family["question"] == "loss at λ"]
+        rows = pw[pw["metric"] == metric]
+        assert rows["p"].to_numpy() == pytest.approx(at["p"].to_numpy(), rel=1e-12)
+        assert rows["p_adj"].to_numpy() == pytest.approx(at["p_adj"].to_numpy(), rel=1e-12)
+        assert rows["rank_p_adj"].to_numpy() == pytest.approx(
+            multipletests(rows["rank_p"], method=method)[1], rel=1e-12
+        )
     name = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}[method]
-    assert f"corrected with {name}" in formatting.format_result(res, "table")
+    assert f"{name}-corrected (multipletests method='{method}') within each metric" in formatting.format_result(
+        res, "table"
+    ).replace("\n  ", " ")
     for r in pw.to_dict("records"):  # the raw tests are scipy's
         at = df[df["lambda"] == r["lambda"]]
         xa, xb = (at[at["loss"] == loss][r["metric"]].to_numpy() for loss in (r["a"], r["b"]))
@@ -192,7 +201,7 @@ def test_paired_tests_match_seeds_and_equal_scipy():
     df = synthetic(seeds=range(6), lambdas=(3.0,), shift={"wgangp": -5})
     df = df[~((df["loss"] == "bce") & (df["seed"] == 5))]  # seed 5 has no partner
     df = df.sample(frac=1, random_state=0)  # row order must not matter
-    res = stats.analyze(df, ["fid"], paired=True)
+    res = analysis.analyze(df, ["fid"], paired=True)
     r = res.pairwise.iloc[0]
     a = df[df["loss"] == "bce"].set_index("seed")["fid"]
     b = df[df["loss"] == "wgangp"].set_index("seed")["fid"]
@@ -205,17 +214,19 @@ def test_paired_tests_match_seeds_and_equal_scipy():
 
 def test_more_than_two_losses_omnibus_and_all_pairs():
     df = synthetic(losses=("bce", "hinge", "wgangp"), seeds=range(4), shift={"wgangp": -10})
-    res = stats.analyze(df, ["fid"], paired=False)
-    assert len(res.pairwise) == 3 * 3  # 3 lambdas x 3 pairs, corrected together
-    assert res.pairwise["p_adj"].to_numpy() == pytest.approx(
-        multipletests(res.pairwise["p"], method="holm")[1]
-    )
+    res = analysis.analyze(df, ["fid"], paired=False)
+    assert len(res.pairwise) == 3 * 3  # 3 lambdas x 3 pairs, corrected with the rest of fid's verdict
+    family = res.verdict
+    assert len(family) == 3 + 9 + 3  # 3 pairs pooled, 9 at one λ, λ within 3 losses
+    assert family["p_adj"].to_numpy() == pytest.approx(multipletests(family["p"], method="holm")[1])
+    at = family[family["question"] == "loss at λ"]
+    assert res.pairwise["p_adj"].to_numpy() == pytest.approx(at["p_adj"].to_numpy())
     for r in res.omnibus.to_dict("records"):
         at = df[df["lambda"] == r["lambda"]]
         groups = [g["fid"].to_numpy() for _, g in at.groupby("loss")]
         assert r["test"] == "Kruskal-Wallis"
         assert r["p"] == pytest.approx(st.kruskal(*groups).pvalue, rel=1e-12)
-    paired = stats.analyze(df, ["fid"], paired=True)
+    paired = analysis.analyze(df, ["fid"], paired=True)
     for r in paired.omnibus.to_dict("records"):
         wide = df[df["lambda"] == r["lambda"]].pivot(index="seed", columns="loss", values="fid")
         assert r["test"] == "Friedman"
@@ -228,7 +239,7 @@ def test_more_than_two_losses_omnibus_and_all_pairs():
 def test_verdicts_are_direction_aware():
     df = synthetic(seeds=range(8), lambdas=(5.0,), shift={"wgangp": -30})
     df.loc[df["loss"] == "wgangp", "lpips_ff"] += 0.3  # wgangp more diverse: higher lpips is better
-    res = stats.analyze(df, ["fid", "lpips_ff"])
+    res = analysis.analyze(df, ["fid", "lpips_ff"])
     verdicts = dict(zip(res.pairwise["metric"], res.pairwise["verdict"], strict=True))
     assert verdicts == {"fid": "wgangp better (lower fid)", "lpips_ff": "wgangp better (higher lpips_ff)"}
     best = res.best.set_index("metric")
@@ -241,7 +252,7 @@ def test_nan_and_inf_are_dropped_and_counted():
     df = synthetic(seeds=range(4), lambdas=(0.5,))
     df.loc[(df["loss"] == "bce") & (df["seed"] == 0), "fid"] = np.nan
     df.loc[(df["loss"] == "bce") & (df["seed"] == 1), "fid"] = np.inf
-    res = stats.analyze(df, ["fid"])
+    res = analysis.analyze(df, ["fid"])
     cell = res.summary.set_index("loss").loc["bce"]
     finite = df[(df["loss"] == "bce") & (df["seed"] >= 2)]["fid"]
     assert (cell["n"], cell["n_dropped"]) == (2, 2)
@@ -259,7 +270,7 @@ def test_evaluation_settings_are_printed_and_mixed_or_random_ones_warned():
     df["setting.weights"] = "random"
     # a per-cell result a metric declares as a detail: neither a setting nor a reason to warn
     df["setting.utility_aug_recall"] = [f"benign {i / 10:.3f}" for i in range(len(df))]
-    res = stats.analyze(df, ["fid"])
+    res = analysis.analyze(df, ["fid"])
     assert res.settings == {"fid_extractor": "lossbench-tiny", "n_fake": "128", "weights": "random"}
     assert (
         "evaluation settings: fid_extractor=lossbench-tiny, n_fake=128, weights=random"
@@ -268,7 +279,7 @@ def test_evaluation_settings_are_printed_and_mixed_or_random_ones_warned():
     assert any("random network weights" in w for w in res.warnings)
     assert not any("differs" in w for w in res.warnings)
     df.loc[0, "setting.n_fake"] = 1000
-    res = stats.analyze(df, ["fid"])
+    res = analysis.analyze(df, ["fid"])
     assert res.settings["n_fake"] == "1000 | 128"
     assert any(w.startswith("n_fake differs between rows") for w in res.warnings)
 
@@ -276,7 +287,7 @@ def test_evaluation_settings_are_printed_and_mixed_or_random_ones_warned():
 def test_too_few_seeds_warn_and_are_not_tested():
     df = synthetic(seeds=range(3), lambdas=(0.5, 3.0))
     df = df[~((df["loss"] == "bce") & (df["lambda"] == 3.0) & (df["seed"] > 0))]
-    res = stats.analyze(df, ["fid"])
+    res = analysis.analyze(df, ["fid"])
     row = res.pairwise.set_index("lambda").loc[3.0]
     assert np.isnan(row["p"]) and row["verdict"] == "not testable"
     assert any("(bce, λ=3) has 1 valid seed(s)" in w for w in res.warnings)
@@ -371,13 +382,13 @@ def test_analysis_side_imports_no_study_optuna_or_torch():
 
 def test_paired_is_the_default_when_seeds_match():
     df = synthetic(seeds=range(4), shift={"wgangp": -4})
-    res = stats.analyze(df, ["fid"])
+    res = analysis.analyze(df, ["fid"])
     assert res.paired and res.paired_reason == "seeds match across cells"
     assert (res.pairwise["test"] == "paired t").all()
     unmatched = df[~((df["loss"] == "bce") & (df["seed"] == 3))]
-    res = stats.analyze(unmatched, ["fid"])
+    res = analysis.analyze(unmatched, ["fid"])
     assert not res.paired and (res.pairwise["test"] == "Welch t").all()
-    assert not stats.analyze(df, ["fid"], paired=False).paired
+    assert not analysis.analyze(df, ["fid"], paired=False).paired
 
 
 def test_mixed_model_equals_statsmodels_called_directly():
@@ -385,7 +396,7 @@ def test_mixed_model_equals_statsmodels_called_directly():
 
     df = synthetic(seeds=range(5), shift={"wgangp": -4})
     df["fid"] += df["seed"] * 2.0  # a seed effect shared by every cell
-    res = stats.analyze(df, ["fid"])
+    res = analysis.analyze(df, ["fid"])
     data = df.rename(columns={"lambda": "lam"})
     fit = mixedlm("fid ~ C(loss) * C(lam)", data, groups=data["seed"]).fit(reml=True)
     mixed = res.mixed.set_index("term")
@@ -400,7 +411,7 @@ def test_power_equals_statsmodels(paired):
     from statsmodels.stats.power import TTestIndPower, TTestPower
 
     df = synthetic(seeds=range(4), lambdas=(3.0,), shift={"wgangp": -4})
-    row = stats.analyze(df, ["fid"], paired=paired, deltas={"fid": 5.0}).power.iloc[0]
+    row = analysis.analyze(df, ["fid"], paired=paired, deltas={"fid": 5.0}).power.iloc[0]
     a, b = (df[df["loss"] == loss].set_index("seed")["fid"] for loss in ("bce", "wgangp"))
     if paired:
         sd = np.std(a - b, ddof=1)
@@ -432,7 +443,7 @@ def test_confidence_intervals_stay_inside_metric_ranges(bootstrap):
         for loss in ("a", "b")
         for s, (k, p, m) in enumerate([(0.0, 0.99, 0.01), (0.02, 1.0, 0.0), (0.001, 0.9, 0.2)])
     ]
-    res = stats.analyze(pd.DataFrame(rows), bootstrap=bootstrap, n_resamples=999)
+    res = analysis.analyze(pd.DataFrame(rows), bootstrap=bootstrap, n_resamples=999)
     lows = res.summary.set_index("metric")["ci_low"]
     highs = res.summary.set_index("metric")["ci_high"]
     assert (lows["kid"] >= 0).all() and (lows[["lpips_ff", "msssim_ff"]] >= 0).all()
@@ -450,7 +461,7 @@ def test_failed_and_missing_cells_are_listed_with_their_reason(tmp_path, capsys)
     df = df[~((df["loss"] == "wgangp") & (df["lambda"] == 5.0))]  # a whole cell gone
     df.loc[(df["loss"] == "bce") & (df["seed"] == 2) & (df["lambda"] == 0.5), ["fid", "lpips_ff"]] = np.nan
     df = df[~((df["loss"] == "bce") & (df["seed"] == 1) & (df["lambda"] == 3.0))]  # one seed gone
-    res = stats.analyze(df)
+    res = analysis.analyze(df)
     got = {
         (r["loss"], r["lambda"], r["seed"] if r["seed"] == r["seed"] else None): r["reason"]
         for r in res.problems.to_dict("records")
@@ -493,7 +504,7 @@ def test_csv_round_trips_through_pandas(tmp_path, capsys):
     out = capsys.readouterr().out
     assert out.startswith("# metrics:")
     back = pd.read_csv(io.StringIO(out), comment="#")
-    res = stats.analyze(pd.read_csv(path))
+    res = analysis.analyze(pd.read_csv(path))
     expected = formatting.csv_table(res, tuple(res.tables()))
     assert list(back.columns) == list(expected.columns)
     pd.testing.assert_frame_equal(
@@ -507,7 +518,7 @@ def test_csv_round_trips_through_pandas(tmp_path, capsys):
 
 def test_latex_escapes_and_table_fits_100_columns():
     df = synthetic(losses=("my_loss", "wgan_gp"), seeds=range(3))
-    res = stats.analyze(df)
+    res = analysis.analyze(df)
     latex = formatting.format_result(res, "latex")
     body = "\n".join(line for line in latex.splitlines() if not line.startswith("%"))
     assert "my\\_loss" in body and "lpips\\_ff" in body and "p\\_adj" in body

@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Per-cell summaries, pairwise tests with corrected p-values, ANOVA, mixed model, power and
         verdicts; failed and missing cells first. Warnings go to stderr."""
-        from lossbench import stats
+        from lossbench import analysis
         from lossbench.formatting import check_format, format_result, format_warnings
         from lossbench.study.results import load_problems, load_results
 
@@ -51,7 +51,7 @@ def register(app: typer.Typer) -> None:
         check_format(fmt)  # before any work is done
         deltas = parse_deltas(delta)
         df = load_results(source, storage, root)
-        result = stats.analyze(
+        result = analysis.analyze(
             df,
             metrics,
             alpha=alpha,
