@@ -197,7 +197,10 @@ def analyze(
     mixed = [mixed_model(df, m) for m in metrics]
     anova = _concat(anovas)
     deltas = {metric_key(k): v for k, v in (deltas or {}).items()}
-    power = pd.DataFrame([power_analysis(df, m, paired, alpha, deltas.get(m)) for m in metrics])
+    family = answers.groupby("metric").size() if len(answers) else pd.Series(dtype=int)
+    power = pd.DataFrame(
+        [power_analysis(df, m, paired, alpha, deltas.get(m), int(family.get(m, 1))) for m in metrics]
+    )
     problems = missing_cells(df, metrics) if problems is None else problems
     settings = evaluation_settings(df)
     notes = (

@@ -101,7 +101,10 @@ def power_lines(result: StatsResult) -> list[str]:
             need = f"no seed count for {r['delta']:.3g} ({r['delta_source']})"
         else:
             need = f"{r['delta']:.3g} ({r['delta_source']}) needs {int(r['n_needed'])} seeds"
-        lines.append(f"power, {r['metric']}: {detect}; {need}")
+        level = f"at alpha {r['alpha']:.2g}" + (
+            f" ({r['family']} tests corrected together)" if r["family"] > 1 else ""
+        )
+        lines.append(f"power, {r['metric']} {level}: {detect}; {need}")
     return lines
 
 
@@ -135,6 +138,34 @@ TITLES = {
     "power": "Power: smallest difference detectable at 80% power; seeds needed for a difference",
 }
 WIDTH = 100  # columns of the plain-text table
+#: The columns the plain-text format shows of the wide tables (every column: json, csv, markdown).
+TERMINAL_COLUMNS = {
+    "summary": ("metric", "loss", "lambda", "n", "n_dropped", "mean", "sd", "ci_low", "ci_high", "metric_se"),
+    "pairwise": (
+        "metric",
+        "lambda",
+        "a",
+        "b",
+        "n_a",
+        "mean_a",
+        "mean_b",
+        "p",
+        "p_adj",
+        "hedges_g",
+        "verdict",
+    ),
+    "power": ("metric", "design", "n", "sd", "alpha", "min_detectable", "delta", "n_needed"),
+}
+
+
+def terminal_table(name: str, table: pd.DataFrame) -> pd.DataFrame:
+    """`table` for the plain-text format: its TERMINAL_COLUMNS, without columns empty or zero in
+    every row (n_dropped 0, metric_se without bootstrap)."""
+    shown = table[[c for c in TERMINAL_COLUMNS.get(name, table.columns) if c in table.columns]]
+    empty = [c for c in shown.columns if shown[c].isna().all() or (c == "n_dropped" and not shown[c].any())]
+    return shown.drop(columns=empty)
+
+
 LATEX_ESCAPES = str.maketrans(
     {c: "\\" + c for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
 )
@@ -185,7 +216,7 @@ def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ..
     for name, table in result.tables().items():
         if table.empty or name not in names or name == "verdict":
             continue
-        shown = display(table)
+        shown = display(terminal_table(name, table) if fmt == "table" else table)
         if fmt == "table":
             blocks.append(f"{TITLES[name]}\n{shown.to_string(index=False, line_width=WIDTH)}")
         elif fmt == "markdown":

@@ -29,8 +29,18 @@ from matplotlib.figure import Figure
 
 from lossbench import analysis, stats, tracking
 from lossbench.files import check_folder
-from lossbench.formatting import TITLES, display, format_result, header_lines, markdown_table, power_lines
-from lossbench.metrics import DIRECTIONS
+from lossbench.formatting import (
+    TITLES,
+    correction_sentence,
+    display,
+    format_result,
+    header_lines,
+    markdown_table,
+    power_lines,
+    verdict_lines,
+    verdict_table,
+)
+from lossbench.metrics import DIRECTIONS, metric_description
 from lossbench.tracking import Artifacts
 
 NOT_AVAILABLE = "not available"
@@ -61,8 +71,12 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def _better(metric: str) -> str:
+    return f"{'lower' if DIRECTIONS[metric] == 'min' else 'higher'} is better"
+
+
 def _label(metric: str) -> str:
-    return f"{metric} ({'lower' if DIRECTIONS[metric] == 'min' else 'higher'} is better)"
+    return f"{metric} ({_better(metric)})"
 
 
 def plot_metrics_vs_lambda(summary: pd.DataFrame, metrics: list[str]) -> bytes:
@@ -198,6 +212,15 @@ PAIRWISE_SHOWN = [
 ]
 
 
+#: Why a summary column can be empty in every cell (the report leaves such columns out and says why).
+EMPTY_BECAUSE = {
+    "metric_se": "the metric's bootstrap standard error: eval.bootstrap is off",
+    "sd": "one seed per cell",
+    "ci_low": "one seed per cell",
+    "ci_high": "one seed per cell",
+}
+
+
 # ------------------------------------------------------------------------------------- report
 
 
@@ -223,13 +246,19 @@ class _Doc:
         self.html.append("<p>" + "<br>".join(html.escape(line) for line in lines) + "</p>")
         self.md.append("  \n".join(lines))
 
-    def warnings(self, warnings: list[str]) -> None:
-        """The warnings as a highlighted list (nothing when there are none)."""
-        if not warnings:
+    def bullets(self, lines: list[str]) -> None:
+        """An unordered list, one item per line."""
+        self.html.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
+        self.md.append("\n".join(f"- {x}" for x in lines))
+
+    def folded(self, title: str, lines: list[str]) -> None:
+        """A list folded under `title` (HTML <details>, which GitHub's markdown renders too)."""
+        if not lines:
             return
-        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
-        self.html.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
-        self.md.append("> **Warnings**\n" + "\n".join(f"> - {w}" for w in warnings))
+        items = "".join(f"<li>{html.escape(x)}</li>" for x in lines)
+        block = f"<details><summary>{html.escape(title)}</summary><ul>{items}</ul></details>"
+        self.html.append(block)
+        self.md.append(block)
 
     def table(self, table: pd.DataFrame, bold: pd.DataFrame | None = None) -> None:
         if table.empty:
@@ -263,9 +292,10 @@ class _Doc:
         losses: list[str],
         lambdas: list[float],
         kind: tuple[str, str] = ("samples", "sample grids"),  # figure file prefix, label
+        missing: str = "the runs logged none, or the results came from a CSV without run ids",
     ) -> None:
         if not grids:
-            return self.text(f"{kind[1]}: {NOT_AVAILABLE}", "na")
+            return self.text(f"{kind[1]}: {NOT_AVAILABLE} ({missing})", "na")
         head = "<th>loss \\ λ</th>" + "".join(f"<th>{lam:g}</th>" for lam in lambdas)
         md = [
             "| loss \\ λ | " + " | ".join(f"{lam:g}" for lam in lambdas) + " |",
@@ -317,7 +347,14 @@ def closest_fakes_section(doc: _Doc, art: Artifacts, losses: list[str], lambdas:
         "Top row: the generated images nearest a training image; bottom row: that training image. "
         "Near-identical pairs are copies; compare with authenticity and C_T in the results."
     )
-    doc.grids(art.closest, losses, lambdas, kind=("closest", "closest fakes"))
+    doc.grids(
+        art.closest,
+        losses,
+        lambdas,
+        kind=("closest", "closest fakes"),
+        missing="the `copy` metric logs them; this study's runs did not compute it, or the results "
+        "came from a CSV without run ids",
+    )
 
 
 def build_report(
@@ -335,24 +372,32 @@ def build_report(
     losses = sorted(result.summary["loss"].unique())
     lambdas = sorted(result.summary["lambda"].unique())
     doc.heading(title, 1)
-    doc.warnings(result.warnings)
+    grid = f"{len(df)} trials; losses {', '.join(losses)}; λ {', '.join(f'{x:g}' for x in lambdas)}."
+    if result.settings.get("weights") == "random":
+        grid += " Metrics from random network weights: not comparable with published scores."
+    doc.lines([grid])
+    doc.heading("Verdict")
+    doc.bullets(verdict_lines(result))
+    doc.text(correction_sentence(result) + f"; alpha = {result.alpha:g}.")
     if len(result.problems):
-        doc.heading(TITLES["problems"])
-        doc.table(display(result.problems))
-    doc.lines(
-        [f"{len(df)} trials; losses {', '.join(losses)}; λ {', '.join(f'{x:g}' for x in lambdas)}."]
-        + header_lines(result)
-        + power_lines(result)
-    )
+        doc.text(f"{len(result.problems)} cell(s) failed or are missing: see '{TITLES['problems']}' below.")
 
-    doc.heading("Results: mean ± sd over seeds (best cell per metric in bold)")
+    doc.heading("Results: mean ± sd over seeds")
+    doc.text("Bold: the best mean per metric, not a significant difference (the verdict says which are).")
     doc.table(*paper_table(result.summary, result.best))
+    doc.lines([f"{m}: {metric_description(m) or 'a plugin metric'}; {_better(m)}" for m in result.metrics])
+    doc.folded(f"{len(result.warnings)} warning(s)", result.warnings)
+    if len(result.problems):
+        doc.heading(TITLES["problems"], 3)
+        doc.table(display(result.problems))
+
     doc.heading("Significance")
-    doc.text(
-        f"Verdicts use the {result.pairwise['test'].iloc[0] if len(result.pairwise) else 't'} test p-values "
-        f"corrected with {result.correction_name} across every metric, λ and pair; p >= {result.alpha:g} "
-        "reads 'no significant difference'. Effect sizes are signed a − b."
-    )
+    doc.lines(header_lines(result) + power_lines(result))
+    doc.heading(TITLES["verdict"], 3)
+    for metric in result.metrics:
+        if (result.verdict["metric"] == metric).any():
+            doc.text(metric)
+            doc.table(verdict_table(result, metric))
     doc.heading(TITLES["pairwise"], 3)
     pair = result.pairwise[PAIRWISE_SHOWN] if len(result.pairwise) else result.pairwise
     doc.table(display(pair))
@@ -380,7 +425,12 @@ def build_report(
     doc.image("pca", plot_pca(art.real_features, art.fake_features), "PCA of features")
 
     doc.heading(TITLES["summary"])
-    doc.table(display(result.summary))
+    summary = result.summary.dropna(axis=1, how="all")
+    left_out = sorted(set(result.summary.columns) - set(summary.columns))
+    doc.table(display(summary))
+    if left_out:
+        why = [f"{c} ({EMPTY_BECAUSE[c]})" if c in EMPTY_BECAUSE else c for c in left_out]
+        doc.text(f"Left out, empty in every cell: {', '.join(why)}.")
 
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"

@@ -33,7 +33,8 @@ Conventions:
 - two-way ANOVA `metric ~ C(loss) * C(lambda)`, type II, with partial eta squared
   SS_effect / (SS_effect + SS_residual); beside it the linear mixed model of the same formula with
   the seed as random intercept (`statsmodels` `mixedlm`, REML), which uses the pairing by seed;
-- power (`statsmodels.stats.power`, two-sided, at `alpha`): per metric, the smallest difference
+- power (`statsmodels.stats.power`, two-sided, at `alpha` over the tests of the metric's verdict,
+  the level Holm's first step applies): per metric, the smallest difference
   between two losses at one lambda that the study detects with 80% power given its seeds and the
   observed sd (of the seed-wise differences when paired, pooled within cells otherwise), and the
   seeds needed to detect a given difference (default: the mean absolute difference observed);
@@ -510,12 +511,19 @@ def _power_sd(df: pd.DataFrame, metric: str, paired: bool) -> tuple[float, int]:
 
 
 def power_analysis(
-    df: pd.DataFrame, metric: str, paired: bool, alpha: float = 0.05, delta: float | None = None
+    df: pd.DataFrame,
+    metric: str,
+    paired: bool,
+    alpha: float = 0.05,
+    delta: float | None = None,
+    family: int = 1,
 ) -> dict:
     """Power of a two-sided t test between two losses at one lambda (statsmodels.stats.power:
-    `TTestPower` on the differences when paired, `TTestIndPower` with equal groups otherwise):
+    `TTestPower` on the differences when paired, `TTestIndPower` with equal groups otherwise), at
+    alpha / `family` (the level Holm's first step applies to a family of that many tests):
     `min_detectable`, the difference detected with POWER at the study's seeds, and `n_needed`, the
     seeds needed to detect `delta` (default: the mean |a - b| observed between losses)."""
+    level = alpha / family
     sd, n = _power_sd(df, metric, paired)
     source = "given"
     if delta is None:
@@ -528,12 +536,12 @@ def power_analysis(
         delta, source = (float(np.mean(diffs)) if diffs else float("nan")), "observed mean |a - b|"
     solver = TTestPower() if paired else TTestIndPower()
     row = {"metric": metric, "design": "paired" if paired else "two-sample", "n": n, "sd": sd}
-    row |= {"alpha": alpha, "power": POWER, "min_detectable": float("nan"), "delta": delta}
-    row |= {"delta_source": source, "n_needed": float("nan")}
+    row |= {"alpha": level, "family": family, "power": POWER, "min_detectable": float("nan")}
+    row |= {"delta": delta, "delta_source": source, "n_needed": float("nan")}
     if np.isfinite(sd) and sd > 0 and n >= 2:
         size = "nobs" if paired else "nobs1"  # TTestIndPower: per group, ratio 1
-        row["min_detectable"] = float(solver.solve_power(**{size: n}, alpha=alpha, power=POWER)) * sd
-    row["n_needed"] = seeds_needed(delta, sd, paired, alpha)
+        row["min_detectable"] = float(solver.solve_power(**{size: n}, alpha=level, power=POWER)) * sd
+    row["n_needed"] = seeds_needed(delta, sd, paired, level)
     return row
 
 

@@ -20,7 +20,8 @@ The layout (every run made by lossbench follows it; each name below is a constan
   runs made with random network weights carry WARNING_TAG and say so first in their description;
 - λ is written `:g` everywhere (tags, params, names: `LAMBDA_FORMAT`);
 - artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` per trial,
-  `features/real.npy` and the report (`report/`) on the parent run.
+  `features/real.npy`, the verdict (`verdict.md`, also in the description) and the report
+  (`report/`) on the parent run.
 
 Everything goes through `MlflowClient` with explicit run ids, so several worker processes can log to
 one store. The store must be initialised (`init_experiment`) once, by one process, before workers
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +73,7 @@ FAKE_FEATURES = "features/fake.npy"
 CLOSEST_FAKES = "copies/closest.png"  # the fakes nearest a training image, above those images
 REAL_FEATURES = "features/real.npy"  # on the parent run
 REPORT_DIR = "report"  # on the parent run
+VERDICT_FILE = "verdict.md"  # on the parent run: the verdict's tables (lossbench.verdict)
 # Tags.
 ROLE_TAG = "lossbench.role"  # "study" (parent run) or "trial" (child run)
 STUDY_TAG = "lossbench.study"
@@ -90,6 +93,7 @@ BAD_CHECKPOINT_TAG = "lossbench.bad_checkpoint"  # a damaged checkpoint set asid
 BEST_CHECKPOINT_TAG = "lossbench.best_checkpoint"  # where, at which step and objective value
 HEALTH_TAG = "lossbench.health"  # the run's training-health warnings (lossbench.health), "; "-joined
 FORGOTTEN_TAG = "lossbench.forgotten"  # a finished trial run its Optuna storage lost (rerun with --force)
+RESTORED_TAG = "lossbench.restored_from"  # a trial run rewritten from the Optuna records: the lost run's id
 TAG_PREFIX = "lossbench."
 BEST_TAG = "lossbench.best."  # + result key: the best cell, e.g. "wgangp λ=5"
 WARNING_TAG = "WARNING"  # on every run made with random network weights
@@ -133,6 +137,15 @@ def check_store(tracking_uri: str) -> None:
         )
 
 
+def _has_schema(db: Path) -> bool:
+    """Whether the SQLite store `db` holds MLflow's complete schema (an `alembic_version` row)."""
+    with contextlib.closing(sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)) as con:
+        try:
+            return con.execute("SELECT version_num FROM alembic_version").fetchone() is not None
+        except sqlite3.OperationalError:  # no such table
+            return False
+
+
 def _ensure_store(db: Path) -> None:
     """Make the SQLite store at `db` unless a complete one is there. MLflow creates its schema in a
     file beside it (`<db>.new`), moved into place when done, so a kill cannot leave a half-made
@@ -140,22 +153,37 @@ def _ensure_store(db: Path) -> None:
     or emptied; MLflow refuses it for good, "table ... already exists") is set aside, said in one
     line, and made again. Call under the store's lock."""
     if db.is_file():
-        with contextlib.closing(sqlite3.connect(f"file:{db.resolve()}?mode=ro", uri=True)) as con:
-            try:
-                if con.execute("SELECT version_num FROM alembic_version").fetchone():
-                    return
-            except sqlite3.OperationalError:  # no such table
-                pass
+        if _has_schema(db):
+            return
         aside = set_aside(db)
         print(
             f"warning: the MLflow store {db} has no complete schema (half-made by a first run killed while "
             f"creating it, or emptied); it is made again, the old file kept as {aside.name}",
             file=sys.stderr,
         )
-    new = db.with_name(f"{db.name}.new")
-    new.unlink(missing_ok=True)
-    MlflowClient(f"sqlite:///{new.resolve()}").search_experiments(max_results=1)  # creates the schema
+    for stale in db.parent.glob(f"{db.name}.new-*"):  # left by a kill while creating (we hold the lock)
+        stale.unlink(missing_ok=True)
+    # A fresh name each time: MLflow keeps one engine per URI per process, and one that made a
+    # schema before would not make it again in a new file of the same name.
+    new = db.with_name(f"{db.name}.new-{uuid.uuid4().hex[:12]}")
+    new_uri = f"sqlite:///{new.resolve()}"
+    MlflowClient(new_uri).search_experiments(max_results=1)  # creates the schema
+    _forget_engine(new_uri)
     os.replace(new, db)
+    _forget_engine(f"sqlite:///{db}")
+    _forget_engine(f"sqlite:///{db.resolve()}")
+
+
+def _forget_engine(uri: str) -> None:
+    """Close this process's MLflow engine of `uri`, if it has one: MLflow caches one per URI
+    (`SqlAlchemyStore._engine_map`), whose open connections would go on reading a file that was
+    replaced (a store set aside and made again within one process: tests, notebooks)."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore  # SQLAlchemy: only when needed
+
+    engines = getattr(SqlAlchemyStore, "_engine_map", {})
+    engine = engines.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def weights_kind(train: Any, eval: Any) -> str:
@@ -320,6 +348,35 @@ def completed_trial_runs(client: MlflowClient, study: str) -> list[Any]:
     return [r for r in runs if FORGOTTEN_TAG not in r.data.tags]
 
 
+def recorded_run_id(run: Any) -> str:
+    """The run id the Optuna records name for a trial run: its own, or for a run restored from the
+    records (`restore_trial_run`) the id of the run it replaces."""
+    return run.data.tags.get(RESTORED_TAG, run.info.run_id)
+
+
+def restore_trial_run(
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    tags: Mapping[str, Any],
+    metrics: Mapping[str, float],
+    lost_run_id: str,
+) -> str:
+    """Write a finished trial's run again from its Optuna records, after the store lost it: `tags`
+    (cell, trial, settings), final `metrics` at SUMMARY_STEP, state COMPLETE, and RESTORED_TAG naming
+    the lost run. Nothing else is invented: its description says what was lost with the store."""
+    lost = "samples, features, training curves, config.json and params were lost with the store"
+    description = (
+        f"**Restored from the Optuna records** (run {lost_run_id} was lost): metrics and settings; {lost}."
+    )
+    name = f"{tags[LOSS_TAG]} λ={tags[LAMBDA_TAG]} s{tags[SEED_TAG]}"
+    all_tags = {**tags, RESTORED_TAG: lost_run_id, DESCRIPTION_TAG: description, STATE_TAG: "COMPLETE"}
+    run = TrialRun.start(tracking_uri, experiment_id, parent_run_id, name, all_tags)
+    run.log_metrics(metrics, SUMMARY_STEP)
+    run.end("FINISHED")
+    return run.run_id
+
+
 def run_trial_number(run: Any) -> int:
     """The Optuna trial number of a child run (-1 when it has none)."""
     return int(run.data.tags.get(TRIAL_TAG, -1))
@@ -327,6 +384,11 @@ def run_trial_number(run: Any) -> int:
 
 def _study_filter(study: str) -> str:
     return f"tags.`{ROLE_TAG}` = 'study' AND tags.`{STUDY_TAG}` = '{study}'"
+
+
+def run_view_url(server: str, experiment_id: str, run_id: str) -> str:
+    """The MLflow UI's page of one run (its description, metrics and artifacts)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def runs_view_url(server: str, experiment_id: str, order_by: str | None = None) -> str:
@@ -383,6 +445,15 @@ def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, bes
         metrics.append(Metric(f"best/{r['metric']}", float(r["mean"]), now, SUMMARY_STEP))
         tags.append(RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} λ={LAMBDA_FORMAT.format(r['lambda'])}"))
     MlflowClient(tracking_uri).log_batch(run_id, metrics=metrics, tags=tags)
+
+
+def log_verdict(tracking_uri: str, run_id: str, description: str, document: str) -> None:
+    """The study's verdict on its parent run: the run's description, and `VERDICT_FILE` (markdown,
+    every verdict table) when `document` is not empty."""
+    client = MlflowClient(tracking_uri)
+    client.set_tag(run_id, DESCRIPTION_TAG, description)
+    if document:
+        client.log_text(run_id, document, VERDICT_FILE)
 
 
 def has_artifact(tracking_uri: str, run_id: str, path: str) -> bool:
@@ -487,11 +558,15 @@ def tracking_client(
     tracking_uri: str | None = None, root: str | os.PathLike = "mlruns"
 ) -> MlflowClient | None:
     """An `MlflowClient` on `tracking_uri` (default: the embedded store under `root`), or None when
-    that is a SQLite file that does not exist: reading never creates a store."""
+    that is a SQLite file that does not exist or holds no schema (emptied, half-made): such a store
+    holds no run, and reading never creates or repairs one (`init_experiment` does)."""
     uri = tracking_uri or default_tracking_uri(root)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+    path = _sqlite_path(uri)
+    if path is not None and not path.is_file():
         return None
     check_store(uri)
+    if path is not None and not _has_schema(path):
+        return None
     return MlflowClient(tracking_uri=uri)
 
 

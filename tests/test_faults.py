@@ -29,6 +29,7 @@ from lossbench.errors import ConfigError, LossbenchError, StorageError
 from lossbench.study import Cell, CellResult, checkpoint_dir, grid_cells, open_storage, run_study
 from lossbench.study.journal import JOURNAL, TORN_SUFFIX, check_journal
 from lossbench.study.queue import enqueue
+from lossbench.study.results import results_frame
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,6 +182,38 @@ def test_emptied_journal_is_refused_unless_forced(tmp_path):
     runs = client.search_runs(["1"], "tags.`lossbench.role` = 'trial'")
     assert sum(tracking.FORGOTTEN_TAG in r.data.tags for r in runs) == 4 and len(runs) == 8
     assert run_study(config, root=tmp_path, cell_fn=fake_cell).new_trials == 0  # no refusal again
+
+
+def test_an_emptied_mlflow_store_is_named_and_repaired_from_the_records(tmp_path, capsys):
+    config = small("lostruns")
+    first = run_study(config, root=tmp_path, cell_fn=fake_cell)
+    frame = results_frame("lostruns", root=tmp_path)
+    (tmp_path / tracking.DB_NAME).write_bytes(b"")  # emptied: set aside, a new store made
+    capsys.readouterr()
+    again = run_study(config, root=tmp_path, cell_fn=fake_cell)
+    err = capsys.readouterr().err
+    assert again.new_trials == 0
+    assert "the MLflow store lacks the runs of 4 finished cell(s)" in err and "--repair-tracking" in err
+    client = MlflowClient(again.tracking_uri)
+    experiment = client.get_experiment_by_name("lostruns").experiment_id
+    assert not client.search_runs([experiment], "tags.`lossbench.role` = 'trial'")
+    run_study(config, root=tmp_path, cell_fn=fake_cell, repair_tracking=True)
+    assert "restored the MLflow runs of 4 finished cell(s)" in capsys.readouterr().err
+    runs = client.search_runs([experiment], "tags.`lossbench.role` = 'trial'")
+    assert len(runs) == 4
+    lost_ids = set(frame["run_id"])
+    for run in runs:  # every number from the records, nothing invented
+        assert run.data.tags[tracking.RESTORED_TAG] in lost_ids
+        row = frame[frame["run_id"] == run.data.tags[tracking.RESTORED_TAG]].iloc[0]
+        assert (
+            run.data.tags[tracking.LOSS_TAG] == row["loss"]
+            and int(run.data.tags[tracking.SEED_TAG]) == row["seed"]
+        )
+        assert run.data.metrics["fid"] == row["fid"]
+        assert "Restored from the Optuna records" in run.data.tags[tracking.DESCRIPTION_TAG]
+    run_study(config, root=tmp_path, cell_fn=fake_cell)  # neither a warning nor a refusal now
+    assert "lacks the runs" not in capsys.readouterr().err
+    assert first.counts["done"] == 4
 
 
 # ------------------------------------------------------------------------- MLflow store (item 6)

@@ -198,7 +198,7 @@ def test_no_store_is_created_for_a_csv(tmp_path, monkeypatch):
     assert out.html.is_file() and not Path("mlruns").exists()
 
 
-def test_warnings_and_failed_cells_open_the_report(tmp_path):
+def test_verdict_and_results_first_warnings_folded_below(tmp_path):
     df = results().assign(**{"setting.weights": "random"})
     df = df[~((df["loss"] == "bce") & (df["lambda"] == 5.0))]  # a diverged cell
     problems = pd.DataFrame(
@@ -209,20 +209,24 @@ def test_warnings_and_failed_cells_open_the_report(tmp_path):
     )
     out = rp.report(df, tmp_path / "out", problems=problems)
     page = out.html.read_text()
-    first_table = page.index("Results: mean")
-    for text in (
-        "explicitly random network weights",
-        "Failed and missing cells",
-        "diverged: NaN",
-        "bce: 3 cell(s) failed or missing",
-    ):
-        assert page.index(text) < first_table, text
-    header = re.search(r"<p>(\d+ trials;.*?)</p>", page).group(1).split("<br>")
-    assert header[0].startswith(f"{len(df)} trials;")
+    order = [
+        page.index(x) for x in ("<h2>Verdict</h2>", "Results: mean", "<details><summary>", "<h2>Significance")
+    ]
+    assert order == sorted(order)
+    verdict = page[order[0] : order[1]]
+    assert "fid: loss: " in verdict and "Holm-corrected" in verdict
+    assert "3 cell(s) failed or are missing" in verdict
+    assert "random network weights" in page[: order[0]]  # how to read every number: before the verdict
+    folded = page[order[2] : page.index("</details>")]
+    for text in ("explicitly random network weights", "bce: 3 cell(s) failed or missing"):
+        assert text in folded, text
+    assert order[2] < page.index("diverged: NaN") < order[3]  # the failed cells' table
+    assert "bold is not" not in page and "not a significant difference" in page  # bold explained
+    header = re.search(r"<h2>Significance</h2>\n<p>(.*?)</p>", page).group(1).split("<br>")
     assert any(line.startswith("tests: ") for line in header)
     assert sum(line.startswith("power, ") for line in header) == 4  # one line per metric
     md = out.markdown.read_text()
-    assert md.index("> **Warnings**") < md.index("## Results")
+    assert md.index("## Verdict") < md.index("## Results") < md.index("<details>")
 
 
 def test_training_curves_are_drawn_per_loss_and_lambda():

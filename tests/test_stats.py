@@ -187,9 +187,10 @@ def test_corrections_equal_multipletests(method):
             multipletests(rows["rank_p"], method=method)[1], rel=1e-12
         )
     name = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}[method]
-    assert f"{name}-corrected (multipletests method='{method}') within each metric" in formatting.format_result(
-        res, "table"
-    ).replace("\n  ", " ")
+    assert (
+        f"{name}-corrected (multipletests method='{method}') within each metric"
+        in formatting.format_result(res, "table").replace("\n  ", " ")
+    )
     for r in pw.to_dict("records"):  # the raw tests are scipy's
         at = df[df["lambda"] == r["lambda"]]
         xa, xb = (at[at["loss"] == loss][r["metric"]].to_numpy() for loss in (r["a"], r["b"]))

@@ -124,7 +124,7 @@ def test_the_runs_view_puts_the_best_run_first(key, ascending):
 def test_a_store_left_half_made_by_a_kill_is_made_again(tmp_path, capsys):
     """Issue #26: a first run killed while MLflow created its schema left a store MLflow refuses for
     good (no `alembic_version` row). Such a store holds no run: it is set aside, with one line, and
-    made again; a new store is made beside and moved into place, so a kill leaves only `<db>.new`."""
+    made again; a new store is made beside and moved into place, so a kill leaves only `<db>.new-*`."""
     import sqlite3
 
     db = tmp_path / "mlflow.db"
@@ -134,11 +134,11 @@ def test_a_store_left_half_made_by_a_kill_is_made_again(tmp_path, capsys):
     with contextlib.closing(sqlite3.connect(db)) as con:
         con.execute("DROP TABLE alembic_version")  # what a kill before MLflow stamped its schema leaves
         con.commit()
-    (tmp_path / "mlflow.db.new").write_bytes(b"a creation cut off by a kill")
+    (tmp_path / "mlflow.db.new-0123abcd").write_bytes(b"a creation cut off by a kill")
     exp = tracking.init_experiment(uri, "s", tmp_path / "artifacts")
     err = capsys.readouterr().err
     assert "has no complete schema" in err and err.count("\n") == 1
     assert [p.name.split(".bad-")[0] for p in tmp_path.glob("mlflow.db.bad-*")] == ["mlflow.db"]
-    assert not (tmp_path / "mlflow.db.new").exists()
+    assert not list(tmp_path.glob("mlflow.db.new*"))
     assert tracking.init_experiment(uri, "s", tmp_path / "artifacts") == exp  # complete now: kept
     assert capsys.readouterr().err == ""

@@ -134,6 +134,8 @@ def test_seeds_needed_are_at_the_family_level():
     d = abs(df_diff.mean()) / df_diff.std(ddof=1)
     need = TTestPower().solve_power(effect_size=d, alpha=0.05 / m, power=0.8)
     assert row["n_needed"] == np.ceil(need)
+    power = res.power.iloc[0]  # the power table works at the same level: no second answer
+    assert (power["alpha"], power["family"]) == (pytest.approx(0.05 / m), m)
 
 
 def test_correction_family_does_not_depend_on_the_metrics_shown(tmp_path, capsys):

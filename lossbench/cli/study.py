@@ -5,6 +5,7 @@ Options override the `--config` TOML file, which overrides the defaults of `Stud
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,13 @@ def study(
         help="Rerun cells whose finished MLflow runs the Optuna storage has lost.",
         metavar="",
     ),
+    repair_tracking: bool = typer.Option(
+        False,
+        "--repair-tracking",
+        help="Write back, from the Optuna records, the MLflow runs of finished cells that the store lost "
+        "(metrics and settings; samples and features are not recoverable).",
+        metavar="",
+    ),
     set_: list[str] = typer.Option(
         [], "--set", help="Override KEY=VALUE, dotted, value a TOML literal: train.lr_g=2e-4 (repeatable)."
     ),
@@ -171,9 +179,13 @@ def study(
     from lossbench.study import run_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    summary = run_study(config, root=root, progress=progress, force=force)
+    summary = run_study(config, root=root, progress=progress, force=force, repair_tracking=repair_tracking)
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
+    if len(summary.verdict) > 1:  # the objective's answer; every metric's: lossbench stats
+        from lossbench.formatting import WIDTH
+
+        typer.echo(textwrap.fill(summary.verdict[1].removeprefix("- "), WIDTH, subsequent_indent="  "))
     typer.echo(f"optuna storage: {summary.storage}")
     typer.echo(f"mlflow: {summary.tracking_uri} (parent run {summary.parent_run_id})")
     where = "" if root == Path("mlruns") else f" --root {root}"
@@ -185,6 +197,8 @@ def study(
     else:
         server = summary.tracking_uri
     key = metric_key(summary.objective)
+    run_url = tracking.run_view_url(server, summary.experiment_id, summary.parent_run_id)
+    typer.echo(f"      open {run_url}  (the study's run: the verdict)")
     url = tracking.runs_view_url(server, summary.experiment_id, key)
     typer.echo(f"      open {url}  (the runs table, best {key} first)")
 

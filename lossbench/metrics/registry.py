@@ -309,6 +309,15 @@ def metric_range(key: str) -> tuple[float, float]:
     return (float("-inf"), float("inf"))
 
 
+def metric_description(key: str) -> str:
+    """What a result key measures: its metric's declared description ("" when it declares none)."""
+    base = key.partition(EXTRACTOR_SEP)[0]
+    for metric in _metrics().values():
+        if key in metric.keys or base in metric.keys:
+            return metric.description
+    return ""
+
+
 def metric_key(name: str) -> str:
     """The result key for a metric name or alias (`lpips` -> `lpips_ff`); other names unchanged."""
     return ALIASES.get(name, name)

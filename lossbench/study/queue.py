@@ -183,7 +183,7 @@ def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: 
     except KeyError:
         trials = []
     known = {t.user_attrs.get("mlflow_run_id") for t in trials}
-    lost = [r for r in finished if r.info.run_id not in known]
+    lost = [r for r in finished if tracking.recorded_run_id(r) not in known]
     if lost and not force:
         raise StorageError(
             f"MLflow holds {len(lost)} finished trial run(s) of study {study_name!r} that its Optuna "
@@ -192,6 +192,41 @@ def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: 
         )
     for run in lost:
         client.set_tag(run.info.run_id, tracking.FORGOTTEN_TAG, "its Optuna trial was lost; cell rerun")
+
+
+def untracked_trials(study: optuna.Study, client: Any) -> list[FrozenTrial]:
+    """The study's COMPLETE trials whose MLflow run the store (`client`) lacks, neither under its id
+    nor restored (the store was emptied or replaced); `restore_untracked` writes them back."""
+    present = {tracking.recorded_run_id(r) for r in tracking.completed_trial_runs(client, study.study_name)}
+    return [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if "skipped" not in t.user_attrs
+        and trial_cell(t) is not None
+        and t.user_attrs.get("mlflow_run_id") not in present
+    ]
+
+
+def restore_untracked(
+    trials: list[FrozenTrial], study_name: str, tracking_uri: str, experiment_id: str, parent_run_id: str
+) -> None:
+    """Write each trial's MLflow run again from its Optuna records (`tracking.restore_trial_run`):
+    cell, trial number, settings and final metrics."""
+    for t in trials:
+        cell = trial_cell(t)
+        tags = {
+            tracking.STUDY_TAG: study_name,
+            tracking.TRIAL_TAG: t.number,
+            tracking.LOSS_TAG: cell.loss,
+            tracking.LAMBDA_TAG: tracking.LAMBDA_FORMAT.format(cell.lam),
+            tracking.SEED_TAG: cell.seed,
+            **{k: v for k, v in t.user_attrs.items() if k.startswith(tracking.SETTING_PREFIX)},
+        }
+        metrics = {
+            k.removeprefix(METRIC_ATTR): v for k, v in t.user_attrs.items() if k.startswith(METRIC_ATTR)
+        }
+        lost = str(t.user_attrs.get("mlflow_run_id"))
+        tracking.restore_trial_run(tracking_uri, experiment_id, parent_run_id, tags, metrics, lost)
 
 
 @dataclass(frozen=True)

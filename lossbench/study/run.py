@@ -7,6 +7,7 @@ of machines whose heartbeats stopped; it returns when the grid is done."""
 from __future__ import annotations
 
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -14,11 +15,12 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from lossbench import tracking
 from lossbench.config import StudyConfig
-from lossbench.errors import LossbenchError
+from lossbench.errors import DataError, LossbenchError
 from lossbench.files import check_folder
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import EvalResult
@@ -36,11 +38,14 @@ from lossbench.study.queue import (
     enqueue_pending,
     open_storage,
     recover,
+    restore_untracked,
     sampler,
     shared_and_running,
     storage_name,
+    trial_cell,
+    untracked_trials,
 )
-from lossbench.study.results import results_frame
+from lossbench.study.results import cell_problems, results_frame
 from lossbench.study.workers import Workers
 
 
@@ -57,6 +62,7 @@ class StudySummary:
     experiment_id: str = ""
     objective: str = "fid"
     worker_errors: list[str] = field(default_factory=list)
+    verdict: list[str] = field(default_factory=list)  # "## Verdict", one line per metric (objective first)
 
 
 def _tracking_uri(config: StudyConfig, root: Path) -> str:
@@ -94,14 +100,6 @@ def _start_tracking(
     artifact_root = root / tracking.ARTIFACTS_DIR if config.tracking_uri is None else None
     experiment_id = tracking.init_experiment(tracking_uri, config.name, artifact_root)
     weights = tracking.weights_kind(config.train, config.eval)
-    lambdas = ", ".join(tracking.LAMBDA_FORMAT.format(lam) for lam in config.lambdas)
-    description = [
-        f"Study **{config.name}**: losses {', '.join(config.losses)}; λ {lambdas}; "
-        f"seeds {', '.join(map(str, config.seeds))}; objective {config.objective}",
-        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px",
-        "Per-cell means and sds over seeds are the metrics `<metric>/<loss>/lam<λ>/mean|sd|n`; "
-        "the best cell per metric is `best/<metric>` with the tag `lossbench.best.<metric>`.",
-    ]
     parent_run_id = tracking.study_run(
         tracking_uri,
         experiment_id,
@@ -110,7 +108,7 @@ def _start_tracking(
         {
             tracking.WEIGHTS_TAG: weights,
             tracking.STORAGE_TAG: storage_name(config.storage, root),
-            tracking.DESCRIPTION_TAG: tracking.describe(description, weights == "random"),
+            tracking.DESCRIPTION_TAG: _description(config),
             **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
         },
     )
@@ -121,14 +119,82 @@ def _start_tracking(
     return tracking_uri, experiment_id, parent_run_id
 
 
-def _log_summary(config: StudyConfig, root: Path, tracking_uri: str, parent_run_id: str) -> None:
-    """Per-cell summaries over seeds and the best cells on the parent run."""
+def _check_tracked(
+    study: optuna.Study, tracking_uri: str, experiment_id: str, parent_run_id: str, repair: bool
+) -> None:
+    """Name the finished cells whose MLflow runs the store lost; with `repair`, write them back."""
+    lost = untracked_trials(study, MlflowClient(tracking_uri))
+    if not lost:
+        return
+    cells = ", ".join(str(trial_cell(t)) for t in lost[:3]) + (", ..." if len(lost) > 3 else "")
+    if repair:
+        restore_untracked(lost, study.study_name, tracking_uri, experiment_id, parent_run_id)
+        print(
+            f"restored the MLflow runs of {len(lost)} finished cell(s) from the Optuna records ({cells})",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"warning: the MLflow store lacks the runs of {len(lost)} finished cell(s) ({cells}): emptied or "
+        "replaced? rerun with --repair-tracking to write their metrics and settings back from the Optuna "
+        "records (samples and features are not recoverable)",
+        file=sys.stderr,
+    )
+
+
+def _description(config: StudyConfig, verdict: list[str] | None = None) -> str:
+    """The parent run's description (markdown): the grid, then the verdict once cells are done."""
+    weights = tracking.weights_kind(config.train, config.eval)
+    lambdas = ", ".join(tracking.LAMBDA_FORMAT.format(lam) for lam in config.lambdas)
+    lines = [
+        f"Study **{config.name}**: losses {', '.join(config.losses)}; λ {lambdas}; "
+        f"seeds {', '.join(map(str, config.seeds))}; objective {config.objective}",
+        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px",
+        *(verdict or []),
+        "Per-cell means and sds over seeds are the metrics `<metric>/<loss>/lam<λ>/mean|sd|n`; "
+        "the best cell per metric is `best/<metric>` with the tag `lossbench.best.<metric>`; "
+        f"the report with every table and figure: `lossbench report {config.name} --out report/`.",
+    ]
+    return tracking.describe(lines, weights == "random")
+
+
+def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFrame) -> tuple[list[str], str]:
+    """The verdict as description lines (the objective's answer first) and as a markdown document
+    with its tables; a line saying why where the results do not allow one yet."""
+    from lossbench.analysis import analyze  # statsmodels: loaded when a study has results
+    from lossbench.formatting import correction_sentence, format_result, verdict_lines
+
+    try:
+        result = analyze(frame, problems=problems, name=config.name)
+    except (DataError, ValueError, ArithmeticError) as e:  # too few results; a fit that fails
+        return [f"**Verdict**: none yet ({str(e).splitlines()[0]})"], ""
+    objective = metric_key(config.objective)
+    lines = sorted(verdict_lines(result), key=lambda line: not line.startswith(f"{objective}:"))
+    head = ["## Verdict", *(f"- {line}" for line in lines)]
+    head.append(correction_sentence(result) + f"; alpha = {result.alpha:g}.")
+    return head, format_result(result, "markdown", ("verdict",))
+
+
+def _log_summary(
+    config: StudyConfig, root: Path, study: optuna.Study, tracking_uri: str, parent_run_id: str
+) -> list[str]:
+    """Per-cell summaries over seeds, the best cells and the verdict on the parent run (description
+    and `verdict.md`), and the verdict as the study's optuna-dashboard note where that is installed;
+    returns the verdict's lines."""
     from lossbench import stats
 
     frame = results_frame(config.name, config.storage, root)
     metrics = [k for k in DIRECTIONS if k in frame.columns]
     summary = pd.concat([stats.summarize(frame, m) for m in metrics], ignore_index=True)
     tracking.log_study_summary(tracking_uri, parent_run_id, summary, stats.best_cells(summary))
+    lines, document = _verdict_text(config, frame, cell_problems(config.name, config.storage, root))
+    tracking.log_verdict(tracking_uri, parent_run_id, _description(config, lines), document)
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:  # the optional extra lossbench[dashboard]
+        return lines
+    save_note(study, "\n\n".join([*lines, document]))
+    return lines
 
 
 def run_study(
@@ -137,15 +203,18 @@ def run_study(
     progress: bool = False,
     cell_fn: CellFn = train_and_evaluate,
     force: bool = False,
+    repair_tracking: bool = False,
 ) -> StudySummary:
     """Run (or resume) the study `config.name`: every pending cell once, on `config.workers` processes.
 
     Everything lives under `root`: the journal storage, the MLflow store and artifacts (unless
     `storage` / `tracking_uri` name others), checkpoints and the real-data feature cache.
     `cell_fn` runs one cell (default: train, then evaluate). `force` reruns cells whose finished
-    MLflow runs the Optuna storage has lost (`queue.check_known_runs`). Raises LossbenchError for
-    bad settings or damaged storage (before anything is recorded) and, after recording what they
-    left, when workers died or cells of the grid are still running elsewhere.
+    MLflow runs the Optuna storage has lost (`queue.check_known_runs`); `repair_tracking` writes
+    back the runs of finished cells that the MLflow store lost (`queue.restore_untracked`).
+    Raises LossbenchError for bad settings or damaged storage (before anything is recorded) and,
+    after recording what they left, when workers died or cells of the grid are still running
+    elsewhere.
     """
     root = check_folder(root, "study root")
     stage(f"loading data {config.data.spec!r} at {config.data.resolution} px", progress)
@@ -160,6 +229,7 @@ def run_study(
         stage("opening the study and its MLflow runs", progress)
         study = _open_study(config, root, data.train.fingerprint)
         tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
+        _check_tracked(study, tracking_uri, experiment_id, parent_run_id, repair_tracking)
         n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
         recover(study, tracking_uri, experiment_id)
         enqueue_pending(study, config)
@@ -184,8 +254,7 @@ def run_study(
         recover(study, tracking_uri, experiment_id)
         enqueue_pending(study, config)  # cells left by dead workers wait for the next run
         counts = count_states(cell_states(study), grid_cells(config))
-        if counts["done"]:
-            _log_summary(config, root, tracking_uri, parent_run_id)
+        verdict = _log_summary(config, root, study, tracking_uri, parent_run_id) if counts["done"] else []
         status = tracking.ending_status(error)
         if status == "FINISHED" and (errors or counts["pending"] or counts["queued"]):
             status = "FAILED"
@@ -211,4 +280,5 @@ def run_study(
         storage_name(config.storage, root),
         experiment_id,
         config.objective,
+        verdict=verdict,
     )
