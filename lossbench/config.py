@@ -656,3 +656,9 @@ def parse_int_list(text: str, what: str = "seed") -> tuple[int, ...]:
 def parse_name_list(text: str, what: str = "loss") -> tuple[str, ...]:
     """Parse 'wgangp,bce' into names; raise ConfigError on empty items."""
     return _parse_list(text, what, str, "name", "wgangp,bce")
+
+
+def lambda_text(lam: float) -> str:
+    """λ as lossbench writes it everywhere (tags, params, run and folder names, tables): 15
+    significant digits, so distinct values stay distinct (0.5 -> "0.5", 5.0 -> "5", 1e-07)."""
+    return f"{lam:.15g}"

@@ -228,6 +228,27 @@ def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ..
     return "\n\n".join(blocks) + "\n"
 
 
+def verdict_markdown(result: StatsResult, first: str | None = None) -> str:
+    """The verdict as a markdown document: its lines (metric `first` first), the correction family,
+    the settings, one table per metric (the MLflow parent run's `verdict.md`, the dashboard note)."""
+    lines = sorted(verdict_lines(result), key=lambda line: first is None or not line.startswith(f"{first}:"))
+    tables = [
+        f"### {m}\n\n{markdown_table(verdict_table(result, m))}"
+        for m in result.metrics
+        if m in set(result.verdict["metric"])
+    ]
+    settings = "\n".join(f"- {line}" for line in header_lines(result) if not line.startswith("p_adj:"))
+    return "\n\n".join(
+        [
+            "## Verdict",
+            "\n".join(f"- {x}" for x in lines),
+            correction_sentence(result) + ".",
+            settings,
+            *tables,
+        ]
+    )
+
+
 def _verdict_block(result: StatsResult, fmt: str) -> str:
     """The verdict: its lines, then one table per metric (see `verdict_table`)."""
     lines = verdict_lines(result)

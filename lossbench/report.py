@@ -28,6 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lossbench import analysis, stats, tracking
+from lossbench.config import lambda_text
 from lossbench.files import check_folder
 from lossbench.formatting import (
     TITLES,
@@ -116,7 +117,9 @@ def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], lis
                 runs = [pd.Series(v, index=s) for x, y, s, v in curves[term] if (x, y) == (loss, lam)]
                 if runs:
                     mean = pd.concat(runs, axis=1).mean(axis=1).sort_index()
-                    ax.plot(mean.index, mean.to_numpy(), color=colors[lam], lw=1, label=f"λ={lam:g}")
+                    ax.plot(
+                        mean.index, mean.to_numpy(), color=colors[lam], lw=1, label=f"λ={lambda_text(lam)}"
+                    )
             ax.set_title(f"{loss}: {term}", fontsize=10)
             ax.set_xlabel("generator step")
             ax.grid(alpha=0.3)
@@ -155,7 +158,7 @@ def plot_pca(real: np.ndarray | None, fakes: dict[tuple[str, float], np.ndarray]
         for (loss, cell_lam), pts in zip(cells, fakes_2d, strict=True):
             if cell_lam == lam:
                 ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.6, c=f"C{losses.index(loss)}", label=loss)
-        ax.set_title(f"λ={lam:g}", fontsize=10)
+        ax.set_title(f"λ={lambda_text(lam)}", fontsize=10)
         ax.set_xlabel("PC1")
         ax.set_ylabel("PC2")
         ax.legend(fontsize=8, markerscale=2)
@@ -169,7 +172,7 @@ def plot_pca(real: np.ndarray | None, fakes: dict[tuple[str, float], np.ndarray]
 def paper_table(summary: pd.DataFrame, best: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows (loss, lambda), one column per metric, "mean ± sd" over seeds; and a mask of best cells."""
     cells = summary[["loss", "lambda"]].drop_duplicates().sort_values(["loss", "lambda"])
-    table = cells.assign(**{"lambda": cells["lambda"].map("{:g}".format)}).reset_index(drop=True)
+    table = cells.assign(**{"lambda": cells["lambda"].map(lambda_text)}).reset_index(drop=True)
     mask = pd.DataFrame(False, index=table.index, columns=table.columns)
     for metric, s in summary.groupby("metric", sort=False):
         s = cells.merge(s, on=["loss", "lambda"], how="left")
@@ -296,9 +299,9 @@ class _Doc:
     ) -> None:
         if not grids:
             return self.text(f"{kind[1]}: {NOT_AVAILABLE} ({missing})", "na")
-        head = "<th>loss \\ λ</th>" + "".join(f"<th>{lam:g}</th>" for lam in lambdas)
+        head = "<th>loss \\ λ</th>" + "".join(f"<th>{lambda_text(lam)}</th>" for lam in lambdas)
         md = [
-            "| loss \\ λ | " + " | ".join(f"{lam:g}" for lam in lambdas) + " |",
+            "| loss \\ λ | " + " | ".join(lambda_text(lam) for lam in lambdas) + " |",
             "|---" * (len(lambdas) + 1) + "|",
         ]
         rows = []
@@ -310,7 +313,9 @@ class _Doc:
                     cells.append(f"<td class='na'>{NOT_AVAILABLE}</td>")
                     md_cells.append(NOT_AVAILABLE)
                     continue
-                img, md_img = self._save(f"{kind[0]}_{loss}_{lam:g}", png, f"{loss} λ={lam:g}")
+                img, md_img = self._save(
+                    f"{kind[0]}_{loss}_{lambda_text(lam)}", png, f"{loss} λ={lambda_text(lam)}"
+                )
                 cells.append(f"<td>{img}</td>")
                 md_cells.append(md_img)
             rows.append(f"<tr><th>{html.escape(loss)}</th>{''.join(cells)}</tr>")
@@ -319,25 +324,6 @@ class _Doc:
             f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
         )
         self.md.append("\n".join(md))
-
-
-def closest_fakes_png(fakes: Any, train: Any, distances: list[float]) -> bytes:
-    """The fakes nearest a training image (top row, uint8 N×1×R×R) above those training images
-    (bottom row), each titled with its pixel-space distance (RMS-scaled L2 on [0, 1] values)."""
-    n = len(fakes)
-    fig = Figure(figsize=(1.3 * n, 3.0))
-    axes = fig.subplots(2, n, squeeze=False)
-    side = fakes.shape[-1]
-    for i in range(n):
-        for row, images in enumerate((fakes, train)):
-            ax = axes[row][i]
-            ax.imshow(np.asarray(images[i][0]), cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[0][i].set_title(f"d={distances[i] / side:.3f}", fontsize=8)
-    axes[0][0].set_ylabel("fake")
-    axes[1][0].set_ylabel("train")
-    return _png(fig)
 
 
 def closest_fakes_section(doc: _Doc, art: Artifacts, losses: list[str], lambdas: list[float]) -> None:
@@ -416,7 +402,14 @@ def build_report(
     doc.image(
         "metrics_vs_lambda", plot_metrics_vs_lambda(result.summary, result.metrics), "metrics against lambda"
     )
-    doc.heading("Sample grids (lowest seed per cell)", 3)
+    doc.heading("Sample grids (lowest seed per cell) beside real training images", 3)
+    if art.real_grid is not None:
+        doc.text("Real: training images in the sample grids' layout (one row per class when conditional).")
+        doc.image("real_grid", art.real_grid, "real training images")
+    else:
+        doc.text(
+            f"real images: {NOT_AVAILABLE} (the study's run logged none, or a CSV without run ids)", "na"
+        )
     doc.grids(art.grids, losses, lambdas)
     closest_fakes_section(doc, art, losses, lambdas)
     doc.heading("Training curves", 3)

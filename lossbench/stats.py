@@ -22,10 +22,11 @@ Conventions:
   cells;
 - effect sizes are signed a - b: Hedges' g (pooled sd, exact small-sample factor J) and Cliff's
   delta = P(a > b) - P(a < b) = 2 U_a / (n_a n_b) - 1 from the Mann-Whitney U statistic;
-- p-values are corrected with statsmodels' `multipletests` (Holm by default, Benjamini-Hochberg with
-  `correction="fdr_bh"`) over one family per metric: every t or F test of that metric's verdict
-  (`lossbench.verdict`: loss pooled over lambda, loss at each lambda, lambda within each loss, each
-  lambda against 0); its rank tests form a second family of the same metric. A p_adj therefore does
+- p-values are corrected by Holm's method (`holm`, equal to statsmodels' `multipletests`), or
+  Benjamini-Hochberg with `correction="fdr_bh"` (`multipletests`), over one family per metric:
+  every t or F test of that metric's verdict (`lossbench.verdict`: loss pooled over lambda, loss at
+  each lambda, lambda within each loss, each lambda against 0); its rank tests form a second family
+  of the same metric. A p_adj therefore does
   not change with the metrics selected; across metrics nothing is corrected;
 - verdicts use the corrected t-test p-value and each metric's direction: "wgangp better (lower fid)",
   or "no significant difference" when p >= alpha; rank tests are reported beside it;
@@ -57,6 +58,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
+from lossbench.config import lambda_text
 from lossbench.errors import ConfigError, DataError
 from lossbench.metrics import DIRECTIONS, metric_key, metric_range
 from lossbench.metrics.registry import EXTRACTOR_SEP
@@ -204,13 +206,26 @@ def min_rank_p(n_a: int, n_b: int, paired: bool) -> float:
     return float(stats.mannwhitneyu(np.arange(n_a), np.arange(n_a, n_a + n_b)).pvalue)
 
 
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values: sorted ascending, max over j <= i of min(1, (m - j + 1) p_(j)).
+    The same values as statsmodels' `multipletests(p, method="holm")` (tests compare them), which
+    calls `gc.collect()` on every Holm call: about 1 s each in a process holding torch, and an
+    analysis makes a few calls per metric."""
+    order = np.argsort(p)
+    adjusted = np.minimum(1.0, np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)))
+    out = np.empty_like(adjusted)
+    out[order] = adjusted
+    return out
+
+
 def correct(pvalues, alpha: float = 0.05, method: str = "holm") -> np.ndarray:
-    """Corrected p-values (statsmodels multipletests); NaN entries stay NaN and are not counted."""
+    """Corrected p-values: `holm`, or statsmodels' multipletests for the other methods; NaN entries
+    stay NaN and are not counted."""
     p = np.asarray(pvalues, dtype=float)
     out = np.full_like(p, np.nan)
     ok = np.isfinite(p)
     if ok.any():
-        out[ok] = multipletests(p[ok], alpha=alpha, method=method)[1]
+        out[ok] = holm(p[ok]) if method == "holm" else multipletests(p[ok], alpha=alpha, method=method)[1]
     return out
 
 
@@ -228,7 +243,7 @@ def verdict(metric: str, a: str, b: str, mean_a: float, mean_b: float, p_adj: fl
 
 def fmt_lambda(lam: float) -> str:
     """λ as shown in tables and sentences: "λ=0.5"."""
-    return f"λ={lam:g}"
+    return f"λ={lambda_text(lam)}"
 
 
 def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = 0.05) -> float:

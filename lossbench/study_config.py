@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from lossbench import config as cfg
-from lossbench.config import StudyConfig, TrainConfig, check_device
+from lossbench.config import StudyConfig, TrainConfig, check_device, lambda_text
 from lossbench.errors import ConfigError
 from lossbench.fusable import check_fusable
 from lossbench.losses import get_loss
@@ -96,8 +96,11 @@ def validate(config: StudyConfig) -> None:
             raise ConfigError(
                 f"best_metric {config.best_metric!r} is not a result of the curve metrics ({curves})"
             )
-    if any(len(set(axis)) != len(axis) for axis in (config.losses, config.lambdas, config.seeds)):
-        raise ConfigError("the losses, lambdas and seeds of a study must not repeat")
+    lambdas = [lambda_text(lam) for lam in config.lambdas]  # as run names and folders write them
+    if any(len(set(axis)) != len(axis) for axis in (config.losses, lambdas, config.seeds)):
+        raise ConfigError(
+            "the losses, lambdas and seeds of a study must not repeat (λ to 15 significant digits)"
+        )
     for device in config.devices:
         check_device(device)
     if config.fuse > 1:

@@ -18,10 +18,10 @@ The layout (every run made by lossbench follows it; each name below is a constan
 - the parent run holds the study's summary once cells are done: `<key>/<loss>/lam<λ>/mean|sd|n`
   over seeds, `best/<key>` with tag `lossbench.best.<key>` naming the cell, and a description;
   runs made with random network weights carry WARNING_TAG and say so first in their description;
-- λ is written `:g` everywhere (tags, params, names: `LAMBDA_FORMAT`);
+- λ is written by `config.lambda_text` everywhere (tags, params, names);
 - artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` per trial,
-  `features/real.npy`, the verdict (`verdict.md`, also in the description) and the report
-  (`report/`) on the parent run.
+  `features/real.npy`, `samples/real.png` (training images laid out as the sample grids), the
+  verdict (`verdict.md`, also in the description) and the report (`report/`) on the parent run.
 
 Everything goes through `MlflowClient` with explicit run ids, so several worker processes can log to
 one store. The store must be initialised (`init_experiment`) once, by one process, before workers
@@ -56,6 +56,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 import lossbench
+from lossbench.config import lambda_text
 from lossbench.errors import ConfigError, DivergedError, StorageError
 from lossbench.files import set_aside
 
@@ -67,6 +68,7 @@ EVAL_PREFIX = "eval/"
 SETTING_PREFIX = "setting."  # evaluation settings: tags of a trial run, `setting.*` result columns
 # Artifacts.
 SAMPLE_GRID = "samples/final.png"
+REAL_GRID = "samples/real.png"  # on the parent run: training images laid out as the sample grids
 METRICS_JSON = "metrics.json"
 CONFIG_JSON = "config.json"
 FAKE_FEATURES = "features/fake.npy"
@@ -99,7 +101,6 @@ BEST_TAG = "lossbench.best."  # + result key: the best cell, e.g. "wgangp λ=5"
 WARNING_TAG = "WARNING"  # on every run made with random network weights
 RANDOM_WARNING = "RANDOM NETWORK WEIGHTS: the metrics test the pipeline only, they are not comparable"
 DESCRIPTION_TAG = MLFLOW_RUN_NOTE  # shown by the MLflow UI as the run's description
-LAMBDA_FORMAT = "{:g}"
 SUMMARY_STEP = 0  # the step of final metrics: one value per run, drawn as bars
 MAX_FEATURE_ROWS = 500  # rows of fake features kept as an artifact
 FLUSH_EVERY = 1000  # buffered metric values before an automatic flush
@@ -436,14 +437,14 @@ def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, bes
     metrics = []
     now = int(time.time() * 1000)
     for r in summary.to_dict("records"):
-        key = f"{r['metric']}/{r['loss']}/lam{LAMBDA_FORMAT.format(r['lambda'])}"
+        key = f"{r['metric']}/{r['loss']}/lam{lambda_text(r['lambda'])}"
         for stat in ("mean", "sd", "n"):
             if pd.notna(r[stat]):
                 metrics.append(Metric(f"{key}/{stat}", float(r[stat]), now, SUMMARY_STEP))
     tags = []
     for r in best.to_dict("records"):
         metrics.append(Metric(f"best/{r['metric']}", float(r["mean"]), now, SUMMARY_STEP))
-        tags.append(RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} λ={LAMBDA_FORMAT.format(r['lambda'])}"))
+        tags.append(RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} λ={lambda_text(r['lambda'])}"))
     MlflowClient(tracking_uri).log_batch(run_id, metrics=metrics, tags=tags)
 
 
@@ -551,6 +552,7 @@ class Artifacts:
     real_features: np.ndarray | None = None
     fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
     closest: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG per cell (lowest seed)
+    real_grid: bytes | None = None  # PNG of training images, laid out as the sample grids
     parent_run_id: str | None = None
 
 
@@ -627,6 +629,8 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
             art.parent_run_id = None
         if art.parent_run_id and (npy := _download(client, art.parent_run_id, REAL_FEATURES, tmp)):
             art.real_features = np.load(npy)
+        if art.parent_run_id and (png := _download(client, art.parent_run_id, REAL_GRID, tmp)):
+            art.real_grid = png.read_bytes()
     return art
 
 

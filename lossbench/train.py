@@ -70,7 +70,7 @@ from torch import nn
 from lossbench import health, precision
 from lossbench.augment import diff_augment
 from lossbench.augment import draws as augmentation_draws
-from lossbench.config import RUN, TrainConfig, fields_with_role, to_dict
+from lossbench.config import RUN, TrainConfig, fields_with_role, lambda_text, to_dict
 from lossbench.errors import CheckpointError, ConfigError, DivergedError
 from lossbench.files import atomic_write, check_folder
 from lossbench.images import class_labels, generate_images, to_float
@@ -239,7 +239,7 @@ def train_loop(
     NaN/Inf stops reporting and writing; its result is its DivergedError."""
     config, step = members[0].run.config, members[0].step
     with _progress_bar(config) as bar:
-        lams = ",".join(f"{m.run.config.lam:g}" for m in members)
+        lams = ",".join(lambda_text(m.run.config.lam) for m in members)
         label = f"{config.loss} λ={lams}" + (f" ({len(members)} fused)" if len(members) > 1 else "")
         task = bar.add_task(label, total=config.steps, completed=step, terms="")
         while step < config.steps:
@@ -295,7 +295,7 @@ def _log(member: Member, step: int, bar: Progress, task: Any, probed: dict[str, 
         for kind, finding in health.findings(member.history, config.loss):
             if kind not in member.warned:
                 member.warned.append(kind)
-                label = f"{config.loss} λ={config.lam:g} seed {config.seed}"
+                label = f"{config.loss} λ={lambda_text(config.lam)} seed {config.seed}"
                 bar.console.print(
                     f"warning: {label}: {finding}", soft_wrap=True, highlight=False, markup=False
                 )
@@ -675,6 +675,24 @@ def save_sample_grid(G: nn.Module, path: Path, config: TrainConfig, device: torc
     else:
         ncol = math.ceil(math.sqrt(config.n_samples))
         images = generate_images(G, config.n_samples, config.seed, device=device)
+    torchvision.utils.save_image(images.float() / 255, path, nrow=ncol)
+    return path
+
+
+def save_real_grid(data: ImageDataset, path: Path, config: TrainConfig) -> Path:
+    """Training images laid out as `save_sample_grid` lays out fakes, to set beside them: for a
+    conditional config one row per class of its first ceil(n_samples / classes) images, else the
+    first n_samples images (the dataset's order, which is fixed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if config.conditional:
+        n_classes = len(data.class_names)
+        ncol = math.ceil(config.n_samples / n_classes)
+        rows = [data.images[data.labels == c][:ncol] for c in range(n_classes)]
+        blank = torch.zeros_like(data.images[:1])
+        images = torch.cat([torch.cat([r, blank.expand(ncol - len(r), -1, -1, -1)]) for r in rows])
+    else:
+        ncol = math.ceil(math.sqrt(config.n_samples))
+        images = data.images[: config.n_samples]
     torchvision.utils.save_image(images.float() / 255, path, nrow=ncol)
     return path
 

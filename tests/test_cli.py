@@ -59,6 +59,7 @@ def test_help_does_not_import_heavy_libraries():
 QUICK_ANSWERS = [
     (["study", "--losses", "wgangp", "--loss-param", "wgangp.nope=1"], "has no parameter nope"),
     (["study", "--losses", "wgangp,wgangp"], "must not repeat"),
+    (["study", "--lambdas", "0.3,0.30000000000000004"], "must not repeat"),  # one folder name
     (["study", "--objective", "nope"], "unknown objective"),
     (["train", "--out", "{tmp}/o", "--data", "phantom", "--loss-param", "nope=1"], "has no parameter nope"),
     (["study", "status", "nosuch", "--root", "{tmp}"], "no study named 'nosuch'"),

@@ -155,7 +155,7 @@ def test_encoder_file_registers_as_extractor_and_ladder_holds(tmp_path):
 
 
 def test_closest_fakes_panel(split, tmp_path):
-    from lossbench.report import closest_fakes_png
+    from lossbench.metrics.memorisation import closest_fakes_png
 
     fakes = torch.cat([split.heldout.images[:6], split.train.images[10:12]])  # two exact copies
     config = EvalConfig(metrics=("copy",), n_fake=8, feature_extractor=TINY, cache_dir=str(tmp_path))

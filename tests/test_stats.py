@@ -168,6 +168,18 @@ def test_bootstrap_confidence_intervals_equal_scipy():
         assert (r["ci_low"], r["ci_high"]) == pytest.approx((ref.low, ref.high), rel=1e-12)
 
 
+def test_holm_equals_multipletests_with_ties_nan_and_ones():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 40):
+        p = rng.uniform(0, 0.2, n)
+        p[: n // 3] = p[0]  # ties
+        assert stats.holm(p) == pytest.approx(multipletests(p, method="holm")[1], rel=1e-15)
+    p = np.array([0.01, np.nan, 0.9, 0.02, 0.5])
+    expected = multipletests(p[np.isfinite(p)], method="holm")[1]
+    got = stats.correct(p)
+    assert np.isnan(got[1]) and got[np.isfinite(p)] == pytest.approx(expected, rel=1e-15)
+
+
 @pytest.mark.parametrize("method", ["holm", "fdr_bh"])
 def test_corrections_equal_multipletests(method):
     df = synthetic(shift={"wgangp": -4})

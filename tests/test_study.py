@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
+from PIL import Image
 
 from lossbench import cli, progress, tracking
 from lossbench.config import DataConfig, EvalConfig, StudyConfig, TrainConfig
@@ -87,6 +88,34 @@ def fake_cell(cell: Cell, ctx) -> CellResult:
         raise DivergedError(7, "d/loss", float("nan"))
     fid = 100 * (cell.loss == "bce") + 10 * cell.lam + cell.seed
     return CellResult({"fid": fid, "kid": fid / 1000}, {"extractor": "fake", "n_fake": 16}, steps=4)
+
+
+def noisy_cell(cell: Cell, ctx) -> CellResult:
+    """A stand-in for training with a planted answer: bce's fid 20 above wgangp's, λ without
+    effect, a per-seed offset shared by every cell and unit noise (seeded by the cell)."""
+    rng = np.random.default_rng([cell.seed, int(cell.lam * 10), cell.loss == "bce"])
+    fid = 50 + 20 * (cell.loss == "bce") + 3 * cell.seed + rng.normal()
+    return CellResult({"fid": fid}, {"extractor": "fake", "n_fake": 16}, steps=4)
+
+
+def test_the_verdict_reaches_mlflow_and_the_dashboard(tmp_path):
+    from optuna_dashboard import get_note
+
+    summary = run_study(tiny("verdict", seeds=(0, 1, 2)), root=tmp_path, cell_fn=noisy_cell)
+    first = "**Verdict** fid: loss: wgangp better (lower fid)"
+    assert summary.verdict[0].startswith(first)
+    client = MlflowClient(summary.tracking_uri)
+    parent = client.get_run(summary.parent_run_id)
+    description = parent.data.tags[tracking.DESCRIPTION_TAG]
+    assert first in description and description.index(first) < description.index("Study **verdict**")
+    document = Path(client.download_artifacts(summary.parent_run_id, tracking.VERDICT_FILE, str(tmp_path)))
+    text = document.read_text()
+    assert "## Verdict" in text and "### fid" in text and "| loss pooled over λ | bce vs wgangp |" in text
+    study = optuna.load_study(study_name="verdict", storage=open_storage(None, tmp_path))
+    assert get_note(study) == text  # optuna-dashboard shows the same document
+    grid = Path(client.download_artifacts(summary.parent_run_id, tracking.REAL_GRID, str(tmp_path)))
+    with Image.open(grid) as image:  # 4 training images, 2 x 2 as the sample grids (32 px, padding 2)
+        assert image.size == (2 * 34 + 2, 2 * 34 + 2)
 
 
 def trials(root: Path, name: str) -> list[optuna.trial.FrozenTrial]:

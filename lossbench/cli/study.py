@@ -13,7 +13,14 @@ import typer
 
 from lossbench.cli import options
 from lossbench.cli.train import parse_loss_params
-from lossbench.config import StudyConfig, parse_assignments, parse_float_list, parse_int_list, parse_name_list
+from lossbench.config import (
+    StudyConfig,
+    lambda_text,
+    parse_assignments,
+    parse_float_list,
+    parse_int_list,
+    parse_name_list,
+)
 from lossbench.errors import ConfigError
 from lossbench.progress import duration, stage
 
@@ -182,10 +189,11 @@ def study(
     summary = run_study(config, root=root, progress=progress, force=force, repair_tracking=repair_tracking)
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
-    if len(summary.verdict) > 1:  # the objective's answer; every metric's: lossbench stats
+    if summary.verdict:  # the objective's answer; every metric's: lossbench stats
         from lossbench.formatting import WIDTH
 
-        typer.echo(textwrap.fill(summary.verdict[1].removeprefix("- "), WIDTH, subsequent_indent="  "))
+        answer = summary.verdict[0].replace("**", "")
+        typer.echo(textwrap.fill(answer, WIDTH, subsequent_indent="  "))
     typer.echo(f"optuna storage: {summary.storage}")
     typer.echo(f"mlflow: {summary.tracking_uri} (parent run {summary.parent_run_id})")
     where = "" if root == Path("mlruns") else f" --root {root}"
@@ -246,7 +254,7 @@ def status(
                 took.append((end - start).total_seconds())
         table.add_row(
             cell.loss,
-            f"{cell.lam:g}",
+            lambda_text(cell.lam),
             str(cell.seed),
             state,
             str(trial.number) if trial is not None else "",

@@ -25,6 +25,7 @@ from lossbench.config import (
     RunConfig,
     TrainConfig,
     config_from_dict,
+    lambda_text,
     load_toml,
     parse_assignments,
     parse_name_list,
@@ -192,10 +193,10 @@ def train(
     dataset = split.train
     stage(f"building networks, then {config.steps} steps of {config.loss}", shown)
     result = run_training(dataset, config, out, resume=resume)
-    loss, lam, seed = config.loss, config.lam, config.seed
-    curves = plot_history(result.history, out / LOSS_CURVES, title=f"{loss}, λ = {lam:g}, seed {seed}")
+    loss, lam, seed = config.loss, lambda_text(config.lam), config.seed
+    curves = plot_history(result.history, out / LOSS_CURVES, title=f"{loss}, λ = {lam}, seed {seed}")
     typer.echo(
-        f"trained {result.steps} steps of {loss} (λ={lam:g}, seed {seed}) in {result.precision} "
+        f"trained {result.steps} steps of {loss} (λ={lam}, seed {seed}) in {result.precision} "
         f"on {len(dataset.images)} images"
         + (f" ({len(split.heldout)} held out)" if split.heldout is not None else "")
     )

@@ -94,3 +94,28 @@ def orient(train: np.ndarray, images: torch.Tensor) -> np.ndarray:
     plain, mirrored = pixels(images), pixels(images.flip(-1))
     keep = _nearest(train, plain)[0] <= _nearest(train, mirrored)[0]
     return np.where(keep[:, None], plain, mirrored)
+
+
+def closest_fakes_png(fakes: torch.Tensor, train: torch.Tensor, distances: list[float]) -> bytes:
+    """The fakes nearest a training image (top row, uint8 N×1×R×R) above those training images
+    (bottom row), each titled with its pixel-space distance (RMS-scaled L2 on [0, 1] values)."""
+    import io
+
+    from matplotlib.figure import Figure  # loaded only where a run draws its copies
+
+    n = len(fakes)
+    fig = Figure(figsize=(1.3 * n, 3.0))
+    axes = fig.subplots(2, n, squeeze=False)
+    side = fakes.shape[-1]
+    for i in range(n):
+        for row, images in enumerate((fakes, train)):
+            ax = axes[row][i]
+            ax.imshow(np.asarray(images[i][0]), cmap="gray", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[0][i].set_title(f"d={distances[i] / side:.3f}", fontsize=8)
+    axes[0][0].set_ylabel("fake")
+    axes[1][0].set_ylabel("train")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()

@@ -31,7 +31,7 @@ import torch
 from optuna.trial import TrialState
 
 from lossbench import tracking
-from lossbench.config import StudyConfig, TrainConfig, to_dict
+from lossbench.config import StudyConfig, TrainConfig, lambda_text, to_dict
 from lossbench.data import split
 from lossbench.errors import CheckpointError
 from lossbench.files import set_aside
@@ -39,7 +39,7 @@ from lossbench.fusable import fusion_key
 from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import evaluate
-from lossbench.report import closest_fakes_png
+from lossbench.metrics.memorisation import closest_fakes_png
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
 from lossbench.study.queue import BEST_ATTR, HEALTH_ATTR, METRIC_ATTR, is_queued, trial_cell, work_left
@@ -360,7 +360,7 @@ class Objective:
         """The trial's MLflow child run, tagged and with its full config as params and `config.json`."""
         config = self.config
         weights = tracking.weights_kind(train_cfg, config.eval)
-        lam = tracking.LAMBDA_FORMAT.format(cell.lam)
+        lam = lambda_text(cell.lam)
         description = _description(config, cell, trial.number, train_cfg, weights, len(self.data.train))
         run = tracking.TrialRun.start(
             self.tracking_uri,
@@ -416,7 +416,7 @@ def _description(
     config: StudyConfig, cell: Cell, number: int, train_cfg: TrainConfig, weights: str, n_images: int
 ) -> list[str]:
     """The lines of a child run's description: cell, weights, data, training and evaluation."""
-    lam = tracking.LAMBDA_FORMAT.format(cell.lam)
+    lam = lambda_text(cell.lam)
     ev = config.eval
     return [
         f"**{cell.loss}**, λ = {lam}, seed {cell.seed} (Optuna trial {number}, study {config.name})",

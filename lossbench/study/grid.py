@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossbench import precision, tracking
-from lossbench.config import StudyConfig, TrainConfig, results_identity
+from lossbench.config import StudyConfig, TrainConfig, lambda_text, results_identity
 from lossbench.errors import ConfigError
 
 
@@ -24,10 +24,10 @@ class Cell:
     @property
     def key(self) -> str:
         """File-system name, e.g. `wgangp_lam0.5_seed0`."""
-        return f"{self.loss}_lam{self.lam:g}_seed{self.seed}"
+        return f"{self.loss}_lam{lambda_text(self.lam)}_seed{self.seed}"
 
     def __str__(self) -> str:
-        return f"{self.loss} λ={self.lam:g} seed {self.seed}"
+        return f"{self.loss} λ={lambda_text(self.lam)} seed {self.seed}"
 
 
 def cells_of(losses: Sequence[str], lambdas: Sequence[float], seeds: Sequence[int]) -> list[Cell]:

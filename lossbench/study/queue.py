@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from lossbench import tracking
-from lossbench.config import StudyConfig
+from lossbench.config import StudyConfig, lambda_text
 from lossbench.errors import StorageError
 from lossbench.study.grid import Cell, grid_cells
 from lossbench.study.journal import check_journal, journal_path
@@ -218,7 +218,7 @@ def restore_untracked(
             tracking.STUDY_TAG: study_name,
             tracking.TRIAL_TAG: t.number,
             tracking.LOSS_TAG: cell.loss,
-            tracking.LAMBDA_TAG: tracking.LAMBDA_FORMAT.format(cell.lam),
+            tracking.LAMBDA_TAG: lambda_text(cell.lam),
             tracking.SEED_TAG: cell.seed,
             **{k: v for k, v in t.user_attrs.items() if k.startswith(tracking.SETTING_PREFIX)},
         }

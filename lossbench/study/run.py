@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -19,7 +20,8 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from lossbench import tracking
-from lossbench.config import StudyConfig
+from lossbench.config import StudyConfig, lambda_text
+from lossbench.data import ImageDataset
 from lossbench.errors import DataError, LossbenchError
 from lossbench.files import check_folder
 from lossbench.metrics import DIRECTIONS, metric_key
@@ -30,6 +32,7 @@ from lossbench.study.cell import (
     train_and_evaluate,
 )
 from lossbench.study.grid import check_identity, grid_cells, identity
+from lossbench.study.journal import journal_path
 from lossbench.study.prepare import preflight, prepare
 from lossbench.study.queue import (
     cell_states,
@@ -47,6 +50,7 @@ from lossbench.study.queue import (
 )
 from lossbench.study.results import cell_problems, results_frame
 from lossbench.study.workers import Workers
+from lossbench.train import save_real_grid
 
 
 @dataclass
@@ -62,11 +66,25 @@ class StudySummary:
     experiment_id: str = ""
     objective: str = "fid"
     worker_errors: list[str] = field(default_factory=list)
-    verdict: list[str] = field(default_factory=list)  # "## Verdict", one line per metric (objective first)
+    verdict: list[str] = field(default_factory=list)  # markdown lines, the objective's answer first
 
 
 def _tracking_uri(config: StudyConfig, root: Path) -> str:
     return config.tracking_uri or tracking.default_tracking_uri(root)
+
+
+def _finished(config: StudyConfig, root: Path) -> bool:
+    """Whether the study exists in a journal and every cell of the grid has its final state (done or
+    diverged): read only, nothing created. RDB storages (shared by machines) always say no."""
+    path = journal_path(config.storage, root)
+    if path is None or not path.is_file():
+        return False
+    try:
+        study = optuna.load_study(study_name=config.name, storage=open_storage(config.storage, root))
+    except KeyError:
+        return False
+    counts = count_states(cell_states(study), grid_cells(config))
+    return not (counts["pending"] or counts["queued"] or counts["running"])
 
 
 def _open_study(config: StudyConfig, root: Path, fingerprint: str) -> optuna.Study:
@@ -92,10 +110,11 @@ def _open_study(config: StudyConfig, root: Path, fingerprint: str) -> optuna.Stu
 
 
 def _start_tracking(
-    config: StudyConfig, root: Path, study: optuna.Study, real: EvalResult
+    config: StudyConfig, root: Path, study: optuna.Study, real: EvalResult | None, train: ImageDataset
 ) -> tuple[str, str, str]:
     """The MLflow store, experiment and parent run of the study (reopened on resume), with the real
-    features; returns (tracking URI, experiment id, parent run id)."""
+    features (`real`, None: not computed by this run) and a grid of training images; returns
+    (tracking URI, experiment id, parent run id)."""
     tracking_uri = _tracking_uri(config, root)
     artifact_root = root / tracking.ARTIFACTS_DIR if config.tracking_uri is None else None
     experiment_id = tracking.init_experiment(tracking_uri, config.name, artifact_root)
@@ -112,10 +131,18 @@ def _start_tracking(
             **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
         },
     )
-    if real.real_features is not None and not tracking.has_artifact(
-        tracking_uri, parent_run_id, tracking.REAL_FEATURES
+    if (
+        real is not None
+        and real.real_features is not None
+        and not tracking.has_artifact(tracking_uri, parent_run_id, tracking.REAL_FEATURES)
     ):
         tracking.log_features(tracking_uri, parent_run_id, real.real_features, tracking.REAL_FEATURES)
+    if not tracking.has_artifact(tracking_uri, parent_run_id, tracking.REAL_GRID):
+        with tempfile.TemporaryDirectory() as tmp:
+            grid = save_real_grid(train, Path(tmp, os.path.basename(tracking.REAL_GRID)), config.train)
+            MlflowClient(tracking_uri).log_artifact(
+                parent_run_id, str(grid), os.path.dirname(tracking.REAL_GRID)
+            )
     return tracking_uri, experiment_id, parent_run_id
 
 
@@ -143,26 +170,29 @@ def _check_tracked(
 
 
 def _description(config: StudyConfig, verdict: list[str] | None = None) -> str:
-    """The parent run's description (markdown): the grid, then the verdict once cells are done."""
+    """The parent run's description (markdown): the verdict first once cells are done (MLflow shows
+    a description's first lines), then the grid and where the rest is."""
     weights = tracking.weights_kind(config.train, config.eval)
-    lambdas = ", ".join(tracking.LAMBDA_FORMAT.format(lam) for lam in config.lambdas)
+    lambdas = ", ".join(lambda_text(lam) for lam in config.lambdas)
     lines = [
-        f"Study **{config.name}**: losses {', '.join(config.losses)}; λ {lambdas}; "
-        f"seeds {', '.join(map(str, config.seeds))}; objective {config.objective}",
-        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px",
         *(verdict or []),
+        f"Study **{config.name}**: losses {', '.join(config.losses)}; λ {lambdas}; "
+        f"seeds {', '.join(map(str, config.seeds))}; objective {config.objective}; "
+        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px",
         "Per-cell means and sds over seeds are the metrics `<metric>/<loss>/lam<λ>/mean|sd|n`; "
-        "the best cell per metric is `best/<metric>` with the tag `lossbench.best.<metric>`; "
-        f"the report with every table and figure: `lossbench report {config.name} --out report/`.",
+        "the best cell per metric is `best/<metric>` with the tag `lossbench.best.<metric>`; the "
+        f"verdict's tables are `{tracking.VERDICT_FILE}`; every table and figure: "
+        f"`lossbench report {config.name} --out report/`.",
     ]
     return tracking.describe(lines, weights == "random")
 
 
 def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFrame) -> tuple[list[str], str]:
-    """The verdict as description lines (the objective's answer first) and as a markdown document
-    with its tables; a line saying why where the results do not allow one yet."""
+    """The verdict as markdown lines (the objective's answer first, then the other metrics', the
+    sentences where analyses disagree, the correction family) and as a markdown document with its
+    tables; a line saying why where the results do not allow one yet."""
     from lossbench.analysis import analyze  # statsmodels: loaded when a study has results
-    from lossbench.formatting import correction_sentence, format_result, verdict_lines
+    from lossbench.formatting import correction_sentence, verdict_lines, verdict_markdown
 
     try:
         result = analyze(frame, problems=problems, name=config.name)
@@ -170,9 +200,9 @@ def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFra
         return [f"**Verdict**: none yet ({str(e).splitlines()[0]})"], ""
     objective = metric_key(config.objective)
     lines = sorted(verdict_lines(result), key=lambda line: not line.startswith(f"{objective}:"))
-    head = ["## Verdict", *(f"- {line}" for line in lines)]
-    head.append(correction_sentence(result) + f"; alpha = {result.alpha:g}.")
-    return head, format_result(result, "markdown", ("verdict",))
+    text = [f"**Verdict** {lines[0]}", *(f"- {line}" for line in lines[1:])]
+    text.append(correction_sentence(result) + f"; alpha = {result.alpha:g}.")
+    return text, verdict_markdown(result, first=objective)
 
 
 def _log_summary(
@@ -193,7 +223,7 @@ def _log_summary(
         from optuna_dashboard import save_note
     except ImportError:  # the optional extra lossbench[dashboard]
         return lines
-    save_note(study, "\n\n".join([*lines, document]))
+    save_note(study, document or "\n\n".join(lines))
     return lines
 
 
@@ -219,16 +249,21 @@ def run_study(
     root = check_folder(root, "study root")
     stage(f"loading data {config.data.spec!r} at {config.data.resolution} px", progress)
     config, data = prepare(config, root)  # data: the train / held-out Split
-    n_workers = min(config.workers, len(grid_cells(config)))
-    stage(f"starting {n_workers} worker(s); preflight: evaluating {config.eval.n_fake} real images", progress)
+    finished = _finished(config, root)  # a rerun of a finished study: no worker, no preflight
+    n_workers = 0 if finished else min(config.workers, len(grid_cells(config)))
+    if not finished:
+        stage(
+            f"starting {n_workers} worker(s); preflight: evaluating {config.eval.n_fake} real images",
+            progress,
+        )
     workers = Workers.start(n_workers)  # their start-up (imports) overlaps the preflight
     try:
-        real = preflight(config, data)
+        real = None if finished else preflight(config, data)
         client = tracking.tracking_client(config.tracking_uri, root)
         check_known_runs(config.name, open_storage(config.storage, root), client, force)
         stage("opening the study and its MLflow runs", progress)
         study = _open_study(config, root, data.train.fingerprint)
-        tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real)
+        tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real, data.train)
         _check_tracked(study, tracking_uri, experiment_id, parent_run_id, repair_tracking)
         n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
         recover(study, tracking_uri, experiment_id)
