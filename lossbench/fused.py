@@ -121,6 +121,7 @@ class Rendezvous:
         self._served = 0  # batched calls run so far
         self._done = 0  # member tasks finished
         self._broken = False
+        self._mismatch = ""  # why the rendezvous broke when no member raised: members' calls differ
 
     def call(self, member: int, fn: Callable[[list[tuple]], list[Any]], *args: Any) -> Any:
         """From member `member`'s thread: fn's result for its `args`, batched with the others'."""
@@ -137,7 +138,7 @@ class Rendezvous:
 
     def run(self, tasks: Sequence[Callable[[], Any]]) -> list[Any]:
         """Run tasks[i] as member i in the pool, serving their calls from this thread; their results."""
-        self._calls, self._results, self._done, self._broken = {}, {}, 0, False
+        self._calls, self._results, self._done, self._broken, self._mismatch = {}, {}, 0, False, ""
 
         def member(task: Callable[[], Any]) -> Any:
             try:
@@ -157,8 +158,11 @@ class Rendezvous:
             concurrent.futures.wait(futures)
             raise
         errors = [e for e in (f.exception() for f in futures) if e is not None]
-        if errors:
-            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+        real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+        if real:
+            raise real[0]
+        if errors:  # only members released from a broken rendezvous: their calls did not match
+            raise RuntimeError(self._mismatch or "fused members made different calls")
         return [f.result() for f in futures]
 
     def _serve(self) -> None:
@@ -173,6 +177,12 @@ class Rendezvous:
                     self._cv.notify_all()
                     if not self._done:  # everyone waits, on different calls: a bug, not a member's error
                         raise RuntimeError(f"fused members made different calls: {[c[0] for c in calls]}")
+                    waiting = [i for i, c in enumerate(calls) if c is not None]
+                    name = getattr(calls[waiting[0]][0], "__name__", "a call")
+                    self._mismatch = (  # kept unless a finished member failed (its error is raised)
+                        f"fused members made different numbers of calls: member(s) {waiting} waited in "
+                        f"{name} after the others had finished"
+                    )
                     self._cv.wait_for(lambda: self._done == self.k)
                     return
                 self._calls = {}
@@ -203,9 +213,13 @@ class FusedGroup:
         self.members = list(members)
         k, run = len(members), members[0].run
         self.k, self.config, self.device = k, run.config, run.device
-        self.G = Grouped([m.run.G for m in members])
-        self.D = Grouped([m.run.D for m in members])
-        self.G_ema = Grouped([m.run.G_ema for m in members]).eval().requires_grad_(False)
+        # Building modules draws their default init from torch's global RNG (overwritten at once by
+        # the members' weights); fork it, so a resumed group's global RNG, which the checkpoints
+        # store, continues as an uninterrupted group's does.
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            self.G = Grouped([m.run.G for m in members])
+            self.D = Grouped([m.run.D for m in members])
+            self.G_ema = Grouped([m.run.G_ema for m in members]).eval().requires_grad_(False)
         for grouped in (self.G, self.D, self.G_ema):
             grouped.to(self.device)
             if fused_channels_last(self.config, self.device) and keeps_channels_last(grouped):

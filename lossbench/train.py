@@ -244,7 +244,8 @@ def train_loop(
         task = bar.add_task(label, total=config.steps, completed=step, terms="")
         while step < config.steps:
             for member, terms in zip(members, step_fn(step), strict=True):
-                member.pending.append((step + 1, terms))
+                if member.diverged is None:  # a diverged member's terms are no longer kept
+                    member.pending.append((step + 1, terms))
             step += 1
             live = [m for m in members if m.diverged is None]
             for m in live:

@@ -16,7 +16,7 @@ from lossbench.fusable import check_fusable
 from lossbench.fused import Rendezvous, train_fused
 from lossbench.losses.registry import register_loss
 from lossbench.losses.wasserstein import WGANGP
-from lossbench.train import load_generator, train
+from lossbench.train import load_generator, start_member, train, train_loop
 
 TINY = dict(
     amp=False,  # fp32: the equality checks compare fused and separate runs at fp32 rounding
@@ -136,6 +136,7 @@ def test_fused_checkpoints_resume_fused_or_alone(data, tmp_path):
     for a, b in zip(straight, resumed, strict=True):  # fused both ways: the same computation, exactly
         sa, sb = load(a.checkpoint), load(b.checkpoint)
         assert_same_streams(sa, sb)
+        assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])  # the global RNG too (issue #26)
         assert sa["history"] == sb["history"]
         for key in ("G", "D", "G_ema"):
             assert all(torch.equal(sa[key][name], sb[key][name]) for name in sa[key]), key
@@ -249,6 +250,33 @@ def test_rendezvous_refuses_members_making_different_calls():
 
     outcome = _run_members(lambda meet: [lambda: meet.call(0, one, 1), lambda: meet.call(1, other, 1)])
     assert isinstance(outcome["error"], RuntimeError) and "different calls" in str(outcome["error"])
+
+
+def test_a_member_making_one_call_fewer_is_named_not_a_bare_broken_barrier():
+    def same(args):
+        return [None for _ in args]
+
+    def twice(meet):
+        meet.call(1, same, 1)
+        meet.call(1, same, 2)
+
+    outcome = _run_members(lambda meet: [lambda: meet.call(0, same, 1), lambda: twice(meet)])
+    error = outcome["error"]
+    assert isinstance(error, RuntimeError) and not isinstance(error, threading.BrokenBarrierError)
+    assert "different numbers of calls: member(s) [1] waited in same" in str(error)
+
+
+def test_a_diverged_member_keeps_no_terms(data, tmp_path):
+    """Issue #26: the loop appended every member's terms each step, and cleared only live ones."""
+    cfgs = configs(loss="bce", steps=30, members=((0, 2.0), (1, 5.0)))
+    members = [start_member(data, c, tmp_path / f"m{i}") for i, c in enumerate(cfgs)]
+
+    def step_fn(step):
+        return [{"g/loss": torch.tensor(1.0)}, {"g/loss": torch.tensor(float("nan"))}]
+
+    results = train_loop(members, step_fn)
+    assert isinstance(results[1], DivergedError) and results[1].step == 1
+    assert len(members[1].pending) <= cfgs[0].log_every and members[0].pending == []
 
 
 def test_a_failing_member_releases_the_others():
