@@ -1,15 +1,28 @@
-"""Writing files so that nobody ever reads a partial one."""
+"""Writing files so that nobody ever reads a partial one; reading tensor files so that none runs code."""
 
 from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from lossbench.errors import ConfigError
+
+
+def load_tensors(path: str | os.PathLike) -> Any:
+    """The content of a torch file, unpickled tensors and plain containers only
+    (`torch.load(weights_only=True)`, onto the CPU): every file lossbench reads with torch goes
+    through here, so none can run code. Torch's warnings about a file's pickle protocol are not
+    shown (a file it refuses raises, and callers say so in one line)."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def check_folder(path: str | os.PathLike, what: str) -> Path:

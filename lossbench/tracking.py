@@ -132,8 +132,9 @@ def check_store(tracking_uri: str) -> None:
     except sqlite3.DatabaseError as e:
         problems = [str(e)]
     if problems != ["ok"]:
+        first = " ".join(str(problems[0]).split())[:160]  # quick_check's rows may span lines
         raise StorageError(
-            f"MLflow store {path} is corrupt ({problems[0]}); restore it from a backup "
+            f"MLflow store {path} is corrupt ({first}); restore it from a backup "
             "(the Optuna journal and artifacts beside it are untouched)"
         )
 

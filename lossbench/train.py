@@ -72,7 +72,7 @@ from lossbench.augment import diff_augment
 from lossbench.augment import draws as augmentation_draws
 from lossbench.config import RUN, TrainConfig, fields_with_role, lambda_text, to_dict
 from lossbench.errors import CheckpointError, ConfigError, DivergedError
-from lossbench.files import atomic_write, check_folder
+from lossbench.files import atomic_write, check_folder, load_tensors
 from lossbench.images import class_labels, generate_images, to_float
 from lossbench.losses import AdversarialLoss, LossOutput, get_loss
 from lossbench.losses.penalties import drawing_from
@@ -776,7 +776,7 @@ def _run_record(run: Run, data: ImageDataset) -> dict[str, Any]:
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)
     except Exception as e:  # truncated or garbled: zip, pickle and tensor-storage errors of every kind
         raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(e)})") from None
     if not isinstance(state, dict) or "config" not in state:

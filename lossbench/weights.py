@@ -31,6 +31,7 @@ import torch
 import torch.hub
 
 from lossbench.errors import MissingWeightsError, WeightsDigestError
+from lossbench.files import load_tensors
 
 ENV_VAR = "LOSSBENCH_WEIGHTS"
 
@@ -162,7 +163,7 @@ def load_state_dict(key: str, path: str | os.PathLike) -> dict[str, torch.Tensor
     """The state dict in the weight file `key` at `path`: digest verified, unpickled tensors only."""
     verify(key, path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightsDigestError(f"weight file {path} is not a plain state dict ({reason})") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from lossbench.files import atomic_write
+from lossbench.files import atomic_write, load_tensors
 
 DEFAULT_DIR = Path("mlruns") / "feature-cache"
 
@@ -34,7 +34,7 @@ def _load(path: Path, key_text: str) -> torch.Tensor | None:
     if not path.is_file():
         return None
     try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
+        entry = load_tensors(path)
         if entry["key"] == key_text and isinstance(entry["value"], torch.Tensor):
             return entry["value"]
         warnings.warn(f"feature cache file {path} holds another entry; recomputing", stacklevel=3)

@@ -32,7 +32,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_featur
 from torchvision.transforms import v2
 
 from lossbench.errors import ConfigError, WeightsDigestError
-from lossbench.files import atomic_write
+from lossbench.files import atomic_write, load_tensors
 from lossbench.weights import file_sha256
 
 if TYPE_CHECKING:
@@ -216,7 +216,7 @@ def load_encoder(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
         raise WeightsDigestError(f"encoder file {path} has sha256 {found}, its sidecar says {expected}")
     model = build(len(classes))
     try:
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_tensors(path))
     except Exception as e:  # unpickling refused, or another architecture
         raise WeightsDigestError(f"{path} does not hold a {ARCH} encoder ({type(e).__name__})") from None
     return model.requires_grad_(False).eval(), sidecar
