@@ -33,6 +33,7 @@ from lossbench.stats import (
     two_way_anova,
     verdict,
 )
+from lossbench.study.record import SETTING
 
 
 @dataclass
@@ -244,7 +245,7 @@ def _problem_notes(problems: pd.DataFrame) -> list[str]:
 
 
 #: `setting.*` columns that record how a number was obtained, not what it depends on.
-PROVENANCE_COLUMNS = {"setting.fid_cache", "setting.utility_real_cache"}
+PROVENANCE_COLUMNS = {f"{SETTING}fid_cache", f"{SETTING}utility_real_cache"}
 
 
 def evaluation_settings(df: pd.DataFrame) -> dict[str, str]:
@@ -252,9 +253,9 @@ def evaluation_settings(df: pd.DataFrame) -> dict[str, str]:
     a setting that differs between rows lists its values joined by " | ". The metrics' per-cell
     `details` (e.g. per-class recall) are results, not settings, and are left out."""
     out = {}
-    skipped = PROVENANCE_COLUMNS | {f"setting.{k}" for k in result_details()}
+    skipped = PROVENANCE_COLUMNS | {f"{SETTING}{k}" for k in result_details()}
     for column in df.columns:
-        if str(column).startswith("setting.") and column not in skipped:
+        if str(column).startswith(SETTING) and column not in skipped:
             values = sorted({str(v) for v in df[column].dropna()})
-            out[str(column).removeprefix("setting.")] = " | ".join(values)
+            out[str(column).removeprefix(SETTING)] = " | ".join(values)
     return out

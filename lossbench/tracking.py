@@ -65,7 +65,6 @@ ARTIFACTS_DIR = "artifacts"
 # Metric prefixes (a final metric has its plain key).
 TRAIN_PREFIX = "train/"
 EVAL_PREFIX = "eval/"
-SETTING_PREFIX = "setting."  # evaluation settings: tags of a trial run, `setting.*` result columns
 # Artifacts.
 SAMPLE_GRID = "samples/final.png"
 REAL_GRID = "samples/real.png"  # on the parent run: training images laid out as the sample grids

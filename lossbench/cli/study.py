@@ -278,11 +278,11 @@ def _note(trial: Any) -> str:
     """A trial's failure, else its training-health warnings by kind (lossbench.health)."""
     if trial is None:
         return ""
-    from lossbench.study.queue import HEALTH_ATTR
+    from lossbench.study import record
 
-    if "fail_reason" in trial.user_attrs:
-        return trial.user_attrs["fail_reason"]
-    warnings = trial.user_attrs.get(HEALTH_ATTR, {})
+    if record.FAIL_REASON in trial.user_attrs:
+        return trial.user_attrs[record.FAIL_REASON]
+    warnings = trial.user_attrs.get(record.HEALTH, {})
     return f"health: {', '.join(warnings)}" if warnings else ""
 
 

@@ -40,15 +40,15 @@ from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import evaluate
 from lossbench.metrics.memorisation import closest_fakes_png
+from lossbench.study import record
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
-from lossbench.study.queue import BEST_ATTR, HEALTH_ATTR, METRIC_ATTR, is_queued, trial_cell, work_left
+from lossbench.study.queue import is_queued, trial_cell, work_left
 from lossbench.study_config import best_metric
 from lossbench.train import CHECKPOINT, CONFIG_JSON, Callback, TrainResult, save_generator, train
 
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.pt"  # the EMA generator of the trial's best periodic evaluation (TrialCallback)
-_LINK_ATTRS = ("retry_of",)  # user attributes linking a trial to an earlier one, copied to its run's tags
 
 
 def checkpoint_dir(root: str | os.PathLike, study: str, cell: Cell) -> Path:
@@ -101,8 +101,8 @@ class TrialCallback(Callback):
         self.ctx.run.log_metrics({f"{tracking.TRAIN_PREFIX}{k}": v for k, v in terms.items()}, step)
 
     def on_health(self, step: int, findings: dict[str, str]) -> None:
-        if findings != self.ctx.trial.user_attrs.get(HEALTH_ATTR):  # the first probe writes "ok"
-            self.ctx.trial.set_user_attr(HEALTH_ATTR, findings)
+        if findings != self.ctx.trial.user_attrs.get(record.HEALTH):  # the first probe writes "ok"
+            self.ctx.trial.set_user_attr(record.HEALTH, findings)
             self.ctx.run.set_tags({tracking.HEALTH_TAG: "; ".join(findings.values()) or "ok"})
 
     def on_checkpoint(self, step: int, path: Path) -> None:
@@ -120,15 +120,15 @@ class TrialCallback(Callback):
     def keep_best(self, step: int, generator: torch.nn.Module, value: float) -> None:
         """Write `generator` as BEST_CHECKPOINT when `value` of the best metric beats every earlier
         evaluation of the trial (kept in its record, so a resumed trial remembers), and record it."""
-        best = self.ctx.trial.user_attrs.get(BEST_ATTR)
+        best = self.ctx.trial.user_attrs.get(record.BEST)
         key = self.ctx.best_metric
         lower = DIRECTIONS[key] == "min"
         if best is not None and not (value < best["value"] if lower else value > best["value"]):
             return
-        record = json.loads((self.ctx.checkpoint_dir / CONFIG_JSON).read_text())
+        run_record = json.loads((self.ctx.checkpoint_dir / CONFIG_JSON).read_text())
         path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
-        save_generator(generator, record["model"], self.ctx.train, path, step=step, best={key: value})
-        self.ctx.trial.set_user_attr(BEST_ATTR, {"step": step, "value": value, "metric": key})
+        save_generator(generator, run_record["model"], self.ctx.train, path, step=step, best={key: value})
+        self.ctx.trial.set_user_attr(record.BEST, {"step": step, "value": value, "metric": key})
         self.ctx.run.set_tags({tracking.BEST_CHECKPOINT_TAG: f"{path} (step {step}, {key} {value:.6g})"})
 
 
@@ -217,17 +217,17 @@ def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
     """The trial's cell, or TrialPruned for a trial that must not run (see the module docstring)."""
     study = trial.study
     if not is_queued(trial):
-        trial.set_user_attr("skipped", "not a queued cell")
+        trial.set_user_attr(record.SKIPPED, "not a queued cell")
         raise optuna.TrialPruned()
     loss = trial.suggest_categorical("loss", config.losses)
     lam = trial.suggest_float("lambda", min(config.lambdas), max(config.lambdas))
     cell = Cell(loss, float(lam), int(trial.user_attrs["seed"]))
     taken = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
     for t in study.get_trials(deepcopy=False, states=taken):
-        if t.number == trial.number or "skipped" in t.user_attrs or trial_cell(t) != cell:
+        if t.number == trial.number or record.SKIPPED in t.user_attrs or trial_cell(t) != cell:
             continue
         if t.state == TrialState.COMPLETE or t.number < trial.number:
-            trial.set_user_attr("skipped", f"cell already taken by trial {t.number}")
+            trial.set_user_attr(record.SKIPPED, f"cell already taken by trial {t.number}")
             raise optuna.TrialPruned()
     return cell
 
@@ -351,7 +351,7 @@ class Objective:
         """What a failed trial records before its run ends: the reason and, for a final error, the
         FAIL tag and a line on stderr."""
         if not isinstance(error, (KeyboardInterrupt, SystemExit)):
-            trial.set_user_attr("fail_reason", tracking.failure_reason(error))
+            trial.set_user_attr(record.FAIL_REASON, tracking.failure_reason(error))
         if isinstance(error, tuple(tracking.FINAL_ERRORS)):
             ctx.run.set_tags({tracking.STATE_TAG: "FAIL"})
             print(f"{cell}: {tracking.failure_reason(error)}", file=sys.stderr)
@@ -378,10 +378,10 @@ class Objective:
                 tracking.WEIGHTS_TAG: weights,
                 tracking.DEVICE_TAG: self.device,
                 tracking.WORKER_TAG: str(current_worker()),
-                **{f"{tracking.TAG_PREFIX}{k}": v for k, v in trial.user_attrs.items() if k in _LINK_ATTRS},
+                **{f"{tracking.TAG_PREFIX}{k}": v for k, v in trial.user_attrs.items() if k in record.LINKS},
             },
         )
-        trial.set_user_attr("mlflow_run_id", run.run_id)
+        trial.set_user_attr(record.RUN_ID, run.run_id)
         config_json = {
             "study": config.name,
             "trial": trial.number,
@@ -429,10 +429,10 @@ def _description(
 def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> None:
     """User attributes, final MLflow metrics (plain keys, once, at SUMMARY_STEP), settings as tags,
     artifacts."""
-    settings = {f"{tracking.SETTING_PREFIX}{k}": v for k, v in result.settings.items()}
-    settings[f"{tracking.SETTING_PREFIX}threads"] = torch.get_num_threads()
+    settings = {f"{record.SETTING}{k}": v for k, v in result.settings.items()}
+    settings[f"{record.SETTING}threads"] = torch.get_num_threads()
     for k, v in result.metrics.items():
-        trial.set_user_attr(f"{METRIC_ATTR}{k}", float(v))
+        trial.set_user_attr(f"{record.METRIC}{k}", float(v))
     for k, v in settings.items():
         trial.set_user_attr(k, v)
     run.log_metrics(result.metrics, tracking.SUMMARY_STEP)

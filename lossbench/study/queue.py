@@ -29,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lossbench import tracking
 from lossbench.config import StudyConfig, lambda_text
 from lossbench.errors import StorageError
+from lossbench.study import record
 from lossbench.study.grid import Cell, grid_cells
 from lossbench.study.journal import check_journal, journal_path
 from lossbench.study.liveness import Worker
@@ -37,9 +38,6 @@ from lossbench.study.rdb import RetryingRDBStorage
 READ_RETRY_S = 30  # how long a storage opened without a grace period (reading) retries the database
 #: Cell states, by precedence (the best trial of a cell decides its state).
 STATES = ("done", "running", "queued", "failed", "pruned", "pending")
-BEST_ATTR = "best"  # {"step", "value"} of the objective at the trial's best periodic evaluation
-HEALTH_ATTR = "health"  # {kind: warning} of lossbench.health, updated while the cell trains
-METRIC_ATTR = "metric."  # user attribute prefix of a trial's final metrics
 CellStates = dict[Cell, tuple[str, FrozenTrial | None]]
 
 
@@ -95,7 +93,7 @@ def trial_cell(trial: FrozenTrial | optuna.Trial) -> Cell | None:
 
 def is_queued(trial: FrozenTrial | optuna.Trial) -> bool:
     """Whether the trial was queued by lossbench (rather than created by Optuna for a free worker)."""
-    return bool(trial.user_attrs.get("queued"))
+    return bool(trial.user_attrs.get(record.QUEUED))
 
 
 def work_left(study: optuna.Study) -> bool:
@@ -105,7 +103,7 @@ def work_left(study: optuna.Study) -> bool:
 
 def is_final_failure(trial: FrozenTrial) -> bool:
     """A cell that diverged or failed from a config error (`tracking.FINAL_ERRORS`): never retried."""
-    reason = str(trial.user_attrs.get("fail_reason", ""))
+    reason = str(trial.user_attrs.get(record.FAIL_REASON, ""))
     prefixes = tuple(f"{p}:" for p in tracking.FINAL_ERRORS.values())
     return trial.state == TrialState.FAIL and reason.startswith(prefixes)
 
@@ -128,7 +126,7 @@ def cell_states(study: optuna.Study) -> CellStates:
     best: CellStates = {}
     for t in study.get_trials(deepcopy=False):
         cell = trial_cell(t)
-        if cell is None or "skipped" in t.user_attrs:
+        if cell is None or record.SKIPPED in t.user_attrs:
             continue
         state = _state(t)
         held = best[cell][0] if cell in best else None
@@ -158,7 +156,7 @@ def enqueue(study: optuna.Study, cell: Cell, **user_attrs: Any) -> None:
     not a parameter (Optuna's importance and best trial are about loss and lambda), and is a user
     attribute like the loss and lambda the queue reads back (`trial_cell`)."""
     params = {"loss": cell.loss, "lambda": cell.lam}
-    study.enqueue_trial(params, user_attrs={"queued": True, **params, "seed": cell.seed, **user_attrs})
+    study.enqueue_trial(params, user_attrs={record.QUEUED: True, **params, "seed": cell.seed, **user_attrs})
 
 
 def enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:
@@ -167,7 +165,7 @@ def enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:
     for cell in grid_cells(config):
         state, last = states.get(cell, ("pending", None))
         if state == "pending":
-            enqueue(study, cell, **({"retry_of": last.number} if last else {}))
+            enqueue(study, cell, **({record.RETRY_OF: last.number} if last else {}))
 
 
 def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: bool) -> None:
@@ -182,7 +180,7 @@ def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: 
         trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
     except KeyError:
         trials = []
-    known = {t.user_attrs.get("mlflow_run_id") for t in trials}
+    known = {t.user_attrs.get(record.RUN_ID) for t in trials}
     lost = [r for r in finished if tracking.recorded_run_id(r) not in known]
     if lost and not force:
         raise StorageError(
@@ -201,9 +199,9 @@ def untracked_trials(study: optuna.Study, client: Any) -> list[FrozenTrial]:
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if "skipped" not in t.user_attrs
+        if record.SKIPPED not in t.user_attrs
         and trial_cell(t) is not None
-        and t.user_attrs.get("mlflow_run_id") not in present
+        and t.user_attrs.get(record.RUN_ID) not in present
     ]
 
 
@@ -220,12 +218,10 @@ def restore_untracked(
             tracking.LOSS_TAG: cell.loss,
             tracking.LAMBDA_TAG: lambda_text(cell.lam),
             tracking.SEED_TAG: cell.seed,
-            **{k: v for k, v in t.user_attrs.items() if k.startswith(tracking.SETTING_PREFIX)},
+            **record.settings(t.user_attrs),
         }
-        metrics = {
-            k.removeprefix(METRIC_ATTR): v for k, v in t.user_attrs.items() if k.startswith(METRIC_ATTR)
-        }
-        lost = str(t.user_attrs.get("mlflow_run_id"))
+        metrics = record.metrics(t.user_attrs)
+        lost = str(t.user_attrs.get(record.RUN_ID))
         tracking.restore_trial_run(tracking_uri, experiment_id, parent_run_id, tags, metrics, lost)
 
 
@@ -239,12 +235,14 @@ class Requeue:
     reason: str = "no heartbeat for the grace period"
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if run_id := trial.user_attrs.get("mlflow_run_id"):
+        if run_id := trial.user_attrs.get(record.RUN_ID):
             worker = Worker.from_attrs(trial.user_attrs)
             tracking.end_run(self.tracking_uri, run_id, "KILLED", f"{self.reason} (worker {worker})")
         cell = trial_cell(trial)
-        retried = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(deepcopy=False))
-        if cell is not None and is_queued(trial) and "skipped" not in trial.user_attrs and not retried:
+        retried = any(
+            t.user_attrs.get(record.RETRY_OF) == trial.number for t in study.get_trials(deepcopy=False)
+        )
+        if cell is not None and is_queued(trial) and record.SKIPPED not in trial.user_attrs and not retried:
             enqueue(study, cell, retry_of=trial.number)
 
 
@@ -257,7 +255,7 @@ def _fail_dead_local_workers(study: optuna.Study, tracking_uri: str) -> None:
         reason = f"worker pid {worker.pid} died (or its pid was reused)"
         try:
             # Optuna has no public setter for another process's trial; its own callbacks use the storage.
-            study._storage.set_trial_user_attr(t._trial_id, "fail_reason", reason)
+            study._storage.set_trial_user_attr(t._trial_id, record.FAIL_REASON, reason)
             failed = study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
             continue

@@ -9,11 +9,11 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from lossbench import tracking
 from lossbench.errors import ConfigError, DataError
+from lossbench.study import record
 from lossbench.study.grid import Cell, cells_of
 from lossbench.study.journal import check_study_named, journal_path
-from lossbench.study.queue import METRIC_ATTR, cell_states, open_storage, trial_cell
+from lossbench.study.queue import cell_states, open_storage, trial_cell
 
 #: The first columns of a results table, before the metrics and the `setting.*` columns.
 RESULT_COLUMNS = ["study", "trial", "loss", "lambda", "seed", "state", "run_id"]
@@ -50,7 +50,7 @@ def results_frame(name: str, storage: str | None = None, root: str | os.PathLike
     rows = []
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         cell = trial_cell(t)
-        if cell is None or "skipped" in t.user_attrs:
+        if cell is None or record.SKIPPED in t.user_attrs:
             continue
         row = {
             "study": name,
@@ -59,12 +59,10 @@ def results_frame(name: str, storage: str | None = None, root: str | os.PathLike
             "lambda": cell.lam,
             "seed": cell.seed,
             "state": t.state.name,
-            "run_id": t.user_attrs.get("mlflow_run_id"),
+            "run_id": t.user_attrs.get(record.RUN_ID),
         }
-        row.update(
-            {k.removeprefix(METRIC_ATTR): v for k, v in t.user_attrs.items() if k.startswith(METRIC_ATTR)}
-        )
-        row.update({k: v for k, v in t.user_attrs.items() if k.startswith(tracking.SETTING_PREFIX)})
+        row.update(record.metrics(t.user_attrs))
+        row.update(record.settings(t.user_attrs))
         rows.append(row)
     frame = pd.DataFrame(rows, columns=list(dict.fromkeys(RESULT_COLUMNS + [k for r in rows for k in r])))
     return frame.sort_values(["loss", "lambda", "seed"], ignore_index=True)
@@ -86,7 +84,7 @@ def cell_problems(name: str, storage: str | None = None, root: str | os.PathLike
     for cell, state, trial in study_cells(load_study(name, storage, root)):
         if state == "done":
             continue
-        reason = trial.user_attrs.get("fail_reason") if trial is not None else None
+        reason = trial.user_attrs.get(record.FAIL_REASON) if trial is not None else None
         rows.append(
             {
                 "loss": cell.loss,
