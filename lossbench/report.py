@@ -141,6 +141,38 @@ def pca_2d(real: np.ndarray, fakes: list[np.ndarray]) -> tuple[np.ndarray, list[
     return (real - mean) @ axes, [(f - mean) @ axes for f in fakes]
 
 
+def plot_pca_by_class(art: Artifacts) -> bytes | None:
+    """One panel per class: the class's real features (grey) against the class's generated features
+    per loss (every λ, the lowest seed), in the 2-D PCA of all real and generated features, so
+    whether a loss covers each class's real spread is seen at a glance. None without class names
+    (an unconditional study, or runs from before they were logged)."""
+    cells = sorted(c for c in art.fake_features if c in art.fake_classes)
+    if art.real_features is None or art.real_classes is None or not cells:
+        return None
+    real_2d, fakes_2d = pca_2d(art.real_features, [art.fake_features[c] for c in cells])
+    classes = sorted(set(art.real_classes.tolist()))
+    losses = sorted({loss for loss, _ in cells})
+    fig = Figure(figsize=(4.2 * len(classes), 3.8))
+    for i, name in enumerate(classes):
+        ax = fig.add_subplot(1, len(classes), i + 1)
+        mine = art.real_classes == name
+        ax.scatter(real_2d[mine, 0], real_2d[mine, 1], s=6, c="0.6", alpha=0.6, label=f"real ({mine.sum()})")
+        for loss in losses:
+            pts = [
+                p[art.fake_classes[c] == name] for c, p in zip(cells, fakes_2d, strict=True) if c[0] == loss
+            ]
+            pts = np.concatenate(pts)
+            ax.scatter(
+                pts[:, 0], pts[:, 1], s=5, alpha=0.4, c=f"C{losses.index(loss)}", label=f"{loss} ({len(pts)})"
+            )
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("PC1")
+        ax.set_ylabel("PC2")
+        ax.legend(fontsize=8, markerscale=2)
+    fig.tight_layout()
+    return _png(fig)
+
+
 def plot_pca(real: np.ndarray | None, fakes: dict[tuple[str, float], np.ndarray]) -> bytes | None:
     """One panel per lambda: real features (grey) against generated features per loss, in 2-D PCA."""
     if real is None or not fakes:
@@ -416,6 +448,12 @@ def build_report(
     doc.image("training_curves", plot_training_curves(art.curves), "training curves")
     doc.heading("PCA of real and generated features", 3)
     doc.image("pca", plot_pca(art.real_features, art.fake_features), "PCA of features")
+    doc.heading("Per class: real and generated features (PCA)", 3)
+    doc.image(
+        "pca_by_class",
+        plot_pca_by_class(art),
+        "PCA per class (needs a class-conditional study whose runs logged class names)",
+    )
 
     doc.heading(TITLES["summary"])
     summary = result.summary.dropna(axis=1, how="all")

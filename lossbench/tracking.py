@@ -19,8 +19,9 @@ The layout (every run made by lossbench follows it; each name below is a constan
   over seeds, `best/<key>` with tag `lossbench.best.<key>` naming the cell, and a description;
   runs made with random network weights carry WARNING_TAG and say so first in their description;
 - λ is written by `config.lambda_text` everywhere (tags, params, names);
-- artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` per trial,
-  `features/real.npy`, `samples/real.png` (training images laid out as the sample grids), the
+- artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` (and
+  `features/fake_classes.npy`, conditional runs) per trial, `features/real.npy` (and
+  `features/real_classes.npy`), `samples/real.png` (training images laid out as the sample grids), the
   verdict (`verdict.md`, also in the description) and the report (`report/`) on the parent run.
 
 Everything goes through `MlflowClient` with explicit run ids, so several worker processes can log to
@@ -68,9 +69,11 @@ EVAL_PREFIX = "eval/"
 # Artifacts.
 SAMPLE_GRID = "samples/final.png"
 REAL_GRID = "samples/real.png"  # on the parent run: training images laid out as the sample grids
+REAL_CLASSES = "features/real_classes.npy"  # on the parent run: class name per row of REAL_FEATURES
 METRICS_JSON = "metrics.json"
 CONFIG_JSON = "config.json"
 FAKE_FEATURES = "features/fake.npy"
+FAKE_CLASSES = "features/fake_classes.npy"  # class name per row of FAKE_FEATURES (conditional runs)
 CLOSEST_FAKES = "copies/closest.png"  # the fakes nearest a training image, above those images
 REAL_FEATURES = "features/real.npy"  # on the parent run
 REPORT_DIR = "report"  # on the parent run
@@ -550,7 +553,9 @@ class Artifacts:
     grids: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG bytes per cell (lowest seed)
     curves: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
     real_features: np.ndarray | None = None
+    real_classes: np.ndarray | None = None  # class name per row of real_features
     fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
+    fake_classes: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
     closest: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG per cell (lowest seed)
     real_grid: bytes | None = None  # PNG of training images, laid out as the sample grids
     parent_run_id: str | None = None
@@ -623,12 +628,16 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
                 art.closest[cell] = png.read_bytes()
             if cell not in art.fake_features and (npy := _download(client, run_id, FAKE_FEATURES, tmp)):
                 art.fake_features[cell] = np.load(npy)
+                if npy := _download(client, run_id, FAKE_CLASSES, tmp):
+                    art.fake_classes[cell] = np.load(npy)
         try:
             art.parent_run_id = find_study_run(client, study, list(dict.fromkeys(rows["run_id"])))
         except MlflowException:
             art.parent_run_id = None
         if art.parent_run_id and (npy := _download(client, art.parent_run_id, REAL_FEATURES, tmp)):
             art.real_features = np.load(npy)
+            if npy := _download(client, art.parent_run_id, REAL_CLASSES, tmp):
+                art.real_classes = np.load(npy)
         if art.parent_run_id and (png := _download(client, art.parent_run_id, REAL_GRID, tmp)):
             art.real_grid = png.read_bytes()
     return art

@@ -187,6 +187,21 @@ def test_per_class_metrics_compare_class_k_fakes_with_class_k_reals(phantom, tmp
     assert main(["evaluate", "--fake", str(tmp_path), "--data", "phantom:24", "--per-class"]) == 2
 
 
+def test_features_carry_each_row_class_for_a_conditional_generator(phantom, tmp_path):
+    import numpy as np
+
+    from lossbench.config import EvalConfig
+    from lossbench.metrics import evaluate
+
+    G = load_generator(train(phantom, TrainConfig(steps=1, **TINY), tmp_path).checkpoint)
+    result = evaluate(G, phantom, EvalConfig(metrics=("fid",), n_fake=12, feature_extractor="lossbench-tiny"))
+    counts = proportional_counts(phantom.labels, 3, 12)
+    assert result.fake_features.shape[0] == len(result.fake_classes) == 12
+    expected = np.repeat(np.asarray(phantom.class_names), counts)  # class_labels' order: class by class
+    assert result.fake_classes.tolist() == expected.tolist()
+    assert result.real_classes.tolist() == [phantom.class_names[k] for k in phantom.labels.tolist()]
+
+
 def test_checkpoints_record_the_conditioning_and_an_old_one_is_a_one_line_error(phantom, tmp_path):
     config = TrainConfig(loss="bce", steps=1, model=ModelConfig(kwargs={"conditioning": "concat"}), **TINY)
     result = train(phantom, config, tmp_path / "concat")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
 from PIL import Image
 
 from lossbench import analysis, stats, tracking
@@ -95,6 +96,26 @@ def test_pca_matches_covariance_eigenvectors():
     got = np.concatenate([real_2d, fake_2d])
     for k in range(2):  # equal up to the sign of each axis
         assert np.allclose(np.abs(got[:, k]), np.abs(ref[:, k]), atol=1e-8)
+
+
+def test_pca_by_class_draws_one_panel_per_class_and_says_when_it_cannot(monkeypatch):
+    rng = np.random.default_rng(0)
+    names = np.array(["benign", "malignant", "normal"])
+    art = tracking.Artifacts(real_features=rng.normal(size=(90, 4)), real_classes=np.repeat(names, 30))
+    for cell in [(loss, lam) for loss in LOSSES for lam in LAMBDAS]:
+        art.fake_features[cell] = rng.normal(size=(30, 4))
+        art.fake_classes[cell] = np.repeat(names, 10)
+    panels, original = [], Figure.add_subplot
+
+    def add_subplot(self, *args, **kwargs):
+        panels.append(args)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "add_subplot", add_subplot)
+    png = rp.plot_pca_by_class(art)
+    assert png.startswith(b"\x89PNG") and [a[2] for a in panels] == [1, 2, 3]
+    art.fake_classes = {}  # an unconditional study, or runs from before class names were logged
+    assert rp.plot_pca_by_class(art) is None
 
 
 # ------------------------------------------------------------------------------------ with MLflow

@@ -48,15 +48,25 @@ ClosestPairs = tuple[Tensor, Tensor, list[float]]  # fakes, their nearest traini
 @dataclass
 class EvalResult:
     """Scores; the settings they depend on; how they were obtained (cache hits); FID-extractor
-    features (fake, real) when FID or KID ran; seconds spent per stage."""
+    features (fake, real) when FID or KID ran, with each row's class name (None for fakes of an
+    unconditional generator); seconds spent per stage."""
 
     metrics: dict[str, float]
     settings: Settings
     provenance: dict[str, str] = field(default_factory=dict)
     fake_features: np.ndarray | None = None
     real_features: np.ndarray | None = None
+    fake_classes: np.ndarray | None = None  # class name per fake (str array)
+    real_classes: np.ndarray | None = None  # class name per real image (str array)
     timings: dict[str, float] = field(default_factory=dict)
     closest_pairs: ClosestPairs | None = None  # copy detection: nearest fakes and their training images
+
+
+def _class_names(real: ImageDataset, labels: torch.Tensor | None) -> np.ndarray | None:
+    """Class names for `labels` (indices into `real.class_names`) as a str array; None without labels."""
+    if labels is None:
+        return None
+    return np.asarray(real.class_names, dtype=str)[labels.cpu().numpy()]
 
 
 def _check_fakes(fakes: torch.Tensor, real: ImageDataset) -> torch.Tensor:
@@ -292,6 +302,8 @@ def evaluate(
         provenance=state.provenance,
         fake_features=fid_features[0].numpy() if fid_features else None,
         real_features=fid_features[1].numpy() if fid_features else None,
+        fake_classes=_class_names(real, state.fake_labels) if fid_features else None,
+        real_classes=_class_names(real, real.labels) if fid_features else None,
         timings=state.timings,
         closest_pairs=state.closest_pairs,
     )

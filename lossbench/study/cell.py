@@ -65,6 +65,7 @@ class CellResult:
     steps: int
     sample_grid: Path | None = None
     fake_features: np.ndarray | None = None
+    fake_classes: np.ndarray | None = None  # class name per row of fake_features (conditional runs)
     closest_png: bytes | None = None  # copy detection's closest fakes beside their training images
 
 
@@ -209,6 +210,7 @@ def _cell_result(ctx: CellContext, trained: TrainResult) -> CellResult:
         steps=trained.steps,
         sample_grid=trained.sample_grid,
         fake_features=final.fake_features,
+        fake_classes=final.fake_classes,
         closest_png=closest_fakes_png(*final.closest_pairs) if final.closest_pairs else None,
     )
 
@@ -451,3 +453,5 @@ def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> 
             run.log_artifact(str(Path(tmp) / name), folder)
     if result.fake_features is not None:
         tracking.log_features(run.tracking_uri, run.run_id, result.fake_features, tracking.FAKE_FEATURES)
+    if result.fake_classes is not None:
+        tracking.log_features(run.tracking_uri, run.run_id, result.fake_classes, tracking.FAKE_CLASSES)

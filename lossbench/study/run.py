@@ -137,6 +137,8 @@ def _start_tracking(
         and not tracking.has_artifact(tracking_uri, parent_run_id, tracking.REAL_FEATURES)
     ):
         tracking.log_features(tracking_uri, parent_run_id, real.real_features, tracking.REAL_FEATURES)
+        if real.real_classes is not None:
+            tracking.log_features(tracking_uri, parent_run_id, real.real_classes, tracking.REAL_CLASSES)
     if not tracking.has_artifact(tracking_uri, parent_run_id, tracking.REAL_GRID):
         with tempfile.TemporaryDirectory() as tmp:
             grid = save_real_grid(train, Path(tmp, os.path.basename(tracking.REAL_GRID)), config.train)
