@@ -39,41 +39,18 @@ from statsmodels.stats.anova import AnovaRM
 
 from lossbench.metrics import DIRECTIONS
 from lossbench.stats import correct, fmt_lambda, hedges_g, seeds_needed, two_way_anova
+from lossbench.stats import verdict as better
 
 #: Columns of the verdict table, in order.
+# fmt: off
 VERDICT_COLUMNS = (
-    "metric",
-    "question",
-    "scope",
-    "a",
-    "b",
-    "n",
-    "mean_a",
-    "mean_b",
-    "test",
-    "statistic",
-    "p",
-    "p_adj",
-    "effect",
-    "effect_kind",
-    "n_needed",
-    "answer",
+    "metric", "question", "scope", "a", "b", "n", "mean_a", "mean_b",
+    "test", "statistic", "p", "p_adj", "effect", "effect_kind", "n_needed", "answer",
 )
+# fmt: on
 #: The questions, in the order they are asked and shown.
 QUESTIONS = ("loss", "loss at λ", "λ within loss", "λ vs 0")
 NAN = float("nan")
-
-
-def _better(metric: str, a: str, b: str, mean_a: float, mean_b: float, p_adj: float, alpha: float) -> str:
-    """ "a better (lower fid)", "no significant difference", or "not testable" (NaN p)."""
-    if not np.isfinite(p_adj):
-        return "not testable"
-    if p_adj >= alpha:
-        return "no significant difference"
-    lower, higher = (a, b) if mean_a < mean_b else (b, a)
-    if DIRECTIONS[metric] == "min":
-        return f"{lower} better (lower {metric})"
-    return f"{higher} better (higher {metric})"
 
 
 def _t_row(xa: np.ndarray, xb: np.ndarray, paired: bool, alpha: float) -> dict:
@@ -230,7 +207,7 @@ def _seeds_needed(power: tuple | None, alpha: float) -> float:
 
 def _answer(r: dict, alpha: float) -> str:
     if r["question"] != "λ within loss":
-        return _better(r["metric"], r["a"], r["b"], r["mean_a"], r["mean_b"], r["p_adj"], alpha)
+        return better(r["metric"], r["a"], r["b"], r["mean_a"], r["mean_b"], r["p_adj"], alpha)
     if not np.isfinite(r["p_adj"]):
         return "not testable"
     if r["p_adj"] >= alpha:
