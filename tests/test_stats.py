@@ -381,10 +381,13 @@ def test_cli_missing_file_and_paired_duplicates(tmp_path, capsys):
 
 
 def test_analysis_side_imports_no_study_optuna_or_torch():
-    """stats, formatting and report stay light: the CLI composes them with the study package."""
+    """The analysis side stays light: the CLI composes it with the study package, of which it reads
+    only the trial record's names (`lossbench.study.record`, standard library only)."""
     code = (
-        "import sys, lossbench.stats, lossbench.formatting, lossbench.report; "
-        "print(sorted(m for m in ('lossbench.study', 'optuna', 'torch') if m in sys.modules))"
+        "import sys, lossbench.stats, lossbench.verdict, lossbench.analysis, lossbench.formatting, "
+        "lossbench.report; heavy = [m for m in sys.modules if m.startswith('lossbench.study.')]; "
+        "heavy = [m for m in heavy + ['optuna', 'torch'] if m != 'lossbench.study.record']; "
+        "print(sorted(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

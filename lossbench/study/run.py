@@ -202,6 +202,8 @@ def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFra
         return [f"**Verdict**: none yet ({str(e).splitlines()[0]})"], ""
     objective = metric_key(config.objective)
     lines = sorted(verdict_lines(result), key=lambda line: not line.startswith(f"{objective}:"))
+    if not lines:
+        return ["**Verdict**: none (no two cells of the grid can be compared yet)"], ""
     text = [f"**Verdict** {lines[0]}", *(f"- {line}" for line in lines[1:])]
     text.append(correction_sentence(result) + f"; alpha = {result.alpha:g}.")
     return text, verdict_markdown(result, first=objective)
