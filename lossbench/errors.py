@@ -8,6 +8,17 @@ path, value or file and, where there is one, the fix.
 from __future__ import annotations
 
 
+def first_line(error: BaseException, typed: bool = False) -> str:
+    """The first sentence of an error's message (of the database error a SQLAlchemy error wraps, its
+    `orig`), or its type's name when the message is empty: what a one-line message quotes; `typed`
+    puts the type first ("UnpicklingError: Weights only load failed")."""
+    text = str(getattr(error, "orig", None) or error).strip()
+    if not text:
+        return type(error).__name__
+    first = text.splitlines()[0].split(". ")[0]
+    return f"{type(error).__name__}: {first}" if typed else first
+
+
 class LossbenchError(Exception):
     """Base class of the errors that the CLI reports as one line (exit code 2)."""
 

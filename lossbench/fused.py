@@ -46,6 +46,7 @@ from lossbench.errors import ConfigError, DivergedError
 from lossbench.fusable import check_fusable
 from lossbench.models.dgan import ConditionalBatchNorm2d, class_affine, run_conditional
 from lossbench.train import (
+    CHECKPOINT,
     Callback,
     Member,
     Run,
@@ -88,7 +89,7 @@ def train_fused(
     if len(out_dirs) != len(configs) or len({os.path.abspath(d) for d in out_dirs}) != len(configs):
         raise ConfigError(f"a fused group needs one distinct output folder per member ({len(configs)})")
     callbacks = callbacks if callbacks is not None else [()] * len(configs)
-    checkpoints = [resume and os.path.exists(os.path.join(d, "checkpoint.pt")) for d in out_dirs]
+    checkpoints = [resume and os.path.exists(os.path.join(d, CHECKPOINT)) for d in out_dirs]
     if any(checkpoints) and not all(checkpoints):
         missing = [str(d) for d, c in zip(out_dirs, checkpoints, strict=True) if not c]
         raise ResumeMismatchError(f"cannot resume a fused group: no checkpoint in {', '.join(missing)}")

@@ -59,7 +59,7 @@ from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
 from lossbench.config import lambda_text
-from lossbench.errors import ConfigError, DataError
+from lossbench.errors import ConfigError, DataError, first_line
 from lossbench.metrics import DIRECTIONS, metric_key, metric_range
 from lossbench.metrics.registry import EXTRACTOR_SEP
 
@@ -489,7 +489,7 @@ def mixed_model(df: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, list[str]]
         try:
             fit = mixedlm("y ~ " + " * ".join(factors), data, groups=data["seed"]).fit(reml=True)
         except (ValueError, np.linalg.LinAlgError) as e:
-            return pd.DataFrame(), [f"{metric}: mixed model not fitted ({str(e).splitlines()[0]})"]
+            return pd.DataFrame(), [f"{metric}: mixed model not fitted ({first_line(e)})"]
     if any(issubclass(w.category, ConvergenceWarning) for w in caught):
         notes.append(f"{metric}: the mixed model did not converge cleanly (seed variance near 0?)")
     fe = fit.fe_params.index

@@ -71,7 +71,7 @@ from lossbench import health, precision
 from lossbench.augment import diff_augment
 from lossbench.augment import draws as augmentation_draws
 from lossbench.config import RUN, TrainConfig, fields_with_role, lambda_text, to_dict
-from lossbench.errors import CheckpointError, ConfigError, DivergedError
+from lossbench.errors import CheckpointError, ConfigError, DivergedError, first_line
 from lossbench.files import atomic_write, check_folder, load_tensors
 from lossbench.images import class_labels, generate_images, to_float
 from lossbench.losses import AdversarialLoss, LossOutput, get_loss
@@ -555,7 +555,7 @@ def restore(run: Run, state: dict[str, Any], path: Path) -> tuple[int, History]:
         history: History = defaultdict(list, {k: [tuple(x) for x in v] for k, v in state["history"].items()})
         return int(state["step"]), history
     except (KeyError, RuntimeError, ValueError, TypeError, IndexError, AttributeError) as e:
-        raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({first_line(e, typed=True)})") from None
 
 
 def rng_state(run: Run) -> dict[str, Any]:
@@ -648,7 +648,8 @@ def load_generator(path: str | os.PathLike, device: str | torch.device = "cpu") 
     # e.g. a conditional dgan of before 2026-12, which joined z to a class embedding
     except RuntimeError as e:
         raise CheckpointError(
-            f"checkpoint {path} does not fit its architecture as lossbench builds it now ({_first_line(e)}); "
+            f"checkpoint {path} does not fit its architecture as lossbench builds it now "
+            f"({first_line(e, typed=True)}); "
             'a class-conditional dgan checkpoint made before 2026-12 needs conditioning = "concat" '
             "recorded in its model args"
         ) from None
@@ -778,18 +779,12 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = load_tensors(path)
     except Exception as e:  # truncated or garbled: zip, pickle and tensor-storage errors of every kind
-        raise CheckpointError(f"checkpoint {path} cannot be loaded ({_first_line(e)})") from None
+        raise CheckpointError(f"checkpoint {path} cannot be loaded ({first_line(e, typed=True)})") from None
     if not isinstance(state, dict) or "config" not in state:
         raise CheckpointError(f"checkpoint {path} cannot be loaded (not a lossbench checkpoint)")
     if "model" not in state:
         raise ConfigError(f"checkpoint {path} predates architectures by name (no 'model' record); retrain it")
     return state
-
-
-def _first_line(error: BaseException) -> str:
-    """`Type: first sentence` of an error message, for one-line messages."""
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0].split('. ')[0]}" if text else type(error).__name__
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:

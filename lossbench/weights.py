@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 import torch.hub
 
-from lossbench.errors import MissingWeightsError, WeightsDigestError
+from lossbench.errors import MissingWeightsError, WeightsDigestError, first_line
 from lossbench.files import load_tensors
 
 ENV_VAR = "LOSSBENCH_WEIGHTS"
@@ -165,7 +165,7 @@ def load_state_dict(key: str, path: str | os.PathLike) -> dict[str, torch.Tensor
     try:
         return load_tensors(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = first_line(e)
         raise WeightsDigestError(f"weight file {path} is not a plain state dict ({reason})") from None
 
 
@@ -225,7 +225,7 @@ def fetch_weights(
                 entry.source, str(target), hash_prefix=entry.sha256, progress=False
             )
         except (OSError, RuntimeError) as e:  # URLError is an OSError; a digest mismatch a RuntimeError
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            reason = first_line(e)
             message = missing_message(list(keys), weights_dir) or ""
             raise MissingWeightsError(f"cannot download {entry.source} ({reason}); {message}") from None
         out.append((entry, target, True))

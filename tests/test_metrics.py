@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import lpips
 import numpy as np
@@ -511,3 +512,22 @@ def test_settings_hold_what_numbers_depend_on_and_provenance_the_cache_hits(phan
     assert set(second.provenance.values()) == {"hit"}
     assert first.settings == second.settings and first.metrics == second.metrics
     assert not any("cache" in key for key in first.settings)
+
+
+def test_the_metric_table_in_docs_matches_the_registry():
+    """docs/metrics.md's table is written by hand: every built-in metric has its row, with its
+    primary key among the result keys and the direction the registry declares (issue #27)."""
+    import re
+
+    from lossbench.metrics import DIRECTIONS, available_metrics, get_metric
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    rows = {}
+    for line in doc.splitlines():
+        if m := re.match(r"\| `(\w+)` \| (.+?) \| (\w+)", line):
+            rows[m.group(1)] = (m.group(2), m.group(3))
+    assert set(rows) == set(available_metrics())
+    for name, (keys, better) in rows.items():
+        primary = next(iter(get_metric(name).keys))
+        assert f"`{primary}`" in keys, name
+        assert better == {"min": "lower", "max": "higher"}[DIRECTIONS[primary]], name

@@ -24,7 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
 from lossbench import weights
-from lossbench.errors import ConfigError, WeightsDigestError
+from lossbench.errors import ConfigError, WeightsDigestError, first_line
 from lossbench.metrics.builtin import WEIGHT_KEYS
 from lossbench.metrics.encoder import PREFIX as ENCODER_PREFIX
 from lossbench.metrics.encoder import register_encoder
@@ -85,7 +85,7 @@ def _build(name: str, layer: str, weights_path: str | None, device: str) -> Feat
         target.load_state_dict({k: v for k, v in state.items() if k in kept}, assign=True)
     except RuntimeError as e:
         raise WeightsDigestError(
-            f"weight file {weights_path} does not fit torch-fidelity's {name} ({str(e).splitlines()[0]})"
+            f"weight file {weights_path} does not fit torch-fidelity's {name} ({first_line(e)})"
         ) from None
     return module.requires_grad_(False).eval().to(device)
 

@@ -31,7 +31,7 @@ from sqlalchemy.exc import (
     ProgrammingError,
 )
 
-from lossbench.errors import StorageUnavailable
+from lossbench.errors import StorageUnavailable, first_line
 
 _log = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.5
@@ -66,11 +66,6 @@ _CALLS = (
     "_get_best_trial_id",
     "_get_stale_trial_ids",
 )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(getattr(error, "orig", None) or error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _shown(url: str) -> str:
@@ -109,7 +104,7 @@ class RetryingRDBStorage(RDBStorage):
             ) from None
         except (OperationalError, InterfaceError, ArgumentError) as e:
             where = _shown(url)
-            raise StorageUnavailable(f"cannot open the study database {where}: {_first_line(e)}") from None
+            raise StorageUnavailable(f"cannot open the study database {where}: {first_line(e)}") from None
 
     def _create_tables_racing(self, url: str, **kwargs: Any) -> None:
         """`RDBStorage.__init__`, which creates Optuna's tables and stamps their version on first use.
@@ -125,7 +120,7 @@ class RetryingRDBStorage(RDBStorage):
             except (IntegrityError, ProgrammingError) as e:
                 if time.monotonic() + delay > deadline:
                     raise StorageUnavailable(
-                        f"cannot create Optuna's tables in {_shown(url)}: {_first_line(e)}"
+                        f"cannot create Optuna's tables in {_shown(url)}: {first_line(e)}"
                     ) from None
                 time.sleep(delay)
                 delay = min(2 * delay, MAX_DELAY_S)
@@ -152,7 +147,7 @@ def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
                 if time.monotonic() + delay > deadline:
                     self._gave_up = True
                     raise StorageUnavailable(
-                        f"the study database did not answer for {self.retry_s:g} s ({_first_line(cause)})"
+                        f"the study database did not answer for {self.retry_s:g} s ({first_line(cause)})"
                     ) from None
                 if isinstance(self, RDBStorage):
                     self.remove_session()  # this thread's session holds the dead connection's transaction

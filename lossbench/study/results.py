@@ -9,7 +9,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from lossbench.errors import ConfigError, DataError
+from lossbench.errors import ConfigError, DataError, first_line
 from lossbench.study import record
 from lossbench.study.grid import Cell, cells_of
 from lossbench.study.journal import check_study_named, journal_path
@@ -114,7 +114,7 @@ def load_results(source: str | Path, storage: str | None = None, root: str | Pat
         try:
             return pd.read_csv(path)
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise DataError(f"cannot read results CSV {path}: {str(e).splitlines()[0]}") from None
+            raise DataError(f"cannot read results CSV {path}: {first_line(e)}") from None
     if path.suffix.lower() == ".csv" or path.parent != Path("."):
         raise DataError(f"no results file at {path}: give an existing CSV or a study name")
     return results_frame(str(source), storage, root)

@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 from lossbench import tracking
 from lossbench.config import StudyConfig, lambda_text
 from lossbench.data import ImageDataset
-from lossbench.errors import DataError, LossbenchError
+from lossbench.errors import DataError, LossbenchError, first_line
 from lossbench.files import check_folder
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import EvalResult
@@ -199,7 +199,7 @@ def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFra
     try:
         result = analyze(frame, problems=problems, name=config.name)
     except (DataError, ValueError, ArithmeticError) as e:  # too few results; a fit that fails
-        return [f"**Verdict**: none yet ({str(e).splitlines()[0]})"], ""
+        return [f"**Verdict**: none yet ({first_line(e)})"], ""
     objective = metric_key(config.objective)
     lines = sorted(verdict_lines(result), key=lambda line: not line.startswith(f"{objective}:"))
     if not lines:
