@@ -14,10 +14,11 @@ import numpy as np
 import pandas as pd
 
 from lossbench import verdict as verdicts
+from lossbench.config import ANALYSIS, CORRECTIONS
 from lossbench.errors import ConfigError
 from lossbench.metrics import metric_key, result_details
 from lossbench.stats import (
-    CORRECTIONS,
+    CONFIDENCE,
     PAIRWISE_COLUMNS,
     best_cells,
     check_results,
@@ -44,7 +45,7 @@ class StatsResult:
     alpha: float
     paired: bool
     paired_reason: str  # why the tests are paired or not
-    correction: str  # multipletests method: "holm" or "fdr_bh"
+    correction: str  # a key of config.CORRECTIONS
     ci_method: str  # "t" or "bootstrap"
     verdict: pd.DataFrame  # metric, question, scope, a, b, tests, p, p_adj, effect, n_needed, answer
     verdict_notes: list[str]  # where two analyses disagree, one sentence each
@@ -154,12 +155,12 @@ def _corrected_pairwise(
 def analyze(
     df: pd.DataFrame,
     metrics: list[str] | None = None,
-    alpha: float = 0.05,
+    alpha: float = ANALYSIS.alpha,
     paired: bool | None = None,
-    correction: str = "holm",
-    bootstrap: bool = False,
-    n_resamples: int = 9999,
-    seed: int = 0,
+    correction: str = ANALYSIS.correction,
+    bootstrap: bool = ANALYSIS.bootstrap,
+    n_resamples: int = ANALYSIS.n_resamples,
+    seed: int = ANALYSIS.seed,
     name: str = "results",
     problems: pd.DataFrame | None = None,
     deltas: dict[str, float] | None = None,
@@ -169,7 +170,7 @@ def analyze(
     e.g. a study's failed cells) replaces the missing cells inferred from the table; `deltas`: metric ->
     the difference whose needed seeds the power table gives."""
     if correction not in CORRECTIONS:
-        raise ConfigError(f"unknown correction {correction!r}: use 'holm' or 'fdr_bh'")
+        raise ConfigError(f"unknown correction {correction!r}: use {' or '.join(map(repr, CORRECTIONS))}")
     if not 0 < alpha < 1:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha}")
     df, metrics = check_results(df, metrics, name)
@@ -179,7 +180,7 @@ def analyze(
     else:
         reason = "asked for"
     ci_method = "bootstrap" if bootstrap else "t"
-    summary = _concat([summarize(df, m, 0.95, ci_method, n_resamples, seed) for m in metrics])
+    summary = _concat([summarize(df, m, CONFIDENCE, ci_method, n_resamples, seed) for m in metrics])
     answers, answer_notes, pair_table, pair_notes = _corrected_pairwise(
         df, metrics, alpha, paired, correction
     )

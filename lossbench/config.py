@@ -662,3 +662,22 @@ def lambda_text(lam: float) -> str:
     """λ as lossbench writes it everywhere (tags, params, run and folder names, tables): 15
     significant digits, so distinct values stay distinct (0.5 -> "0.5", 5.0 -> "5", 1e-07)."""
     return f"{lam:.15g}"
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Every default of the statistics (`analysis.analyze`, `lossbench stats` and `report`), in one
+    place: the CLI's options, the functions' defaults and the texts that name a level read them."""
+
+    alpha: float = 0.05  # significance level of every verdict
+    correction: str = "holm"  # a key of CORRECTIONS
+    bootstrap: bool = False  # BCa bootstrap CIs instead of t-based ones
+    n_resamples: int = 9999  # bootstrap resamples
+    seed: int = 0  # of the bootstrap
+    confidence: float = 0.95  # of every CI
+    power: float = 0.8  # at which detectable differences and needed seeds are reported
+
+
+ANALYSIS = AnalysisConfig()
+#: Multiple-testing corrections: statsmodels `multipletests` method -> name shown.
+CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}

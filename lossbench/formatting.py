@@ -16,6 +16,7 @@ import pandas as pd
 
 from lossbench.analysis import StatsResult
 from lossbench.errors import ConfigError
+from lossbench.stats import CONFIDENCE, POWER
 from lossbench.verdict import describe, headline
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def header_lines(result: StatsResult) -> list[str]:
         f"metrics: {', '.join(result.metrics)}; alpha = {result.alpha:g}",
         f"tests: {tests} ({result.paired_reason}); mixed model with seed as random intercept",
         correction_sentence(result),
-        f"{'bootstrap (BCa)' if result.ci_method == 'bootstrap' else 't-based'} 95% CIs, "
+        f"{'bootstrap (BCa)' if result.ci_method == 'bootstrap' else 't-based'} {CONFIDENCE:.0%} CIs, "
         "clipped to each metric's range",
     ]
     if result.settings:
@@ -51,7 +52,7 @@ def correction_sentence(result: StatsResult) -> str:
 
 def verdict_table(result: StatsResult, metric: str) -> pd.DataFrame:
     """One metric's verdict as display strings: question, a vs b, difference of means, effect size,
-    corrected p, seeds (held / needed for the observed difference at 80% power) and the answer."""
+    corrected p, seeds (held / needed for the observed difference at `stats.POWER`) and the answer."""
     rows = []
     for r in result.verdict[result.verdict["metric"] == metric].to_dict("records"):
         effect = "g" if r["effect_kind"] == "Hedges' g" else "η²"
@@ -129,13 +130,13 @@ def markdown_table(table: pd.DataFrame) -> str:
 TITLES = {
     "verdict": "Verdict per metric: a vs b, a - b, effect size, corrected p, seeds held/needed, answer",
     "problems": "Failed and missing cells",
-    "summary": "Per cell: mean, sd and 95% CI over seeds; metric_se: the metric's own noise (bootstrap)",
+    "summary": f"Per cell: mean, sd and {CONFIDENCE:.0%} CI over seeds; metric_se: the metric's own noise",
     "best": "Best cell per metric",
     "pairwise": "Pairwise comparisons per lambda",
     "omnibus": "Omnibus tests per lambda (more than two losses)",
     "anova": "Two-way ANOVA (type II): metric ~ loss * lambda",
     "mixed": "Mixed model: metric ~ loss * lambda, seed as random intercept (REML)",
-    "power": "Power: smallest difference detectable at 80% power; seeds needed for a difference",
+    "power": f"Power: smallest difference detectable at {POWER:.0%} power; seeds needed for a difference",
 }
 WIDTH = 100  # columns of the plain-text table
 #: The columns the plain-text format shows of the wide tables (every column: json, csv, markdown).
@@ -268,7 +269,7 @@ def _verdict_block(result: StatsResult, fmt: str) -> str:
 
 
 def utility_table(result: UtilityResult) -> str:
-    """The downstream-utility result as a markdown table (one row per arm: each score with its 95%
+    """The downstream-utility result as a markdown table (one row per arm: each score with its
     CI, per-class recall, training counts), then the gain line and the settings line."""
     rows = []
     for arm in result.scores:

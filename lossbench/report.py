@@ -430,7 +430,7 @@ def build_report(
     doc.table(display(result.power))
 
     doc.heading("Figures")
-    doc.heading("Metrics against λ (95% CI bands)", 3)
+    doc.heading(f"Metrics against λ ({stats.CONFIDENCE:.0%} CI bands)", 3)
     doc.image(
         "metrics_vs_lambda", plot_metrics_vs_lambda(result.summary, result.metrics), "metrics against lambda"
     )

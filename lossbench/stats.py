@@ -58,14 +58,14 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from lossbench.config import lambda_text
+from lossbench.config import ANALYSIS, lambda_text
 from lossbench.errors import ConfigError, DataError, first_line
 from lossbench.metrics import DIRECTIONS, metric_key, metric_range
 from lossbench.metrics.registry import EXTRACTOR_SEP
 
 REQUIRED_COLUMNS = ("loss", "lambda", "seed")
-CORRECTIONS = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg"}
-POWER = 0.8  # the power at which the smallest detectable difference is reported
+POWER = ANALYSIS.power  # the power at which detectable differences and needed seeds are reported
+CONFIDENCE = ANALYSIS.confidence  # of every CI
 #: Columns of the table of failed and missing cells.
 PROBLEM_COLUMNS = ("loss", "lambda", "seed", "state", "reason")
 #: Columns of the pairwise table, in order.
@@ -147,9 +147,9 @@ def finite(values) -> np.ndarray:
 
 def confidence_interval(
     x: np.ndarray,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     method: str = "t",
-    n_resamples: int = 9999,
+    n_resamples: int = ANALYSIS.n_resamples,
     seed: int = 0,
     bounds: tuple[float, float] = (-np.inf, np.inf),
 ) -> tuple[float, float]:
@@ -218,7 +218,7 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def correct(pvalues, alpha: float = 0.05, method: str = "holm") -> np.ndarray:
+def correct(pvalues, alpha: float = ANALYSIS.alpha, method: str = ANALYSIS.correction) -> np.ndarray:
     """Corrected p-values: `holm`, or statsmodels' multipletests for the other methods; NaN entries
     stay NaN and are not counted."""
     p = np.asarray(pvalues, dtype=float)
@@ -246,7 +246,7 @@ def fmt_lambda(lam: float) -> str:
     return f"λ={lambda_text(lam)}"
 
 
-def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = 0.05) -> float:
+def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = ANALYSIS.alpha) -> float:
     """The seeds per cell a two-sided t test at `alpha` needs for POWER to detect `delta` given `sd`
     (statsmodels `TTestPower` on differences when paired, `TTestIndPower` per group otherwise);
     NaN when delta or sd is not a positive finite number, or no sample size reaches POWER."""
@@ -267,9 +267,9 @@ def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = 0.05) -> 
 def summarize(
     df: pd.DataFrame,
     metric: str,
-    confidence: float = 0.95,
+    confidence: float = CONFIDENCE,
     ci_method: str = "t",
-    n_resamples: int = 9999,
+    n_resamples: int = ANALYSIS.n_resamples,
     seed: int = 0,
 ) -> pd.DataFrame:
     """Per (loss, lambda): n (finite values), n_dropped, mean, sd (ddof=1), CI of the mean, and
@@ -380,7 +380,7 @@ def _compare(xa: np.ndarray, xb: np.ndarray, paired: bool) -> dict:
 
 
 def pairwise(
-    df: pd.DataFrame, metric: str, alpha: float = 0.05, paired: bool = False
+    df: pd.DataFrame, metric: str, alpha: float = ANALYSIS.alpha, paired: bool = False
 ) -> tuple[pd.DataFrame, list[str]]:
     """Uncorrected tests for every lambda and pair of losses on one metric (see `analyze`), and the
     warnings they raise (unmatched seeds, rank tests that cannot reach `alpha`)."""
@@ -529,7 +529,7 @@ def power_analysis(
     df: pd.DataFrame,
     metric: str,
     paired: bool,
-    alpha: float = 0.05,
+    alpha: float = ANALYSIS.alpha,
     delta: float | None = None,
     family: int = 1,
 ) -> dict:

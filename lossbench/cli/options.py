@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from lossbench.config import TrainConfig
+from lossbench.config import ANALYSIS, CORRECTIONS, TrainConfig
 
 # ----------------------------------------------------------------------- data, weights, device
 
@@ -49,7 +49,7 @@ TRACKING_URI = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (d
 # ------------------------------------------------------------ analysis: `stats` and `report`
 
 SOURCE = typer.Argument(..., help="Study name, or a CSV with loss, lambda, seed and metric columns.")
-ALPHA = typer.Option(0.05, "--alpha", help="Significance level for verdicts.")
+ALPHA = typer.Option(ANALYSIS.alpha, "--alpha", help="Significance level for verdicts.")
 PAIRED = typer.Option(
     None,
     "--paired/--unpaired",
@@ -57,6 +57,10 @@ PAIRED = typer.Option(
     help="Paired t / Wilcoxon, or Welch t / Mann-Whitney U [default: paired when the seeds match].",
     show_default=False,
 )
-CORRECTION = typer.Option("holm", "--correction", help="Multiple-testing correction: holm or fdr_bh.")
-BOOTSTRAP = typer.Option(False, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based.", metavar="")
-BOOTSTRAP_SEED = typer.Option(0, "--seed", help="Seed of the bootstrap resampling.")
+CORRECTION = typer.Option(
+    ANALYSIS.correction, "--correction", help=f"Multiple-testing correction: {' or '.join(CORRECTIONS)}."
+)
+BOOTSTRAP = typer.Option(
+    ANALYSIS.bootstrap, "--bootstrap", help="Bootstrap (BCa) CIs instead of t-based.", metavar=""
+)
+BOOTSTRAP_SEED = typer.Option(ANALYSIS.seed, "--seed", help="Seed of the bootstrap resampling.")
