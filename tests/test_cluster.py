@@ -46,6 +46,17 @@ def _running_trial(study: optuna.Study, cell: Cell, worker: Worker, uri: str, ex
     return trial, run.run_id
 
 
+def test_the_retrying_storage_wraps_every_database_method_of_optuna():
+    """Issue #27: the wrapper names RDBStorage's methods one by one; a method Optuna adds or renames
+    (get_trial_user_attrs was missed on Optuna 5.1) would reach the database unprotected."""
+    public = {n for n, f in vars(optuna.storages.RDBStorage).items() if callable(f) and not n.startswith("_")}
+    assert public - set(rdb.NOT_DATABASE) <= set(rdb._CALLS), sorted(
+        public - set(rdb.NOT_DATABASE) - set(rdb._CALLS)
+    )
+    for name in rdb._CALLS:  # every wrapped name still exists and is wrapped
+        assert getattr(rdb.RetryingRDBStorage, name) is not getattr(optuna.storages.RDBStorage, name), name
+
+
 def test_worker_identity_round_trips_and_other_hosts_are_not_judged_here(monkeypatch):
     me = current_worker()
     assert me.pid == os.getpid() and me.started is not None and len(me.token) == 8

@@ -59,12 +59,26 @@ _CALLS = (
     "set_trial_system_attr",
     "get_trial_id_from_study_id_trial_number",
     "get_trial",
+    "get_trial_param",
+    "get_trial_user_attrs",
+    "get_trial_system_attrs",
     "get_all_trials",
     "_get_trials",
     "get_n_trials",
     "get_best_trial",
     "_get_best_trial_id",
     "_get_stale_trial_ids",
+    "get_current_version",
+    "get_all_versions",
+)
+#: RDBStorage's public methods that do not reach the database (or, the heartbeat, are wrapped apart).
+NOT_DATABASE = (
+    "get_heartbeat_interval",
+    "get_heartbeat_stale_trial_callback",
+    "get_head_version",
+    "remove_session",
+    "upgrade",
+    "record_heartbeat",
 )
 
 
