@@ -99,37 +99,42 @@ def plot_metrics_vs_lambda(summary: pd.DataFrame, metrics: list[str]) -> bytes:
     return _png(fig)
 
 
+#: Panels per row of the training-curve figure: more would shrink each below legibility in the report.
+CURVE_COLUMNS = 4
+
+
 def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], list[float]]]]) -> bytes | None:
-    """One row of panels per loss, one column per logged training term; one line per λ (coloured
-    by λ, viridis), the mean over seeds."""
+    """Per loss, one panel per training term it logs (rows of at most CURVE_COLUMNS; a term a loss
+    does not log, e.g. another loss's gradient penalty, gets no panel); one line per λ (coloured by
+    λ, viridis), the mean over seeds."""
     if not curves:
         return None
-    terms = sorted(curves)
     losses = sorted({c[0] for runs in curves.values() for c in runs})
     lambdas = sorted({c[1] for runs in curves.values() for c in runs})
     cmap = matplotlib.colormaps["viridis"]
     colors = {lam: cmap(i / max(1, len(lambdas) - 1)) for i, lam in enumerate(lambdas)}
-    fig = Figure(figsize=(4.2 * len(terms), 3.0 * len(losses)))
-    for r, loss in enumerate(losses):
+    logged = {loss: [t for t in sorted(curves) if any(c[0] == loss for c in curves[t])] for loss in losses}
+    rows = [(loss, chunk) for loss in losses for chunk in _chunks(logged[loss], CURVE_COLUMNS)]
+    fig = Figure(figsize=(4.2 * min(CURVE_COLUMNS, max(map(len, logged.values()))), 3.0 * len(rows)))
+    for r, (loss, terms) in enumerate(rows):
         for c, term in enumerate(terms):
-            ax = fig.add_subplot(len(losses), len(terms), r * len(terms) + c + 1)
+            ax = fig.add_subplot(len(rows), CURVE_COLUMNS, r * CURVE_COLUMNS + c + 1)
             for lam in lambdas:
                 runs = [pd.Series(v, index=s) for x, y, s, v in curves[term] if (x, y) == (loss, lam)]
                 if runs:
                     mean = pd.concat(runs, axis=1).mean(axis=1).sort_index()
-                    ax.plot(
-                        mean.index, mean.to_numpy(), color=colors[lam], lw=1, label=f"λ={lambda_text(lam)}"
-                    )
+                    label = f"λ={lambda_text(lam)}"
+                    ax.plot(mean.index, mean.to_numpy(), color=colors[lam], lw=1, label=label)
             ax.set_title(f"{loss}: {term}", fontsize=10)
             ax.set_xlabel("generator step")
             ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=7)
-            else:  # a term this loss does not log (e.g. the gradient penalty of a loss without one)
-                ax.set_axis_off()
-                ax.text(0.5, 0.5, f"{loss} logs no {term}", ha="center", va="center", transform=ax.transAxes)
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
+
+
+def _chunks(items: list[str], size: int) -> list[list[str]]:
+    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
 
 def pca_2d(real: np.ndarray, fakes: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
