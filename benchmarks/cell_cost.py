@@ -56,7 +56,7 @@ def main() -> None:
         config, data = prepare(dataclasses.replace(base, workers=1), root)
         real = run.preflight(config, data)
         study = run._open_study(config, root, data.train.fingerprint)
-        ids = run._start_tracking(config, root, study, real)
+        ids = run._start_tracking(config, root, study, real, data.train)
         cells = run.grid_cells(config)[: args.cells]
         for c in cells:
             enqueue(study, c)

@@ -323,7 +323,7 @@ def test_plugin_metric_is_a_study_objective_and_stats_use_its_direction(metric_s
     find the plugin by entry point), minimised as the objective, and 'best' in stats is its minimum."""
     from test_study import tiny
 
-    from lossbench.stats import analyze
+    from lossbench.analysis import analyze
     from lossbench.study import results_frame, run_study
 
     config = tiny(
