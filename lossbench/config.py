@@ -19,7 +19,10 @@ Field roles (dataclass metadata "role", declared once on each field and read by 
 A resume may also extend `steps` (see train.RESUMABLE_CHANGES).
 
 Every field's type is checked in `__post_init__` (TOML `batch_size = 1.5`, `seeds = "01"` and
-`losses = "bce"` are ConfigErrors, ints are accepted for floats, lists for tuples), then its range.
+`losses = "bce"` are ConfigErrors, ints are accepted for floats, lists for tuples), then its range:
+a number field declares the values it accepts in its metadata (`result(64, within=(1, MAX_BATCH))`),
+read by one check (`_check_ranges`; floats must also be finite); rules that are not a plain range
+(λ, betas, ema_decay, holdout, resolution, choices) have their own checks.
 A study is the grid (losses × lambdas × seeds) over one `TrainConfig`/`EvalConfig` template; TOML
 study files (see `studies/`) and `lossbench train --config` files map one-to-one onto
 `StudyConfig` and `RunConfig` (`config_from_dict`, `load_toml`, `with_overrides`).
@@ -53,6 +56,9 @@ MAX_RESOLUTION = 512
 MAX_STEPS = 10**8  # generator steps (and the cadences counted in them)
 MAX_BATCH = 2**16  # images per batch or sample grid
 MAX_WIDTH = 2**14  # z_dim, network widths, n_critic
+MAX_IMAGES = 10**7  # generated images or pairs one evaluation scores
+MAX_RESAMPLES = 10**6  # bootstrap resamples, KID subsets, SWD directions
+MAX_PROCESSES = 1024  # workers, threads, cells per fused group
 CRITIC_NORMS = (
     "none",
     "layernorm",
@@ -67,23 +73,33 @@ RESULT, RUN, CELL = "result", "run", "cell"
 ROLES = (RESULT, RUN, CELL)
 
 
-def _field(role: str, default: Any = dataclasses.MISSING, factory: Any = dataclasses.MISSING) -> Any:
-    return field(default=default, default_factory=factory, metadata={"role": role})
+Range = tuple[float, float | None]  # (lowest, highest) value a number field accepts; None: no highest
 
 
-def result(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
-    """A field that changes what a run computes."""
-    return _field(RESULT, default, factory)
+def _field(role: str, default: Any, factory: Any, within: Range | None) -> Any:
+    metadata = {"role": role} | ({"within": within} if within is not None else {})
+    return field(default=default, default_factory=factory, metadata=metadata)
 
 
-def run_only(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+def result(
+    default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, within: Range | None = None
+) -> Any:
+    """A field that changes what a run computes; `within`: the values a number accepts (`_check_ranges`)."""
+    return _field(RESULT, default, factory, within)
+
+
+def run_only(
+    default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, within: Range | None = None
+) -> Any:
     """A field that may change on resume without changing results."""
-    return _field(RUN, default, factory)
+    return _field(RUN, default, factory, within)
 
 
-def per_cell(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING) -> Any:
+def per_cell(
+    default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, within: Range | None = None
+) -> Any:
     """A field that a study sets per grid cell."""
-    return _field(CELL, default, factory)
+    return _field(CELL, default, factory, within)
 
 
 def field_role(cls: type, name: str) -> str:
@@ -163,26 +179,23 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def _check_min(config: Any, minimum: float, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and value < minimum:
-            raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+def _check_ranges(config: Any) -> None:
+    """Every number field declared `within=(low, high)` (dataclass metadata): finite, >= low and
+    <= high (None: no highest). One place for every field's range; run after `_check_types`."""
+    for f in dataclasses.fields(config):
+        if "within" not in f.metadata or (value := getattr(config, f.name)) is None:
+            continue
+        low, high = f.metadata["within"]
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number >= {low}, got {value}")
+        if value < low:
+            raise ConfigError(f"{f.name} must be at least {low}, got {value}")
+        if high is not None and value > high:
+            raise ConfigError(f"{f.name} must be at most {high:,}, got {value:,}")
 
 
-def _check_max(config: Any, maximum: float, *names: str) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value is not None and value > maximum:
-            raise ConfigError(f"{name} must be at most {maximum:,}, got {value:,}")
-
-
-def _check_rates(config: Any) -> None:
-    """What Adam accepts: learning rates finite and >= 0 (0 freezes a network), betas in [0, 1)."""
-    for name in ("lr_g", "lr_d"):
-        value = getattr(config, name)
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+def _check_betas(config: Any) -> None:
+    """What Adam accepts: betas in [0, 1)."""
     if len(config.betas) != 2 or not all(math.isfinite(b) and 0 <= b < 1 for b in config.betas):
         raise ConfigError(f"betas must be two numbers in [0, 1), got {list(config.betas)}")
 
@@ -290,17 +303,19 @@ class TrainConfig:
     loss: str = per_cell("wgangp")
     loss_params: dict[str, Any] = per_cell(factory=dict)
     lam: float = per_cell(5.0)
-    seed: int = per_cell(0)
-    steps: int = result(2000)
-    batch_size: int = result(64)
-    lr_g: float = result(1e-4)
-    lr_d: float = result(1e-4)
+    seed: int = per_cell(0, within=(0, None))
+    steps: int = result(2000, within=(1, MAX_STEPS))
+    batch_size: int = result(64, within=(1, MAX_BATCH))
+    lr_g: float = result(1e-4, within=(0, None))  # 0 freezes a network (tests use it)
+    lr_d: float = result(1e-4, within=(0, None))
     betas: tuple[float, float] = result((0.0, 0.9))
-    n_critic: int | None = result(None)  # None = the loss's own recommendation
+    n_critic: int | None = result(None, within=(1, MAX_WIDTH))  # None = the loss's own recommendation
     model: ModelConfig = result(factory=ModelConfig)
-    z_dim: int = result(128)
-    g_width: int = result(64)  # channels of the generator's last hidden layer; doubled per upsampling stage
-    d_width: int = result(64)  # channels of the critic's first layer
+    z_dim: int = result(128, within=(1, MAX_WIDTH))
+    g_width: int = result(
+        64, within=(1, MAX_WIDTH)
+    )  # channels of the generator's last hidden layer; doubled per upsampling stage
+    d_width: int = result(64, within=(1, MAX_WIDTH))  # channels of the critic's first layer
     critic_norm: str = result("instancenorm")  # one of CRITIC_NORMS (docs/training.md: why)
     perceptual: str = result("vgg16")  # "vgg16", "vgg19", "none", or a registered feature network
     perceptual_layers: tuple[str, ...] = result(("relu1_2", "relu2_2", "relu3_3", "relu4_3"))
@@ -312,27 +327,26 @@ class TrainConfig:
     device: str = run_only("cpu")
     amp: bool = result(True)  # bf16 autocast where the device computes bf16 natively (lossbench.precision)
     channels_last: bool = result(True)  # CUDA only
-    checkpoint_every: int = run_only(500)
-    log_every: int = run_only(10)
-    health_every: int = run_only(50)  # training-health probe (lossbench.health) every N steps; 0 = never
-    sample_every: int = run_only(500)  # 0 = only the final grid
+    checkpoint_every: int = run_only(500, within=(1, MAX_STEPS))
+    log_every: int = run_only(10, within=(1, MAX_STEPS))
+    health_every: int = run_only(
+        50, within=(0, MAX_STEPS)
+    )  # training-health probe (lossbench.health) every N steps; 0 = never
+    sample_every: int = run_only(500, within=(0, MAX_STEPS))  # 0 = only the final grid
     random_weights: bool = result(
         False
     )  # explicit opt-in to random pretrained-network weights (demos, tests)
     weights_dir: str | None = run_only(None)
     progress: bool = run_only(True)  # progress bar on stderr (shown only when stderr is a terminal)
-    n_samples: int = run_only(64)  # images in the sample grids (fixed z from `seed`, EMA generator)
+    n_samples: int = run_only(
+        64, within=(1, MAX_BATCH)
+    )  # images in the sample grids (fixed z from `seed`, EMA generator)
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_ranges(self)
         _check_lambda(self.lam)
-        _check_min(self, 0, "seed", "sample_every", "health_every")
-        _check_min(self, 1, "steps", "batch_size", "z_dim", "g_width", "d_width", "n_critic")
-        _check_min(self, 1, "checkpoint_every", "log_every", "n_samples")
-        _check_max(self, MAX_STEPS, "steps", "checkpoint_every", "log_every", "health_every", "sample_every")
-        _check_max(self, MAX_BATCH, "batch_size", "n_samples")
-        _check_max(self, MAX_WIDTH, "z_dim", "g_width", "d_width", "n_critic")
-        _check_rates(self)
+        _check_betas(self)
         _check_choice("critic_norm", self.critic_norm, CRITIC_NORMS)
         _check_choice("perceptual_distance", self.perceptual_distance, PERCEPTUAL_DISTANCES)
         _check_choice("perceptual_pairing", self.perceptual_pairing, PERCEPTUAL_PAIRINGS)
@@ -363,41 +377,50 @@ class EvalConfig:
     """How generated images are scored. Every field is logged beside the numbers it produces."""
 
     metrics: tuple[str, ...] = result(("fid", "kid", "lpips", "msssim"))
-    n_fake: int = result(1000)
+    n_fake: int = result(1000, within=(2, MAX_IMAGES))
     feature_extractor: str = result("inception-v3-compat")
-    kid_subset_size: int | None = result(None)  # None = min(1000, n_real, n_fake)
-    kid_subsets: int = result(100)  # torch-fidelity's default
+    kid_subset_size: int | None = result(None, within=(2, MAX_IMAGES))  # None = min(1000, n_real, n_fake)
+    kid_subsets: int = result(100, within=(1, MAX_RESAMPLES))  # torch-fidelity's default
     prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
     extra_extractors: tuple[str, ...] = result(())  # feature metrics again in each; keys `fid.<name>`
-    swd_directions: int = result(128)  # random projections of the sliced Wasserstein distance
-    n_pairs: int = result(500)  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
-    utility_seeds: int = result(3)  # classifier seeds of the downstream-utility metric
-    utility_steps: int = result(1200)  # optimiser steps per utility classifier (~60 epochs of BUSI)
+    swd_directions: int = result(
+        128, within=(1, MAX_RESAMPLES)
+    )  # random projections of the sliced Wasserstein distance
+    n_pairs: int = result(
+        500, within=(1, MAX_IMAGES)
+    )  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
+    utility_seeds: int = result(
+        3, within=(1, MAX_PROCESSES)
+    )  # classifier seeds of the downstream-utility metric
+    utility_steps: int = result(
+        1200, within=(1, MAX_STEPS)
+    )  # optimiser steps per utility classifier (~60 epochs of BUSI)
     utility_classifier: str = result("resnet")  # the judge, lossbench.metrics.judges ("cnn3": fast, weak)
-    utility_width: int = result(32)  # utility classifier's first-layer channels
+    utility_width: int = result(32, within=(1, MAX_WIDTH))  # utility classifier's first-layer channels
     utility_augment: bool = result(True)  # classic augmentation while the judge trains
-    utility_ratio: float = result(0.0)  # 0 = synthetic images balance the classes; r = add r × N_train
-    utility_bootstrap: int = result(1000)  # held-out resamples for the utility's confidence intervals
-    batch_size: int = result(100)
-    seed: int = result(0)
-    bootstrap: int = result(0)  # resamples of the fakes for the standard errors `*_se`; 0 = none
+    utility_ratio: float = result(
+        0.0, within=(0, None)
+    )  # 0 = synthetic images balance the classes; r = add r × N_train
+    utility_bootstrap: int = result(
+        1000, within=(1, MAX_RESAMPLES)
+    )  # held-out resamples for the utility's confidence intervals
+    batch_size: int = result(100, within=(1, MAX_BATCH))
+    seed: int = result(0, within=(0, None))
+    bootstrap: int = result(
+        0, within=(0, MAX_RESAMPLES)
+    )  # resamples of the fakes for the standard errors `*_se`; 0 = none
     cache_dir: str | None = run_only(None)  # real-feature cache; None = mlruns/feature-cache
     random_weights: bool = result(False)  # explicit opt-in (demos, tests); tagged on every result
     weights_dir: str | None = run_only(None)
 
     def __post_init__(self) -> None:
         _check_types(self)
-        _check_min(self, 0, "seed", "bootstrap")
+        _check_ranges(self)
         if self.bootstrap == 1:
             raise ConfigError("eval.bootstrap must be 0 (none) or at least 2 resamples")
-        _check_min(self, 1, "n_pairs", "kid_subsets", "swd_directions", "batch_size")
-        _check_min(self, 1, "utility_seeds", "utility_steps", "utility_width", "utility_bootstrap")
-        if not math.isfinite(self.utility_ratio) or self.utility_ratio < 0:
-            raise ConfigError(f"utility_ratio must be a finite number >= 0, got {self.utility_ratio}")
         if self.utility_classifier not in UTILITY_CLASSIFIERS:
             known = ", ".join(UTILITY_CLASSIFIERS)
             raise ConfigError(f"unknown utility_classifier {self.utility_classifier!r} (known: {known})")
-        _check_min(self, 2, "n_fake", "kid_subset_size")
 
 
 @dataclass
@@ -413,27 +436,30 @@ class StudyConfig:
     train: TrainConfig = result(factory=TrainConfig)
     eval: EvalConfig = result(factory=EvalConfig)
     objective: str = result("fid")
-    eval_every: int = result(0)  # 0 = evaluate only at the end
+    eval_every: int = result(0, within=(0, MAX_STEPS))  # 0 = evaluate only at the end
     # Metrics evaluated every `eval_every` steps (MLflow curves `eval/<key>`): cheap ones. `best_metric`
     # chooses the generator kept as best.pt; None: the objective when it is a curve metric, else the first.
     curve_metrics: tuple[str, ...] = result(("swd", "msssim"))
     best_metric: str | None = result(None)
-    threads: int = result(1)  # torch CPU threads per cell: CPU results depend on the thread count
+    threads: int = result(
+        1, within=(1, MAX_PROCESSES)
+    )  # torch CPU threads per cell: CPU results depend on the thread count
     # Cells per fused group (lossbench.fused): a worker trains up to `fuse` waiting cells of one loss
     # as one grouped network; their numbers equal the unfused ones up to float rounding.
-    fuse: int = result(1)
+    fuse: int = result(1, within=(1, MAX_PROCESSES))
     storage: str | None = run_only(None)  # None = journal file under mlruns/
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
-    workers: int = run_only(1)
+    workers: int = run_only(1, within=(1, MAX_PROCESSES))
     devices: tuple[str, ...] = run_only(("cpu",))
     # RDB storages (several machines): a worker records a heartbeat every `heartbeat_s` seconds; a
     # RUNNING trial without one for `grace_s` seconds is failed by whichever machine notices, and a
     # worker that cannot reach the database retries for at most `grace_s` seconds (docs/cluster.md).
-    heartbeat_s: int = run_only(60)
-    grace_s: int = run_only(180)
+    heartbeat_s: int = run_only(60, within=(1, None))
+    grace_s: int = run_only(180, within=(1, None))
 
     def __post_init__(self) -> None:
         _check_types(self)
+        _check_ranges(self)
         for axis, item in (
             ("losses", "loss"),
             ("lambdas", "lambda"),
@@ -446,8 +472,6 @@ class StudyConfig:
             _check_lambda(lam)
         if min(self.seeds) < 0:
             raise ConfigError(f"seeds must be >= 0, got {min(self.seeds)}")
-        _check_min(self, 0, "eval_every")
-        _check_min(self, 1, "workers", "threads", "fuse", "heartbeat_s")
         if self.grace_s <= self.heartbeat_s:
             raise ConfigError(f"grace_s ({self.grace_s}) must exceed heartbeat_s ({self.heartbeat_s})")
         for device in self.devices:  # spelling only: a study file may be written for another machine;

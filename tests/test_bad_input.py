@@ -37,6 +37,33 @@ def bad_assignments() -> list[str]:
     return out
 
 
+#: Values of the right kind outside what a field accepts (declared `within=` in lossbench.config).
+OUT_OF_RANGE = [
+    "train.steps=0",
+    "train.steps=100000000000",
+    "train.batch_size=100000000",
+    "train.n_critic=0",
+    "train.z_dim=100000",
+    "train.lr_g=-0.5",
+    "train.lr_d=inf",
+    "train.health_every=-1",
+    "eval.n_fake=1",
+    "eval.n_fake=100000000000",
+    "eval.kid_subsets=0",
+    "eval.swd_directions=10000000000",
+    "eval.bootstrap=1",
+    "eval.bootstrap=-2",
+    "eval.utility_ratio=-1",
+    "eval.seed=-1",
+    "workers=0",
+    "workers=100000",
+    "threads=0",
+    "eval_every=-5",
+]
+#: Number fields whose accepted values are not a plain range (checked by their own rule), or that
+#: take any integer: every other int or float field must declare `within=`.
+OWN_RULE = {"lam", "ema_decay", "holdout", "resolution", "split_seed", "grace_s"}
+
 MALFORMED_STUDY_FILES = [
     b"name = \n",
     b"[train\nsteps = 1\n",
@@ -107,3 +134,35 @@ def test_malformed_study_files_are_one_line_each(tmp_path):
         if (outcome := _answers(argv, root)) is not None:
             failed[content] = outcome
     assert not failed
+
+
+def test_out_of_range_values_are_one_line_each(tmp_path):
+    root = tmp_path / "root"
+    failed = {}
+    for assignment in OUT_OF_RANGE:
+        argv = ["study", "--data", "phantom:16", "--root", str(root), "--no-progress", "--set", assignment]
+        if (outcome := _answers(argv, root)) is not None:
+            failed[assignment] = outcome
+    assert not failed
+
+
+def test_every_number_field_declares_its_range():
+    """A number field added without `within=` (or its own rule) would accept any value."""
+    from lossbench.config import StudyConfig
+
+    missing = []
+    for cls in (TrainConfig, EvalConfig, DataConfig, StudyConfig):
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            hint = hints[f.name]
+            if typing.get_origin(hint) is tuple:  # lists of numbers (betas, lambdas, seeds): own rules
+                continue
+            numeric = {int, float} & set(typing.get_args(hint) or (hint,))
+            if (
+                numeric
+                and hints[f.name] is not bool
+                and "within" not in f.metadata
+                and f.name not in OWN_RULE
+            ):
+                missing.append(f"{cls.__name__}.{f.name}")
+    assert not missing

@@ -14,6 +14,8 @@ import typer
 from lossbench.cli import options
 from lossbench.cli.train import parse_loss_params
 from lossbench.config import (
+    MAX_RESOLUTION,
+    MIN_RESOLUTION,
     StudyConfig,
     lambda_text,
     parse_assignments,
@@ -79,7 +81,10 @@ def study(
     ),
     classes: str | None = options.CLASSES,
     resolution: int | None = typer.Option(
-        None, "--resolution", help=rf"Image side R (32..512). \[default: {D.data.resolution}]"
+        None,
+        "--resolution",
+        help=rf"Image side R, a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}. "
+        rf"\[default: {D.data.resolution}]",
     ),
     steps: int | None = typer.Option(
         None, "--steps", help=rf"Generator steps per cell. \[default: {D.train.steps}]"

@@ -18,6 +18,8 @@ from lossbench.cli import options
 from lossbench.config import (
     AUGMENTATIONS,
     CRITIC_NORMS,
+    MAX_RESOLUTION,
+    MIN_RESOLUTION,
     PERCEPTUAL_DISTANCES,
     PERCEPTUAL_PAIRINGS,
     DataConfig,
@@ -96,7 +98,10 @@ def train(
         None, "--data", help="phantom, phantom:N, busi, a BUSI folder or an image folder."
     ),
     resolution: int | None = typer.Option(
-        None, "--resolution", help=f"Image side R (32..512). \\[default: {DataConfig.resolution}]"
+        None,
+        "--resolution",
+        help=f"Image side R, a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}. "
+        f"\\[default: {DataConfig.resolution}]",
     ),
     classes: str | None = options.CLASSES,
     holdout: float | None = options.HOLDOUT,
