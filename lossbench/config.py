@@ -186,7 +186,7 @@ def _check_ranges(config: Any) -> None:
         if "within" not in f.metadata or (value := getattr(config, f.name)) is None:
             continue
         low, high = f.metadata["within"]
-        if isinstance(value, float) and not math.isfinite(value):
+        if isinstance(value, float) and not (math.isfinite(value) and value >= low):
             raise ConfigError(f"{f.name} must be a finite number >= {low}, got {value}")
         if value < low:
             raise ConfigError(f"{f.name} must be at least {low}, got {value}")
