@@ -10,6 +10,7 @@ import dataclasses
 import multiprocessing
 import os
 import pickle
+import random
 import socket
 import subprocess
 import sys
@@ -88,6 +89,41 @@ def test_parent_killed_while_workers_start_leaves_no_process(tmp_path):
     # its torch/optuna/mlflow imports (15-30 s on a loaded 2-core machine).
     gone, alive = psutil.wait_procs(descendants, timeout=5)
     assert not alive, f"left running 5 s after the parent was killed: {[p.cmdline() for p in alive]}"
+
+
+_FRESH = """
+import sys
+sys.path[:0] = [{repo!r}, {tests!r}]
+from test_faults import small
+from test_study import fake_cell
+from lossbench.study import run_study
+
+run_study(small("killloop"), root={root!r}, cell_fn=fake_cell)
+"""
+
+
+def test_a_first_run_killed_at_random_moments_ten_times_then_completes_every_cell_once(tmp_path):
+    """Issue #26: kill -9 of the parent in the first seconds of a fresh study (store, journal and
+    experiment being made, workers starting), ten times at random moments; the next run completes
+    every cell, once each."""
+    script = _FRESH.format(repo=str(REPO), tests=str(REPO / "tests"), root=str(tmp_path))
+    rng = random.Random(26)
+    for _ in range(10):
+        parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 6.0))
+        descendants = psutil.Process(parent.pid).children(recursive=True)
+        parent.kill()
+        parent.wait()
+        psutil.wait_procs(descendants, timeout=10)
+    summary = run_study(small("killloop"), root=tmp_path, cell_fn=fake_cell)
+    assert summary.counts["done"] == 4
+    done = [t for t in trials(tmp_path, "killloop") if t.state.name == "COMPLETE"]
+    assert sorted(complete_cells(tmp_path, "killloop")) == sorted(set(complete_cells(tmp_path, "killloop")))
+    assert len(done) == 4
+    runs = MlflowClient(summary.tracking_uri).search_runs(
+        [summary.experiment_id], "tags.`lossbench.role` = 'trial' AND attributes.status = 'FINISHED'"
+    )
+    assert len(runs) == 4  # one finished MLflow run per cell
 
 
 def _take_cell(study: optuna.Study, cell: Cell, pid: int) -> None:
