@@ -5,7 +5,9 @@ never hits a stale entry), resolution, extractor, layer, weights file, and whate
 depends on. The file name is a hash of the key and the file stores the key itself, checked on
 load; a file that fails to load or holds another key is recomputed and overwritten, never trusted.
 Writes are atomic (a temporary file in the same folder, then `os.replace`), so concurrent workers
-see either no entry or a complete one.
+see either no entry or a complete one; a missing entry is computed under a file lock beside it
+(`<entry>.lock`), so workers that miss it at once compute it once: the others wait, then read it
+(the utility judge's real arm costs about 15 min on one thread; two workers used to both train it).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from lossbench.files import atomic_write, load_tensors
 
@@ -54,7 +57,12 @@ def cached(
     value = _load(path, key_text)
     if value is not None:
         return value, True
-    value = compute().detach().cpu()
-    with atomic_write(path) as f:
-        torch.save({"key": key_text, "value": value}, f)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{path}.lock"):
+        value = _load(path, key_text)  # computed by another worker while this one waited
+        if value is not None:
+            return value, True
+        value = compute().detach().cpu()
+        with atomic_write(path) as f:
+            torch.save({"key": key_text, "value": value}, f)
     return value, False
