@@ -127,8 +127,8 @@ def _settings_warnings(settings: dict[str, str]) -> list[str]:
     return notes
 
 
-def _corrected_pairwise(
-    df: pd.DataFrame, metrics: list[str], alpha: float, paired: bool, correction: str
+def _verdict_and_pairwise(
+    df: pd.DataFrame, metrics: list[str], anova: pd.DataFrame, alpha: float, paired: bool, correction: str
 ) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[str]]:
     """The verdict (`lossbench.verdict`) and its notes, the pairwise table of every metric with its
     corrected p-values (the verdict's family per metric; rank tests per metric among themselves) and
@@ -136,7 +136,7 @@ def _corrected_pairwise(
     pairs = [pairwise(df, m, alpha, paired) for m in metrics]
     table = _concat([p for p, _ in pairs])
     notes = [n for _, pair_notes in pairs for n in pair_notes]
-    answers, answer_notes = verdicts.build(df, metrics, table, paired, alpha, correction)
+    answers, answer_notes = verdicts.build(df, metrics, table, anova, paired, alpha, correction)
     if len(table):
         at = answers[answers["question"] == "loss at λ"].set_index(["metric", "scope", "a", "b"])["p_adj"]
         keys = zip(table["metric"], table["lambda"].map(fmt_lambda), table["a"], table["b"], strict=True)
@@ -181,8 +181,10 @@ def analyze(
         reason = "asked for"
     ci_method = "bootstrap" if bootstrap else "t"
     summary = _concat([summarize(df, m, CONFIDENCE, ci_method, n_resamples, seed) for m in metrics])
-    answers, answer_notes, pair_table, pair_notes = _corrected_pairwise(
-        df, metrics, alpha, paired, correction
+    anovas = [two_way_anova(df, m) for m in metrics]
+    anova = _concat(anovas)
+    answers, answer_notes, pair_table, pair_notes = _verdict_and_pairwise(
+        df, metrics, anova, alpha, paired, correction
     )
     omni_table = _concat([omnibus(df, m, paired) for m in metrics])
     if len(omni_table):
@@ -190,14 +192,12 @@ def analyze(
             lambda p: correct(p, alpha, correction)
         )
         omni_table["correction"] = correction
-    anovas = [two_way_anova(df, m) for m in metrics]
     anova_notes = [
         f"{m}: no two-way ANOVA (needs more than one row per cell or more than one level)"
         for m, a in zip(metrics, anovas, strict=True)
         if a.empty
     ]
     mixed = [mixed_model(df, m) for m in metrics]
-    anova = _concat(anovas)
     deltas = {metric_key(k): v for k, v in (deltas or {}).items()}
     family = answers.groupby("metric").size() if len(answers) else pd.Series(dtype=int)
     power = pd.DataFrame(

@@ -225,7 +225,7 @@ def interaction_p(df: pd.DataFrame, metric: str, a: str, b: str, paired: bool) -
         anova = two_way_anova(two, metric)
         term = anova[anova["term"] == "loss:lambda"] if len(anova) else anova
         return float(term["p"].iloc[0]) if len(term) else NAN
-    wide = two.pivot_table(index="seed", columns=["loss", "lambda"], values=metric, aggfunc="first").dropna()
+    wide = _wide(two, metric).dropna()  # the seeds that hold every cell
     if len(wide) < 2:
         return NAN
     long = wide.stack(["loss", "lambda"], future_stack=True).rename("y").reset_index()
@@ -247,8 +247,11 @@ def describe(r: dict, pair: bool = True) -> str:
     return f"{question} ({r['a']} vs {r['b']})" if r["a"] and pair else question
 
 
-def _notes(df: pd.DataFrame, table: pd.DataFrame, metric: str, paired: bool, alpha: float) -> list[str]:
-    """One sentence per disagreement between the analyses of one metric."""
+def _notes(
+    df: pd.DataFrame, table: pd.DataFrame, anova: pd.DataFrame, metric: str, paired: bool, alpha: float
+) -> list[str]:
+    """One sentence per disagreement between the analyses of one metric (`anova`: the two-way ANOVA
+    table of every metric, `stats.two_way_anova`)."""
     notes = []
     rows = table[table["metric"] == metric]
     lost = rows[(rows["p"] < alpha) & (rows["p_adj"] >= alpha)]
@@ -294,7 +297,7 @@ def _notes(df: pd.DataFrame, table: pd.DataFrame, metric: str, paired: bool, alp
                 f"{metric}, {r.a} vs {r.b}: {inter_text} (uncorrected): the difference between the losses "
                 "depends on λ, so the pooled answer is an average over λ; read the per-λ rows"
             )
-    notes += _anova_notes(df, rows, metric, alpha)
+    notes += _anova_notes(anova[anova["metric"] == metric] if len(anova) else anova, rows, metric, alpha)
     for r in rows[rows["question"] == "λ within loss"].itertuples():
         versus = rows[(rows["question"] == "λ vs 0") & (rows["scope"] == r.scope)]
         if r.p_adj < alpha and len(versus) and not (versus["p_adj"] < alpha).any():
@@ -307,10 +310,9 @@ def _notes(df: pd.DataFrame, table: pd.DataFrame, metric: str, paired: bool, alp
     return notes
 
 
-def _anova_notes(df: pd.DataFrame, rows: pd.DataFrame, metric: str, alpha: float) -> list[str]:
-    """Where the two-way ANOVA table (uncorrected, every value an independent unit) finds a main
-    effect that the verdict's corrected tests do not."""
-    anova = two_way_anova(df, metric)
+def _anova_notes(anova: pd.DataFrame, rows: pd.DataFrame, metric: str, alpha: float) -> list[str]:
+    """Where the metric's two-way ANOVA table (uncorrected, every value an independent unit) finds a
+    main effect that the verdict's corrected tests do not."""
     if anova.empty:
         return []
     notes = []
@@ -328,11 +330,18 @@ def _anova_notes(df: pd.DataFrame, rows: pd.DataFrame, metric: str, alpha: float
 
 
 def build(
-    df: pd.DataFrame, metrics: list[str], pairwise: pd.DataFrame, paired: bool, alpha: float, correction: str
+    df: pd.DataFrame,
+    metrics: list[str],
+    pairwise: pd.DataFrame,
+    anova: pd.DataFrame,
+    paired: bool,
+    alpha: float,
+    correction: str,
 ) -> tuple[pd.DataFrame, list[str]]:
     """The verdict table (`VERDICT_COLUMNS`, per metric in `QUESTIONS` order) with p-values corrected
     per metric, and the sentences that explain disagreements. `df` is a checked results frame
-    (`stats.check_results`); `pairwise` is `stats.pairwise`'s table of the same metrics."""
+    (`stats.check_results`); `pairwise` and `anova` are `stats.pairwise`'s and
+    `stats.two_way_anova`'s tables of the same metrics."""
     tables = []
     for metric in metrics:
         rows = pd.DataFrame(_metric_rows(df, metric, pairwise, paired, alpha))
@@ -345,7 +354,7 @@ def build(
     if not tables:
         return pd.DataFrame(columns=list(VERDICT_COLUMNS)), []
     table = pd.concat(tables, ignore_index=True)[list(VERDICT_COLUMNS)]
-    notes = [n for metric in metrics for n in _notes(df, table, metric, paired, alpha)]
+    notes = [n for metric in metrics for n in _notes(df, table, anova, metric, paired, alpha)]
     return table, notes
 
 
