@@ -61,6 +61,12 @@ class StatsResult:
     settings: dict[str, str] = field(default_factory=dict)  # evaluation settings (`setting.*` columns)
 
     @property
+    def verdict_metrics(self) -> list[str]:
+        """The metrics the verdict answers (those with a testable pair of cells), in `metrics` order."""
+        answered = set(self.verdict["metric"])
+        return [m for m in self.metrics if m in answered]
+
+    @property
     def correction_name(self) -> str:
         return CORRECTIONS[self.correction]
 

@@ -71,14 +71,16 @@ def verdict_table(result: StatsResult, metric: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def verdict_lines(result: StatsResult) -> list[str]:
-    """The answer per metric in one line each, then the sentences where analyses disagree."""
-    lines = [
-        headline(result.verdict, m, result.alpha)
-        for m in result.metrics
-        if m in set(result.verdict["metric"])
-    ]
-    return lines + result.verdict_notes
+def verdict_lines(result: StatsResult, first: str | None = None) -> list[str]:
+    """The answer per metric in one line each (metric `first`'s first), then the sentences where
+    analyses disagree."""
+    metrics = sorted(result.verdict_metrics, key=lambda m: m != first)  # stable: otherwise in order
+    return [headline(result.verdict, m, result.alpha) for m in metrics] + result.verdict_notes
+
+
+def wrap(lines: list[str]) -> list[str]:
+    """`lines` wrapped to WIDTH columns, continuation lines indented: the plain-text format."""
+    return [w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
 
 
 def _num(x: float, digits: int = 4) -> str:
@@ -210,7 +212,7 @@ def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ..
         csv_table(result, names).to_csv(buf, index=False)
         return "".join(f"# {line}\n" for line in lines) + buf.getvalue()
     if fmt == "table":
-        lines = [w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
+        lines = wrap(lines)
     blocks = ["\n".join({"latex": "% "}.get(fmt, "") + line for line in lines)]
     if "verdict" in names and len(result.verdict):
         blocks.append(_verdict_block(result, fmt))
@@ -232,12 +234,8 @@ def format_result(result: StatsResult, fmt: str = "table", tables: tuple[str, ..
 def verdict_markdown(result: StatsResult, first: str | None = None) -> str:
     """The verdict as a markdown document: its lines (metric `first` first), the correction family,
     the settings, one table per metric (the MLflow parent run's `verdict.md`, the dashboard note)."""
-    lines = sorted(verdict_lines(result), key=lambda line: first is None or not line.startswith(f"{first}:"))
-    tables = [
-        f"### {m}\n\n{markdown_table(verdict_table(result, m))}"
-        for m in result.metrics
-        if m in set(result.verdict["metric"])
-    ]
+    lines = verdict_lines(result, first)
+    tables = [f"### {m}\n\n{markdown_table(verdict_table(result, m))}" for m in result.verdict_metrics]
     settings = "\n".join(f"- {line}" for line in header_lines(result) if not line.startswith("p_adj:"))
     return "\n\n".join(
         [
@@ -253,9 +251,9 @@ def verdict_markdown(result: StatsResult, first: str | None = None) -> str:
 def _verdict_block(result: StatsResult, fmt: str) -> str:
     """The verdict: its lines, then one table per metric (see `verdict_table`)."""
     lines = verdict_lines(result)
-    tables = {m: verdict_table(result, m) for m in result.metrics if m in set(result.verdict["metric"])}
+    tables = {m: verdict_table(result, m) for m in result.verdict_metrics}
     if fmt == "table":
-        text = [w for line in lines for w in textwrap.wrap(line, WIDTH, subsequent_indent="  ")]
+        text = wrap(lines)
         body = [f"{m}\n{t.to_string(index=False, line_width=WIDTH)}" for m, t in tables.items()]
         return "\n\n".join([f"{TITLES['verdict']}\n" + "\n".join(text), *body])
     if fmt == "markdown":

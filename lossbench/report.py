@@ -417,10 +417,9 @@ def build_report(
     doc.heading("Significance")
     doc.lines(header_lines(result) + power_lines(result))
     doc.heading(TITLES["verdict"], 3)
-    for metric in result.metrics:
-        if (result.verdict["metric"] == metric).any():
-            doc.text(metric)
-            doc.table(verdict_table(result, metric))
+    for metric in result.verdict_metrics:
+        doc.text(metric)
+        doc.table(verdict_table(result, metric))
     doc.heading(TITLES["pairwise"], 3)
     pair = result.pairwise[PAIRWISE_SHOWN] if len(result.pairwise) else result.pairwise
     doc.table(display(pair))

@@ -5,7 +5,6 @@ Options override the `--config` TOML file, which overrides the defaults of `Stud
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -195,10 +194,9 @@ def study(
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
     if summary.verdict:  # the objective's answer; every metric's: lossbench stats
-        from lossbench.formatting import WIDTH
+        from lossbench.formatting import wrap
 
-        answer = summary.verdict[0].replace("**", "")
-        typer.echo(textwrap.fill(answer, WIDTH, subsequent_indent="  "))
+        typer.echo("\n".join(wrap([summary.verdict[0].replace("**", "")])))
     typer.echo(f"optuna storage: {summary.storage}")
     typer.echo(f"mlflow: {summary.tracking_uri} (parent run {summary.parent_run_id})")
     where = "" if root == Path("mlruns") else f" --root {root}"

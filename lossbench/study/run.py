@@ -201,7 +201,7 @@ def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFra
     except (DataError, ValueError, ArithmeticError) as e:  # too few results; a fit that fails
         return [f"**Verdict**: none yet ({first_line(e)})"], ""
     objective = metric_key(config.objective)
-    lines = sorted(verdict_lines(result), key=lambda line: not line.startswith(f"{objective}:"))
+    lines = verdict_lines(result, first=objective)
     if not lines:
         return ["**Verdict**: none (no two cells of the grid can be compared yet)"], ""
     text = [f"**Verdict** {lines[0]}", *(f"- {line}" for line in lines[1:])]
