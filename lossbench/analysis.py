@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from lossbench import verdict as verdicts
-from lossbench.config import ANALYSIS, CORRECTIONS
+from lossbench.config import ANALYSIS, CORRECTIONS, lambda_label
 from lossbench.errors import ConfigError
 from lossbench.metrics import metric_key, result_details
 from lossbench.stats import (
@@ -23,7 +23,6 @@ from lossbench.stats import (
     best_cells,
     check_results,
     correct,
-    fmt_lambda,
     missing_cells,
     mixed_model,
     omnibus,
@@ -110,7 +109,7 @@ def _cell_warnings(summary: pd.DataFrame) -> list[str]:
     """Cells with dropped values or fewer than two valid seeds."""
     notes = []
     for r in summary.to_dict("records"):
-        where = f"{r['metric']}: cell ({r['loss']}, {fmt_lambda(r['lambda'])})"
+        where = f"{r['metric']}: cell ({r['loss']}, {lambda_label(r['lambda'])})"
         if r["n_dropped"]:
             notes.append(f"{where}: {r['n_dropped']} missing or non-finite value(s) (diverged runs?) dropped")
         if r["n"] < 2:
@@ -145,7 +144,7 @@ def _verdict_and_pairwise(
     answers, answer_notes = verdicts.build(df, metrics, table, anova, paired, alpha, correction)
     if len(table):
         at = answers[answers["question"] == "loss at λ"].set_index(["metric", "scope", "a", "b"])["p_adj"]
-        keys = zip(table["metric"], table["lambda"].map(fmt_lambda), table["a"], table["b"], strict=True)
+        keys = zip(table["metric"], table["lambda"].map(lambda_label), table["a"], table["b"], strict=True)
         table["p_adj"] = [at.get(k, np.nan) for k in keys]
         table["rank_p_adj"] = table.groupby("metric")["rank_p"].transform(
             lambda p: correct(p, alpha, correction)

@@ -688,6 +688,11 @@ def lambda_text(lam: float) -> str:
     return f"{lam:.15g}"
 
 
+def lambda_label(lam: float) -> str:
+    """λ as a label in tables, plots, run names and sentences: "λ=0.5"."""
+    return f"λ={lambda_text(lam)}"
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     """Every default of the statistics (`analysis.analyze`, `lossbench stats` and `report`), in one

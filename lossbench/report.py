@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from lossbench import analysis, stats, tracking
-from lossbench.config import lambda_text
+from lossbench.config import lambda_label, lambda_text
 from lossbench.files import check_folder
 from lossbench.formatting import (
     TITLES,
@@ -123,7 +123,7 @@ def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], lis
                 runs = [pd.Series(v, index=s) for x, y, s, v in curves[term] if (x, y) == (loss, lam)]
                 if runs:
                     mean = pd.concat(runs, axis=1).mean(axis=1).sort_index()
-                    label = f"λ={lambda_text(lam)}"
+                    label = lambda_label(lam)
                     ax.plot(mean.index, mean.to_numpy(), color=colors[lam], lw=1, label=label)
             ax.set_title(f"{loss}: {term}", fontsize=10)
             ax.set_xlabel("generator step")
@@ -195,7 +195,7 @@ def plot_pca(real: np.ndarray | None, fakes: dict[tuple[str, float], np.ndarray]
         for (loss, cell_lam), pts in zip(cells, fakes_2d, strict=True):
             if cell_lam == lam:
                 ax.scatter(pts[:, 0], pts[:, 1], s=6, alpha=0.6, c=f"C{losses.index(loss)}", label=loss)
-        ax.set_title(f"λ={lambda_text(lam)}", fontsize=10)
+        ax.set_title(lambda_label(lam), fontsize=10)
         ax.set_xlabel("PC1")
         ax.set_ylabel("PC2")
         ax.legend(fontsize=8, markerscale=2)
@@ -351,7 +351,7 @@ class _Doc:
                     md_cells.append(NOT_AVAILABLE)
                     continue
                 img, md_img = self._save(
-                    f"{kind[0]}_{loss}_{lambda_text(lam)}", png, f"{loss} λ={lambda_text(lam)}"
+                    f"{kind[0]}_{loss}_{lambda_text(lam)}", png, f"{loss} {lambda_label(lam)}"
                 )
                 cells.append(f"<td>{img}</td>")
                 md_cells.append(md_img)

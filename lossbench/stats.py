@@ -58,7 +58,7 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-from lossbench.config import ANALYSIS, lambda_text
+from lossbench.config import ANALYSIS, lambda_label
 from lossbench.errors import ConfigError, DataError, first_line
 from lossbench.metrics import DIRECTIONS, metric_key, metric_range
 from lossbench.metrics.registry import EXTRACTOR_SEP
@@ -241,11 +241,6 @@ def verdict(metric: str, a: str, b: str, mean_a: float, mean_b: float, p_adj: fl
     return f"{higher} better (higher {metric})"
 
 
-def fmt_lambda(lam: float) -> str:
-    """λ as shown in tables and sentences: "λ=0.5"."""
-    return f"λ={lambda_text(lam)}"
-
-
 def seeds_needed(delta: float, sd: float, paired: bool, alpha: float = ANALYSIS.alpha) -> float:
     """The seeds per cell a two-sided t test at `alpha` needs for POWER to detect `delta` given `sd`
     (statsmodels `TTestPower` on differences when paired, `TTestIndPower` per group otherwise);
@@ -333,7 +328,7 @@ def _pair_values(
     for loss, x in ((a, xa), (b, xb)):
         if x["seed"].duplicated().any():
             raise DataError(
-                f"cell ({loss}, {fmt_lambda(lam)}) repeats a seed: paired tests need one row per seed "
+                f"cell ({loss}, {lambda_label(lam)}) repeats a seed: paired tests need one row per seed "
                 "(drop --paired or remove the duplicate rows)"
             )
     both = xa.merge(xb, on="seed", suffixes=("_a", "_b"))
@@ -341,7 +336,7 @@ def _pair_values(
     notes = []
     if unmatched:
         notes.append(
-            f"{metric} {fmt_lambda(lam)} {a} vs {b}: {unmatched} value(s) without a matching seed "
+            f"{metric} {lambda_label(lam)} {a} vs {b}: {unmatched} value(s) without a matching seed "
             "left out of the paired tests"
         )
     return both[f"{metric}_a"].to_numpy(float), both[f"{metric}_b"].to_numpy(float), notes

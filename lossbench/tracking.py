@@ -57,7 +57,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 import lossbench
-from lossbench.config import lambda_text
+from lossbench.config import lambda_label, lambda_text
 from lossbench.errors import ConfigError, DivergedError, StorageError
 from lossbench.files import set_aside
 
@@ -358,22 +358,32 @@ def recorded_run_id(run: Any) -> str:
     return run.data.tags.get(RESTORED_TAG, run.info.run_id)
 
 
+def trial_run_name(loss: str, lam: float, seed: int) -> str:
+    """A trial run's name: "wgangp λ=5 s0"."""
+    return f"{loss} {lambda_label(lam)} s{seed}"
+
+
+def trial_tags(study: str, number: int, loss: str, lam: float, seed: int) -> dict[str, Any]:
+    """The tags that say which study, Optuna trial and cell a trial run belongs to."""
+    return {STUDY_TAG: study, TRIAL_TAG: number, LOSS_TAG: loss, LAMBDA_TAG: lambda_text(lam), SEED_TAG: seed}
+
+
 def restore_trial_run(
     tracking_uri: str,
     experiment_id: str,
     parent_run_id: str,
+    name: str,
     tags: Mapping[str, Any],
     metrics: Mapping[str, float],
     lost_run_id: str,
 ) -> str:
-    """Write a finished trial's run again from its Optuna records, after the store lost it: `tags`
-    (cell, trial, settings), final `metrics` at SUMMARY_STEP, state COMPLETE, and RESTORED_TAG naming
-    the lost run. Nothing else is invented: its description says what was lost with the store."""
+    """Write a finished trial's run again from its Optuna records, after the store lost it: `name`,
+    `tags` (cell, trial, settings), final `metrics` at SUMMARY_STEP, state COMPLETE, and RESTORED_TAG
+    naming the lost run. Nothing else is invented: its description says what was lost with the store."""
     lost = "samples, features, training curves, config.json and params were lost with the store"
     description = (
         f"**Restored from the Optuna records** (run {lost_run_id} was lost): metrics and settings; {lost}."
     )
-    name = f"{tags[LOSS_TAG]} λ={tags[LAMBDA_TAG]} s{tags[SEED_TAG]}"
     all_tags = {**tags, RESTORED_TAG: lost_run_id, DESCRIPTION_TAG: description, STATE_TAG: "COMPLETE"}
     run = TrialRun.start(tracking_uri, experiment_id, parent_run_id, name, all_tags)
     run.log_metrics(metrics, SUMMARY_STEP)
@@ -447,7 +457,7 @@ def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, bes
     tags = []
     for r in best.to_dict("records"):
         metrics.append(Metric(f"best/{r['metric']}", float(r["mean"]), now, SUMMARY_STEP))
-        tags.append(RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} λ={lambda_text(r['lambda'])}"))
+        tags.append(RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} {lambda_label(r['lambda'])}"))
     MlflowClient(tracking_uri).log_batch(run_id, metrics=metrics, tags=tags)
 
 

@@ -70,7 +70,7 @@ from torch import nn
 from lossbench import health, precision
 from lossbench.augment import diff_augment
 from lossbench.augment import draws as augmentation_draws
-from lossbench.config import RUN, TrainConfig, fields_with_role, lambda_text, to_dict
+from lossbench.config import RUN, TrainConfig, fields_with_role, lambda_label, lambda_text, to_dict
 from lossbench.errors import CheckpointError, ConfigError, DivergedError, first_line
 from lossbench.files import atomic_write, check_folder, load_tensors
 from lossbench.images import class_labels, generate_images, to_float
@@ -296,7 +296,7 @@ def _log(member: Member, step: int, bar: Progress, task: Any, probed: dict[str, 
         for kind, finding in health.findings(member.history, config.loss):
             if kind not in member.warned:
                 member.warned.append(kind)
-                label = f"{config.loss} λ={lambda_text(config.lam)} seed {config.seed}"
+                label = f"{config.loss} {lambda_label(config.lam)} seed {config.seed}"
                 bar.console.print(
                     f"warning: {label}: {finding}", soft_wrap=True, highlight=False, markup=False
                 )

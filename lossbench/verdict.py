@@ -37,8 +37,9 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.anova import AnovaRM
 
+from lossbench.config import lambda_label
 from lossbench.metrics import DIRECTIONS
-from lossbench.stats import correct, fmt_lambda, hedges_g, seeds_needed, two_way_anova
+from lossbench.stats import correct, hedges_g, seeds_needed, two_way_anova
 from lossbench.stats import verdict as better
 
 #: Columns of the verdict table, in order.
@@ -152,7 +153,7 @@ def _lambda_omnibus(df: pd.DataFrame, metric: str, loss: str, paired: bool, alph
     means = {lam: float(x.mean()) if len(x) else NAN for lam, x in cells.items()}
     order = sorted(means, key=means.get, reverse=DIRECTIONS[metric] == "max")
     best, worst = order[0], order[-1]
-    row |= {"a": fmt_lambda(best), "b": fmt_lambda(worst), "mean_a": means[best], "mean_b": means[worst]}
+    row |= {"a": lambda_label(best), "b": lambda_label(worst), "mean_a": means[best], "mean_b": means[worst]}
     row["n"] = int(min(len(x) for x in cells.values()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -183,7 +184,7 @@ def _metric_rows(
         rows += [_loss_pooled(df, metric, a, b, paired, alpha) for a, b in itertools.combinations(losses, 2)]
     for r in pairwise[pairwise["metric"] == metric].to_dict("records") if len(pairwise) else []:
         xa, xb = _pair(_cell(df, metric, r["a"], r["lambda"]), _cell(df, metric, r["b"], r["lambda"]), paired)
-        row = {"question": "loss at λ", "scope": fmt_lambda(r["lambda"]), "a": r["a"], "b": r["b"]}
+        row = {"question": "loss at λ", "scope": lambda_label(r["lambda"]), "a": r["a"], "b": r["b"]}
         rows.append(row | _t_row(xa, xb, paired, alpha))
     if len(lambdas) > 1:
         rows += [_lambda_omnibus(df, metric, loss, paired, alpha) for loss in losses]
@@ -191,7 +192,7 @@ def _metric_rows(
         for loss, lam in itertools.product(losses, [x for x in lambdas if x > 0]):
             xa, xb = _pair(_cell(df, metric, loss, lam), _cell(df, metric, loss, 0.0), paired)
             if len(xa) or len(xb):
-                row = {"question": "λ vs 0", "scope": loss, "a": fmt_lambda(lam), "b": fmt_lambda(0)}
+                row = {"question": "λ vs 0", "scope": loss, "a": lambda_label(lam), "b": lambda_label(0)}
                 rows.append(row | _t_row(xa, xb, paired, alpha))
     return [{"metric": metric} | r for r in rows]
 

@@ -362,21 +362,16 @@ class Objective:
         """The trial's MLflow child run, tagged and with its full config as params and `config.json`."""
         config = self.config
         weights = tracking.weights_kind(train_cfg, config.eval)
-        lam = lambda_text(cell.lam)
         description = _description(config, cell, trial.number, train_cfg, weights, len(self.data.train))
         run = tracking.TrialRun.start(
             self.tracking_uri,
             self.experiment_id,
             self.parent_run_id,
-            f"{cell.loss} λ={lam} s{cell.seed}",
+            tracking.trial_run_name(cell.loss, cell.lam, cell.seed),
             {
                 tracking.DESCRIPTION_TAG: tracking.describe(description, weights == "random"),
                 **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
-                tracking.STUDY_TAG: config.name,
-                tracking.TRIAL_TAG: trial.number,
-                tracking.LOSS_TAG: cell.loss,
-                tracking.LAMBDA_TAG: lam,
-                tracking.SEED_TAG: cell.seed,
+                **tracking.trial_tags(config.name, trial.number, cell.loss, cell.lam, cell.seed),
                 tracking.WEIGHTS_TAG: weights,
                 tracking.DEVICE_TAG: self.device,
                 tracking.WORKER_TAG: str(current_worker()),

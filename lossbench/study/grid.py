@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from lossbench import precision, tracking
-from lossbench.config import StudyConfig, TrainConfig, lambda_text, results_identity
+from lossbench.config import StudyConfig, TrainConfig, lambda_label, lambda_text, results_identity
 from lossbench.errors import ConfigError
 
 
@@ -27,7 +27,7 @@ class Cell:
         return f"{self.loss}_lam{lambda_text(self.lam)}_seed{self.seed}"
 
     def __str__(self) -> str:
-        return f"{self.loss} λ={lambda_text(self.lam)} seed {self.seed}"
+        return f"{self.loss} {lambda_label(self.lam)} seed {self.seed}"
 
 
 def cells_of(losses: Sequence[str], lambdas: Sequence[float], seeds: Sequence[int]) -> list[Cell]:

@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from lossbench import tracking
-from lossbench.config import StudyConfig, lambda_text
+from lossbench.config import StudyConfig
 from lossbench.errors import StorageError
 from lossbench.study import record
 from lossbench.study.grid import Cell, grid_cells
@@ -212,17 +212,13 @@ def restore_untracked(
     cell, trial number, settings and final metrics."""
     for t in trials:
         cell = trial_cell(t)
-        tags = {
-            tracking.STUDY_TAG: study_name,
-            tracking.TRIAL_TAG: t.number,
-            tracking.LOSS_TAG: cell.loss,
-            tracking.LAMBDA_TAG: lambda_text(cell.lam),
-            tracking.SEED_TAG: cell.seed,
-            **record.settings(t.user_attrs),
-        }
+        name = tracking.trial_run_name(cell.loss, cell.lam, cell.seed)
+        tags = tracking.trial_tags(study_name, t.number, cell.loss, cell.lam, cell.seed) | record.settings(
+            t.user_attrs
+        )
         metrics = record.metrics(t.user_attrs)
         lost = str(t.user_attrs.get(record.RUN_ID))
-        tracking.restore_trial_run(tracking_uri, experiment_id, parent_run_id, tags, metrics, lost)
+        tracking.restore_trial_run(tracking_uri, experiment_id, parent_run_id, name, tags, metrics, lost)
 
 
 @dataclass(frozen=True)
