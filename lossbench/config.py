@@ -312,9 +312,8 @@ class TrainConfig:
     n_critic: int | None = result(None, within=(1, MAX_WIDTH))  # None = the loss's own recommendation
     model: ModelConfig = result(factory=ModelConfig)
     z_dim: int = result(128, within=(1, MAX_WIDTH))
-    g_width: int = result(
-        64, within=(1, MAX_WIDTH)
-    )  # channels of the generator's last hidden layer; doubled per upsampling stage
+    # channels of the generator's last hidden layer; doubled per upsampling stage
+    g_width: int = result(64, within=(1, MAX_WIDTH))
     d_width: int = result(64, within=(1, MAX_WIDTH))  # channels of the critic's first layer
     critic_norm: str = result("instancenorm")  # one of CRITIC_NORMS (docs/training.md: why)
     perceptual: str = result("vgg16")  # "vgg16", "vgg19", "none", or a registered feature network
@@ -329,18 +328,15 @@ class TrainConfig:
     channels_last: bool = result(True)  # CUDA only
     checkpoint_every: int = run_only(500, within=(1, MAX_STEPS))
     log_every: int = run_only(10, within=(1, MAX_STEPS))
-    health_every: int = run_only(
-        50, within=(0, MAX_STEPS)
-    )  # training-health probe (lossbench.health) every N steps; 0 = never
+    # training-health probe (lossbench.health) every N steps; 0 = never
+    health_every: int = run_only(50, within=(0, MAX_STEPS))
     sample_every: int = run_only(500, within=(0, MAX_STEPS))  # 0 = only the final grid
-    random_weights: bool = result(
-        False
-    )  # explicit opt-in to random pretrained-network weights (demos, tests)
+    # explicit opt-in to random pretrained-network weights (demos, tests)
+    random_weights: bool = result(False)
     weights_dir: str | None = run_only(None)
     progress: bool = run_only(True)  # progress bar on stderr (shown only when stderr is a terminal)
-    n_samples: int = run_only(
-        64, within=(1, MAX_BATCH)
-    )  # images in the sample grids (fixed z from `seed`, EMA generator)
+    # images in the sample grids (fixed z from `seed`, EMA generator)
+    n_samples: int = run_only(64, within=(1, MAX_BATCH))
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -383,32 +379,25 @@ class EvalConfig:
     kid_subsets: int = result(100, within=(1, MAX_RESAMPLES))  # torch-fidelity's default
     prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
     extra_extractors: tuple[str, ...] = result(())  # feature metrics again in each; keys `fid.<name>`
-    swd_directions: int = result(
-        128, within=(1, MAX_RESAMPLES)
-    )  # random projections of the sliced Wasserstein distance
-    n_pairs: int = result(
-        500, within=(1, MAX_IMAGES)
-    )  # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
-    utility_seeds: int = result(
-        3, within=(1, MAX_PROCESSES)
-    )  # classifier seeds of the downstream-utility metric
-    utility_steps: int = result(
-        1200, within=(1, MAX_STEPS)
-    )  # optimiser steps per utility classifier (~60 epochs of BUSI)
+    # random projections of the sliced Wasserstein distance
+    swd_directions: int = result(128, within=(1, MAX_RESAMPLES))
+    # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
+    n_pairs: int = result(500, within=(1, MAX_IMAGES))
+    # classifier seeds of the downstream-utility metric
+    utility_seeds: int = result(3, within=(1, MAX_PROCESSES))
+    # optimiser steps per utility classifier (~60 epochs of BUSI)
+    utility_steps: int = result(1200, within=(1, MAX_STEPS))
     utility_classifier: str = result("resnet")  # the judge, lossbench.metrics.judges ("cnn3": fast, weak)
     utility_width: int = result(32, within=(1, MAX_WIDTH))  # utility classifier's first-layer channels
     utility_augment: bool = result(True)  # classic augmentation while the judge trains
-    utility_ratio: float = result(
-        0.0, within=(0, None)
-    )  # 0 = synthetic images balance the classes; r = add r × N_train
-    utility_bootstrap: int = result(
-        1000, within=(1, MAX_RESAMPLES)
-    )  # held-out resamples for the utility's confidence intervals
+    # 0 = synthetic images balance the classes; r = add r × N_train
+    utility_ratio: float = result(0.0, within=(0, None))
+    # held-out resamples for the utility's confidence intervals
+    utility_bootstrap: int = result(1000, within=(1, MAX_RESAMPLES))
     batch_size: int = result(100, within=(1, MAX_BATCH))
     seed: int = result(0, within=(0, None))
-    bootstrap: int = result(
-        0, within=(0, MAX_RESAMPLES)
-    )  # resamples of the fakes for the standard errors `*_se`; 0 = none
+    # resamples of the fakes for the standard errors `*_se`; 0 = none
+    bootstrap: int = result(0, within=(0, MAX_RESAMPLES))
     cache_dir: str | None = run_only(None)  # real-feature cache; None = mlruns/feature-cache
     random_weights: bool = result(False)  # explicit opt-in (demos, tests); tagged on every result
     weights_dir: str | None = run_only(None)
@@ -441,9 +430,8 @@ class StudyConfig:
     # chooses the generator kept as best.pt; None: the objective when it is a curve metric, else the first.
     curve_metrics: tuple[str, ...] = result(("swd", "msssim"))
     best_metric: str | None = result(None)
-    threads: int = result(
-        1, within=(1, MAX_PROCESSES)
-    )  # torch CPU threads per cell: CPU results depend on the thread count
+    # torch CPU threads per cell: CPU results depend on the thread count
+    threads: int = result(1, within=(1, MAX_PROCESSES))
     # Cells per fused group (lossbench.fused): a worker trains up to `fuse` waiting cells of one loss
     # as one grouped network; their numbers equal the unfused ones up to float rounding.
     fuse: int = result(1, within=(1, MAX_PROCESSES))
