@@ -168,14 +168,14 @@ def enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:
             enqueue(study, cell, **({record.RETRY_OF: last.number} if last else {}))
 
 
-def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: bool) -> None:
+def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: bool) -> list[Any]:
     """StorageError when MLflow (`client`, None: no store) holds COMPLETE trial runs of the study
     that its Optuna storage does not know (the journal was emptied or replaced): rerunning would
     run those cells twice. With `force`, those runs are tagged `lossbench.forgotten` and the cells
-    run again."""
+    run again. Returns the store's finished trial runs (for `untracked_trials`: the other way round)."""
     finished = tracking.completed_trial_runs(client, study_name) if client is not None else []
     if not finished:
-        return
+        return finished
     try:
         trials = optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
     except KeyError:
@@ -190,12 +190,14 @@ def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: 
         )
     for run in lost:
         client.set_tag(run.info.run_id, tracking.FORGOTTEN_TAG, "its Optuna trial was lost; cell rerun")
+    return finished
 
 
-def untracked_trials(study: optuna.Study, client: Any) -> list[FrozenTrial]:
-    """The study's COMPLETE trials whose MLflow run the store (`client`) lacks, neither under its id
-    nor restored (the store was emptied or replaced); `restore_untracked` writes them back."""
-    present = {tracking.recorded_run_id(r) for r in tracking.completed_trial_runs(client, study.study_name)}
+def untracked_trials(study: optuna.Study, finished: list[Any]) -> list[FrozenTrial]:
+    """The study's COMPLETE trials whose MLflow run the store lacks (`finished`: the store's finished
+    trial runs, as `check_known_runs` returns them), neither under its id nor restored (the store was
+    emptied or replaced); `restore_untracked` writes them back."""
+    present = {tracking.recorded_run_id(r) for r in finished}
     return [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -149,10 +149,16 @@ def _start_tracking(
 
 
 def _check_tracked(
-    study: optuna.Study, tracking_uri: str, experiment_id: str, parent_run_id: str, repair: bool
+    study: optuna.Study,
+    finished: list,
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    repair: bool,
 ) -> None:
-    """Name the finished cells whose MLflow runs the store lost; with `repair`, write them back."""
-    lost = untracked_trials(study, MlflowClient(tracking_uri))
+    """Name the finished cells whose MLflow runs the store lost (`finished`: the store's finished
+    trial runs); with `repair`, write them back."""
+    lost = untracked_trials(study, finished)
     if not lost:
         return
     cells = ", ".join(str(trial_cell(t)) for t in lost[:3]) + (", ..." if len(lost) > 3 else "")
@@ -264,11 +270,11 @@ def run_study(
     try:
         real = None if finished else preflight(config, data)
         client = tracking.tracking_client(config.tracking_uri, root)
-        check_known_runs(config.name, open_storage(config.storage, root), client, force)
+        finished_runs = check_known_runs(config.name, open_storage(config.storage, root), client, force)
         stage("opening the study and its MLflow runs", progress)
         study = _open_study(config, root, data.train.fingerprint)
         tracking_uri, experiment_id, parent_run_id = _start_tracking(config, root, study, real, data.train)
-        _check_tracked(study, tracking_uri, experiment_id, parent_run_id, repair_tracking)
+        _check_tracked(study, finished_runs, tracking_uri, experiment_id, parent_run_id, repair_tracking)
         n_before = len(study.get_trials(deepcopy=False))  # trials this run adds include the cells it queues
         recover(study, tracking_uri, experiment_id)
         enqueue_pending(study, config)
