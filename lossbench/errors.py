@@ -7,6 +7,11 @@ path, value or file and, where there is one, the fix.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import requests
+
 
 def first_line(error: BaseException, typed: bool = False) -> str:
     """The first sentence of an error's message (of the database error a SQLAlchemy error wraps, its
@@ -70,14 +75,46 @@ class StorageUnavailable(LossbenchError):
     """The study's database did not answer within the retry period (a restart, a network cut)."""
 
 
+class TrackingUnavailable(LossbenchError):
+    """The MLflow tracking server did not answer, after MLflow's own retries (its environment
+    variables MLFLOW_HTTP_REQUEST_MAX_RETRIES and _BACKOFF_FACTOR: by default about 4 minutes)."""
+
+
 def lossbench_error_in(error: BaseException) -> LossbenchError | None:
     """The first LossbenchError in `error`'s chain (itself, its cause or context): a library may
-    raise its own error while handling ours (Optuna, when it cannot record a failed trial)."""
+    raise its own error while handling ours (Optuna, when it cannot record a failed trial). A
+    connection to an HTTP server (lossbench's only one is the tracking server) that failed or timed
+    out, wherever in the chain, is TrackingUnavailable."""
+    import requests
+
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         if isinstance(current, LossbenchError):
             return current
+        if isinstance(current, (requests.ConnectionError, requests.Timeout)):
+            return _tracking_unavailable(current, isinstance(current, requests.Timeout))
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+def _tracking_unavailable(error: requests.RequestException, timed_out: bool) -> TrackingUnavailable:
+    """`error` in one line: the server's address and the reason (the innermost OSError's)."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(error.request.url if error.request is not None else "")
+    where = f"{url.scheme}://{url.netloc}" if url.netloc else "the MLflow tracking server"
+    reason, current = "no answer", error.__context__ or error.__cause__
+    for _ in range(20):  # the OSError at the bottom of urllib3's chain says what happened
+        if current is None:
+            break
+        if isinstance(current, OSError) and current.strerror:
+            reason = current.strerror.lower()
+        current = current.__cause__ or current.__context__
+    if timed_out:
+        reason = "timed out"
+    return TrackingUnavailable(
+        f"the tracking server {where} did not answer ({reason}); rerun the same command once it is back: "
+        "finished cells are kept and the others run again"
+    )

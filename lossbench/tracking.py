@@ -93,6 +93,7 @@ WORKER_TAG = "lossbench.worker"
 RESUMED_FROM_TAG = "lossbench.resumed_from_step"
 FAIL_REASON_TAG = "lossbench.fail_reason"
 FUSED_TAG = "lossbench.fused"  # the number of cells trained in one fused group with this one
+HANDOVER_FROM_TAG = "lossbench.handover_from"  # the checkpoint a retried cell took from another machine's run
 BAD_CHECKPOINT_TAG = "lossbench.bad_checkpoint"  # a damaged checkpoint set aside; the cell restarted
 BEST_CHECKPOINT_TAG = "lossbench.best_checkpoint"  # where, at which step and objective value
 HEALTH_TAG = "lossbench.health"  # the run's training-health warnings (lossbench.health), "; "-joined

@@ -131,33 +131,59 @@ def _healthy(url: str) -> bool:
         return False
 
 
-@contextmanager
-def mlflow_server(backend_uri: str, artifacts_dir: Path) -> Iterator[str]:
-    """`mlflow server` on a free 127.0.0.1 port with proxied artifacts in `artifacts_dir`; its URL.
+class MlflowServer:
+    """`mlflow server` on a free 127.0.0.1 port (kept across restarts) with proxied artifacts in
+    `artifacts_dir`, against `backend_uri`: `start` runs it and returns its URL once `/health`
+    answers (waiting up to HEALTH_TIMEOUT_S), `signal` signals its process group, `stop` kills it."""
 
-    Waits up to HEALTH_TIMEOUT_S for `/health`; the server's process group is killed on exit."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    log = artifacts_dir.parent / f"mlflow-server-{port}.log"
-    argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--backend-store-uri", backend_uri, "--serve-artifacts", "--workers", "1"]
-    argv += ["--artifacts-destination", str(artifacts_dir)]
-    with log.open("w") as out:
-        process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    def __init__(self, backend_uri: str, artifacts_dir: Path) -> None:
+        self.backend_uri, self.artifacts_dir, self.port = backend_uri, artifacts_dir, free_port()
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        """Run the server; its URL once it answers."""
+        url = f"http://127.0.0.1:{self.port}"
+        self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        log = self.artifacts_dir.parent / f"mlflow-server-{self.port}.log"
+        argv = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port)]
+        argv += ["--backend-store-uri", self.backend_uri, "--serve-artifacts", "--workers", "1"]
+        argv += ["--artifacts-destination", str(self.artifacts_dir)]
+        with log.open("a") as out:
+            self.process = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         deadline = time.monotonic() + HEALTH_TIMEOUT_S
         while not _healthy(url):
-            if process.poll() is not None or time.monotonic() > deadline:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
                 tail = log.read_text().strip().splitlines()[-5:]
                 raise ServerUnavailable(f"mlflow server did not become healthy: {' | '.join(tail)}")
             time.sleep(0.5)
-        yield url
+        return url
+
+    def signal(self, number: int) -> None:
+        """Send `number` to the server's process group (SIGSTOP: it hangs; SIGCONT: it goes on)."""
+        os.killpg(self.process.pid, number)
+
+    def stop(self) -> None:
+        """Kill the server, if it runs."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGCONT)  # a stopped server cannot act on SIGTERM
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def mlflow_server(backend_uri: str, artifacts_dir: Path) -> Iterator[str]:
+    """A started MlflowServer's URL; the server is stopped on exit."""
+    server = MlflowServer(backend_uri, artifacts_dir)
+    try:
+        yield server.start()
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        server.stop()

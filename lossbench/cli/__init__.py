@@ -12,7 +12,7 @@ import threading
 
 import typer
 
-from lossbench.errors import LossbenchError
+from lossbench.errors import LossbenchError, lossbench_error_in
 
 app = typer.Typer(
     name="lossbench",
@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except OSError as e:  # a path that cannot be read or written, a full disk: one line, whichever command
         print(f"error: {os_error(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a library's error around ours, or the tracking server gone (errors.py)
+        known = lossbench_error_in(e)
+        if known is None:
+            raise
+        print(f"error: {known}", file=sys.stderr)
         return 2
     finally:
         if in_main_thread:

@@ -34,13 +34,13 @@ from lossbench import tracking
 from lossbench.config import StudyConfig, TrainConfig, lambda_text, to_dict
 from lossbench.data import split
 from lossbench.errors import CheckpointError
-from lossbench.files import set_aside
+from lossbench.files import load_tensors, set_aside
 from lossbench.fusable import fusion_key
 from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import evaluate
 from lossbench.metrics.memorisation import closest_fakes_png
-from lossbench.study import record
+from lossbench.study import handover, record
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
 from lossbench.study.queue import is_queued, trial_cell, work_left
@@ -108,6 +108,10 @@ class TrialCallback(Callback):
 
     def on_checkpoint(self, step: int, path: Path) -> None:
         self.ctx.run.flush()
+        if handover.travels(self.ctx.run.tracking_uri):
+            handover.upload(
+                self.ctx.run.client, self.ctx.run.run_id, step, [path, path.parent / BEST_CHECKPOINT]
+            )
 
     def on_step(self, step: int, generator_ema: torch.nn.Module) -> None:
         if self.resumed_from is None:
@@ -120,17 +124,27 @@ class TrialCallback(Callback):
 
     def keep_best(self, step: int, generator: torch.nn.Module, value: float) -> None:
         """Write `generator` as BEST_CHECKPOINT when `value` of the best metric beats every earlier
-        evaluation of the trial (kept in its record, so a resumed trial remembers), and record it."""
-        best = self.ctx.trial.user_attrs.get(record.BEST)
+        evaluation of the cell (the trial's record; for a trial that resumes an earlier one's
+        training, the value BEST_CHECKPOINT holds), and record it."""
         key = self.ctx.best_metric
+        path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
+        best = self.ctx.trial.user_attrs.get(record.BEST) or _best_in(path, key)
         lower = DIRECTIONS[key] == "min"
         if best is not None and not (value < best["value"] if lower else value > best["value"]):
             return
         run_record = json.loads((self.ctx.checkpoint_dir / CONFIG_JSON).read_text())
-        path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
         save_generator(generator, run_record["model"], self.ctx.train, path, step=step, best={key: value})
         self.ctx.trial.set_user_attr(record.BEST, {"step": step, "value": value, "metric": key})
         self.ctx.run.set_tags({tracking.BEST_CHECKPOINT_TAG: f"{path} (step {step}, {key} {value:.6g})"})
+
+
+def _best_in(path: Path, key: str) -> dict | None:
+    """The best `key` value recorded in a best-generator file left by an earlier attempt of the cell
+    (`{"value": ...}`), or None."""
+    if not path.exists():
+        return None
+    saved = load_tensors(path)
+    return {"value": float(saved["best"][key])} if key in saved.get("best", {}) else None
 
 
 def evaluate_curves(ctx: CellContext, generator: torch.nn.Module, step: int) -> dict[str, float]:
@@ -334,12 +348,18 @@ class Objective:
         cell = admit(trial, config)
         train_cfg = train_config_for(config, cell, self.device)
         run = self._start_run(trial, cell, train_cfg)
+        folder = checkpoint_dir(self.root, config.name, cell)
+        if handover.travels(self.tracking_uri) and (
+            said := handover.take_over(trial, self.tracking_uri, folder / CHECKPOINT)
+        ):
+            print(f"{cell}: {said}", file=sys.stderr)
+            run.set_tags({tracking.HANDOVER_FROM_TAG: said})
         ctx = CellContext(
             config,
             train_cfg,
             self.data.train,
             self.device,
-            checkpoint_dir(self.root, config.name, cell),
+            folder,
             run,
             trial,
             metric_key(config.objective),
