@@ -178,6 +178,54 @@ def test_a_worker_finds_our_error_behind_the_one_optuna_raises_while_handling_it
     assert lossbench_error_in(ValueError("other")) is None
 
 
+def test_a_handed_over_checkpoint_is_the_furthest_intact_one(tmp_path):
+    """study/handover.py on a file store (the server only carries the files): the retry takes the
+    furthest upload along its chain, never a slot being written, never a file that fails its digest,
+    and keeps a local checkpoint that is further."""
+    uri = tracking.default_tracking_uri(tmp_path)
+    exp = tracking.init_experiment(uri, "h", tmp_path / "artifacts")
+    study = optuna.create_study()
+    client = MlflowClient(uri)
+
+    def attempt(retry_of: int | None) -> tuple[optuna.Trial, str]:
+        trial = study.ask()
+        run_id = client.create_run(exp).info.run_id
+        trial.set_user_attr("mlflow_run_id", run_id)
+        if retry_of is not None:
+            trial.set_user_attr("retry_of", retry_of)
+        return trial, run_id
+
+    def checkpoint(folder: Path, step: int) -> list[Path]:
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({"step": step}, folder / "checkpoint.pt")
+        torch.save({"step": step, "best": {"fid": 1.0}}, folder / "best.pt")
+        return [folder / "checkpoint.pt", folder / "best.pt"]
+
+    first, first_run = attempt(None)
+    second, second_run = attempt(first.number)
+    handover.upload(client, first_run, 20, checkpoint(tmp_path / "a", 20))
+    handover.upload(client, first_run, 30, checkpoint(tmp_path / "a", 30))  # the other slot
+    handover.upload(client, second_run, 10, checkpoint(tmp_path / "b", 10))  # a lesser later attempt
+    slots = {json.loads(client.get_run(first_run).data.tags[handover.HANDOVER_TAG])["slot"]}
+    torch.save({"step": 40}, tmp_path / "a" / "checkpoint.pt")  # an upload of step 40 killed halfway:
+    client.log_artifact(first_run, str(tmp_path / "a" / "checkpoint.pt"), handover.SLOTS[0])  # tag unchanged
+    third, _ = attempt(second.number)
+    local = tmp_path / "c" / "checkpoint.pt"
+    assert (
+        handover.take_over(third, uri, local) == f"took over the checkpoint of step 30 from run {first_run}"
+    )
+    assert load_tensors(local)["step"] == 30 and load_tensors(local.parent / "best.pt")["step"] == 30
+    assert slots == {handover.SLOTS[1]} and handover.take_over(third, uri, local) is None  # nothing further
+    local.unlink()
+    artifact = Path(client.download_artifacts(first_run, handover.SLOTS[1], str(tmp_path / "d")))
+    stored = Path(client.get_run(first_run).info.artifact_uri.removeprefix("file://"))
+    (stored / handover.SLOTS[1] / "best.pt").write_bytes(b"x")
+    assert artifact.exists() and handover.take_over(third, uri, local).endswith(
+        "does not match its digest; not taken"
+    )
+    assert not local.exists()
+
+
 def test_a_tracking_server_that_does_not_answer_is_one_line_naming_it(monkeypatch):
     """MLflow wraps the refused connection in its own error; the chain is searched (errors.py)."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

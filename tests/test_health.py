@@ -156,3 +156,12 @@ def test_a_trial_keeps_its_best_evaluation_as_a_loadable_generator(tmp_path):
     resumed = TrialCallback(ctx)  # a resumed trial remembers its best through its record
     resumed.keep_best(400, generators[100], 35.0)
     assert torch.load(tmp_path / BEST_CHECKPOINT, weights_only=True)["step"] == 200
+    retry = SimpleNamespace(**{**vars(ctx), "trial": FakeTrial()})  # a new trial resuming the cell's training
+    TrialCallback(retry).on_start(300)
+    assert retry.trial.user_attrs["best"] == {"step": 200, "value": 30.0, "metric": "fid"}
+    TrialCallback(retry).keep_best(400, generators[100], 35.0)
+    assert torch.load(tmp_path / BEST_CHECKPOINT, weights_only=True)["step"] == 200
+    fresh = SimpleNamespace(**{**vars(ctx), "trial": FakeTrial()})  # from step 0: a leftover is replaced
+    TrialCallback(fresh).on_start(0)
+    TrialCallback(fresh).keep_best(100, generators[100], 50.0)
+    assert torch.load(tmp_path / BEST_CHECKPOINT, weights_only=True)["step"] == 100

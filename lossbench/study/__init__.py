@@ -22,8 +22,8 @@ Resume (rerunning the same command): COMPLETE cells are kept; a trial left RUNNI
 is failed (on this host: its worker's pid no longer exists or belongs to a process started at
 another time, `liveness`; other hosts, RDB only: missed heartbeats), its MLflow run is ended KILLED,
 and its cell is queued again; the new trial resumes training from the cell's checkpoint
-(`<root>/checkpoints/<study>/<cell>/`, on the machine that ran it: a cell taken over by another
-machine restarts from step 0, see docs/cluster.md).
+(`<root>/checkpoints/<study>/<cell>/`; with a tracking server, a cell taken over by another machine
+downloads the last checkpoint the dead one uploaded, `handover`, docs/cluster.md).
 
 Several machines (an RDB storage, docs/cluster.md): each runs the same command; when its workers find
 no queued cell while cells still run elsewhere, it waits (polling every `heartbeat_s`) and takes over

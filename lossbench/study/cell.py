@@ -98,6 +98,18 @@ class TrialCallback(Callback):
         self.ctx = ctx
         self.resumed_from: int | None = None
 
+    def on_start(self, step: int) -> None:
+        """A trial that resumes training an earlier attempt of its cell left (a retry, on this machine
+        or taken over) takes that attempt's best evaluation into its record from BEST_CHECKPOINT, so
+        its best generator is the one an uninterrupted run keeps."""
+        path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
+        if step > 0 and record.BEST not in self.ctx.trial.user_attrs and path.exists():
+            saved = load_tensors(path)
+            key = self.ctx.best_metric
+            if key in saved.get("best", {}):
+                best = {"step": int(saved["step"]), "value": float(saved["best"][key]), "metric": key}
+                self.ctx.trial.set_user_attr(record.BEST, best)
+
     def on_log(self, step: int, terms: dict[str, float]) -> None:
         self.ctx.run.log_metrics({f"{tracking.TRAIN_PREFIX}{k}": v for k, v in terms.items()}, step)
 
@@ -124,11 +136,10 @@ class TrialCallback(Callback):
 
     def keep_best(self, step: int, generator: torch.nn.Module, value: float) -> None:
         """Write `generator` as BEST_CHECKPOINT when `value` of the best metric beats every earlier
-        evaluation of the cell (the trial's record; for a trial that resumes an earlier one's
-        training, the value BEST_CHECKPOINT holds), and record it."""
+        evaluation of the cell (the trial's record, see `on_start`), and record it."""
         key = self.ctx.best_metric
         path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
-        best = self.ctx.trial.user_attrs.get(record.BEST) or _best_in(path, key)
+        best = self.ctx.trial.user_attrs.get(record.BEST)
         lower = DIRECTIONS[key] == "min"
         if best is not None and not (value < best["value"] if lower else value > best["value"]):
             return
@@ -136,15 +147,6 @@ class TrialCallback(Callback):
         save_generator(generator, run_record["model"], self.ctx.train, path, step=step, best={key: value})
         self.ctx.trial.set_user_attr(record.BEST, {"step": step, "value": value, "metric": key})
         self.ctx.run.set_tags({tracking.BEST_CHECKPOINT_TAG: f"{path} (step {step}, {key} {value:.6g})"})
-
-
-def _best_in(path: Path, key: str) -> dict | None:
-    """The best `key` value recorded in a best-generator file left by an earlier attempt of the cell
-    (`{"value": ...}`), or None."""
-    if not path.exists():
-        return None
-    saved = load_tensors(path)
-    return {"value": float(saved["best"][key])} if key in saved.get("best", {}) else None
 
 
 def evaluate_curves(ctx: CellContext, generator: torch.nn.Module, step: int) -> dict[str, float]:
