@@ -111,6 +111,9 @@ FLUSH_EVERY = 1000  # buffered metric values before an automatic flush
 # Alembic and MLflow print every step of a new SQLite store's creation at INFO level.
 for _name in ("alembic", "mlflow.store.db.utils"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+# With a tracking server, MLflow prints two "View run ... at" lines on stdout for every run that ends
+# (through the progress display); a study prints the link to its parent run once, at its end.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def default_tracking_uri(root: str | os.PathLike) -> str:

@@ -395,6 +395,7 @@ def test_two_machines_share_one_grid_each_cell_once(postgres, mlflow_url, tmp_pa
         trial = trials[int(run.data.tags[tracking.TRIAL_TAG])]
         assert run.data.tags[tracking.WORKER_TAG] == str(Worker.from_attrs(trial.user_attrs))
     assert not (tmp_path / "machine-a" / "mlruns" / "optuna-journal.log").exists()  # servers only
+    assert not [m.log for m in machines if "View run" in m.log.read_text()]  # MLflow's lines per run ended
 
 
 @pytest.mark.servers
