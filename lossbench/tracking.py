@@ -15,8 +15,9 @@ The layout (every run made by lossbench follows it; each name below is a constan
 - training curves `train/<term>` and intermediate evaluations `eval/<key>` are metrics with the
   generator step; final metrics are logged once, with their plain keys (`fid`, `kid`, ...) at
   step 0, so MLflow's charts show one bar per run; evaluation settings are tags `setting.<key>`;
-- the parent run holds the study's summary once cells are done: `<key>/<loss>/lam<λ>/mean|sd|n`
-  over seeds, `best/<key>` with tag `lossbench.best.<key>` naming the cell, and a description;
+- the parent run holds the study's summary once cells are done: the table `summary.json` (metric,
+  loss, λ, mean, sd, n over seeds; an MLflow table artifact), `best/<key>` with tag
+  `lossbench.best.<key>` naming the cell, and a description;
   runs made with random network weights carry WARNING_TAG and say so first in their description;
 - λ is written by `config.lambda_text` everywhere (tags, params, names);
 - artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` (and
@@ -78,6 +79,7 @@ CLOSEST_FAKES = "copies/closest.png"  # the fakes nearest a training image, abov
 REAL_FEATURES = "features/real.npy"  # on the parent run
 REPORT_DIR = "report"  # on the parent run
 VERDICT_FILE = "verdict.md"  # on the parent run: the verdict's tables (lossbench.verdict)
+SUMMARY_TABLE = "summary.json"  # on the parent run: mean, sd and n over seeds per metric and cell
 # Tags.
 ROLE_TAG = "lossbench.role"  # "study" (parent run) or "trial" (child run)
 STUDY_TAG = "lossbench.study"
@@ -450,19 +452,21 @@ def log_dataset(tracking_uri: str, run_id: str, name: str, digest: str, split: s
 
 def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, best: pd.DataFrame) -> None:
     """The study's per-cell summary on its parent run (see the module docstring): `summary` and `best`
-    as from `lossbench.stats.summarize` / `best_cells` (metric, loss, lambda, mean, sd, n)."""
-    metrics = []
+    as from `lossbench.stats.summarize` / `best_cells` (metric, loss, lambda, mean, sd, n). The
+    summary is a table artifact, not metrics: MLflow's chart view would draw a section of three
+    one-bar charts per (metric, loss, λ), empty whenever the parent run is not among those shown."""
+    client = MlflowClient(tracking_uri)
+    table = summary.assign(**{"lambda": summary["lambda"].map(lambda_text)})
+    client.log_table(run_id, data=table, artifact_file=SUMMARY_TABLE)
     now = int(time.time() * 1000)
-    for r in summary.to_dict("records"):
-        key = f"{r['metric']}/{r['loss']}/lam{lambda_text(r['lambda'])}"
-        for stat in ("mean", "sd", "n"):
-            if pd.notna(r[stat]):
-                metrics.append(Metric(f"{key}/{stat}", float(r[stat]), now, SUMMARY_STEP))
-    tags = []
-    for r in best.to_dict("records"):
-        metrics.append(Metric(f"best/{r['metric']}", float(r["mean"]), now, SUMMARY_STEP))
-        tags.append(RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} {lambda_label(r['lambda'])}"))
-    MlflowClient(tracking_uri).log_batch(run_id, metrics=metrics, tags=tags)
+    metrics = [
+        Metric(f"best/{r['metric']}", float(r["mean"]), now, SUMMARY_STEP) for r in best.to_dict("records")
+    ]
+    tags = [
+        RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} {lambda_label(r['lambda'])}")
+        for r in best.to_dict("records")
+    ]
+    client.log_batch(run_id, metrics=metrics, tags=tags)
 
 
 def log_verdict(tracking_uri: str, run_id: str, description: str, document: str) -> None:
