@@ -16,8 +16,8 @@ The layout (every run made by lossbench follows it; each name below is a constan
   generator step; final metrics are logged once, with their plain keys (`fid`, `kid`, ...) at
   step 0, so MLflow's charts show one bar per run; evaluation settings are tags `setting.<key>`;
 - the parent run holds the study's summary once cells are done: the table `summary.json` (metric,
-  loss, λ, mean, sd, n over seeds; an MLflow table artifact), `best/<key>` with tag
-  `lossbench.best.<key>` naming the cell, and a description;
+  loss, λ, mean, sd, n over seeds; an MLflow table artifact), the tag `lossbench.best.<key>`
+  naming the best cell and its mean, and a description (the verdict first);
   runs made with random network weights carry WARNING_TAG and say so first in their description;
 - λ is written by `config.lambda_text` everywhere (tags, params, names);
 - artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` (and
@@ -102,7 +102,7 @@ HEALTH_TAG = "lossbench.health"  # the run's training-health warnings (lossbench
 FORGOTTEN_TAG = "lossbench.forgotten"  # a finished trial run its Optuna storage lost (rerun with --force)
 RESTORED_TAG = "lossbench.restored_from"  # a trial run rewritten from the Optuna records: the lost run's id
 TAG_PREFIX = "lossbench."
-BEST_TAG = "lossbench.best."  # + result key: the best cell, e.g. "wgangp λ=5"
+BEST_TAG = "lossbench.best."  # + result key: the best cell, e.g. "wgangp λ=5: mean 31.2 over 5 seeds"
 WARNING_TAG = "WARNING"  # on every run made with random network weights
 RANDOM_WARNING = "RANDOM NETWORK WEIGHTS: the metrics test the pipeline only, they are not comparable"
 DESCRIPTION_TAG = MLFLOW_RUN_NOTE  # shown by the MLflow UI as the run's description
@@ -452,21 +452,21 @@ def log_dataset(tracking_uri: str, run_id: str, name: str, digest: str, split: s
 
 def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, best: pd.DataFrame) -> None:
     """The study's per-cell summary on its parent run (see the module docstring): `summary` and `best`
-    as from `lossbench.stats.summarize` / `best_cells` (metric, loss, lambda, mean, sd, n). The
-    summary is a table artifact, not metrics: MLflow's chart view would draw a section of three
-    one-bar charts per (metric, loss, λ), empty whenever the parent run is not among those shown."""
+    as from `lossbench.stats.summarize` / `best_cells` (metric, loss, lambda, mean, sd, n). Neither
+    is logged as metrics: MLflow's chart view draws a section per metric prefix, and a section of
+    the parent's metrics alone is empty whenever the parent is not among the runs it shows (the
+    runs table sorted by a metric lists the children first)."""
     client = MlflowClient(tracking_uri)
     table = summary.assign(**{"lambda": summary["lambda"].map(lambda_text)})
     client.log_table(run_id, data=table, artifact_file=SUMMARY_TABLE)
-    now = int(time.time() * 1000)
-    metrics = [
-        Metric(f"best/{r['metric']}", float(r["mean"]), now, SUMMARY_STEP) for r in best.to_dict("records")
-    ]
     tags = [
-        RunTag(f"{BEST_TAG}{r['metric']}", f"{r['loss']} {lambda_label(r['lambda'])}")
+        RunTag(
+            f"{BEST_TAG}{r['metric']}",
+            f"{r['loss']} {lambda_label(r['lambda'])}: mean {r['mean']:.6g} over {r['n']:g} seeds",
+        )
         for r in best.to_dict("records")
     ]
-    client.log_batch(run_id, metrics=metrics, tags=tags)
+    client.log_batch(run_id, tags=tags)
 
 
 def log_verdict(tracking_uri: str, run_id: str, description: str, document: str) -> None:

@@ -179,10 +179,9 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
         assert row["mean"] == pytest.approx(cell["fid"].mean()) and row["n"] == len(cell)
         if len(cell) > 1:
             assert row["sd"] == pytest.approx(cell["fid"].std())
-    assert parent.data.metrics["best/fid"] == pytest.approx(
-        frame.groupby(["loss", "lambda"])["fid"].mean().min()
-    )
-    assert parent.data.tags["lossbench.best.fid"] == "wgangp λ=0.5"
+    assert parent.data.metrics == {}  # MLflow would draw charts of the parent alone
+    best = frame.groupby(["loss", "lambda"])["fid"].mean().min()
+    assert parent.data.tags["lossbench.best.fid"] == f"wgangp λ=0.5: mean {best:.6g} over 2 seeds"
     assert parent.data.tags["WARNING"].startswith("RANDOM NETWORK WEIGHTS")
     assert "RANDOM NETWORK WEIGHTS" in parent.data.tags["mlflow.note.content"].splitlines()[0]
     run = client.get_run(failed.user_attrs["mlflow_run_id"])

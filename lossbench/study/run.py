@@ -188,7 +188,7 @@ def _description(config: StudyConfig, verdict: list[str] | None = None) -> str:
         f"seeds {', '.join(map(str, config.seeds))}; objective {config.objective}; "
         f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px",
         f"Per-cell means and sds over seeds are the table `{tracking.SUMMARY_TABLE}` (Artifacts); "
-        "the best cell per metric is `best/<metric>` with the tag `lossbench.best.<metric>`; the "
+        "the best cell per metric is the tag `lossbench.best.<metric>`; the "
         f"verdict's tables are `{tracking.VERDICT_FILE}`; every table and figure: "
         f"`lossbench report {config.name} --out report/`.",
     ]
