@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench
+.PHONY: demo test quick lint bench
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)  ## the main job on the built-in phantom data, fully offline
 
 test: $(STAMP)  ## the test suite, one worker process per core (each test runs torch on one thread)
 	$(BIN)/python -m pytest -q -n auto --dist worksteal
+
+quick: $(STAMP)  ## the everyday run: the suite without the tests marked slow or servers (CI runs all)
+	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow and not servers"
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

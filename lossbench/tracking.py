@@ -457,7 +457,9 @@ def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, bes
     the parent's metrics alone is empty whenever the parent is not among the runs it shows (the
     runs table sorted by a metric lists the children first)."""
     client = MlflowClient(tracking_uri)
+    first = ["metric", "loss", "lambda", "mean", "sd", "n"]
     table = summary.assign(**{"lambda": summary["lambda"].map(lambda_text)})
+    table = table[first + [c for c in table.columns if c not in first]]
     client.log_table(run_id, data=table, artifact_file=SUMMARY_TABLE)
     tags = [
         RunTag(

@@ -24,18 +24,21 @@ def _run(script: str, *args: str) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_cell_cost_splits_a_cell_into_steps_metrics_and_fixed():
     out = _run("cell_cost.py", "--config", "studies/demo.toml", "--cells", "1")
     shares = [float(line.split()[-2]) for line in out.splitlines() if line.strip().endswith("%")]
     assert len(shares) == 3 and sum(shares) == pytest.approx(100, abs=0.3)
 
 
+@pytest.mark.slow
 def test_step_grid_prints_one_row_per_resolution_and_batch():
     out = _run("step_grid.py", "--resolutions", "32", "--batches", "8,16", "--width", "4", "--steps", "1")
     rows = [line for line in out.splitlines() if line.startswith("| 32 |")]
     assert [row.split("|")[2].strip() for row in rows] == ["8", "16"]
 
 
+@pytest.mark.slow
 def test_utility_controls_run_on_the_phantom(tmp_path):
     args = ["--data", "phantom:90", "--resolution", "32", "--seeds", "2", "--steps", "10", "--width", "4"]
     out = _run("utility_controls.py", *args, "--bootstrap", "20", "--sampling", "--cache", str(tmp_path))
@@ -43,6 +46,7 @@ def test_utility_controls_run_on_the_phantom(tmp_path):
     assert out.count("(cache miss)") == 1 and out.count("(cache hit)") == 2  # one real arm for all
 
 
+@pytest.mark.slow
 def test_judge_split_scores_both_splits_and_resumes(tmp_path):
     args = ["--data", "phantom:90", "--resolution", "32", "--out", str(tmp_path), "--seeds", "0"]
     judge = ["--classifier", "cnn3", "--steps", "5", "--width", "4", "--no-augment"]
@@ -61,6 +65,7 @@ def test_judge_split_scores_both_splits_and_resumes(tmp_path):
     assert [json.loads(line)["split"] for line in rows.read_text().splitlines()] == ["leak-free", "leaky"]
 
 
+@pytest.mark.slow
 def test_fused_benchmarks_print_their_rows():
     fused = ["--ks", "1,2", "--resolutions", "32", "--width", "4", "--batch-size", "8", "--steps", "1"]
     out = _run("fused.py", *fused, "--repeats", "1")
@@ -89,6 +94,7 @@ def recipe_args(out: Path) -> list[str]:
     return ["--out", str(out), "--data", "phantom", "--losses", "bce", "--lambdas", "0", "--seeds", "0,1"]
 
 
+@pytest.mark.slow
 def test_busi_recipe_prints_a_table_and_resumes(tmp_path):
     args = recipe_args(tmp_path)
     out = _run("busi_recipe.py", *args, "--steps", "2")
@@ -97,6 +103,7 @@ def test_busi_recipe_prints_a_table_and_resumes(tmp_path):
     assert "default-32px-bce" not in again and "| default | 32 | bce | 0 | 2 |" in again
 
 
+@pytest.mark.slow
 def test_cpu_speed_compares_a_revision_with_the_checkout():
     args = ["--before", "HEAD", "--resolutions", "32", "--losses", "bce", "--lambdas", "0,5"]
     out = _run("cpu_speed.py", *args, "--repeats", "1", "--warmup", "1", "--steps", "1", "--layout")
@@ -105,6 +112,7 @@ def test_cpu_speed_compares_a_revision_with_the_checkout():
     assert all(float(row[-2].strip().rstrip("×")) > 0 for row in rows)
 
 
+@pytest.mark.slow
 def test_precision_quality_pairs_the_two_recipes(tmp_path):
     common = recipe_args(tmp_path)
     _run("busi_recipe.py", *common, "--steps", "2", "--recipe", "fp32")

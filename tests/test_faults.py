@@ -71,6 +71,7 @@ def _workers(process: psutil.Process) -> list[psutil.Process]:
     return found
 
 
+@pytest.mark.slow
 def test_parent_killed_while_workers_start_leaves_no_process(tmp_path):
     script = _PARENT.format(repo=str(REPO), tests=str(REPO / "tests"), root=str(tmp_path))
     parent = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
@@ -102,6 +103,7 @@ run_study(small("killloop"), root={root!r}, cell_fn=fake_cell)
 """
 
 
+@pytest.mark.slow
 def test_a_first_run_killed_at_random_moments_ten_times_then_completes_every_cell_once(tmp_path):
     """Issue #26: kill -9 of the parent in the first seconds of a fresh study (store, journal and
     experiment being made, workers starting), ten times at random moments; the next run completes
@@ -134,6 +136,7 @@ def _take_cell(study: optuna.Study, cell: Cell, pid: int) -> None:
     trial.set_user_attr("host", socket.gethostname())
 
 
+@pytest.mark.slow
 def test_a_cell_running_elsewhere_makes_the_run_exit_nonzero_and_the_study_stay_running(tmp_path):
     config = small("elsewhere")
     study = optuna.create_study(study_name="elsewhere", storage=open_storage(None, tmp_path))
@@ -146,6 +149,7 @@ def test_a_cell_running_elsewhere_makes_the_run_exit_nonzero_and_the_study_stay_
     assert parent.info.status == "RUNNING"
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_numbers_exactly(tmp_path):
     config = tiny("resume", losses=("wgangp",), lambdas=(0.5,), threads=2)
     config.train.steps = 6
@@ -175,6 +179,7 @@ def test_kill_and_resume_gives_the_uninterrupted_numbers_exactly(tmp_path):
 # ------------------------------------------------------------------------------ journal (item 5)
 
 
+@pytest.mark.slow
 def test_torn_journal_tail_is_removed_and_kept(tmp_path):
     run_study(small("torn"), root=tmp_path, cell_fn=fake_cell)
     journal = tmp_path / JOURNAL
@@ -190,6 +195,7 @@ def test_torn_journal_tail_is_removed_and_kept(tmp_path):
     assert again.new_trials == 0 and again.counts["done"] == 4
 
 
+@pytest.mark.slow
 def test_garbled_journal_line_is_one_line_naming_file_and_line(tmp_path, capsys):
     run_study(small("garbled"), root=tmp_path, cell_fn=fake_cell)
     journal = tmp_path / JOURNAL
@@ -207,6 +213,7 @@ def test_garbled_journal_line_is_one_line_naming_file_and_line(tmp_path, capsys)
         run_study(small("garbled"), root=tmp_path, cell_fn=fake_cell)
 
 
+@pytest.mark.slow
 def test_emptied_journal_is_refused_unless_forced(tmp_path):
     config = small("emptied")
     run_study(config, root=tmp_path, cell_fn=fake_cell)
@@ -222,6 +229,7 @@ def test_emptied_journal_is_refused_unless_forced(tmp_path):
     assert run_study(config, root=tmp_path, cell_fn=fake_cell).new_trials == 0  # no refusal again
 
 
+@pytest.mark.slow
 def test_an_emptied_mlflow_store_is_named_and_repaired_from_the_records(tmp_path, capsys):
     config = small("lostruns")
     first = run_study(config, root=tmp_path, cell_fn=fake_cell)
@@ -257,6 +265,7 @@ def test_an_emptied_mlflow_store_is_named_and_repaired_from_the_records(tmp_path
 # ------------------------------------------------------------------------- MLflow store (item 6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "random"])
 def test_damaged_mlflow_store_is_one_line(tmp_path, capsys, damage):
     run_study(small("store"), root=tmp_path, cell_fn=fake_cell)
@@ -281,6 +290,7 @@ def _init(uri: str, artifacts: str, out: str) -> None:
     Path(out).write_text(tracking.init_experiment(uri, "race", artifacts))
 
 
+@pytest.mark.slow
 def test_two_commands_creating_the_store_at_once_both_succeed(tmp_path):
     uri = tracking.default_tracking_uri(tmp_path)
     context = multiprocessing.get_context("spawn")
@@ -296,6 +306,7 @@ def test_two_commands_creating_the_store_at_once_both_succeed(tmp_path):
     assert (tmp_path / "id0").read_text() == (tmp_path / "id1").read_text()
 
 
+@pytest.mark.slow
 def test_a_moved_study_folder_is_detected(tmp_path):
     import shutil
 
@@ -372,6 +383,7 @@ def test_damaged_checkpoint_is_one_line_in_train_and_evaluate(tmp_path, capsys, 
     assert not [w for w in shown if issubclass(w.category, UserWarning)]
 
 
+@pytest.mark.slow
 def test_a_study_cell_with_a_damaged_checkpoint_restarts_from_scratch(tmp_path, capsys):
     config = tiny("damaged", losses=("bce",), lambdas=(0.5,), seeds=(0,))
     folder = checkpoint_dir(tmp_path, "damaged", Cell("bce", 0.5, 0))
@@ -435,6 +447,7 @@ def _config_error_cell(cell: Cell, ctx) -> CellResult:
     return fake_cell(cell, ctx)
 
 
+@pytest.mark.slow
 def test_a_cell_failing_from_a_config_error_is_never_retried(tmp_path):
     config = small("config-error")
     first = run_study(config, root=tmp_path, cell_fn=_config_error_cell)

@@ -91,6 +91,7 @@ def test_density_coverage_equal_prdc():
     assert 0 < coverage < 1 and density != 1.0
 
 
+@pytest.mark.slow
 def test_bootstrap_se_shrinks_with_n_fake(split, tmp_path):
     gen = torch.Generator().manual_seed(0)
     pool = load_dataset("phantom:400", 32).images

@@ -95,6 +95,7 @@ def test_every_built_in_loss_has_a_learning_test():
     assert covered == in_tree  # (other tests register losses of their own, defined in tests/)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss, steps, recipe, learns", LEARNING_RUNS)
 def test_conditional_generator_draws_each_class_varied(loss, steps, recipe, learns):
     from sklearn.linear_model import LogisticRegression
@@ -120,6 +121,7 @@ def test_conditional_generator_draws_each_class_varied(loss, steps, recipe, lear
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe, learns", [({}, True), (OLD_RECIPE, False)], ids=["default", "old-recipe"])
 def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, recipe, learns, tmp_path):
     """...and the run's health findings say so while it trains (lossbench.health).
@@ -150,6 +152,7 @@ def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, re
         assert {"pinned", "z", "alike"} <= set(found), found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("critic_norm, learns", [("instancenorm", True), ("none", False)])
 def test_unconditional_generator_covers_every_class_varied(critic_norm, learns):
     """Unconditionally too, the unnormalised critic (the old default) lets G collapse onto few discs."""

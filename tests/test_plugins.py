@@ -318,6 +318,7 @@ def test_two_metric_plugins_sharing_an_alias_are_both_errors(metric_site):
     assert available_metrics() == ["fid", "kid", "lpips", "msssim", "pr", "dc", "copy", "swd", "utility"]
 
 
+@pytest.mark.slow
 def test_plugin_metric_is_a_study_objective_and_stats_use_its_direction(metric_site, tmp_path):
     """A metric installed as a separate package: computed by every cell of a study (spawned workers
     find the plugin by entry point), minimised as the objective, and 'best' in stats is its minimum."""

@@ -87,6 +87,7 @@ def _sizes_cell(cell, ctx):
     return CellResult({"swd": 1000.0 * len(ctx.data) + len(ctx.heldout)}, {}, steps=1)
 
 
+@pytest.mark.slow
 def test_study_cells_train_on_the_train_part_only(tmp_path):
     import optuna
 

@@ -99,6 +99,7 @@ def noisy_cell(cell: Cell, ctx) -> CellResult:
     return CellResult({"fid": fid}, {"extractor": "fake", "n_fake": 16}, steps=4)
 
 
+@pytest.mark.slow
 def test_the_verdict_reaches_mlflow_and_the_dashboard(tmp_path):
     from optuna_dashboard import get_note
 
@@ -131,6 +132,7 @@ def complete_cells(root: Path, name: str) -> list[Cell]:
     )
 
 
+@pytest.mark.slow
 def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsys):
     config = tiny("machinery")
     # A second parent queueing the same cell (the duplicate GridSampler's own picking can make).
@@ -171,6 +173,7 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
         Path(client.download_artifacts(summary.parent_run_id, "summary.json", str(tmp_path))).read_text()
     )
     table = pd.DataFrame(logged["data"], columns=logged["columns"])
+    assert logged["columns"][:6] == ["metric", "loss", "lambda", "mean", "sd", "n"]  # as MLflow shows them
     assert not [k for k in parent.data.metrics if k.count("/") > 1]  # no chart section per cell
     for (loss, lam), cell in frame.groupby(["loss", "lambda"]):
         (row,) = table[
@@ -212,6 +215,7 @@ def test_durations_read_as_a_person_would_say_them(seconds, text):
     assert progress.duration(seconds) == text
 
 
+@pytest.mark.slow
 def test_a_study_logged_to_a_file_says_when_each_cell_finishes(tmp_path, capsys):
     """stderr is not a terminal here (captured): the bar is silent, so each finished cell is a line."""
     run_study(tiny("logged", seeds=(0,)), root=tmp_path, progress=True, cell_fn=fake_cell)
@@ -223,6 +227,7 @@ def test_a_study_logged_to_a_file_says_when_each_cell_finishes(tmp_path, capsys)
     assert lines[-1] == "logged: 4/4 cells finished"
 
 
+@pytest.mark.slow
 def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
     config = tiny("e2e")
     summary = run_study(config, root=tmp_path)
@@ -278,6 +283,7 @@ def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
     assert set(frame["run_id"]) == {r.info.run_id for r in children}
 
 
+@pytest.mark.slow
 def test_curve_metrics_every_eval_every_steps_and_the_best_generator_kept(tmp_path):
     """The cheap curve metrics are logged every `eval_every` steps, best.pt is chosen by the first of
     them (the objective, fid, is not one), and the cell's numbers come from the full evaluation."""
@@ -325,6 +331,7 @@ def test_a_study_without_curves_has_a_best_metric_all_the_same():
     assert best_metric(config) == "fid"
 
 
+@pytest.mark.slow
 def test_fused_grid_records_every_cell_like_the_unfused_one(tmp_path):
     """`fuse = 3` with a stand-in cell function: the bookkeeping of groups (admission, a duplicate
     pruned, a diverged member failing alone, every trial told) gives the unfused study's states."""
@@ -344,6 +351,7 @@ def test_fused_grid_records_every_cell_like_the_unfused_one(tmp_path):
             )
 
 
+@pytest.mark.slow
 def test_fused_study_gives_the_unfused_numbers_and_resumes(tmp_path):
     """Real training: the 2 cells of one loss as one fused group equal the unfused study's cells up to
     float rounding; the runs say they were fused; a rerun adds nothing."""
@@ -364,6 +372,7 @@ def test_fused_study_gives_the_unfused_numbers_and_resumes(tmp_path):
     assert again.new_trials == 0
 
 
+@pytest.mark.slow
 def test_a_diverging_member_of_a_fused_study_fails_alone(tmp_path):
     """λ = 1e300 is inf in fp32: that cell diverges at step 1; its fused partner completes."""
     config = tiny("fuseddiv", losses=("bce",), lambdas=(0.5, 1e300), seeds=(0,), workers=1, fuse=2)
@@ -434,6 +443,7 @@ def run_until_killed(root: Path, config: StudyConfig) -> tuple[int, Cell]:
     return killer.killed
 
 
+@pytest.mark.slow
 def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
     config = tiny("kill", losses=("wgangp",))
     config.train.steps = 6
@@ -462,6 +472,7 @@ def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
     assert set(states.values()) == {"done"}
 
 
+@pytest.mark.slow
 def test_sigkilled_fused_group_resumes_on_rerun(tmp_path):
     """kill -9 of a worker training 4 cells fused: all 4 trials fail and are queued again; the rerun
     resumes them (fused, or one by one when their checkpoints are at different steps), none lost."""
@@ -581,6 +592,7 @@ def _short_lived_parent(pid_file: str) -> None:
     time.sleep(60)
 
 
+@pytest.mark.slow
 def test_a_worker_exits_when_its_parent_is_killed(tmp_path):
     pid_file = tmp_path / "grandchild.pid"
     parent = multiprocessing.get_context("spawn").Process(target=_short_lived_parent, args=(str(pid_file),))
@@ -648,6 +660,7 @@ def test_preflight_fills_the_cache_and_releases_its_networks(tmp_path):
     assert diversity._lpips.cache_info().currsize == 0
 
 
+@pytest.mark.slow
 def test_packaged_tiny_preset_runs_offline_and_prints_the_runs_view(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no-weights"))  # the preset needs no weight file
     args = ["study", "--preset", "tiny", "--losses", "wgangp", "--lambdas", "0.5", "--seed-list", "0"]

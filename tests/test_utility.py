@@ -85,6 +85,7 @@ def noise(counts):
     return images, class_labels(counts)
 
 
+@pytest.mark.slow
 def test_held_out_copies_raise_the_gain_and_noise_does_not(parts):
     train_part, heldout = parts
     leak = downstream_utility(train_part, heldout, held_out_copies(heldout), FAST)
@@ -150,6 +151,7 @@ def test_cli_utility(checkpoint, tmp_path, capsys):
         assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
     import optuna
 
