@@ -1,19 +1,15 @@
-"""One cell of a study: the trial's admission, its MLflow child run, training and evaluation, and
-what is recorded (Optuna user attributes `metric.<key>` and `setting.<key>`, MLflow metrics, tags
-and artifacts), with the worker's identity (`liveness.Worker`) on both.
+"""One cell of a study: the trial (admitted by `queue.admit`), its MLflow child run, training and
+evaluation, and what is recorded (Optuna user attributes `metric.<key>` and `setting.<key>`, MLflow
+metrics, tags and artifacts), with the worker's identity (`liveness.Worker`) on both.
 
 The trial's value is the objective metric, from the full evaluation at the cell's last step. Every
 `eval_every` steps the curve metrics (`curve_metrics`, cheap ones) are evaluated and logged as MLflow
 curves `eval/<key>`, the objective reported to Optuna as intermediate value when it is one of them
-(nothing prunes on them), and the EMA generator of the best `best_metric` so far kept as best.pt. A trial
-whose cell already has a COMPLETE trial, or a RUNNING or WAITING one with a lower number, is pruned
-(user attribute `skipped`), as is a trial that was not queued: of two trials queued for one cell (two
-machines queueing at once), only the first runs, whichever worker takes which first.
+(nothing prunes on them), and the EMA generator of the best `best_metric` so far kept as best.pt.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -43,7 +39,7 @@ from lossbench.metrics.memorisation import closest_fakes_png
 from lossbench.study import handover, record
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
-from lossbench.study.queue import is_queued, trial_cell, work_left
+from lossbench.study.queue import admit
 from lossbench.study_config import best_metric
 from lossbench.train import CHECKPOINT, CONFIG_JSON, Callback, TrainResult, save_generator, train
 
@@ -231,25 +227,6 @@ def _cell_result(ctx: CellContext, trained: TrainResult) -> CellResult:
     )
 
 
-def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
-    """The trial's cell, or TrialPruned for a trial that must not run (see the module docstring)."""
-    study = trial.study
-    if not is_queued(trial):
-        trial.set_user_attr(record.SKIPPED, "not a queued cell")
-        raise optuna.TrialPruned()
-    loss = trial.suggest_categorical("loss", config.losses)
-    lam = trial.suggest_float("lambda", min(config.lambdas), max(config.lambdas))
-    cell = Cell(loss, float(lam), int(trial.user_attrs["seed"]))
-    taken = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
-    for t in study.get_trials(deepcopy=False, states=taken):
-        if t.number == trial.number or record.SKIPPED in t.user_attrs or trial_cell(t) != cell:
-            continue
-        if t.state == TrialState.COMPLETE or t.number < trial.number:
-            trial.set_user_attr(record.SKIPPED, f"cell already taken by trial {t.number}")
-            raise optuna.TrialPruned()
-    return cell
-
-
 @dataclass
 class Objective:
     """The Optuna objective of a worker: admit the trial, run its cell in an MLflow child run, record."""
@@ -274,25 +251,10 @@ class Objective:
             _record(trial, ctx.run, result)
         return result.metrics[ctx.objective]
 
-    def run_fused(self, study: optuna.Study, k: int) -> None:
-        """Take up to `k` waiting trials at a time; train the cells of each loss among them as one
-        fused group (`train_and_evaluate_fused`; with another cell function, one by one). Each
-        trial still has its own admission, MLflow run, record and Optuna state, and a heartbeat on an
-        RDB storage, as under `study.optimize`."""
-        # What study.optimize uses per trial; Optuna has no public form. Imported here, so that only
-        # fused studies depend on it.
-        from optuna.storages._heartbeat import get_heartbeat_thread
-
-        while work_left(study):
-            trials = []
-            while len(trials) < k and work_left(study):
-                trials.append(study.ask())
-            with contextlib.ExitStack() as stack:
-                for trial in trials:  # Optuna's own optimize loop does the same per trial
-                    stack.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
-                self._run_group(study, trials)
-
-    def _run_group(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+    def run_group(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        """Run the cells of `trials` (taken with `study.ask()`): those of one fusion key as one fused
+        group (`train_and_evaluate_fused`; with another cell function, one by one), each with its
+        own admission, MLflow run, record and Optuna state."""
         begun: list[tuple[optuna.Trial, Cell, CellContext]] = []
         untold = list(trials)
         try:

@@ -276,3 +276,25 @@ def recover(study: optuna.Study, tracking_uri: str, experiment_id: str) -> None:
     for run in tracking.running_child_runs(tracking_uri, experiment_id):
         if tracking.run_trial_number(run) not in running:
             tracking.end_run(tracking_uri, run.info.run_id, "KILLED", "its worker died")
+
+
+def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
+    """The trial's cell, or TrialPruned for a trial that must not run: a trial whose cell already has
+    a COMPLETE trial, or a RUNNING or WAITING one with a lower number, is pruned (user attribute
+    `skipped`), as is a trial that was not queued. Of two trials queued for one cell (two machines
+    queueing at once), only the first runs, whichever worker takes which first."""
+    study = trial.study
+    if not is_queued(trial):
+        trial.set_user_attr(record.SKIPPED, "not a queued cell")
+        raise optuna.TrialPruned()
+    loss = trial.suggest_categorical("loss", config.losses)
+    lam = trial.suggest_float("lambda", min(config.lambdas), max(config.lambdas))
+    cell = Cell(loss, float(lam), int(trial.user_attrs["seed"]))
+    taken = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.WAITING)
+    for t in study.get_trials(deepcopy=False, states=taken):
+        if t.number == trial.number or record.SKIPPED in t.user_attrs or trial_cell(t) != cell:
+            continue
+        if t.state == TrialState.COMPLETE or t.number < trial.number:
+            trial.set_user_attr(record.SKIPPED, f"cell already taken by trial {t.number}")
+            raise optuna.TrialPruned()
+    return cell

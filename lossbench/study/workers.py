@@ -12,6 +12,7 @@ torch) is imported.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
@@ -75,7 +76,7 @@ def worker_main(inbox: Any) -> None:
             sampler=sampler(job.index),
         )
         if work_left(study) and config.fuse > 1:
-            job.objective.run_fused(study, config.fuse)
+            run_fused(job.objective, study, config.fuse)
         elif work_left(study):
             study.optimize(job.objective, catch=tuple(FINAL_ERRORS), callbacks=[stop_when_done])
     except Exception as e:  # one line for ours, e.g. the database unreachable past the grace period
@@ -84,6 +85,24 @@ def worker_main(inbox: Any) -> None:
             raise
         print(f"error: {known}", file=sys.stderr)
         sys.exit(2)
+
+
+def run_fused(objective: Objective, study: optuna.Study, k: int) -> None:
+    """A worker's loop for a fused study, instead of `study.optimize`: take up to `k` waiting trials at
+    a time and run them as groups (`Objective.run_group`), each trial with a heartbeat on an RDB
+    storage, as under `study.optimize`."""
+    # What study.optimize uses per trial; Optuna has no public form. Imported here, so that only
+    # fused studies depend on it.
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    while work_left(study):
+        trials = []
+        while len(trials) < k and work_left(study):
+            trials.append(study.ask())
+        with contextlib.ExitStack() as stack:
+            for trial in trials:  # Optuna's own optimize loop does the same per trial
+                stack.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
+            objective.run_group(study, trials)
 
 
 class Workers:
