@@ -211,10 +211,12 @@ def test_a_handed_over_checkpoint_is_the_furthest_intact_one(tmp_path):
     client.log_artifact(first_run, str(tmp_path / "a" / "checkpoint.pt"), handover.SLOTS[0])  # tag unchanged
     third, _ = attempt(second.number)
     local = tmp_path / "c" / "checkpoint.pt"
+    (local.parent / f"{handover.PARTIAL}killed").mkdir(parents=True)  # a download killed with -9
     assert (
         handover.take_over(third, uri, local) == f"took over the checkpoint of step 30 from run {first_run}"
     )
     assert load_tensors(local)["step"] == 30 and load_tensors(local.parent / "best.pt")["step"] == 30
+    assert not list(local.parent.glob(f"{handover.PARTIAL}*"))
     assert slots == {handover.SLOTS[1]} and handover.take_over(third, uri, local) is None  # nothing further
     local.unlink()
     artifact = Path(client.download_artifacts(first_run, handover.SLOTS[1], str(tmp_path / "d")))

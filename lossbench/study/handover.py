@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from urllib.parse import urlparse
@@ -34,6 +35,7 @@ from lossbench.study import record
 
 SLOTS = ("checkpoint/a", "checkpoint/b")
 HANDOVER_TAG = "lossbench.handover"  # JSON {"step", "slot", "sha256": {file name: digest}}
+PARTIAL = ".handover-"  # a download in progress, inside the checkpoint folder
 
 
 def travels(tracking_uri: str) -> bool:
@@ -106,8 +108,10 @@ def take_over(trial: optuna.Trial, tracking_uri: str, checkpoint: Path) -> str |
     what = f"the checkpoint of step {step} from run {run_id}"
     folder = checkpoint.parent
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(f"{PARTIAL}*"):  # a download killed before its clean-up
+        shutil.rmtree(stale, ignore_errors=True)
     try:
-        with tempfile.TemporaryDirectory(dir=folder, prefix=".handover-") as tmp:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=PARTIAL) as tmp:
             got = Path(client.download_artifacts(run_id, handover["slot"], tmp))
             for name, digest in handover["sha256"].items():
                 if _sha256(got / name) != digest:
