@@ -55,7 +55,7 @@ from filelock import FileLock
 from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 import lossbench
 from lossbench.config import lambda_label, lambda_text
@@ -456,19 +456,25 @@ def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, bes
     is logged as metrics: MLflow's chart view draws a section per metric prefix, and a section of
     the parent's metrics alone is empty whenever the parent is not among the runs it shows (the
     runs table sorted by a metric lists the children first)."""
-    client = MlflowClient(tracking_uri)
     first = ["metric", "loss", "lambda", "mean", "sd", "n"]
     table = summary.assign(**{"lambda": summary["lambda"].map(lambda_text)})
     table = table[first + [c for c in table.columns if c not in first]]
-    client.log_table(run_id, data=table, artifact_file=SUMMARY_TABLE)
-    tags = [
+    # Written as MLflow's log_table writes a table (JSON, orient "split", and the tag that makes the
+    # UI show it as one), but replaced on every call: log_table appends to an existing file, so each
+    # rerun of the study would add its rows again.
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, SUMMARY_TABLE)
+        table.to_json(path, orient="split", index=False)
+        MlflowClient(tracking_uri).log_artifact(run_id, str(path))
+    tags = [RunTag(MLFLOW_LOGGED_ARTIFACTS, json.dumps([{"path": SUMMARY_TABLE, "type": "table"}]))]
+    tags += [
         RunTag(
             f"{BEST_TAG}{r['metric']}",
             f"{r['loss']} {lambda_label(r['lambda'])}: mean {r['mean']:.6g} over {r['n']:g} seeds",
         )
         for r in best.to_dict("records")
     ]
-    client.log_batch(run_id, tags=tags)
+    MlflowClient(tracking_uri).log_batch(run_id, tags=tags)
 
 
 def log_verdict(tracking_uri: str, run_id: str, description: str, document: str) -> None:

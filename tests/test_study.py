@@ -200,6 +200,9 @@ def test_grid_runs_each_cell_once_records_divergence_and_resumes(tmp_path, capsy
     n = len(trials(tmp_path, "machinery"))
     again = run_study(config, root=tmp_path, cell_fn=fake_cell)
     assert again.new_trials == 0 and len(trials(tmp_path, "machinery")) == n  # diverged cells are final
+    (tmp_path / "again").mkdir()
+    rewritten = client.download_artifacts(summary.parent_run_id, "summary.json", str(tmp_path / "again"))
+    assert json.loads(Path(rewritten).read_text())["data"] == logged["data"]  # replaced, not appended to
 
     changed = tiny("machinery")
     changed.train.steps = 5
