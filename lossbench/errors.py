@@ -7,7 +7,6 @@ path, value or file and, where there is one, the fix.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -88,33 +87,33 @@ def lossbench_error_in(error: BaseException) -> LossbenchError | None:
     out, wherever in the chain, is TrackingUnavailable."""
     import requests
 
-    for current in _chain(error):
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
         if isinstance(current, LossbenchError):
             return current
         if isinstance(current, (requests.ConnectionError, requests.Timeout)):
             return _tracking_unavailable(current, isinstance(current, requests.Timeout))
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
     return None
 
 
-def _chain(error: BaseException) -> Iterator[BaseException]:
-    """`error`, then what it was raised from or while handling, and so on (each once)."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        yield current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-
-
 def _tracking_unavailable(error: requests.RequestException, timed_out: bool) -> TrackingUnavailable:
-    """`error` in one line: the server's address and the reason (the innermost OSError's, at the
-    bottom of urllib3's chain)."""
+    """`error` in one line: the server's address and the reason (the innermost OSError's)."""
     from urllib.parse import urlsplit
 
     url = urlsplit(error.request.url if error.request is not None else "")
     where = f"{url.scheme}://{url.netloc}" if url.netloc else "the MLflow tracking server"
-    reasons = [e.strerror.lower() for e in _chain(error) if isinstance(e, OSError) and e.strerror]
-    reason = "timed out" if timed_out else (reasons[-1] if reasons else "no answer")
+    reason, current = "no answer", error.__context__ or error.__cause__
+    for _ in range(20):  # the OSError at the bottom of urllib3's chain says what happened
+        if current is None:
+            break
+        if isinstance(current, OSError) and current.strerror:
+            reason = current.strerror.lower()
+        current = current.__cause__ or current.__context__
+    if timed_out:
+        reason = "timed out"
     return TrackingUnavailable(
         f"the tracking server {where} did not answer ({reason}); rerun the same command once it is back: "
         "finished cells are kept and the others run again"
