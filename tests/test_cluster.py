@@ -36,7 +36,7 @@ from lossbench.files import load_tensors
 from lossbench.study import grid_cells, handover, open_storage, rdb
 from lossbench.study.grid import Cell
 from lossbench.study.liveness import HOST_ENV, Worker, current_worker
-from lossbench.study.queue import enqueue, recover, trial_cell
+from lossbench.study.queue import cell_states, enqueue, recover, trial_cell
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -96,6 +96,36 @@ def test_a_reused_pid_is_a_dead_worker_and_its_cell_is_requeued_once(tmp_path):
     assert client.get_run(live_run).info.status == "RUNNING"
     (retry,) = [t for t in trials if t.state == TrialState.WAITING]
     assert retry.user_attrs["retry_of"] == dead.number and trial_cell(retry) == Cell("bce", 1.0, 0)
+
+
+def test_a_retried_cell_is_taken_before_the_cells_that_never_ran(tmp_path):
+    """Optuna takes WAITING trials in creation order: a retry (its cell has a checkpoint) queued
+    behind 20 new cells waited hours on BUSI (#24). A new cell a worker already took is left alone."""
+    study = optuna.create_study(study_name="order", storage=open_storage(None, tmp_path))
+    uri = tracking.default_tracking_uri(tmp_path)
+    exp = tracking.init_experiment(uri, "order", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "order", {}, {})
+    me = current_worker()
+    dead, _ = _running_trial(
+        study, Cell("bce", 1.0, 0), Worker(me.host, me.pid, "gone", me.started - 5), uri, exp, parent
+    )
+    for seed in (1, 2, 3):
+        enqueue(study, Cell("bce", 1.0, seed))
+    taken = study.ask()  # a worker took seed 1 meanwhile
+    assert trial_cell(taken) == Cell("bce", 1.0, 1)
+
+    recover(study, uri, exp)
+    recover(study, uri, exp)  # nothing left to move
+    trials = study.get_trials()
+    waiting = [t for t in trials if t.state == TrialState.WAITING]
+    assert [trial_cell(t).seed for t in waiting] == [0, 2, 3]
+    assert waiting[0].user_attrs["retry_of"] == dead.number
+    moved = [t for t in trials if t.state == TrialState.PRUNED]
+    assert [trial_cell(t).seed for t in moved] == [2, 3]
+    assert all(t.user_attrs["skipped"] == "queued again behind retried cells" for t in moved)
+    assert trials[taken.number].state == TrialState.RUNNING
+    states = {c.seed: s for c, (s, _) in cell_states(study).items()}
+    assert states == {0: "queued", 1: "running", 2: "queued", 3: "queued"}
 
 
 def test_storage_retries_an_unreachable_database_then_gives_up_in_one_line(monkeypatch):

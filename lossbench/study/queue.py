@@ -32,7 +32,7 @@ from lossbench.errors import StorageError
 from lossbench.study import record
 from lossbench.study.grid import Cell, grid_cells
 from lossbench.study.journal import check_journal, journal_path
-from lossbench.study.liveness import Worker
+from lossbench.study.liveness import Worker, current_worker
 from lossbench.study.rdb import RetryingRDBStorage
 
 READ_RETRY_S = 30  # how long a storage opened without a grace period (reading) retries the database
@@ -168,6 +168,31 @@ def enqueue_pending(study: optuna.Study, config: StudyConfig) -> None:
             enqueue(study, cell, **({record.RETRY_OF: last.number} if last else {}))
 
 
+def put_retries_first(study: optuna.Study) -> None:
+    """Queue the cells that never ran behind the retried ones, so that a cell with a checkpoint (a
+    retry of a trial whose worker died) finishes before new cells start; Optuna takes WAITING trials
+    in creation order. Each WAITING never-ran trial created before the last WAITING retry is taken
+    (Optuna's atomic WAITING -> RUNNING, so a worker that took it first keeps it; this process is
+    recorded as its worker, so its death leaves it to `recover`), marked `skipped`, pruned, and its
+    cell queued again."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    retries = [t.number for t in waiting if record.RETRY_OF in t.user_attrs]
+    if not retries:
+        return
+    storage = study._storage  # Optuna's own pop of a WAITING trial goes through the storage too
+    for t in waiting:
+        cell = trial_cell(t)
+        if t.number > max(retries) or record.RETRY_OF in t.user_attrs or cell is None:
+            continue
+        if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
+            continue  # a worker took it
+        for key, value in current_worker().attrs().items():
+            storage.set_trial_user_attr(t._trial_id, key, value)
+        storage.set_trial_user_attr(t._trial_id, record.SKIPPED, "queued again behind retried cells")
+        storage.set_trial_state_values(t._trial_id, TrialState.PRUNED)
+        enqueue(study, cell)
+
+
 def check_known_runs(study_name: str, storage: BaseStorage, client: Any, force: bool) -> list[Any]:
     """StorageError when MLflow (`client`, None: no store) holds COMPLETE trial runs of the study
     that its Optuna storage does not know (the journal was emptied or replaced): rerunning would
@@ -266,7 +291,8 @@ def recover(study: optuna.Study, tracking_uri: str, experiment_id: str) -> None:
 
     On this host a worker is dead when its pid is gone or belongs to a process started at another
     time (journal and RDB storages); other hosts' trials are failed by heartbeat (RDB storages only).
-    Any child run still RUNNING whose trial is not RUNNING is ended KILLED.
+    Any child run still RUNNING whose trial is not RUNNING is ended KILLED. Retried cells are then
+    queued before the cells that never ran (`put_retries_first`).
     """
     _fail_dead_local_workers(study, tracking_uri)
     with warnings.catch_warnings():
@@ -276,6 +302,7 @@ def recover(study: optuna.Study, tracking_uri: str, experiment_id: str) -> None:
     for run in tracking.running_child_runs(tracking_uri, experiment_id):
         if tracking.run_trial_number(run) not in running:
             tracking.end_run(tracking_uri, run.info.run_id, "KILLED", "its worker died")
+    put_retries_first(study)
 
 
 def admit(trial: optuna.Trial, config: StudyConfig) -> Cell:
