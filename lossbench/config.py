@@ -552,16 +552,19 @@ def load_toml(path: str | os.PathLike, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} file {path} is not valid TOML: {e}") from None
 
 
-def parse_assignments(items: list[str], option: str = "--set") -> dict[str, Any]:
+def parse_assignments(
+    items: list[str], option: str = "--set", example: str = "train.steps=10"
+) -> dict[str, Any]:
     """['train.steps=5', 'data.spec=phantom:24'] -> {'train.steps': 5, 'data.spec': 'phantom:24'}.
 
-    A value is read as a TOML literal (5, 1e-4, true, [0, 1], "text"); anything that is not one is a
-    string. Keys are dotted paths into the config."""
+    The one key=value syntax of the command line (`--set`, `--loss-param`): a value is read as a TOML
+    literal (5, 1e-4, true, [0, 1], "text"), as in study files; anything that is not one is a
+    string. Keys are dotted paths into the config (`--set`) or names of a loss's keywords."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"malformed {option} {item!r}: expected key=value, e.g. train.steps=10")
+            raise ConfigError(f"malformed {option} {item!r}: expected key=value, e.g. {example}")
         try:
             out[key.strip()] = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError:

@@ -154,6 +154,10 @@ def test_set_assignments_are_toml_literals():
     assert parse_assignments(["train.amp=false", 'seeds="01"']) == {"train.amp": False, "seeds": "01"}
     with pytest.raises(ConfigError, match="malformed --set 'steps'"):
         parse_assignments(["steps"])
+    # --loss-param reads its values the same way (it read JSON before: 'soft' kept its quotes)
+    assert parse_assignments(["mode='soft'", "w=1_000"], "--loss-param") == {"mode": "soft", "w": 1000}
+    with pytest.raises(ConfigError, match=r"malformed --loss-param 'w': expected key=value, e.g. w=1$"):
+        parse_assignments(["w"], "--loss-param", "w=1")
 
 
 def test_overrides_name_close_matches_for_unknown_keys():

@@ -11,7 +11,6 @@ from typing import Any
 import typer
 
 from lossbench.cli import options
-from lossbench.cli.train import parse_loss_params
 from lossbench.config import (
     MAX_RESOLUTION,
     MIN_RESOLUTION,
@@ -38,11 +37,11 @@ def _loss_params(items: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         loss, dot, rest = item.partition(".")
-        if not dot or not loss.strip():
+        if not dot or not loss.strip() or "=" not in rest:
             raise ConfigError(
                 f"malformed --loss-param {item!r}: expected LOSS.NAME=VALUE, e.g. wgangp.gp_weight=10"
             )
-        out.setdefault(loss.strip(), {}).update(parse_loss_params([rest]))
+        out.setdefault(loss.strip(), {}).update(parse_assignments([rest], "--loss-param"))
     return out
 
 
@@ -90,7 +89,7 @@ def study(
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", help=rf"\[default: {D.train.batch_size}]"),
     loss_param: list[str] = typer.Option(
-        [], "--loss-param", help="LOSS.NAME=VALUE, e.g. wgangp.gp_weight=10."
+        [], "--loss-param", help="LOSS.NAME=VALUE, a TOML value as in --set, e.g. wgangp.gp_weight=10."
     ),
     objective: str | None = typer.Option(
         None, "--objective", help=rf"fid, kid, lpips, msssim, precision, ... \[default: {D.objective}]"

@@ -8,7 +8,6 @@ values as TOML literals: `--set train.steps=10 --set 'train.betas=[0.5, 0.99]'`)
 from __future__ import annotations
 
 import enum
-import json
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +37,6 @@ from lossbench.losses import get_loss
 from lossbench.progress import stage
 
 DEFAULTS = TrainConfig()
-
-
-def parse_loss_params(items: list[str]) -> dict[str, Any]:
-    """['gp_weight=10', 'flag=true'] -> {'gp_weight': 10, 'flag': True}: values as JSON, else strings."""
-    params: dict[str, Any] = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"malformed --loss-param {item!r}: expected key=value, e.g. gp_weight=10")
-        try:
-            params[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            params[key.strip()] = text
-    return params
 
 
 def _option(name: str, help: str = "", **kw: Any) -> Any:
@@ -116,7 +101,7 @@ def train(
         None, "--n-critic", help="Critic steps per generator step. \\[default: the loss's]"
     ),
     loss_param: list[str] = typer.Option(
-        [], "--loss-param", help="Loss hyper-parameter key=value (repeatable)."
+        [], "--loss-param", help="Loss hyper-parameter key=value, a TOML value as in --set (repeatable)."
     ),
     arch: str | None = typer.Option(
         None, "--arch", help=f"Registered architecture. \\[default: {ModelConfig.arch}]"
@@ -157,7 +142,7 @@ def train(
         "data.holdout": holdout,
         "data.split_seed": split_seed,
         "train.loss": loss,
-        "train.loss_params": parse_loss_params(loss_param) or None,
+        "train.loss_params": parse_assignments(loss_param, "--loss-param", "gp_weight=10") or None,
         "train.lam": lam,
         "train.seed": seed,
         "train.steps": steps,
