@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from lossbench.config import ANALYSIS, CORRECTIONS, TrainConfig
+from lossbench.config import ANALYSIS, CORRECTIONS, DataConfig, TrainConfig
 
 # ----------------------------------------------------------------------- data, weights, device
 
@@ -20,7 +20,9 @@ CLASSES = typer.Option(
 HOLDOUT = typer.Option(
     None, "--holdout", help="Share of each class held out of training, images of one lesion kept together."
 )
-SPLIT_SEED = typer.Option(None, "--split-seed", help="Seed of the held-out split. [default: 0]")
+SPLIT_SEED = typer.Option(
+    None, "--split-seed", help=rf"Seed of the held-out split. \[default: {DataConfig.split_seed}]"
+)
 WEIGHTS_DIR = typer.Option(
     None,
     "--weights-dir",
