@@ -437,7 +437,7 @@ class StudyConfig:
     fuse: int = result(1, within=(1, MAX_PROCESSES))
     storage: str | None = run_only(None)  # None = journal file under mlruns/
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
-    workers: int = run_only(1, within=(1, MAX_PROCESSES))
+    workers: int = run_only(1, within=(0, MAX_PROCESSES))  # 0: cells run in the calling process
     devices: tuple[str, ...] = run_only(("cpu",))
     # RDB storages (several machines): a worker records a heartbeat every `heartbeat_s` seconds; a
     # RUNNING trial without one for `grace_s` seconds is failed by whichever machine notices, and a

@@ -55,7 +55,7 @@ def slow(cell, ctx):
     time.sleep(30)
     return fake_cell(cell, ctx)
 
-run_study(small("orphans"), root={root!r}, cell_fn=slow)
+run_study(small("orphans", workers=2), root={root!r}, cell_fn=slow)
 """
 
 
@@ -99,7 +99,7 @@ from test_faults import small
 from test_study import fake_cell
 from lossbench.study import run_study
 
-run_study(small("killloop"), root={root!r}, cell_fn=fake_cell)
+run_study(small("killloop", workers=2), root={root!r}, cell_fn=fake_cell)
 """
 
 
@@ -151,7 +151,7 @@ def test_a_cell_running_elsewhere_makes_the_run_exit_nonzero_and_the_study_stay_
 
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_numbers_exactly(tmp_path):
-    config = tiny("resume", losses=("wgangp",), lambdas=(0.5,), threads=2)
+    config = tiny("resume", losses=("wgangp",), lambdas=(0.5,), threads=2, workers=2)
     config.train.steps = 6
     run_study(dataclasses.replace(config, name="straight"), root=tmp_path)
     killer = _Killer(tmp_path, "resume")

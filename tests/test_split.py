@@ -95,7 +95,7 @@ def test_study_cells_train_on_the_train_part_only(tmp_path):
     from lossbench.study import open_storage, run_study
 
     config = StudyConfig(
-        name="split", losses=("bce",), lambdas=(0.0,), seeds=(0,), workers=1, objective="swd",
+        name="split", losses=("bce",), lambdas=(0.0,), seeds=(0,), workers=0, objective="swd",
         data=DataConfig(spec="phantom:40", resolution=32, holdout=0.25), train=TrainConfig(batch_size=8),
     )  # fmt: skip
     config.eval.metrics, config.eval.n_fake = ("swd",), 8

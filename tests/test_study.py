@@ -20,6 +20,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from PIL import Image
@@ -47,7 +48,8 @@ FOUR_METRICS = ("fid", "kid", "lpips_ff", "msssim_ff")
 
 
 def tiny(name: str, **changes) -> StudyConfig:
-    """2 losses × 2 λ × 2 seeds at R=32, width 8, 4 steps, 16 fakes, weight-free extractor, random weights."""
+    """2 losses × 2 λ × 2 seeds at R=32, width 8, 4 steps, 16 fakes, weight-free extractor, random
+    weights, run in the test's process."""
     config = StudyConfig(
         name=name,
         losses=("wgangp", "bce"),
@@ -77,7 +79,7 @@ def tiny(name: str, **changes) -> StudyConfig:
             feature_extractor="lossbench-tiny",
             random_weights=True,
         ),
-        workers=2,
+        workers=0,  # in this process (workers.run_here); tests of worker processes set workers
     )
     return dataclasses.replace(config, **changes)
 
@@ -232,7 +234,7 @@ def test_a_study_logged_to_a_file_says_when_each_cell_finishes(tmp_path, capsys)
 
 @pytest.mark.slow
 def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
-    config = tiny("e2e")
+    config = tiny("e2e", workers=2)
     summary = run_study(config, root=tmp_path)
     ts = trials(tmp_path, "e2e")
     assert [t.state for t in ts] == [TrialState.COMPLETE] * 8
@@ -285,12 +287,27 @@ def test_end_to_end_two_workers_then_rerun_adds_nothing(tmp_path):
     assert set(frame["setting.n_fake"]) == {config.eval.n_fake}
     assert set(frame["run_id"]) == {r.info.run_id for r in children}
 
+    # workers = 0 runs the same cells in this process: the same numbers, and the caller's threads back
+    threads = torch.get_num_threads()
+    one = {"losses": ("wgangp",), "lambdas": (0.5,), "seeds": (1,), "threads": threads + 1}
+    run_study(dataclasses.replace(config, name="e2e-here", workers=0, **one), root=tmp_path)
+    assert torch.get_num_threads() == threads
+    run_study(dataclasses.replace(config, name="e2e-twin", workers=1, **one), root=tmp_path)
+    values = {
+        name: [
+            {k: v for k, v in t.user_attrs.items() if k.startswith("metric.")} for t in trials(tmp_path, name)
+        ]
+        for name in ("e2e-here", "e2e-twin")
+    }
+    assert len(values["e2e-here"]) == 1 and "metric.fid" in values["e2e-here"][0]
+    assert values["e2e-here"] == values["e2e-twin"]
+
 
 @pytest.mark.slow
 def test_curve_metrics_every_eval_every_steps_and_the_best_generator_kept(tmp_path):
     """The cheap curve metrics are logged every `eval_every` steps, best.pt is chosen by the first of
     them (the objective, fid, is not one), and the cell's numbers come from the full evaluation."""
-    config = tiny("curves", losses=("bce",), lambdas=(0.5,), seeds=(0,), workers=1, eval_every=2)
+    config = tiny("curves", losses=("bce",), lambdas=(0.5,), seeds=(0,), eval_every=2)
     summary = run_study(config, root=tmp_path)
     client = MlflowClient(summary.tracking_uri)
     (run,) = [r for r in client.search_runs([client.get_experiment_by_name("curves").experiment_id])
@@ -361,7 +378,7 @@ def test_fused_study_gives_the_unfused_numbers_and_resumes(tmp_path):
     metrics = ["fid", "kid", "lpips_ff", "msssim_ff"]
     frames = {}
     for name, fuse in (("unfused", 1), ("fused", 2)):
-        summary = run_study(tiny(name, losses=("wgangp",), seeds=(0,), workers=1, fuse=fuse), root=tmp_path)
+        summary = run_study(tiny(name, losses=("wgangp",), seeds=(0,), fuse=fuse), root=tmp_path)
         assert summary.counts["done"] == 2
         frames[name] = results_frame(name, root=tmp_path).sort_values(["lambda", "seed"])[metrics]
     np.testing.assert_allclose(frames["fused"].to_numpy(), frames["unfused"].to_numpy(), rtol=1e-3, atol=1e-6)
@@ -371,14 +388,14 @@ def test_fused_study_gives_the_unfused_numbers_and_resumes(tmp_path):
         r.data.tags.get("lossbench.fused") for r in runs if r.data.tags.get("lossbench.role") == "trial"
     ]
     assert fused_tags == ["2"] * 2
-    again = run_study(tiny("fused", losses=("wgangp",), seeds=(0,), workers=1, fuse=2), root=tmp_path)
+    again = run_study(tiny("fused", losses=("wgangp",), seeds=(0,), fuse=2), root=tmp_path)
     assert again.new_trials == 0
 
 
 @pytest.mark.slow
 def test_a_diverging_member_of_a_fused_study_fails_alone(tmp_path):
     """λ = 1e300 is inf in fp32: that cell diverges at step 1; its fused partner completes."""
-    config = tiny("fuseddiv", losses=("bce",), lambdas=(0.5, 1e300), seeds=(0,), workers=1, fuse=2)
+    config = tiny("fuseddiv", losses=("bce",), lambdas=(0.5, 1e300), seeds=(0,), fuse=2)
     summary = run_study(config, root=tmp_path)
     assert summary.counts["done"] == 1 and summary.counts["failed"] == 1
     (failed,) = [t for t in trials(tmp_path, "fuseddiv") if t.state == TrialState.FAIL]
@@ -426,6 +443,7 @@ class _Killer(threading.Thread):
                 cell = Cell(t.params.get("loss"), t.params.get("lambda"), t.user_attrs.get("seed"))
                 if "pid" not in t.user_attrs or not (folder / cell.key / "checkpoint.pt").exists():
                     continue
+                assert t.user_attrs["pid"] != os.getpid(), "workers = 0: the cell runs in this process"
                 os.kill(t.user_attrs["pid"], signal.SIGSTOP)
                 now = {u.number: u for u in trials(self.root, self.name)}[t.number]
                 if now.state == TrialState.RUNNING:
@@ -448,7 +466,7 @@ def run_until_killed(root: Path, config: StudyConfig) -> tuple[int, Cell]:
 
 @pytest.mark.slow
 def test_sigkilled_worker_cell_resumes_from_checkpoint_on_rerun(tmp_path):
-    config = tiny("kill", losses=("wgangp",))
+    config = tiny("kill", losses=("wgangp",), workers=2)
     config.train.steps = 6
     number, cell = run_until_killed(tmp_path, config)
     dead = trials(tmp_path, "kill")[number]

@@ -160,7 +160,7 @@ def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
     from lossbench.study_config import validate
 
     config = StudyConfig(
-        name="util", losses=("hinge",), lambdas=(0.0,), seeds=(0,), workers=1, objective="utility_gain",
+        name="util", losses=("hinge",), lambdas=(0.0,), seeds=(0,), workers=0, objective="utility_gain",
         data=DataConfig(spec="phantom:48", resolution=32, holdout=0.25),
         train=TrainConfig(steps=2, batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none",
                           conditional=True, sample_every=0, n_samples=3, progress=False),

@@ -110,7 +110,11 @@ def study(
     ),
     storage: str | None = options.STORAGE,
     tracking_uri: str | None = options.TRACKING_URI,
-    workers: int | None = typer.Option(None, "--workers", help=rf"Worker processes. \[default: {D.workers}]"),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        help=rf"Worker processes (0: cells run in this process, for a debugger). \[default: {D.workers}]",
+    ),
     threads: int | None = typer.Option(
         None, "--threads", help=rf"torch CPU threads per cell (results depend on it). \[default: {D.threads}]"
     ),

@@ -7,7 +7,8 @@ Each limits torch's and numpy's BLAS threads to the study's `threads` setting (r
 thread count, so it never follows the machine or the number of waiting cells) and, on CUDA, selects
 its device. A worker exits as soon as its parent (its pid passed at spawn) is gone: the spawned target is
 `worker_entry.main`, in a light module, which starts watching the parent before this module (and
-torch) is imported.
+torch) is imported. With `workers = 0` the same loop (`take_trials`) runs in the calling process
+instead (`run_here`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import multiprocessing
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,22 +65,8 @@ def worker_main(inbox: Any) -> None:
     job: _Job = inbox.get()
     limit_threads_and_select(job.threads, job.objective.device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    config = job.objective.config
-
-    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
-        if not work_left(study):
-            study.stop()
-
     try:
-        study = optuna.load_study(
-            study_name=config.name,
-            storage=open_storage(config.storage, job.objective.root, config, job.objective.tracking_uri),
-            sampler=sampler(job.index),
-        )
-        if work_left(study) and config.fuse > 1:
-            run_fused(job.objective, study, config.fuse)
-        elif work_left(study):
-            study.optimize(job.objective, catch=tuple(FINAL_ERRORS), callbacks=[stop_when_done])
+        take_trials(job.objective, job.index)
     except Exception as e:  # one line for ours, e.g. the database unreachable past the grace period
         known = lossbench_error_in(e)
         if known is None:
@@ -87,10 +75,61 @@ def worker_main(inbox: Any) -> None:
         sys.exit(2)
 
 
-def run_fused(objective: Objective, study: optuna.Study, k: int) -> None:
+def take_trials(objective: Objective, index: int, after_each: Callable[[], None] | None = None) -> None:
+    """Take queued trials of the study and run their cells until none is left (fused in groups when
+    the study fuses); `index` seeds the (never consulted) sampler; `after_each` is called after
+    each trial (or group)."""
+    config = objective.config
+    study = optuna.load_study(
+        study_name=config.name,
+        storage=open_storage(config.storage, objective.root, config, objective.tracking_uri),
+        sampler=sampler(index),
+    )
+
+    def stop_when_done(study: optuna.Study, trial: FrozenTrial) -> None:
+        if after_each is not None:
+            after_each()
+        if not work_left(study):
+            study.stop()
+
+    if work_left(study) and config.fuse > 1:
+        run_fused(objective, study, config.fuse, after_each)
+    elif work_left(study):
+        study.optimize(objective, catch=tuple(FINAL_ERRORS), callbacks=[stop_when_done])
+
+
+def run_here(
+    study: optuna.Study,
+    config: StudyConfig,
+    root: Path,
+    mlflow_ids: tuple[str, str, str],
+    data: Any,
+    cell_fn: CellFn,
+    progress: bool,
+) -> list[str]:
+    """`workers = 0`: the cells run in this process, one after another, on the first device (for a
+    debugger or a profiler, and the tests); the same numbers as a worker process, which runs the same
+    `take_trials` under the same thread limits (restored afterwards). A line (or the bar) per
+    finished cell."""
+    objective = Objective(config, str(root), *mlflow_ids, data, config.devices[0], cell_fn)
+    torch_threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
+    limiter = limit_threads_and_select(config.threads, objective.device)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # as in a worker: a failed cell says so once
+    try:
+        take_trials(objective, 0, lambda: _show_progress(study, config, [], progress))
+    finally:
+        limiter.restore_original_limits()  # before torch's: its OpenMP limit was taken after torch's was set
+        torch.set_num_threads(torch_threads)
+        optuna.logging.set_verbosity(verbosity)
+    return []
+
+
+def run_fused(
+    objective: Objective, study: optuna.Study, k: int, after_each: Callable[[], None] | None = None
+) -> None:
     """A worker's loop for a fused study, instead of `study.optimize`: take up to `k` waiting trials at
     a time and run them as groups (`Objective.run_group`), each trial with a heartbeat on an RDB
-    storage, as under `study.optimize`."""
+    storage, as under `study.optimize`; `after_each` is called after each group."""
     # What study.optimize uses per trial; Optuna has no public form. Imported here, so that only
     # fused studies depend on it.
     from optuna.storages._heartbeat import get_heartbeat_thread
@@ -103,6 +142,8 @@ def run_fused(objective: Objective, study: optuna.Study, k: int) -> None:
             for trial in trials:  # Optuna's own optimize loop does the same per trial
                 stack.enter_context(get_heartbeat_thread(trial._trial_id, study._storage))
             objective.run_group(study, trials)
+        if after_each is not None:
+            after_each()
 
 
 class Workers:
