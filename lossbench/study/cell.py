@@ -1,6 +1,6 @@
-"""One cell of a study: the trial (admitted by `queue.admit`), its MLflow child run, training and
-evaluation, and what is recorded (Optuna user attributes `metric.<key>` and `setting.<key>`, MLflow
-metrics, tags and artifacts), with the worker's identity (`liveness.Worker`) on both.
+"""One cell of a study: the Optuna objective (admission by `queue.admit`, the MLflow child run and
+the record written by `trial_run`, with the worker's identity, `liveness.Worker`), training and
+evaluation (`train_and_evaluate`, fused or not), the checkpoint a retry takes over (`handover`).
 
 The trial's value is the objective metric, from the full evaluation at the cell's last step. Every
 `eval_every` steps the curve metrics (`curve_metrics`, cheap ones) are evaluated and logged as MLflow
@@ -13,9 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,7 @@ import torch
 from optuna.trial import TrialState
 
 from lossbench import tracking
-from lossbench.config import StudyConfig, TrainConfig, lambda_text, to_dict
+from lossbench.config import StudyConfig, TrainConfig
 from lossbench.data import split
 from lossbench.errors import CheckpointError
 from lossbench.files import load_tensors, set_aside
@@ -40,6 +38,7 @@ from lossbench.study import handover, record
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
 from lossbench.study.queue import admit
+from lossbench.study.trial_run import record_result, start_trial_run
 from lossbench.study_config import best_metric
 from lossbench.train import CHECKPOINT, CONFIG_JSON, Callback, TrainResult, save_generator, train
 
@@ -248,7 +247,7 @@ class Objective:
             except BaseException as e:
                 self._failed(trial, cell, ctx, e)
                 raise
-            _record(trial, ctx.run, result)
+            record_result(trial, ctx.run, result)
         return result.metrics[ctx.objective]
 
     def run_group(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
@@ -297,7 +296,7 @@ class Objective:
                 if isinstance(outcome, BaseException):
                     self._failed(trial, cell, ctx, outcome)
                     raise outcome
-                _record(trial, ctx.run, outcome)
+                record_result(trial, ctx.run, outcome)
         except tuple(tracking.FINAL_ERRORS):
             study.tell(trial, state=TrialState.FAIL)
             return
@@ -311,7 +310,7 @@ class Objective:
             trial.set_user_attr(key, value)
         cell = admit(trial, config)
         train_cfg = train_config_for(config, cell, self.device)
-        run = self._start_run(trial, cell, train_cfg)
+        run = start_trial_run(self, trial, cell, train_cfg)
         folder = checkpoint_dir(self.root, config.name, cell)
         if handover.travels(self.tracking_uri) and (
             said := handover.take_over(trial, self.tracking_uri, folder / CHECKPOINT)
@@ -341,96 +340,3 @@ class Objective:
         if isinstance(error, tuple(tracking.FINAL_ERRORS)):
             ctx.run.set_tags({tracking.STATE_TAG: "FAIL"})
             print(f"{cell}: {tracking.failure_reason(error)}", file=sys.stderr)
-
-    def _start_run(self, trial: optuna.Trial, cell: Cell, train_cfg: TrainConfig) -> tracking.TrialRun:
-        """The trial's MLflow child run, tagged and with its full config as params and `config.json`."""
-        config = self.config
-        weights = tracking.weights_kind(train_cfg, config.eval)
-        description = _description(config, cell, trial.number, train_cfg, weights, len(self.data.train))
-        run = tracking.TrialRun.start(
-            self.tracking_uri,
-            self.experiment_id,
-            self.parent_run_id,
-            tracking.trial_run_name(cell.loss, cell.lam, cell.seed),
-            {
-                tracking.DESCRIPTION_TAG: tracking.describe(description, weights == "random"),
-                **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
-                **tracking.trial_tags(config.name, trial.number, cell.loss, cell.lam, cell.seed),
-                tracking.WEIGHTS_TAG: weights,
-                tracking.DEVICE_TAG: self.device,
-                tracking.WORKER_TAG: str(current_worker()),
-                **{f"{tracking.TAG_PREFIX}{k}": v for k, v in trial.user_attrs.items() if k in record.LINKS},
-            },
-        )
-        trial.set_user_attr(record.RUN_ID, run.run_id)
-        config_json = {
-            "study": config.name,
-            "trial": trial.number,
-            "train": to_dict(train_cfg),
-            "eval": to_dict(config.eval),
-            "data": to_dict(config.data) | {"fingerprint": self.data.train.fingerprint, **self.data.record()},
-        }
-        run.log_params(tracking.flatten(config_json))
-        run.log_dict(config_json, tracking.CONFIG_JSON)
-        tracking.log_dataset(
-            self.tracking_uri,
-            run.run_id,
-            config.data.spec,
-            self.data.train.fingerprint,
-            "train",
-            len(self.data.train),
-        )
-        if self.data.heldout is not None:  # the part the metrics are also computed on
-            held = self.data.heldout
-            tracking.log_dataset(
-                self.tracking_uri,
-                run.run_id,
-                f"{config.data.spec}:heldout",
-                held.fingerprint,
-                "heldout",
-                len(held),
-            )
-        return run
-
-
-def _description(
-    config: StudyConfig, cell: Cell, number: int, train_cfg: TrainConfig, weights: str, n_images: int
-) -> list[str]:
-    """The lines of a child run's description: cell, weights, data, training and evaluation."""
-    lam = lambda_text(cell.lam)
-    ev = config.eval
-    return [
-        f"**{cell.loss}**, λ = {lam}, seed {cell.seed} (Optuna trial {number}, study {config.name})",
-        f"weights: {weights}; data: {config.data.spec} at {config.data.resolution} px ({n_images} images); "
-        f"{train_cfg.steps} steps, batch {train_cfg.batch_size}",
-        f"evaluation: {', '.join(ev.metrics)}; extractor {ev.feature_extractor}, n_fake {ev.n_fake}",
-    ]
-
-
-def _record(trial: optuna.Trial, run: tracking.TrialRun, result: CellResult) -> None:
-    """User attributes, final MLflow metrics (plain keys, once, at SUMMARY_STEP), settings as tags,
-    artifacts."""
-    settings = {f"{record.SETTING}{k}": v for k, v in result.settings.items()}
-    settings[f"{record.SETTING}threads"] = torch.get_num_threads()
-    for k, v in result.metrics.items():
-        trial.set_user_attr(f"{record.METRIC}{k}", float(v))
-    for k, v in settings.items():
-        trial.set_user_attr(k, v)
-    run.log_metrics(result.metrics, tracking.SUMMARY_STEP)
-    run.set_tags(settings)
-    run.set_tags({tracking.STATE_TAG: "COMPLETE"})
-    summary = {"metrics": result.metrics, "settings": result.settings, "steps": result.steps}
-    run.log_dict(summary, tracking.METRICS_JSON)
-    if result.sample_grid is not None:
-        folder, name = os.path.split(tracking.SAMPLE_GRID)
-        with tempfile.TemporaryDirectory() as tmp:
-            run.log_artifact(shutil.copy(result.sample_grid, Path(tmp, name)), folder)
-    if result.closest_png is not None:
-        folder, name = os.path.split(tracking.CLOSEST_FAKES)
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / name).write_bytes(result.closest_png)
-            run.log_artifact(str(Path(tmp) / name), folder)
-    if result.fake_features is not None:
-        tracking.log_features(run.tracking_uri, run.run_id, result.fake_features, tracking.FAKE_FEATURES)
-    if result.fake_classes is not None:
-        tracking.log_features(run.tracking_uri, run.run_id, result.fake_classes, tracking.FAKE_CLASSES)
