@@ -26,7 +26,7 @@ from lossbench.config import DataConfig, ModelConfig, TrainConfig
 from lossbench.data.split import load_split
 from lossbench.images import sample_classes
 from lossbench.metrics.diversity import msssim_score, pair_scores
-from lossbench.train import CHECKPOINT, train
+from lossbench.training.train import CHECKPOINT, train
 
 RECIPES = {  # TrainConfig fields each recipe sets on top of the defaults
     "default": {},

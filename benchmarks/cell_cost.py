@@ -21,11 +21,11 @@ from pathlib import Path
 import optuna
 import torch
 
-from lossbench import train
 from lossbench.study import cell, run
+from lossbench.study.definition import load_study_config
 from lossbench.study.prepare import prepare
 from lossbench.study.queue import enqueue, open_storage, sampler
-from lossbench.study_config import load_study_config
+from lossbench.training import train
 
 SPENT: dict[str, float] = defaultdict(float)
 

@@ -5,7 +5,7 @@ Each row is one cell kind of studies/busi-cpu.toml (loss × λ × resolution: cl
 ones do). Each measurement is a fresh process with one torch thread (as a study worker runs a cell),
 importing lossbench from either the checkout at `--before` (a git revision, checked out into a
 temporary worktree) or this checkout; before and after alternate row by row and repeat by repeat,
-so a change in the machine's load hits both. A measurement builds the run (`lossbench.train.build`),
+so a change in the machine's load hits both. A measurement builds the run (`lossbench.training.train.build`),
 takes `--warmup` generator steps, then times `--steps` more. images/s counts images through the
 generator: batch × (n_critic + 1) per generator step. Printed: the median of the repeats with their
 range, and the ratio of the medians.
@@ -38,7 +38,7 @@ def measure(args: argparse.Namespace) -> None:
 
     from lossbench.config import TrainConfig
     from lossbench.data import load_dataset
-    from lossbench.train import build, train_step
+    from lossbench.training.train import build, train_step
 
     torch.set_num_threads(args.threads)
     data = load_dataset(f"phantom:{N_IMAGES}", args.resolution)

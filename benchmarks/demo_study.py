@@ -19,7 +19,7 @@ import time
 
 from lossbench.config import parse_int_list
 from lossbench.study import run_study
-from lossbench.study_config import load_study_config
+from lossbench.study.definition import load_study_config
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
-"""Fused seeds against separate runs: images/s of K runs trained as one fused group (lossbench.fused)
+"""Fused seeds against separate runs: images/s of K runs trained as one fused group (lossbench.training.fused)
 and of the same K runs stepped one after the other in one process, for each K and resolution.
 
-Both arms build the same K runs (`lossbench.train.build`, seeds 0..K-1, one loss and λ), run
+Both arms build the same K runs (`lossbench.training.train.build`, seeds 0..K-1, one loss and λ), run
 `--warmup` generator steps, then time `--steps` more; the whole comparison is repeated `--repeats`
 times, alternating the arms, and the table gives the median and range of each arm and of their
 ratio (fused ÷ separate, over the repeats' pairs). images/s counts images through the generators:
@@ -26,8 +26,8 @@ import torch
 
 from lossbench.config import TrainConfig, parse_int_list
 from lossbench.data import load_dataset
-from lossbench.fused import FusedGroup
-from lossbench.train import Member, build, train_step
+from lossbench.training.fused import FusedGroup
+from lossbench.training.train import Member, build, train_step
 
 
 def _sync(device: torch.device) -> None:

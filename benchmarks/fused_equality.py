@@ -1,9 +1,9 @@
-"""How far a fused member is from its separate run: for each loss, K members (seeds 0..K-1, λ 2, 5,
-1, ...) trained with `lossbench.fused.train_fused` and each trained alone with `lossbench.train`,
-then the largest |Δ| over the final checkpoints' tensors of G, D and the EMA G, with the tensor where
-it occurs. In fp32 (`--precision fp32`, the default) the difference is float rounding (grouped
-convolutions sum in another order); in bf16 (`--precision bf16`: CUDA, or a CPU with native bf16)
-expect more.
+"""How far a fused member is from its separate run: for each loss, K members (seeds 0..K-1, λ 2, 5, 1,
+...) trained with `lossbench.training.fused.train_fused` and each trained alone with
+`lossbench.training.train`, then the largest |Δ| over the final checkpoints' tensors of G, D and the
+EMA G, with the tensor where it occurs. In fp32 (`--precision fp32`, the default) the difference is
+float rounding (grouped convolutions sum in another order); in bf16 (`--precision bf16`: CUDA, or a
+CPU with native bf16) expect more.
 
     python benchmarks/fused_equality.py [--losses wgangp,bce] [--steps 3] [--device cpu] [--precision fp32]
 """
@@ -18,9 +18,9 @@ from types import SimpleNamespace
 import torch
 
 from lossbench.config import TrainConfig, parse_name_list
-from lossbench.fused import train_fused
 from lossbench.losses import available_losses
-from lossbench.train import train
+from lossbench.training.fused import train_fused
+from lossbench.training.train import train
 
 
 def _load(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""The two measurements behind lossbench.fused's CPU choices, forward and backward, best of repeats:
+"""The two measurements behind lossbench.training.fused's CPU choices, forward and backward, best of repeats:
 
 - the perceptual network (random-weight VGG16 to relu2_2) on K batches of B images against one
   batch of K·B (`fused.batches_perceptual`: one batch on CUDA only);
@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import torch
 
-from lossbench.fused import Grouped
 from lossbench.models.dgan import dgan
 from lossbench.models.perceptual import PerceptualLoss
+from lossbench.training.fused import Grouped
 
 
 def best_seconds(fn: Callable[[], None], repeats: int) -> float:

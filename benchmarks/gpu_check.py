@@ -12,7 +12,7 @@ Rows (R = 128, batch 64, widths 64 unless `--quick`):
 - `trainer/bare`: images/s of the trainer and of the bare CUDA loop of benchmarks/train_step.py
   (wgangp, λ = 5 with its tiny perceptual network), and their ratio (goal ≤ 1.1).
 - `fused K=…`: images/s of K seeds trained as one fused group, K = 1, 4, 8, 16, through
-  `lossbench.fused.train_fused` (set-up included; compare K=1 with K=16 for the fused speed-up).
+  `lossbench.training.fused.train_fused` (set-up included; compare K=1 with K=16 for the fused speed-up).
 - `inception`: torch-fidelity's `inception-v3-compat` with RANDOM weights (timing only) run through
   lossbench's feature extraction (fp32, TF32 off), images/s.
 Every row gives the peak device memory it reached (MiB, CUDA only); the last row the process's
@@ -47,7 +47,7 @@ from lossbench import precision  # noqa: E402
 from lossbench.config import TrainConfig, check_device  # noqa: E402
 from lossbench.errors import ConfigError  # noqa: E402
 from lossbench.metrics import fidelity  # noqa: E402
-from lossbench.train import build, mean_terms, train, train_step  # noqa: E402
+from lossbench.training.train import build, mean_terms, train, train_step  # noqa: E402
 
 TIME_LIMIT_S = 7 * 60  # rows that would start later are skipped
 HEADER = ("check", "setting", "result", "images/s", "peak MiB")
@@ -213,9 +213,9 @@ def get_n_critic(config: TrainConfig) -> int:
 
 
 def check_fused(k: int, s: SimpleNamespace, device: torch.device, data: Any) -> Row:
-    """K seeds of wgangp (λ = 0) through `lossbench.fused.train_fused`, set-up included; every member
+    """K seeds of wgangp (λ = 0) through `lossbench.training.fused.train_fused`, set-up included; every member
     must finish (no DivergedError)."""
-    from lossbench.fused import train_fused
+    from lossbench.training.fused import train_fused
 
     configs = [_config(s, str(device), loss="wgangp", lam=0.0, seed=seed) for seed in range(k)]
     _sync(device)

@@ -28,7 +28,7 @@ from statsmodels.stats.power import TTestPower
 from lossbench.config import DataConfig, EvalConfig
 from lossbench.data.split import load_split
 from lossbench.metrics.evaluation import evaluate
-from lossbench.train import CHECKPOINT, load_generator
+from lossbench.training.train import CHECKPOINT, load_generator
 
 ALPHA, POWER = 0.05, 0.8
 METRICS = ("swd", "fid", "ssim_gap")

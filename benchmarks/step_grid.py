@@ -2,7 +2,7 @@
 
 One loss and λ (default wgangp, λ = 5, the perceptual loss on a random-weight VGG16 up to relu2_2:
 the compute of the pretrained one), on the built-in phantom, with the widths of studies/busi-cpu.toml.
-Each cell of the grid builds a fresh run (`lossbench.train.build`), runs `--warmup` generator steps,
+Each cell of the grid builds a fresh run (`lossbench.training.train.build`), runs `--warmup` generator steps,
 then times `--steps` more; the best of `--repeats` such timings is printed with the spread. images/s
 counts images through the generator: batch × (n_critic + 1) per generator step.
 
@@ -20,7 +20,7 @@ import torch
 from lossbench.config import TrainConfig, parse_int_list
 from lossbench.data import load_dataset
 from lossbench.losses import get_loss
-from lossbench.train import build, train_step
+from lossbench.training.train import build, train_step
 
 
 def seconds_per_step(images: torch.Tensor, config: TrainConfig, warmup: int, steps: int) -> float:

@@ -26,7 +26,7 @@ from lossbench.config import TrainConfig
 from lossbench.data import load_dataset
 from lossbench.losses.penalties import gradient_penalty
 from lossbench.models.registry import BoundCritic
-from lossbench.train import build
+from lossbench.training.train import build
 
 
 def timed(fn, repeats: int) -> list[float]:

@@ -39,7 +39,7 @@ from lossbench.errors import ConfigError
 from lossbench.images import to_float
 from lossbench.losses import get_loss
 from lossbench.models import PerceptualLoss, build_model, register_feature_network
-from lossbench.train import Callback, channels_last, keeps_channels_last, train
+from lossbench.training.train import Callback, channels_last, keeps_channels_last, train
 
 LAYERS = ("relu1_1", "relu2_1")
 WIDTHS = (8, 4, 3, 15, 12, 7, 6)  # table columns

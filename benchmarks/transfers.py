@@ -26,7 +26,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from lossbench.config import TrainConfig
-from lossbench.train import build, train_step
+from lossbench.training.train import build, train_step
 
 COPIES = {torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default}
 

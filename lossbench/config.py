@@ -67,7 +67,7 @@ CRITIC_NORMS = (
 PERCEPTUAL_DISTANCES = ("l1", "mse")
 PERCEPTUAL_PAIRINGS = ("paired", "mean")  # fake i vs real i of the batch; batch-mean features
 UTILITY_CLASSIFIERS = ("resnet", "cnn3")  # the judges of downstream utility (lossbench.metrics.judges)
-AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment policies (lossbench.augment)
+AUGMENTATIONS = ("color", "translation", "cutout")  # DiffAugment policies (lossbench.training.augment)
 
 RESULT, RUN, CELL = "result", "run", "cell"
 ROLES = (RESULT, RUN, CELL)
@@ -432,7 +432,7 @@ class StudyConfig:
     best_metric: str | None = result(None)
     # torch CPU threads per cell: CPU results depend on the thread count
     threads: int = result(1, within=(1, MAX_PROCESSES))
-    # Cells per fused group (lossbench.fused): a worker trains up to `fuse` waiting cells of one loss
+    # Cells per fused group (lossbench.training.fused): a worker trains up to `fuse` waiting cells of one loss
     # as one grouped network; their numbers equal the unfused ones up to float rounding.
     fuse: int = result(1, within=(1, MAX_PROCESSES))
     storage: str | None = run_only(None)  # None = journal file under mlruns/

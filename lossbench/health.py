@@ -36,7 +36,7 @@ import torch
 from lossbench.images import generate_images, to_float
 
 if TYPE_CHECKING:
-    from lossbench.train import History, Run
+    from lossbench.training.train import History, Run
 
 PROBE_SEED = 20261205  # fixed z and real images of every probe: the curves follow one sample
 N_PROBE = 48  # images per probe (per class: N_PROBE // classes, at least 4)

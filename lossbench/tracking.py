@@ -78,7 +78,7 @@ FAKE_CLASSES = "features/fake_classes.npy"  # class name per row of FAKE_FEATURE
 CLOSEST_FAKES = "copies/closest.png"  # the fakes nearest a training image, above those images
 REAL_FEATURES = "features/real.npy"  # on the parent run
 REPORT_DIR = "report"  # on the parent run
-VERDICT_FILE = "verdict.md"  # on the parent run: the verdict's tables (lossbench.verdict)
+VERDICT_FILE = "verdict.md"  # on the parent run: the verdict's tables (lossbench.analysis.verdict)
 SUMMARY_TABLE = "summary.json"  # on the parent run: mean, sd and n over seeds per metric and cell
 # Tags.
 ROLE_TAG = "lossbench.role"  # "study" (parent run) or "trial" (child run)
@@ -452,7 +452,7 @@ def log_dataset(tracking_uri: str, run_id: str, name: str, digest: str, split: s
 
 def log_study_summary(tracking_uri: str, run_id: str, summary: pd.DataFrame, best: pd.DataFrame) -> None:
     """The study's per-cell summary on its parent run (see the module docstring): `summary` and `best`
-    as from `lossbench.stats.summarize` / `best_cells` (metric, loss, lambda, mean, sd, n). Neither
+    as from `lossbench.analysis.stats.summarize` / `best_cells` (metric, loss, lambda, mean, sd, n). Neither
     is logged as metrics: MLflow's chart view draws a section per metric prefix, and a section of
     the parent's metrics alone is empty whenever the parent is not among the runs it shows (the
     runs table sorted by a metric lists the children first)."""

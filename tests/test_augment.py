@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lossbench.augment import cutout, translation
+from lossbench.training.augment import cutout, translation
 
 
 def shifted(x: torch.Tensor, sx: torch.Tensor, sy: torch.Tensor) -> torch.Tensor:

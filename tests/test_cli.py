@@ -73,7 +73,7 @@ QUICK_ANSWERS = [
     "args, message", QUICK_ANSWERS, ids=[" ".join(a[:2]) + " " + m for a, m in QUICK_ANSWERS]
 )
 def test_bad_input_answered_before_heavy_imports(args, message, tmp_path):
-    """A typo is rejected before torch, optuna, mlflow or scipy (statsmodels, via lossbench.stats) is
+    """A typo is rejected before torch, optuna, mlflow or scipy (statsmodels, via lossbench.analysis.stats) is
     imported (benchmarks/cli_latency.py times it)."""
     (tmp_path / "optuna-journal.log").write_text(
         '{"op_code":0,"worker_id":"w","study_name":"other","directions":[1]}\n'

@@ -14,7 +14,7 @@ from lossbench.images import class_labels, generate_images, proportional_counts,
 from lossbench.losses import LossOutput, available_losses, get_loss, registry
 from lossbench.models import build_model, register_model
 from lossbench.models.dgan import CLASS_LR_MULT, ConditionalBatchNorm2d, Critic, Generator
-from lossbench.train import load_generator, train
+from lossbench.training.train import load_generator, train
 
 TINY = dict(
     batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", lam=0.0, progress=False, log_every=1,
@@ -116,7 +116,7 @@ class Spy:
 
 def test_the_critic_sees_the_real_batch_labels(phantom, tmp_path, monkeypatch):
     spy = Spy()
-    monkeypatch.setattr("lossbench.train.get_loss", lambda name, **kw: spy)
+    monkeypatch.setattr("lossbench.training.train.get_loss", lambda name, **kw: spy)
     train(phantom, TrainConfig(steps=3, **TINY), tmp_path)
     assert len(spy.seen) == 3
     assert all(len(y) == 8 and set(y.tolist()) <= {0, 1, 2} for y in spy.seen)

@@ -25,9 +25,9 @@ from lossbench.config import (
     with_overrides,
 )
 from lossbench.errors import ConfigError
-from lossbench.study_config import _PER_CELL, load_study_config
-from lossbench.study_config import with_overrides as study_overrides
-from lossbench.train import RESUMABLE_CHANGES
+from lossbench.study.definition import _PER_CELL, load_study_config
+from lossbench.study.definition import with_overrides as study_overrides
+from lossbench.training.train import RESUMABLE_CHANGES
 
 CONFIGS = (DataConfig, ModelConfig, TrainConfig, EvalConfig, StudyConfig, RunConfig)
 
@@ -40,7 +40,7 @@ def test_every_field_declares_a_role(cls):
 
 
 def test_augmentation_names_match_lossbench_augment():
-    from lossbench.augment import POLICIES
+    from lossbench.training.augment import POLICIES
 
     assert cfg.AUGMENTATIONS == POLICIES  # config checks the names, augment applies them in this order
 

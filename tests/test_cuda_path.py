@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-import lossbench.train as train_module
+import lossbench.training.train as train_module
 from lossbench.config import EvalConfig, ModelConfig, TrainConfig
 from lossbench.losses.penalties import input_gradients
 from lossbench.metrics import evaluate
@@ -22,7 +22,7 @@ from lossbench.metrics.evaluation import EvalState
 from lossbench.metrics.extractors import TINY
 from lossbench.models import PerceptualLoss, register_feature_network, register_model
 from lossbench.models.dgan import Critic, Generator
-from lossbench.randomness import Draw, Draws
+from lossbench.training.randomness import Draw, Draws
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TRAIN = dict(batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", progress=False)

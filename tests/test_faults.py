@@ -27,7 +27,8 @@ from optuna.trial import TrialState
 from test_report import results, tracked  # noqa: F401  (the `tracked` fixture: a small MLflow store)
 from test_study import _Killer, complete_cells, fake_cell, tiny, trials
 
-from lossbench import cli, stats, tracking
+from lossbench import cli, tracking
+from lossbench.analysis import stats
 from lossbench.errors import ConfigError, LossbenchError, StorageError
 from lossbench.study import Cell, CellResult, checkpoint_dir, grid_cells, open_storage, run_study
 from lossbench.study.journal import JOURNAL, TORN_SUFFIX, check_journal

@@ -1,4 +1,5 @@
-"""Fused training (lossbench.fused): K members equal K separate runs, resume either way, fail alone."""
+"""Fused training (lossbench.training.fused): K members equal K separate runs, resume either way,
+fail alone."""
 
 from __future__ import annotations
 
@@ -9,14 +10,14 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from lossbench import fused
 from lossbench.config import ModelConfig, TrainConfig
 from lossbench.errors import ConfigError, DivergedError
-from lossbench.fusable import check_fusable
-from lossbench.fused import Rendezvous, train_fused
 from lossbench.losses.registry import register_loss
 from lossbench.losses.wasserstein import WGANGP
-from lossbench.train import load_generator, start_member, train, train_loop
+from lossbench.training import fused
+from lossbench.training.fusable import check_fusable
+from lossbench.training.fused import Rendezvous, train_fused
+from lossbench.training.train import load_generator, start_member, train, train_loop
 
 TINY = dict(
     amp=False,  # fp32: the equality checks compare fused and separate runs at fp32 rounding

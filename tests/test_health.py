@@ -12,7 +12,7 @@ import torch
 from lossbench import health
 from lossbench.config import TrainConfig
 from lossbench.data import load_dataset
-from lossbench.train import train
+from lossbench.training.train import train
 
 STEPS = [250, 300, 350]  # after the warm-up
 
@@ -129,7 +129,7 @@ def test_a_trial_keeps_its_best_evaluation_as_a_loadable_generator(tmp_path):
 
     from lossbench.models.dgan import Generator
     from lossbench.study.cell import BEST_CHECKPOINT, TrialCallback
-    from lossbench.train import CONFIG_JSON, load_generator
+    from lossbench.training.train import CONFIG_JSON, load_generator
 
     model = {"arch": "dgan", "args": dict(resolution=32, z_dim=8, g_width=4, d_width=4, critic_norm="none")}
     (tmp_path / CONFIG_JSON).write_text(json.dumps({"model": model}))

@@ -55,7 +55,7 @@ def test_copy_detection_needs_a_heldout_part(split, tmp_path):
 
     from lossbench.config import DataConfig, StudyConfig, TrainConfig
     from lossbench.metrics import get_metric
-    from lossbench.study_config import validate
+    from lossbench.study.definition import validate
 
     assert get_metric("copy").needs == ("heldout",)
     config = EvalConfig(metrics=("copy",), n_fake=8, feature_extractor=TINY, cache_dir=str(tmp_path))

@@ -25,7 +25,7 @@ from lossbench.data.split import load_split
 from lossbench.images import generate_images, sample_classes, to_float
 from lossbench.metrics.diversity import msssim_score, pair_scores
 from lossbench.metrics.utility import recalls
-from lossbench.train import Run, build, train, train_step
+from lossbench.training.train import Run, build, train, train_step
 
 OLD_RECIPE = dict(critic_norm="none", model=ModelConfig(kwargs={"conditioning": "concat"}))
 

@@ -11,7 +11,7 @@ from lossbench.cli import main
 from lossbench.config import TrainConfig
 from lossbench.data import load_dataset
 from lossbench.metrics.extractors import TINY
-from lossbench.train import CHECKPOINT, train
+from lossbench.training.train import CHECKPOINT, train
 
 R = 32
 

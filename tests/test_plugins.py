@@ -161,7 +161,7 @@ def test_entry_point_that_is_not_a_loss_class(site):
 def test_plugin_loss_trains_a_few_steps_by_name(site, tmp_path):
     from lossbench.config import TrainConfig
     from lossbench.data import load_dataset
-    from lossbench.train import train
+    from lossbench.training.train import train
 
     config = TrainConfig(
         loss="rahinge", loss_params={"margin": 0.5}, steps=2, batch_size=8, z_dim=16, g_width=4, d_width=4,
@@ -178,7 +178,7 @@ def test_plugin_loss_trains_conditionally_unchanged(site, tmp_path):
     """The plugin calls D(x): the trainer binds the batch's labels to the projection critic."""
     from lossbench.config import TrainConfig
     from lossbench.data import load_dataset
-    from lossbench.train import load_generator, train
+    from lossbench.training.train import load_generator, train
 
     config = TrainConfig(
         loss="rahinge", steps=2, batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", lam=0.0,

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-import lossbench.train as train_module
+import lossbench.training.train as train_module
 from lossbench import precision
 from lossbench.config import StudyConfig, TrainConfig
 from lossbench.errors import ConfigError
 from lossbench.models.perceptual import PerceptualLoss
 from lossbench.study.grid import check_identity, identity
-from lossbench.train import build, train, train_step
+from lossbench.training.train import build, train, train_step
 
 TINY = dict(batch_size=8, z_dim=16, g_width=4, d_width=4, progress=False, log_every=1, sample_every=0)
 X86_FLAGS = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512bw {}\nbogomips\t: 4000\n"

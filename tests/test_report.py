@@ -1,4 +1,5 @@
-"""lossbench.report and `lossbench report`: self-contained HTML, graceful degradation, MLflow artifacts."""
+"""lossbench.analysis.report and `lossbench report`: self-contained HTML, graceful degradation, MLflow
+artifacts."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import pytest
 from matplotlib.figure import Figure
 from PIL import Image
 
-from lossbench import analysis, stats, tracking
-from lossbench import report as rp
+from lossbench import analysis, tracking
+from lossbench.analysis import report as rp
+from lossbench.analysis import stats
 from lossbench.cli import main
 
 LOSSES, LAMBDAS, SEEDS = ("bce", "wgangp"), (0.5, 5.0), (0, 1, 2)

@@ -1,4 +1,5 @@
-"""lossbench.stats and `lossbench stats`: published reference values, equality with scipy/statsmodels."""
+"""lossbench.analysis.stats and `lossbench stats`: published reference values, equality with
+scipy/statsmodels."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import pytest
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
-from lossbench import analysis, formatting, stats
+from lossbench import analysis
+from lossbench.analysis import formatting, stats
 from lossbench.cli import main
 
 DATA = Path(__file__).parent / "data"
@@ -384,8 +386,9 @@ def test_analysis_side_imports_no_study_optuna_or_torch():
     """The analysis side stays light: the CLI composes it with the study package, of which it reads
     only the trial record's names (`lossbench.study.record`, standard library only)."""
     code = (
-        "import sys, lossbench.stats, lossbench.verdict, lossbench.analysis, lossbench.formatting, "
-        "lossbench.report; heavy = [m for m in sys.modules if m.startswith('lossbench.study.')]; "
+        "import sys, lossbench.analysis.stats, lossbench.analysis.verdict, lossbench.analysis, "
+        "lossbench.analysis.formatting, lossbench.analysis.report; "
+        "heavy = [m for m in sys.modules if m.startswith('lossbench.study.')]; "
         "heavy = [m for m in heavy + ['optuna', 'torch'] if m != 'lossbench.study.record']; "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )

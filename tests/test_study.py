@@ -40,8 +40,8 @@ from lossbench.study import (
     run_study,
     study_cells,
 )
+from lossbench.study.definition import load_study_config, with_overrides
 from lossbench.study.queue import enqueue
-from lossbench.study_config import load_study_config, with_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 FOUR_METRICS = ("fid", "kid", "lpips_ff", "msssim_ff")
@@ -330,7 +330,7 @@ def test_curve_metrics_every_eval_every_steps_and_the_best_generator_kept(tmp_pa
      ({"curve_metrics": ("lpips",), "best_metric": "lpips"}, "lpips_ff"), ({"curve_metrics": ()}, None)],
 )  # fmt: skip
 def test_the_best_metric_is_a_curve_metric(changes, best):
-    from lossbench.study_config import best_metric, validate
+    from lossbench.study.definition import best_metric, validate
 
     config = tiny("best", eval_every=2, **changes)
     if best is None:
@@ -344,7 +344,7 @@ def test_the_best_metric_is_a_curve_metric(changes, best):
 def test_a_study_without_curves_has_a_best_metric_all_the_same():
     """Every cell asks for the best metric, also without periodic evaluation: no curve metric then
     means the objective (it once raised IndexError for every cell)."""
-    from lossbench.study_config import best_metric, validate
+    from lossbench.study.definition import best_metric, validate
 
     config = tiny("nocurves", curve_metrics=())
     validate(config)

@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-import lossbench.train as train_module
-from lossbench.augment import color, cutout, diff_augment, translation
+import lossbench.training.train as train_module
 from lossbench.cli import main
 from lossbench.config import ModelConfig, TrainConfig
 from lossbench.errors import ConfigError, DivergedError
 from lossbench.losses import available_losses, get_loss
 from lossbench.models import register_feature_network, register_model
-from lossbench.train import Callback, load_generator, train
+from lossbench.training.augment import color, cutout, diff_augment, translation
+from lossbench.training.train import Callback, load_generator, train
 
 TINY = dict(batch_size=8, z_dim=16, g_width=4, d_width=4, perceptual="none", progress=False, log_every=2)
 

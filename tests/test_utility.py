@@ -18,7 +18,7 @@ from lossbench.errors import ConfigError
 from lossbench.images import class_labels
 from lossbench.metrics import DIRECTIONS, evaluate
 from lossbench.metrics.utility import UtilitySettings, downstream_utility, score, synthetic_counts
-from lossbench.train import train
+from lossbench.training.train import train
 
 FAST = UtilitySettings(seeds=2, steps=60, batch_size=16, width=8, ratio=1.0, bootstrap=200)
 
@@ -120,7 +120,7 @@ def checkpoint(parts, tmp_path_factory):
 
 
 def test_utility_metric_in_evaluate(parts, checkpoint):
-    from lossbench.train import load_generator
+    from lossbench.training.train import load_generator
 
     assert DIRECTIONS["utility_gain"] == "max" and DIRECTIONS["cas"] == "max"
     train_part, heldout = parts
@@ -157,7 +157,7 @@ def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
 
     from lossbench.config import DataConfig, StudyConfig
     from lossbench.study import open_storage, run_study
-    from lossbench.study_config import validate
+    from lossbench.study.definition import validate
 
     config = StudyConfig(
         name="util", losses=("hinge",), lambdas=(0.0,), seeds=(0,), workers=0, objective="utility_gain",
@@ -185,7 +185,7 @@ def test_study_records_utility_per_cell_and_uses_it_as_objective(tmp_path):
 def test_busi_study_files_ask_for_utility_and_validate():
     from pathlib import Path
 
-    from lossbench.study_config import load_study_config, validate
+    from lossbench.study.definition import load_study_config, validate
 
     studies = Path(__file__).resolve().parents[1] / "studies"
     cpu = load_study_config(studies / "busi-cpu.toml")

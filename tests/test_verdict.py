@@ -1,5 +1,6 @@
-"""lossbench.verdict: the study's questions on tables whose answers are known (R's warpbreaks, planted
-effects), checked against R's published values, scipy and hand formulas; one correction family."""
+"""lossbench.analysis.verdict: the study's questions on tables whose answers are known (R's
+warpbreaks, planted effects), checked against R's published values, scipy and hand formulas; one
+correction family."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 
-from lossbench import analysis, formatting
+from lossbench import analysis
+from lossbench.analysis import formatting
 from lossbench.cli import main
 
 # R's warpbreaks (datasets package): breaks per loom for wool A/B at tension L/M/H, 9 looms per cell.

@@ -83,7 +83,7 @@ def evaluate(
     from lossbench.data.split import load_split
     from lossbench.metrics import evaluate as evaluate_images
     from lossbench.metrics import evaluate_per_class, resolve_metrics
-    from lossbench.train import load_generator
+    from lossbench.training.train import load_generator
 
     if (checkpoint is None) == (fake_dir is None):
         raise ConfigError("give exactly one of --checkpoint CKPT or --fake DIR")

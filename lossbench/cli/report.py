@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         seed: int = options.BOOTSTRAP_SEED,
     ) -> None:
         """Paper-style table, significance tables and figures; logged to the study's MLflow run."""
-        from lossbench.report import report
+        from lossbench.analysis.report import report
         from lossbench.study.results import load_problems, load_results
 
         df = load_results(source, storage, root)

@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
         """Per-cell summaries, pairwise tests with corrected p-values, ANOVA, mixed model, power and
         verdicts; failed and missing cells first. Warnings go to stderr."""
         from lossbench import analysis
-        from lossbench.formatting import check_format, format_result, format_warnings
+        from lossbench.analysis.formatting import check_format, format_result, format_warnings
         from lossbench.study.results import load_problems, load_results
 
         metrics = list(parse_name_list(metric, "metric")) if metric else None

@@ -148,7 +148,7 @@ def study(
     """Run or resume a study; rerunning the same command continues where it stopped."""
     if ctx.invoked_subcommand is not None:
         return
-    from lossbench.study_config import load_preset, load_study_config, validate, with_overrides
+    from lossbench.study.definition import load_preset, load_study_config, validate, with_overrides
 
     if config is not None and preset is not None:
         raise ConfigError("give either --config FILE or --preset NAME, not both")
@@ -197,7 +197,7 @@ def study(
     counts = ", ".join(f"{n} {state}" for state, n in summary.counts.items() if n)
     typer.echo(f"study {summary.name}: {counts}; {summary.new_trials} new trials")
     if summary.verdict:  # the objective's answer; every metric's: lossbench stats
-        from lossbench.formatting import wrap
+        from lossbench.analysis.formatting import wrap
 
         typer.echo("\n".join(wrap([summary.verdict[0].replace("**", "")])))
     typer.echo(f"optuna storage: {summary.storage}")

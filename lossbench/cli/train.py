@@ -176,8 +176,8 @@ def train(
     shown = config.progress
     stage(f"loading data {run.data.spec!r} at {run.data.resolution} px", shown)
     from lossbench.data.split import load_split
-    from lossbench.train import LOSS_CURVES, plot_history
-    from lossbench.train import train as run_training
+    from lossbench.training.train import LOSS_CURVES, plot_history
+    from lossbench.training.train import train as run_training
 
     split = load_split(run.data)
     dataset = split.train

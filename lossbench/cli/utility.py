@@ -44,13 +44,13 @@ def utility(
     (split by --holdout/--split-seed as in training)."""
     import functools
 
+    from lossbench.analysis.formatting import utility_table
     from lossbench.data.split import load_split
-    from lossbench.formatting import utility_table
     from lossbench.images import is_conditional, sample_classes
     from lossbench.metrics import cache, check_needs
     from lossbench.metrics.compute import utility_settings
     from lossbench.metrics.utility import downstream_utility
-    from lossbench.train import load_generator
+    from lossbench.training.train import load_generator
 
     config = EvalConfig(
         seed=seed,

@@ -56,8 +56,8 @@ def fetch(
     from lossbench import weights as weights_lib
     from lossbench.config import StudyConfig
     from lossbench.errors import MissingWeightsError
+    from lossbench.study.definition import load_study_config
     from lossbench.study.prepare import study_weights
-    from lossbench.study_config import load_study_config
 
     keys = (
         list(weights_lib.WEIGHTS)

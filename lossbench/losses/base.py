@@ -44,7 +44,7 @@ class AdversarialLoss:
 
     name: ClassVar[str] = ""
     n_critic: int = 1  # recommended critic steps per generator step
-    # True when the loss can be trained fused (lossbench.fused): it draws random numbers only through
+    # True when the loss can be trained fused (lossbench.training.fused): it draws random numbers only through
     # lossbench.losses.penalties and calls the critic the same number of times whatever the data.
     fusable: ClassVar[bool] = False
 

@@ -9,7 +9,7 @@ into the critic's parameters. Norms are taken per sample, over all of C×H×W.
 
 Random draws come from `loss_generator()`: the run's own stream (`train.Run.loss_rng`), which the
 trainer sets with `drawing_from` for each loss call, also in each member of a fused group
-(`lossbench.fused`); torch's global RNG outside the trainer. A loss that draws its
+(`lossbench.training.fused`); torch's global RNG outside the trainer. A loss that draws its
 random numbers only through this module, and calls the critic only through `critic_scores` and
 `input_gradients`, can be trained fused (`AdversarialLoss.fusable`). A critic may batch the penalty
 pass itself: `input_gradients` defers to its `input_gradients(x)` method when it has one.

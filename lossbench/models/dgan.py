@@ -99,7 +99,7 @@ CONDITIONINGS = ("batchnorm", "concat")  # how a conditional generator takes the
 
 def run_conditional(net: nn.Sequential, x: torch.Tensor, y: Any) -> torch.Tensor:
     """`net` applied to `x`, passing the class indices `y` to every `ConditionalBatchNorm2d` (or to a
-    layer of a fused group that takes them, see lossbench.fused)."""
+    layer of a fused group that takes them, see lossbench.training.fused)."""
     for layer in net:
         x = layer(x, y) if getattr(layer, "takes_labels", False) else layer(x)
     return x

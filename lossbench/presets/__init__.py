@@ -1,6 +1,6 @@
 """Study presets shipped with the package: `lossbench study --preset NAME` reads `NAME.toml` here.
 
-Each file has the layout of a study file (`lossbench.study_config`); options given beside
+Each file has the layout of a study file (`lossbench.study.definition`); options given beside
 `--preset` override it, as they override `--config`.
 """
 

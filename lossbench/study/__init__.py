@@ -1,11 +1,13 @@
 """Optuna studies over the full (loss × λ × seed) grid: one trial is one cell, run exactly once.
 
 The flow of `run_study`, one module per step:
+- `definition`: study files (TOML) and overrides, validation (light: no torch, optuna or mlflow);
 - `prepare`: validate, check the weight files, load the data, evaluate real images once;
 - `grid`: the cells, the study's identity (refusing to resume with other settings), a cell's config;
 - `queue`: the Optuna storage, cell states, queueing pending cells, recovering dead workers;
 - `workers`: worker processes taking queued trials, the progress display;
-- `cell`: one trial: train, evaluate, record (Optuna user attributes, an MLflow child run);
+- `cell`: one trial: train, evaluate, record (`trial_run`: Optuna user attributes, an MLflow child
+  run), taking over another machine's checkpoint (`handover`);
 - `results`: reading a study back (`load_study`, `study_cells`, `results_frame`, `load_results`).
 
 Every cell runs exactly once, also with several workers: the parent queues each pending cell as a
@@ -58,7 +60,7 @@ _HOMES = {
     "study_cells": "lossbench.study.results",
     "StudySummary": "lossbench.study.run",
     "run_study": "lossbench.study.run",
-    "validate": "lossbench.study_config",
+    "validate": "lossbench.study.definition",
 }
 __all__ = sorted(_HOMES)
 

@@ -29,18 +29,18 @@ from lossbench.config import StudyConfig, TrainConfig
 from lossbench.data import split
 from lossbench.errors import CheckpointError
 from lossbench.files import load_tensors, set_aside
-from lossbench.fusable import fusion_key
-from lossbench.fused import ResumeMismatchError, train_fused
 from lossbench.metrics import DIRECTIONS, metric_key
 from lossbench.metrics.evaluation import evaluate
 from lossbench.metrics.memorisation import closest_fakes_png
 from lossbench.study import handover, record
+from lossbench.study.definition import best_metric
 from lossbench.study.grid import Cell, train_config_for
 from lossbench.study.liveness import current_worker
 from lossbench.study.queue import admit
 from lossbench.study.trial_run import record_result, start_trial_run
-from lossbench.study_config import best_metric
-from lossbench.train import CHECKPOINT, CONFIG_JSON, Callback, TrainResult, save_generator, train
+from lossbench.training.fusable import fusion_key
+from lossbench.training.fused import ResumeMismatchError, train_fused
+from lossbench.training.train import CHECKPOINT, CONFIG_JSON, Callback, TrainResult, save_generator, train
 
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.pt"  # the EMA generator of the trial's best periodic evaluation (TrialCallback)
@@ -172,7 +172,7 @@ def train_and_evaluate(cell: Cell, ctx: CellContext) -> CellResult:
 
 
 def train_and_evaluate_fused(cells: list[Cell], contexts: list[CellContext]) -> list[CellResult | Exception]:
-    """Cells of one loss trained as one fused group (lossbench.fused), then each evaluated; a member
+    """Cells of one loss trained as one fused group (lossbench.training.fused), then each evaluated; a member
     that diverged or failed to evaluate has its error in its place. A group that cannot resume fused
     (its checkpoints at different steps, or one damaged) trains its cells one by one instead."""
     callbacks = [TrialCallback(ctx) for ctx in contexts]

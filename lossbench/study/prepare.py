@@ -14,7 +14,7 @@ from lossbench.config import StudyConfig
 from lossbench.errors import ConfigError
 from lossbench.metrics import get_metric, resolve_metrics
 from lossbench.metrics.evaluation import EvalResult, evaluate, release_networks
-from lossbench.study_config import validate
+from lossbench.study.definition import validate
 
 
 def study_weights(config: StudyConfig) -> list[str]:

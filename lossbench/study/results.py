@@ -79,7 +79,7 @@ _REASONS = {
 
 def cell_problems(name: str, storage: str | None = None, root: str | os.PathLike = "mlruns") -> pd.DataFrame:
     """The study's cells without a COMPLETE trial: loss, lambda, seed, state and reason (the trial's
-    `fail_reason` when it has one), in the columns of `lossbench.stats.PROBLEM_COLUMNS`."""
+    `fail_reason` when it has one), in the columns of `lossbench.analysis.stats.PROBLEM_COLUMNS`."""
     rows = []
     for cell, state, trial in study_cells(load_study(name, storage, root)):
         if state == "done":

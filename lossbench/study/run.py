@@ -50,7 +50,7 @@ from lossbench.study.queue import (
 )
 from lossbench.study.results import cell_problems, results_frame
 from lossbench.study.workers import Workers, run_here
-from lossbench.train import save_real_grid
+from lossbench.training.train import save_real_grid
 
 
 @dataclass
@@ -200,7 +200,7 @@ def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFra
     sentences where analyses disagree, the correction family) and as a markdown document with its
     tables; a line saying why where the results do not allow one yet."""
     from lossbench.analysis import analyze  # statsmodels: loaded when a study has results
-    from lossbench.formatting import correction_sentence, verdict_lines, verdict_markdown
+    from lossbench.analysis.formatting import correction_sentence, verdict_lines, verdict_markdown
 
     try:
         result = analyze(frame, problems=problems, name=config.name)
@@ -221,7 +221,7 @@ def _log_summary(
     """Per-cell summaries over seeds, the best cells and the verdict on the parent run (description
     and `verdict.md`), and the verdict as the study's optuna-dashboard note where that is installed;
     returns the verdict's lines."""
-    from lossbench import stats
+    from lossbench.analysis import stats
 
     frame = results_frame(config.name, config.storage, root)
     metrics = [k for k in DIRECTIONS if k in frame.columns]

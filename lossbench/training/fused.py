@@ -22,7 +22,7 @@ sums in another order than K single ones); tests compare them. Checkpoints are t
 A member whose logged terms go NaN/Inf fails alone (its result is the DivergedError); the others
 go on, unaffected, since the fused tensors are block-diagonal.
 
-What can be fused: see lossbench.fusable.
+What can be fused: see lossbench.training.fusable.
 """
 
 from __future__ import annotations
@@ -43,9 +43,9 @@ from torch import nn
 from lossbench import precision
 from lossbench.config import TrainConfig
 from lossbench.errors import ConfigError, DivergedError
-from lossbench.fusable import check_fusable
 from lossbench.models.dgan import ConditionalBatchNorm2d, class_affine, run_conditional
-from lossbench.train import (
+from lossbench.training.fusable import check_fusable
+from lossbench.training.train import (
     CHECKPOINT,
     Callback,
     Member,

@@ -1,10 +1,11 @@
 """The study report: paper-style table, significance tables and figures, as HTML and markdown.
 
 Numbers come from a results frame (a study's or a CSV's; the CLI reads it) through
-`lossbench.stats`. Figures that need MLflow artifacts are read by `lossbench.tracking.fetch_artifacts`
-from the runs named in the frame's `run_id` column: sample grids, training curves, generated
-features per trial run and real features on the parent (study) run. A figure whose inputs are
-missing says "not available", so a bare CSV still gives the whole numeric report.
+`lossbench.analysis.stats`. Figures that need MLflow artifacts are read by
+`lossbench.tracking.fetch_artifacts` from the runs named in the frame's `run_id` column: sample
+grids, training curves, generated features per trial run and real features on the parent (study)
+run. A figure whose inputs are missing says "not available", so a bare CSV still gives the whole
+numeric report.
 
 Output in `out_dir`: `report.html` (self-contained: images embedded as base64 PNG, inline CSS, no
 external assets), `report.md` with `figures/*.png` beside it, and `stats.json`. Figures are drawn
@@ -27,10 +28,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from lossbench import analysis, stats, tracking
-from lossbench.config import lambda_label, lambda_text
-from lossbench.files import check_folder
-from lossbench.formatting import (
+from lossbench import analysis, tracking
+from lossbench.analysis import stats
+from lossbench.analysis.formatting import (
     TITLES,
     correction_sentence,
     display,
@@ -41,6 +41,8 @@ from lossbench.formatting import (
     verdict_lines,
     verdict_table,
 )
+from lossbench.config import lambda_label, lambda_text
+from lossbench.files import check_folder
 from lossbench.metrics import DIRECTIONS, metric_description
 from lossbench.tracking import Artifacts
 

@@ -18,9 +18,9 @@ from typing import Any
 from lossbench import config as cfg
 from lossbench.config import StudyConfig, TrainConfig, check_device, lambda_text
 from lossbench.errors import ConfigError
-from lossbench.fusable import check_fusable
 from lossbench.losses import get_loss
 from lossbench.metrics import DIRECTIONS, check_needs, get_metric, metric_key, resolve_metrics
+from lossbench.training.fusable import check_fusable
 
 _PER_CELL = cfg.fields_with_role(TrainConfig, cfg.CELL)  # set per cell from the grid, never in [train]
 _EXCLUDE = {"train": _PER_CELL}

@@ -1,4 +1,4 @@
-"""Which training runs can be trained as one fused group (lossbench.fused), judged from their
+"""Which training runs can be trained as one fused group (lossbench.training.fused), judged from their
 configs alone, without torch (the command line checks a study before importing it).
 
 Fusable: the same TrainConfig but for `seed` and `lam` (and λ > 0 for all members or none: a

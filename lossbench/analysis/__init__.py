@@ -1,8 +1,8 @@
-"""The analysis of a results table: every table of `lossbench.stats`, the verdict of
-`lossbench.verdict` and the warnings, put together into one `StatsResult` by `analyze`.
+"""The analysis of a results table: every table of `lossbench.analysis.stats`, the verdict of
+`lossbench.analysis.verdict` and the warnings, put together into one `StatsResult` by `analyze`.
 
 Pure: a DataFrame in, a `StatsResult` out. Reading a study is `lossbench.study.results`; text forms
-are `lossbench.formatting`; conventions of each test are in `lossbench.stats`' docstring.
+are `lossbench.analysis.formatting`; conventions of each test are in `lossbench.analysis.stats`' docstring.
 """
 
 from __future__ import annotations
@@ -13,11 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from lossbench import verdict as verdicts
-from lossbench.config import ANALYSIS, CORRECTIONS, lambda_label
-from lossbench.errors import ConfigError
-from lossbench.metrics import metric_key, result_details
-from lossbench.stats import (
+from lossbench.analysis import verdict as verdicts
+from lossbench.analysis.stats import (
     CONFIDENCE,
     PAIRWISE_COLUMNS,
     best_cells,
@@ -33,6 +30,9 @@ from lossbench.stats import (
     two_way_anova,
     verdict,
 )
+from lossbench.config import ANALYSIS, CORRECTIONS, lambda_label
+from lossbench.errors import ConfigError
+from lossbench.metrics import metric_key, result_details
 from lossbench.study.record import SETTING
 
 
@@ -135,7 +135,7 @@ def _settings_warnings(settings: dict[str, str]) -> list[str]:
 def _verdict_and_pairwise(
     df: pd.DataFrame, metrics: list[str], anova: pd.DataFrame, alpha: float, paired: bool, correction: str
 ) -> tuple[pd.DataFrame, list[str], pd.DataFrame, list[str]]:
-    """The verdict (`lossbench.verdict`) and its notes, the pairwise table of every metric with its
+    """The verdict (`lossbench.analysis.verdict`) and its notes, the pairwise table of every metric with its
     corrected p-values (the verdict's family per metric; rank tests per metric among themselves) and
     its warnings."""
     pairs = [pairwise(df, m, alpha, paired) for m in metrics]

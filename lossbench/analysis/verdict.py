@@ -37,10 +37,10 @@ import pandas as pd
 from scipy import stats as sps
 from statsmodels.stats.anova import AnovaRM
 
+from lossbench.analysis.stats import correct, hedges_g, seeds_needed, two_way_anova
+from lossbench.analysis.stats import verdict as better
 from lossbench.config import lambda_label
 from lossbench.metrics import DIRECTIONS
-from lossbench.stats import correct, hedges_g, seeds_needed, two_way_anova
-from lossbench.stats import verdict as better
 
 #: Columns of the verdict table, in order.
 # fmt: off

@@ -3,9 +3,9 @@ ANOVA, mixed model, power, corrections.
 
 Each function takes a results frame (one row per trial, the columns `loss`, `lambda`, `seed` plus
 metric columns named by the keys of `lossbench.metrics.DIRECTIONS`: `fid`, `kid`, `lpips_ff`, ...;
-`check_results` validates one) and returns a table. `lossbench.verdict` asks the study's questions
+`check_results` validates one) and returns a table. `lossbench.analysis.verdict` asks the study's questions
 with these tests; `lossbench.analysis.analyze` puts everything together into a `StatsResult`.
-Reading a study is `lossbench.study.results`; text forms are `lossbench.formatting`.
+Reading a study is `lossbench.study.results`; text forms are `lossbench.analysis.formatting`.
 
 Conventions:
 - a cell is one (loss, lambda); its replicates are the seeds. NaN or infinite metric values
@@ -24,7 +24,7 @@ Conventions:
   delta = P(a > b) - P(a < b) = 2 U_a / (n_a n_b) - 1 from the Mann-Whitney U statistic;
 - p-values are corrected by Holm's method (`holm`, equal to statsmodels' `multipletests`), or
   Benjamini-Hochberg with `correction="fdr_bh"` (`multipletests`), over one family per metric:
-  every t or F test of that metric's verdict (`lossbench.verdict`: loss pooled over lambda, loss at
+  every t or F test of that metric's verdict (`lossbench.analysis.verdict`: loss pooled over lambda, loss at
   each lambda, lambda within each loss, each lambda against 0); its rank tests form a second family
   of the same metric. A p_adj therefore does
   not change with the metrics selected; across metrics nothing is corrected;

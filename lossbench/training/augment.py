@@ -6,7 +6,7 @@ fresh random parameters per call; gradients flow through to the generator. Polic
   (DiffAugment's saturation step does nothing on one channel and is left out);
 - "translation": integer shift of up to 1/8 of the side in x and y, zero (mid-grey) padding;
 - "cutout": one square of half the side, at a random centre, set to 0 (mid-grey).
-Random numbers are drawn on the CPU (`lossbench.randomness`), so a run is reproducible on any device:
+Random numbers are drawn on the CPU (`lossbench.training.randomness`), so a run is reproducible on any device:
 `rng` is a CPU torch.Generator (drawn from here, in the order of `draws`), or a `Draws` that already
 holds them on the device (the trainer's one copy per step). Index grids and masks are built on the
 input's device. Translation and cutout move or zero whole pixels exactly, in any dtype and under
@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from lossbench.config import AUGMENTATIONS
-from lossbench.randomness import Draw, Draws
+from lossbench.training.randomness import Draw, Draws
 
 POLICIES = AUGMENTATIONS  # applied in this order
 TRANSLATION_RATIO = 0.125  # largest shift, as a fraction of the side

@@ -28,7 +28,7 @@ Conventions:
 - The perceptual loss's real side is computed once per training image (`PerceptualLoss.cache_reals`,
   within `REAL_FEATURE_BUDGET` bytes): the frozen network's features of a real image never change.
 - Host-device traffic per generator step: one non-blocking copy of the step's CPU draws (z and
-  augmentation parameters, `lossbench.randomness`) and, once per epoch, the data order; no device
+  augmentation parameters, `lossbench.training.randomness`) and, once per epoch, the data order; no device
   value is read on the host between logs.
 - Logged terms ("d/loss", "d/<loss term>", "g/adv", "g/<loss term>", "g/perc", "g/loss") are means
   over the steps since the previous log, taken every `log_every` steps, at each checkpoint and at the
@@ -68,8 +68,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from lossbench import health, precision
-from lossbench.augment import diff_augment
-from lossbench.augment import draws as augmentation_draws
 from lossbench.config import RUN, TrainConfig, fields_with_role, lambda_label, lambda_text, to_dict
 from lossbench.errors import CheckpointError, ConfigError, DivergedError, first_line
 from lossbench.files import atomic_write, check_folder, load_tensors
@@ -78,7 +76,9 @@ from lossbench.losses import AdversarialLoss, LossOutput, get_loss
 from lossbench.losses.penalties import drawing_from
 from lossbench.models.perceptual import PerceptualLoss
 from lossbench.models.registry import BoundCritic, build_model, builder_defaults
-from lossbench.randomness import Draw, Draws, to_device
+from lossbench.training.augment import diff_augment
+from lossbench.training.augment import draws as augmentation_draws
+from lossbench.training.randomness import Draw, Draws, to_device
 
 if TYPE_CHECKING:
     from lossbench.data import ImageDataset
@@ -182,7 +182,7 @@ def train(
 @dataclass
 class Member:
     """A run in the training loop: where its outputs go, whom it reports to, what it logged. The loop
-    trains several members at once when they are fused (lossbench.fused)."""
+    trains several members at once when they are fused (lossbench.training.fused)."""
 
     run: Run
     out_dir: Path

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from lossbench.analysis import StatsResult
+from lossbench.analysis.stats import CONFIDENCE, POWER
+from lossbench.analysis.verdict import describe, headline
 from lossbench.errors import ConfigError
-from lossbench.stats import CONFIDENCE, POWER
-from lossbench.verdict import describe, headline
 
 if TYPE_CHECKING:
     from lossbench.metrics.utility import UtilityResult
