@@ -3,7 +3,7 @@
 `RetryingRDBStorage` is an `RDBStorage` that pings pooled connections before use (after a server
 restart every pooled connection is dead; without the ping the next commit fails) and retries every
 storage call that fails because the database cannot be reached, with exponential backoff (0.5 s
-doubling to 10 s), for at most `retry_s` seconds; then it raises StorageUnavailable (one line). Once
+doubling to 10 s, tenacity), for at most `retry_s` seconds; then it raises StorageUnavailable (one line). Once
 it has given up, later calls are tried once until one succeeds, so a worker stops promptly. A heartbeat
 is never raised from: Optuna's heartbeat thread would die with a traceback; it simply tries again at
 the next interval. Retried writes are safe when the failed attempt was not committed, the usual case
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +28,14 @@ from sqlalchemy.exc import (
     InterfaceError,
     OperationalError,
     ProgrammingError,
+)
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_before_delay,
+    wait_exponential,
 )
 
 from lossbench.errors import StorageUnavailable, first_line
@@ -93,6 +100,8 @@ def _shown(url: str) -> str:
 def _unreachable(error: BaseException) -> BaseException | None:
     """The connection error behind `error` (itself, its cause or context: a lost connection may
     surface as a PendingRollbackError raised while rolling back), or None for any other error."""
+    if not isinstance(error, (StorageInternalError, OperationalError, InterfaceError)):
+        return None
     seen: BaseException | None = error
     for _ in range(10):
         if seen is None or isinstance(seen, (OperationalError, InterfaceError)):
@@ -125,19 +134,15 @@ class RetryingRDBStorage(RDBStorage):
         Machines starting at once collide there (a duplicate table, type or version row, in any of
         several statements); each attempt is idempotent, so a loser tries again, backing off, for at
         least TABLES_RACE_S seconds."""
-        deadline = time.monotonic() + max(self.retry_s, TABLES_RACE_S)
-        delay = FIRST_DELAY_S
-        while True:
-            try:
-                RDBStorage.__init__(self, url, **kwargs)
-                return
-            except (IntegrityError, ProgrammingError) as e:
-                if time.monotonic() + delay > deadline:
-                    raise StorageUnavailable(
-                        f"cannot create Optuna's tables in {_shown(url)}: {first_line(e)}"
-                    ) from None
-                time.sleep(delay)
-                delay = min(2 * delay, MAX_DELAY_S)
+        racing = _backoff(
+            max(self.retry_s, TABLES_RACE_S), retry_if_exception_type((IntegrityError, ProgrammingError))
+        )
+        try:
+            racing(RDBStorage.__init__, self, url, **kwargs)
+        except (IntegrityError, ProgrammingError) as e:
+            raise StorageUnavailable(
+                f"cannot create Optuna's tables in {_shown(url)}: {first_line(e)}"
+            ) from None
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
@@ -146,30 +151,43 @@ class RetryingRDBStorage(RDBStorage):
             _log.warning("heartbeat of trial id %s not recorded: %s", trial_id, e)
 
 
+def _backoff(
+    budget_s: float, retry: Any, before_sleep: Callable[[RetryCallState], None] | None = None
+) -> Retrying:
+    """Attempts while `retry` accepts the error, FIRST_DELAY_S apart doubling to MAX_DELAY_S, none that
+    would start after `budget_s` seconds (0: one attempt); the last error is raised."""
+    return Retrying(
+        retry=retry,
+        wait=wait_exponential(multiplier=FIRST_DELAY_S, max=MAX_DELAY_S),
+        stop=stop_before_delay(budget_s),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
 def _retrying(method: Callable[..., Any]) -> Callable[..., Any]:
+    def drop_session(state: RetryCallState) -> None:
+        storage = state.args[0]  # this thread's session holds the dead connection's transaction
+        if isinstance(storage, RDBStorage):
+            storage.remove_session()
+
     @functools.wraps(method)
     def call(self: RetryingRDBStorage, *args: Any, **kwargs: Any) -> Any:
-        deadline = time.monotonic() + (0.0 if getattr(self, "_gave_up", False) else self.retry_s)
-        delay = FIRST_DELAY_S
-        while True:
-            try:
-                result = method(self, *args, **kwargs)
-            except (StorageInternalError, OperationalError, InterfaceError) as e:
-                cause = _unreachable(e)
-                if cause is None:
-                    raise
-                if time.monotonic() + delay > deadline:
-                    self._gave_up = True
-                    raise StorageUnavailable(
-                        f"the study database did not answer for {self.retry_s:g} s ({first_line(cause)})"
-                    ) from None
-                if isinstance(self, RDBStorage):
-                    self.remove_session()  # this thread's session holds the dead connection's transaction
-                time.sleep(delay)
-                delay = min(2 * delay, MAX_DELAY_S)
-                continue
-            self._gave_up = False
-            return result
+        budget = 0.0 if getattr(self, "_gave_up", False) else self.retry_s
+        try:
+            result = _backoff(budget, retry_if_exception(_unreachable), drop_session)(
+                method, self, *args, **kwargs
+            )
+        except (StorageInternalError, OperationalError, InterfaceError) as e:
+            cause = _unreachable(e)
+            if cause is None:
+                raise
+            self._gave_up = True
+            raise StorageUnavailable(
+                f"the study database did not answer for {self.retry_s:g} s ({first_line(cause)})"
+            ) from None
+        self._gave_up = False
+        return result
 
     return call
 
