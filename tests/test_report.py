@@ -47,7 +47,8 @@ def embedded_pngs(page: str) -> list[bytes]:
     return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)]
 
 
-def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys):
+def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(rp, "umap_available", lambda: False)
     csv = tmp_path / "results.csv"
     df = results()
     df.to_csv(csv, index=False)
@@ -65,6 +66,7 @@ def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys):
         "training curves: not available",
         "PCA of features: not available",
         "closest fakes: not available",
+        "UMAP map: not available (an optional extra: pip install &#x27;lossbench[umap]&#x27;)",
     ):
         assert missing in page
     # paper-style table: mean ± sd over seeds; the best fid cell (lowest mean) in bold
@@ -101,7 +103,10 @@ def test_pca_matches_covariance_eigenvectors():
         assert np.allclose(np.abs(got[:, k]), np.abs(ref[:, k]), atol=1e-8)
 
 
-def test_pca_by_class_draws_one_panel_per_class_and_says_when_it_cannot(monkeypatch):
+@pytest.mark.parametrize("method", ["pca", "umap"])
+def test_map_by_class_draws_one_panel_per_class_and_says_when_it_cannot(monkeypatch, method):
+    if method == "umap":
+        pytest.importorskip("umap", reason="the optional extra lossbench[umap]")
     rng = np.random.default_rng(0)
     names = np.array(["benign", "malignant", "normal"])
     art = tracking.Artifacts(real_features=rng.normal(size=(90, 4)), real_classes=np.repeat(names, 30))
@@ -115,10 +120,20 @@ def test_pca_by_class_draws_one_panel_per_class_and_says_when_it_cannot(monkeypa
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Figure, "add_subplot", add_subplot)
-    png = rp.plot_pca_by_class(art)
+    png = rp.plot_map_by_class(art, method)
     assert png.startswith(b"\x89PNG") and [a[2] for a in panels] == [1, 2, 3]
     art.fake_classes = {}  # an unconditional study, or runs from before class names were logged
-    assert rp.plot_pca_by_class(art) is None
+    assert rp.plot_map_by_class(art, method) is None
+
+
+def test_umap_map_is_umap_learns_embedding_of_reals_and_fakes_together():
+    umap = pytest.importorskip("umap", reason="the optional extra lossbench[umap]")
+    rng = np.random.default_rng(1)
+    real, fakes = rng.normal(size=(40, 6)), [rng.normal(size=(25, 6)) + 2, rng.normal(size=(15, 6))]
+    real_2d, fakes_2d = rp.umap_2d(real, fakes)
+    reference = umap.UMAP(n_components=2, random_state=0).fit_transform(np.concatenate([real, *fakes]))
+    assert [len(real_2d), *map(len, fakes_2d)] == [40, 25, 15]
+    assert np.allclose(np.concatenate([real_2d, *fakes_2d]), reference, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------ with MLflow

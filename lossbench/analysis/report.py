@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib.util
 import io
 import re
 from dataclasses import dataclass
@@ -148,15 +149,37 @@ def pca_2d(real: np.ndarray, fakes: list[np.ndarray]) -> tuple[np.ndarray, list[
     return (real - mean) @ axes, [(f - mean) @ axes for f in fakes]
 
 
-def plot_pca_by_class(art: Artifacts) -> bytes | None:
+def umap_2d(real: np.ndarray, fakes: list[np.ndarray]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Real and generated features embedded together by UMAP (McInnes et al. 2018, as the paper
+    plots them; umap-learn's defaults, 15 neighbours, seed 0 so the map repeats). Needs the optional
+    extra: pip install 'lossbench[umap]'."""
+    import umap  # the optional extra; the report checks `UMAP_AVAILABLE` first
+
+    union = np.concatenate([real, *fakes]).astype(np.float64)
+    embedded = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(union)
+    bounds = np.cumsum([len(real), *(len(f) for f in fakes)])
+    return embedded[: bounds[0]], [embedded[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+
+#: 2-D maps of features by name: the projection and the axis label.
+MAPS = {"pca": (pca_2d, "PC"), "umap": (umap_2d, "UMAP ")}
+
+
+def umap_available() -> bool:
+    """Whether the optional extra for the UMAP map (umap-learn) is installed."""
+    return importlib.util.find_spec("umap") is not None
+
+
+def plot_map_by_class(art: Artifacts, method: str = "pca") -> bytes | None:
     """One panel per class: the class's real features (grey) against the class's generated features
-    per loss (every λ, the lowest seed), in the 2-D PCA of all real and generated features, so
-    whether a loss covers each class's real spread is seen at a glance. None without class names
-    (an unconditional study, or runs from before they were logged)."""
+    per loss (every λ, the lowest seed), in the 2-D map `method` ("pca" or "umap", `MAPS`) of all
+    real and generated features, so whether a loss covers each class's real spread is seen at a
+    glance. None without class names (an unconditional study, or runs from before they were logged)."""
     cells = sorted(c for c in art.fake_features if c in art.fake_classes)
     if art.real_features is None or art.real_classes is None or not cells:
         return None
-    real_2d, fakes_2d = pca_2d(art.real_features, [art.fake_features[c] for c in cells])
+    project, axis = MAPS[method]
+    real_2d, fakes_2d = project(art.real_features, [art.fake_features[c] for c in cells])
     classes = sorted(set(art.real_classes.tolist()))
     losses = sorted({loss for loss, _ in cells})
     fig = Figure(figsize=(4.2 * len(classes), 3.8))
@@ -173,8 +196,8 @@ def plot_pca_by_class(art: Artifacts) -> bytes | None:
                 pts[:, 0], pts[:, 1], s=5, alpha=0.4, c=f"C{losses.index(loss)}", label=f"{loss} ({len(pts)})"
             )
         ax.set_title(name, fontsize=10)
-        ax.set_xlabel("PC1")
-        ax.set_ylabel("PC2")
+        ax.set_xlabel(f"{axis}1")
+        ax.set_ylabel(f"{axis}2")
         ax.legend(fontsize=8, markerscale=2)
     fig.tight_layout()
     return _png(fig)
@@ -455,11 +478,13 @@ def build_report(
     doc.heading("PCA of real and generated features", 3)
     doc.image("pca", plot_pca(art.real_features, art.fake_features), "PCA of features")
     doc.heading("Per class: real and generated features (PCA)", 3)
-    doc.image(
-        "pca_by_class",
-        plot_pca_by_class(art),
-        "PCA per class (needs a class-conditional study whose runs logged class names)",
-    )
+    per_class = "needs a class-conditional study whose runs logged class names"
+    doc.image("pca_by_class", plot_map_by_class(art, "pca"), f"PCA per class ({per_class})")
+    doc.heading("Per class: real and generated features (UMAP)", 3)
+    if umap_available():
+        doc.image("umap_by_class", plot_map_by_class(art, "umap"), f"UMAP per class ({per_class})")
+    else:
+        doc.text(f"UMAP map: {NOT_AVAILABLE} (an optional extra: pip install 'lossbench[umap]')", "na")
 
     doc.heading(TITLES["summary"])
     summary = result.summary.dropna(axis=1, how="all")
