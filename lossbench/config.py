@@ -18,6 +18,10 @@ Field roles (dataclass metadata "role", declared once on each field and read by 
 - CELL: set per cell of a study grid (loss, lam, seed, loss_params); never set in a study's [train].
 A resume may also extend `steps` (see train.RESUMABLE_CHANGES).
 
+A field that the command line sets carries its meaning in its metadata (`help=`, one sentence), which
+the option shows with the config's default (`cli.options.config_option`); other fields say it in a
+comment.
+
 Every field's type is checked in `__post_init__` (TOML `batch_size = 1.5`, `seeds = "01"` and
 `losses = "bce"` are ConfigErrors, ints are accepted for floats, lists for tuples), then its range:
 a number field declares the values it accepts in its metadata (`result(64, within=(1, MAX_BATCH))`),
@@ -76,30 +80,55 @@ ROLES = (RESULT, RUN, CELL)
 Range = tuple[float, float | None]  # (lowest, highest) value a number field accepts; None: no highest
 
 
-def _field(role: str, default: Any, factory: Any, within: Range | None) -> Any:
-    metadata = {"role": role} | ({"within": within} if within is not None else {})
+def _field(role: str, default: Any, factory: Any, within: Range | None, help: str) -> Any:
+    metadata = (
+        {"role": role} | ({"within": within} if within is not None else {}) | ({"help": help} if help else {})
+    )
     return field(default=default, default_factory=factory, metadata=metadata)
 
 
 def result(
-    default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, within: Range | None = None
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    within: Range | None = None,
+    help: str = "",
 ) -> Any:
-    """A field that changes what a run computes; `within`: the values a number accepts (`_check_ranges`)."""
-    return _field(RESULT, default, factory, within)
+    """A field that changes what a run computes; `within`: the values a number accepts (`_check_ranges`);
+    `help`: what it is, one sentence (the command line's help for the option that sets it)."""
+    return _field(RESULT, default, factory, within, help)
 
 
 def run_only(
-    default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, within: Range | None = None
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    within: Range | None = None,
+    help: str = "",
 ) -> Any:
     """A field that may change on resume without changing results."""
-    return _field(RUN, default, factory, within)
+    return _field(RUN, default, factory, within, help)
 
 
 def per_cell(
-    default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING, within: Range | None = None
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    within: Range | None = None,
+    help: str = "",
 ) -> Any:
     """A field that a study sets per grid cell."""
-    return _field(CELL, default, factory, within)
+    return _field(CELL, default, factory, within, help)
+
+
+def config_field(root: Any, key: str) -> tuple[dataclasses.Field, Any]:
+    """The field that dotted `key` names in config `root` (an instance: "train.steps" of a StudyConfig)
+    and its value there (the default the command line shows)."""
+    *path, name = key.split(".")
+    config = root
+    for part in path:
+        config = getattr(config, part)
+    return {f.name: f for f in dataclasses.fields(config)}[name], getattr(config, name)
 
 
 def field_role(cls: type, name: str) -> str:
@@ -272,11 +301,15 @@ def _check_types(config: Any) -> None:
 class DataConfig:
     """Which images to train on and at what size."""
 
-    spec: str = run_only("phantom")  # "phantom", "phantom:N", "busi" (looked for), a BUSI or image folder
-    resolution: int = result(128)
-    classes: tuple[str, ...] | None = result(None)  # None = every class
-    holdout: float = result(0.0)  # share of each class held out of training (lossbench.data.split)
-    split_seed: int = result(0)  # seed of the held-out split (with the data's content fingerprint)
+    spec: str = run_only(
+        "phantom", help="phantom, phantom:N, busi (looked for; docs/data.md), a BUSI or an image folder."
+    )
+    resolution: int = result(128, help=f"Image side R, a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}.")
+    classes: tuple[str, ...] | None = result(None, help="The classes to keep (None: all).")
+    holdout: float = result(
+        0.0, help="Share of each class held out of training, images of one lesion kept together."
+    )
+    split_seed: int = result(0, help="Seed of the held-out split (with the data's content fingerprint).")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -289,7 +322,7 @@ class DataConfig:
 class ModelConfig:
     """Which registered architecture (lossbench.models) builds the generator and critic."""
 
-    arch: str = result("dgan")
+    arch: str = result("dgan", help="Registered architecture (lossbench.models).")
     kwargs: dict[str, Any] = result(factory=dict)  # extra architecture-specific arguments
 
     def __post_init__(self) -> None:
@@ -300,41 +333,52 @@ class ModelConfig:
 class TrainConfig:
     """One training run of DGAN-WP-TL with one adversarial loss and one λ."""
 
-    loss: str = per_cell("wgangp")
+    loss: str = per_cell("wgangp", help="Adversarial loss (see `lossbench losses list`).")
     loss_params: dict[str, Any] = per_cell(factory=dict)
-    lam: float = per_cell(5.0)
-    seed: int = per_cell(0, within=(0, None))
-    steps: int = result(2000, within=(1, MAX_STEPS))
-    batch_size: int = result(64, within=(1, MAX_BATCH))
-    lr_g: float = result(1e-4, within=(0, None))  # 0 freezes a network (tests use it)
-    lr_d: float = result(1e-4, within=(0, None))
+    lam: float = per_cell(5.0, help="Perceptual-loss weight λ (0: no perceptual loss).")
+    seed: int = per_cell(0, within=(0, None), help="Seed of weights, data order, noise and samples.")
+    steps: int = result(2000, within=(1, MAX_STEPS), help="Generator steps.")
+    batch_size: int = result(64, within=(1, MAX_BATCH), help="Images per batch.")
+    lr_g: float = result(1e-4, within=(0, None), help="Generator learning rate (0 freezes it).")
+    lr_d: float = result(1e-4, within=(0, None), help="Critic learning rate (0 freezes it).")
     betas: tuple[float, float] = result((0.0, 0.9))
-    n_critic: int | None = result(None, within=(1, MAX_WIDTH))  # None = the loss's own recommendation
+    n_critic: int | None = result(
+        None, within=(1, MAX_WIDTH), help="Critic steps per generator step (None: the loss's own)."
+    )
     model: ModelConfig = result(factory=ModelConfig)
     z_dim: int = result(128, within=(1, MAX_WIDTH))
-    # channels of the generator's last hidden layer; doubled per upsampling stage
-    g_width: int = result(64, within=(1, MAX_WIDTH))
-    d_width: int = result(64, within=(1, MAX_WIDTH))  # channels of the critic's first layer
-    critic_norm: str = result("instancenorm")  # one of CRITIC_NORMS (docs/training.md: why)
-    perceptual: str = result("vgg16")  # "vgg16", "vgg19", "none", or a registered feature network
-    perceptual_layers: tuple[str, ...] = result(("relu1_2", "relu2_2", "relu3_3", "relu4_3"))
-    perceptual_distance: str = result("l1")  # one of PERCEPTUAL_DISTANCES
-    perceptual_pairing: str = result("mean")  # one of PERCEPTUAL_PAIRINGS
-    ema_decay: float = result(0.999)
-    augment: tuple[str, ...] = result(())  # differentiable augmentation, from AUGMENTATIONS
+    g_width: int = result(
+        64, within=(1, MAX_WIDTH), help="Channels of the generator's last hidden layer, doubled per stage up."
+    )
+    d_width: int = result(64, within=(1, MAX_WIDTH), help="Channels of the critic's first layer.")
+    critic_norm: str = result(
+        "instancenorm", help="The critic's normalisation (never BatchNorm; docs/training.md)."
+    )
+    perceptual: str = result("vgg16", help="vgg16, vgg19, none or a registered feature network.")
+    perceptual_layers: tuple[str, ...] = result(
+        ("relu1_2", "relu2_2", "relu3_3", "relu4_3"), help="The perceptual network's layers compared."
+    )
+    perceptual_distance: str = result("l1", help="Distance between features.")
+    perceptual_pairing: str = result(
+        "mean", help="Each fake against the batch-mean real features (mean) or real i (paired)."
+    )
+    ema_decay: float = result(0.999, help="Decay of the generator's exponential moving average, in [0, 1).")
+    augment: tuple[str, ...] = result((), help="DiffAugment policies (differentiable augmentation).")
     conditional: bool = result(False)  # class-conditional G and projection critic (labels from the data)
-    device: str = run_only("cpu")
+    device: str = run_only("cpu", help="cpu, cuda, cuda:1, ...")
     amp: bool = result(True)  # bf16 autocast where the device computes bf16 natively (lossbench.precision)
     channels_last: bool = result(True)  # CUDA only
-    checkpoint_every: int = run_only(500, within=(1, MAX_STEPS))
-    log_every: int = run_only(10, within=(1, MAX_STEPS))
+    checkpoint_every: int = run_only(500, within=(1, MAX_STEPS), help="Steps between checkpoints.")
+    log_every: int = run_only(10, within=(1, MAX_STEPS), help="Steps between logged losses.")
     # training-health probe (lossbench.health) every N steps; 0 = never
     health_every: int = run_only(50, within=(0, MAX_STEPS))
-    sample_every: int = run_only(500, within=(0, MAX_STEPS))  # 0 = only the final grid
+    sample_every: int = run_only(
+        500, within=(0, MAX_STEPS), help="Steps between sample grids (0: the final one only)."
+    )
     # explicit opt-in to random pretrained-network weights (demos, tests)
     random_weights: bool = result(False)
     weights_dir: str | None = run_only(None)
-    progress: bool = run_only(True)  # progress bar on stderr (shown only when stderr is a terminal)
+    progress: bool = run_only(True, help="A progress bar on stderr (shown only on a terminal).")
     # images in the sample grids (fixed z from `seed`, EMA generator)
     n_samples: int = run_only(64, within=(1, MAX_BATCH))
 
@@ -373,8 +417,8 @@ class EvalConfig:
     """How generated images are scored. Every field is logged beside the numbers it produces."""
 
     metrics: tuple[str, ...] = result(("fid", "kid", "lpips", "msssim"))
-    n_fake: int = result(1000, within=(2, MAX_IMAGES))
-    feature_extractor: str = result("inception-v3-compat")
+    n_fake: int = result(1000, within=(2, MAX_IMAGES), help="Generated images per evaluation.")
+    feature_extractor: str = result("inception-v3-compat", help="FID/KID feature extractor.")
     kid_subset_size: int | None = result(None, within=(2, MAX_IMAGES))  # None = min(1000, n_real, n_fake)
     kid_subsets: int = result(100, within=(1, MAX_RESAMPLES))  # torch-fidelity's default
     prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
@@ -416,29 +460,42 @@ class EvalConfig:
 class StudyConfig:
     """A (loss × λ × seed) grid and how to run it."""
 
-    name: str = run_only("lossbench")  # the study's key (MLflow experiment, Optuna study)
-    losses: tuple[str, ...] = result(("wgangp", "bce"))
-    lambdas: tuple[float, ...] = result((0.5, 3.0, 5.0, 7.0, 10.0))
+    name: str = run_only("lossbench", help="Study name (MLflow experiment, Optuna study).")
+    losses: tuple[str, ...] = result(("wgangp", "bce"), help="Losses of the grid.")
+    lambdas: tuple[float, ...] = result((0.5, 3.0, 5.0, 7.0, 10.0), help="λ values of the grid.")
     seeds: tuple[int, ...] = result((0, 1, 2))
     loss_params: dict[str, dict[str, Any]] = result(factory=dict)  # loss name -> its hyper-parameters
     data: DataConfig = result(factory=lambda: DataConfig(spec="busi", holdout=0.2))  # see lossbench.data
     train: TrainConfig = result(factory=TrainConfig)
     eval: EvalConfig = result(factory=EvalConfig)
-    objective: str = result("fid")
-    eval_every: int = result(0, within=(0, MAX_STEPS))  # 0 = evaluate only at the end
+    objective: str = result(
+        "fid", help="The metric each trial reports: fid, kid, lpips, msssim, utility_gain, ..."
+    )
+    eval_every: int = result(
+        0, within=(0, MAX_STEPS), help="Steps between curve evaluations (0: at the end only)."
+    )
     # Metrics evaluated every `eval_every` steps (MLflow curves `eval/<key>`): cheap ones. `best_metric`
     # chooses the generator kept as best.pt; None: the objective when it is a curve metric, else the first.
     curve_metrics: tuple[str, ...] = result(("swd", "msssim"))
     best_metric: str | None = result(None)
-    # torch CPU threads per cell: CPU results depend on the thread count
-    threads: int = result(1, within=(1, MAX_PROCESSES))
+    threads: int = result(
+        1, within=(1, MAX_PROCESSES), help="torch CPU threads per cell (results depend on it)."
+    )
     # Cells per fused group (lossbench.training.fused): a worker trains up to `fuse` waiting cells of one loss
     # as one grouped network; their numbers equal the unfused ones up to float rounding.
-    fuse: int = result(1, within=(1, MAX_PROCESSES))
+    fuse: int = result(
+        1,
+        within=(1, MAX_PROCESSES),
+        help="Cells of one loss a worker trains as one fused group (docs/study.md).",
+    )
     storage: str | None = run_only(None)  # None = journal file under mlruns/
     tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
-    workers: int = run_only(1, within=(0, MAX_PROCESSES))  # 0: cells run in the calling process
-    devices: tuple[str, ...] = run_only(("cpu",))
+    workers: int = run_only(
+        1,
+        within=(0, MAX_PROCESSES),
+        help="Worker processes (0: the cells run in this process, for a debugger).",
+    )
+    devices: tuple[str, ...] = run_only(("cpu",), help="cpu, or cuda:0,cuda:1 (round-robin).")
     # RDB storages (several machines): a worker records a heartbeat every `heartbeat_s` seconds; a
     # RUNNING trial without one for `grace_s` seconds is failed by whichever machine notices, and a
     # worker that cannot reach the database retries for at most `grace_s` seconds (docs/cluster.md).

@@ -12,7 +12,7 @@ import pytest
 
 from lossbench import weights
 from lossbench.cli import main
-from lossbench.config import TrainConfig
+from lossbench.config import DataConfig, RunConfig, StudyConfig, TrainConfig, config_field
 
 HELP = [
     ([], ["data", "weights", "losses", "train", "evaluate", "study", "stats", "report"]),
@@ -42,6 +42,36 @@ def test_help_of_every_command(command, expected, capsys, monkeypatch):
     assert "Usage:" in out
     for word in expected:
         assert word in out
+
+
+@pytest.mark.parametrize(
+    "command, flag, key, root",
+    [
+        (["train"], "--steps", "train.steps", RunConfig()),
+        (["train"], "--data", "data.spec", RunConfig()),
+        (["train"], "--resolution", "data.resolution", RunConfig()),
+        (["train"], "--perceptual-pairing", "train.perceptual_pairing", RunConfig()),
+        (["study"], "--data", "data.spec", StudyConfig()),  # the study's own default: busi
+        (["study"], "--workers", "workers", StudyConfig()),
+        (["study"], "--lambdas", "lambdas", StudyConfig()),
+        (["data", "inspect"], "--split-seed", "split_seed", DataConfig()),
+    ],
+)
+def test_an_option_shows_its_fields_help_and_the_commands_default(
+    command, flag, key, root, capsys, monkeypatch
+):
+    """Issue #27: an option's meaning is its config field's `help` metadata, its default the value of
+    the config the command starts from: neither is retyped in the command line's code."""
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option
+    assert main([*command, "--help"]) == 0
+    (line,) = [row for row in capsys.readouterr().out.splitlines() if f" {flag} " in row]
+    field, default = config_field(root, key)
+    shown = (
+        ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default)
+        if isinstance(default, tuple)
+        else default
+    )
+    assert field.metadata["help"] and field.metadata["help"] in line and f"[default: {shown}]" in line
 
 
 def test_help_does_not_import_heavy_libraries():

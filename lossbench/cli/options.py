@@ -7,22 +7,32 @@ Used as parameter defaults, e.g. `device: str = options.DEVICE`. Importing this 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from lossbench.config import ANALYSIS, CORRECTIONS, DataConfig, TrainConfig
+from lossbench.config import ANALYSIS, CORRECTIONS, DataConfig, TrainConfig, config_field, lambda_text
+
+
+def config_option(flag: str, key: str, root: Any, more: str = "", **kw: Any) -> Any:
+    """`flag` setting config key `key` (dotted, e.g. "train.steps") of the config `root` (an
+    instance): None by default (the file's or the config's value), with the field's `help` metadata
+    (then `more`, e.g. how the command line spells a list) and the value `root` holds as the shown
+    default."""
+    field, default = config_field(root, key)
+    text = f"{field.metadata.get('help', '')} {more}".strip()
+    if isinstance(default, tuple):
+        shown = ",".join(lambda_text(v) if isinstance(v, float) else str(v) for v in default) or "none"
+    else:
+        shown = lambda_text(default) if isinstance(default, float) else default
+    return typer.Option(None, flag, help=rf"{text} \[default: {shown}]".strip(), **kw)
+
 
 # ----------------------------------------------------------------------- data, weights, device
 
-CLASSES = typer.Option(
-    None, "--classes", help="Comma-separated classes to keep, e.g. benign,malignant (default: all)."
-)
-HOLDOUT = typer.Option(
-    None, "--holdout", help="Share of each class held out of training, images of one lesion kept together."
-)
-SPLIT_SEED = typer.Option(
-    None, "--split-seed", help=rf"Seed of the held-out split. \[default: {DataConfig.split_seed}]"
-)
+CLASSES = config_option("--classes", "classes", DataConfig(), "Comma-separated, e.g. benign,malignant.")
+HOLDOUT = config_option("--holdout", "holdout", DataConfig())
+SPLIT_SEED = config_option("--split-seed", "split_seed", DataConfig())
 WEIGHTS_DIR = typer.Option(
     None,
     "--weights-dir",

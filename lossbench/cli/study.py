@@ -12,8 +12,6 @@ import typer
 
 from lossbench.cli import options
 from lossbench.config import (
-    MAX_RESOLUTION,
-    MIN_RESOLUTION,
     StudyConfig,
     lambda_text,
     parse_assignments,
@@ -62,70 +60,31 @@ def study(
     preset: str | None = typer.Option(
         None, "--preset", help="A study shipped with lossbench: tiny (seconds, offline, random weights)."
     ),
-    losses: str | None = typer.Option(
-        None, "--losses", help=rf"Comma-separated losses. \[default: {','.join(D.losses)}]"
-    ),
-    lambdas: str | None = typer.Option(
-        None,
-        "--lambdas",
-        help=rf"Comma-separated λ values. \[default: {','.join(f'{x:g}' for x in D.lambdas)}]",
-    ),
+    losses: str | None = options.config_option("--losses", "losses", D, "Comma-separated."),
+    lambdas: str | None = options.config_option("--lambdas", "lambdas", D, "Comma-separated."),
     seeds: int | None = typer.Option(None, "--seeds", help=rf"Seeds 0..N-1. \[default: {len(D.seeds)}]"),
     seed_list: str | None = typer.Option(None, "--seed-list", help="Explicit seeds, e.g. 0,1,2."),
-    data: str | None = typer.Option(
-        None,
-        "--data",
-        help=rf"busi (looked for; docs/study.md), phantom, phantom:N, or a folder. \[default: {D.data.spec}]",
-    ),
+    data: str | None = options.config_option("--data", "data.spec", D),
     classes: str | None = options.CLASSES,
-    resolution: int | None = typer.Option(
-        None,
-        "--resolution",
-        help=rf"Image side R, a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}. "
-        rf"\[default: {D.data.resolution}]",
-    ),
-    steps: int | None = typer.Option(
-        None, "--steps", help=rf"Generator steps per cell. \[default: {D.train.steps}]"
-    ),
-    batch_size: int | None = typer.Option(None, "--batch-size", help=rf"\[default: {D.train.batch_size}]"),
+    resolution: int | None = options.config_option("--resolution", "data.resolution", D),
+    steps: int | None = options.config_option("--steps", "train.steps", D),
+    batch_size: int | None = options.config_option("--batch-size", "train.batch_size", D),
     loss_param: list[str] = typer.Option(
         [], "--loss-param", help="LOSS.NAME=VALUE, a TOML value as in --set, e.g. wgangp.gp_weight=10."
     ),
-    objective: str | None = typer.Option(
-        None, "--objective", help=rf"fid, kid, lpips, msssim, precision, ... \[default: {D.objective}]"
-    ),
-    eval_every: int | None = typer.Option(
-        None, "--eval-every", help=rf"Evaluate every N steps (0: at the end). \[default: {D.eval_every}]"
-    ),
-    n_fake: int | None = typer.Option(
-        None, "--n-fake", help=rf"Generated images per evaluation. \[default: {D.eval.n_fake}]"
-    ),
-    extractor: str | None = typer.Option(
-        None, "--extractor", help=rf"FID/KID feature extractor. \[default: {D.eval.feature_extractor}]"
-    ),
+    objective: str | None = options.config_option("--objective", "objective", D),
+    eval_every: int | None = options.config_option("--eval-every", "eval_every", D),
+    n_fake: int | None = options.config_option("--n-fake", "eval.n_fake", D),
+    extractor: str | None = options.config_option("--extractor", "eval.feature_extractor", D),
     random_weights: bool = options.RANDOM_WEIGHTS,
     weights_dir: str | None = options.WEIGHTS_DIR,
-    name: str | None = typer.Option(
-        None, "--name", help=rf"Study name (MLflow experiment). \[default: {D.name}]"
-    ),
+    name: str | None = options.config_option("--name", "name", D),
     storage: str | None = options.STORAGE,
     tracking_uri: str | None = options.TRACKING_URI,
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        help=rf"Worker processes (0: cells run in this process, for a debugger). \[default: {D.workers}]",
-    ),
-    threads: int | None = typer.Option(
-        None, "--threads", help=rf"torch CPU threads per cell (results depend on it). \[default: {D.threads}]"
-    ),
-    fuse: int | None = typer.Option(
-        None,
-        "--fuse",
-        help=rf"Cells of one loss a worker trains as one fused group (docs/study.md). \[default: {D.fuse}]",
-    ),
-    devices: str | None = typer.Option(
-        None, "--devices", help=rf"cpu, or cuda:0,cuda:1 (round-robin). \[default: {','.join(D.devices)}]"
-    ),
+    workers: int | None = options.config_option("--workers", "workers", D),
+    threads: int | None = options.config_option("--threads", "threads", D),
+    fuse: int | None = options.config_option("--fuse", "fuse", D),
+    devices: str | None = options.config_option("--devices", "devices", D),
     root: Path = options.ROOT,
     progress: bool = typer.Option(True, "--progress/--no-progress", metavar=""),
     force: bool = typer.Option(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -17,14 +16,9 @@ from lossbench.cli import options
 from lossbench.config import (
     AUGMENTATIONS,
     CRITIC_NORMS,
-    MAX_RESOLUTION,
-    MIN_RESOLUTION,
     PERCEPTUAL_DISTANCES,
     PERCEPTUAL_PAIRINGS,
-    DataConfig,
-    ModelConfig,
     RunConfig,
-    TrainConfig,
     config_from_dict,
     lambda_text,
     load_toml,
@@ -36,15 +30,7 @@ from lossbench.errors import ConfigError
 from lossbench.losses import get_loss
 from lossbench.progress import stage
 
-DEFAULTS = TrainConfig()
-
-
-def _option(name: str, help: str = "", **kw: Any) -> Any:
-    """An option that defaults to None (the file's or the config's value), showing that default."""
-    field = name.split("/")[0].removeprefix("--").replace("-", "_")
-    default = getattr(DEFAULTS, field, None)
-    shown = ",".join(default) if isinstance(default, tuple) else default
-    return typer.Option(None, name, help=rf"{help} \[default: {shown}]".strip(), **kw)
+RUN = RunConfig()  # the defaults `lossbench train` shows
 
 
 def _choices(name: str, values: tuple[str, ...]) -> type[enum.Enum]:
@@ -73,59 +59,52 @@ def train(
     set_: list[str] = typer.Option(
         [], "--set", help="Override KEY=VALUE, dotted, value a TOML literal: train.steps=10 (repeatable)."
     ),
-    loss: str | None = _option("--loss", "Adversarial loss (see `lossbench losses list`)."),
-    lam: float | None = typer.Option(
-        None,
-        "--lambda",
-        help=f"Perceptual-loss weight λ (0: no perceptual loss). \\[default: {DEFAULTS.lam}]",
-    ),
-    data: str | None = typer.Option(
-        None, "--data", help="phantom, phantom:N, busi, a BUSI folder or an image folder."
-    ),
-    resolution: int | None = typer.Option(
-        None,
-        "--resolution",
-        help=f"Image side R, a power of two in {MIN_RESOLUTION}..{MAX_RESOLUTION}. "
-        f"\\[default: {DataConfig.resolution}]",
-    ),
+    loss: str | None = options.config_option("--loss", "train.loss", RUN),
+    lam: float | None = options.config_option("--lambda", "train.lam", RUN),
+    data: str | None = options.config_option("--data", "data.spec", RUN),
+    resolution: int | None = options.config_option("--resolution", "data.resolution", RUN),
     classes: str | None = options.CLASSES,
     holdout: float | None = options.HOLDOUT,
     split_seed: int | None = options.SPLIT_SEED,
-    steps: int | None = _option("--steps", "Generator steps."),
-    seed: int | None = _option("--seed"),
+    steps: int | None = options.config_option("--steps", "train.steps", RUN),
+    seed: int | None = options.config_option("--seed", "train.seed", RUN),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from OUT/checkpoint.pt if it exists.", metavar=""
     ),
-    batch_size: int | None = _option("--batch-size"),
-    n_critic: int | None = typer.Option(
-        None, "--n-critic", help="Critic steps per generator step. \\[default: the loss's]"
-    ),
+    batch_size: int | None = options.config_option("--batch-size", "train.batch_size", RUN),
+    n_critic: int | None = options.config_option("--n-critic", "train.n_critic", RUN),
     loss_param: list[str] = typer.Option(
         [], "--loss-param", help="Loss hyper-parameter key=value, a TOML value as in --set (repeatable)."
     ),
-    arch: str | None = typer.Option(
-        None, "--arch", help=f"Registered architecture. \\[default: {ModelConfig.arch}]"
+    arch: str | None = options.config_option("--arch", "train.model.arch", RUN),
+    lr_g: float | None = options.config_option("--lr-g", "train.lr_g", RUN),
+    lr_d: float | None = options.config_option("--lr-d", "train.lr_d", RUN),
+    g_width: int | None = options.config_option("--g-width", "train.g_width", RUN),
+    d_width: int | None = options.config_option("--d-width", "train.d_width", RUN),
+    critic_norm: CriticNorm | None = options.config_option("--critic-norm", "train.critic_norm", RUN),
+    perceptual: str | None = options.config_option("--perceptual", "train.perceptual", RUN),
+    perceptual_layers: str | None = options.config_option(
+        "--perceptual-layers", "train.perceptual_layers", RUN, "Comma-separated."
     ),
-    lr_g: float | None = _option("--lr-g"),
-    lr_d: float | None = _option("--lr-d"),
-    g_width: int | None = _option("--g-width", "Generator width (last hidden layer)."),
-    d_width: int | None = _option("--d-width", "Critic width (first layer)."),
-    critic_norm: CriticNorm | None = _option("--critic-norm"),
-    perceptual: str | None = _option("--perceptual", "vgg16, vgg19, none or a registered network."),
-    perceptual_layers: str | None = _option("--perceptual-layers"),
-    perceptual_distance: PerceptualDistance | None = _option("--perceptual-distance"),
-    perceptual_pairing: PerceptualPairing | None = _option("--perceptual-pairing"),
-    augment: str | None = _option(
-        "--augment", f"DiffAugment policies, comma-separated: {', '.join(AUGMENTATIONS)}."
+    perceptual_distance: PerceptualDistance | None = options.config_option(
+        "--perceptual-distance", "train.perceptual_distance", RUN
     ),
-    ema_decay: float | None = _option("--ema-decay"),
-    checkpoint_every: int | None = _option("--checkpoint-every"),
-    log_every: int | None = _option("--log-every"),
-    sample_every: int | None = _option("--sample-every", "0: only the final grid."),
+    perceptual_pairing: PerceptualPairing | None = options.config_option(
+        "--perceptual-pairing", "train.perceptual_pairing", RUN
+    ),
+    augment: str | None = options.config_option(
+        "--augment", "train.augment", RUN, f"Comma-separated: {', '.join(AUGMENTATIONS)}."
+    ),
+    ema_decay: float | None = options.config_option("--ema-decay", "train.ema_decay", RUN),
+    checkpoint_every: int | None = options.config_option("--checkpoint-every", "train.checkpoint_every", RUN),
+    log_every: int | None = options.config_option("--log-every", "train.log_every", RUN),
+    sample_every: int | None = options.config_option("--sample-every", "train.sample_every", RUN),
     random_weights: bool = options.RANDOM_WEIGHTS,
     weights_dir: str | None = options.WEIGHTS_DIR,
-    device: str | None = _option("--device", "cpu, cuda, cuda:1, ..."),
-    progress: bool | None = _option("--progress/--no-progress", metavar=""),
+    device: str | None = options.config_option("--device", "train.device", RUN),
+    progress: bool | None = options.config_option(
+        "--progress/--no-progress", "train.progress", RUN, metavar=""
+    ),
 ) -> None:
     """Train DGAN-WP-TL with one adversarial loss and one λ; write checkpoint, samples, curves, config."""
     if config_file is None and data is None:
