@@ -66,7 +66,7 @@ def test_report_from_bare_csv_is_self_contained_and_degrades(tmp_path, capsys, m
         "training curves: not available",
         "PCA of features: not available",
         "closest fakes: not available",
-        "UMAP map: not available (an optional extra: pip install &#x27;lossbench[umap]&#x27;)",
+        "UMAP map: not available (an optional extra: pip install &#39;lossbench[umap]&#39;)",
     ):
         assert missing in page
     # paper-style table: mean ± sd over seeds; the best fid cell (lowest mean) in bold
@@ -88,6 +88,16 @@ def test_report_bad_input_is_one_line_exit_2(tmp_path, capsys):
     assert main(["report", str(csv), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "lacks column(s) lambda" in err and err.count("\n") == 1
+
+
+def test_every_value_on_the_page_is_escaped(tmp_path):
+    """The page is a Jinja2 template with autoescaping: a loss named like markup stays text."""
+    df = results()
+    df["loss"] = df["loss"].replace({"bce": "<img src=x onerror=alert(1)>"})
+    out = rp.report(df, tmp_path / "out")
+    page = out.html.read_text()
+    assert "<img src=x" not in page and "&lt;img src=x onerror=alert(1)&gt;" in page
+    assert "<img src=x" in out.markdown.read_text()  # markdown keeps the name as written
 
 
 def test_pca_matches_covariance_eigenvectors():
@@ -198,7 +208,7 @@ def test_report_with_mlflow_artifacts(tracked, tmp_path):
     grids = [p for p in pngs if Image.open(io.BytesIO(p)).size == (16, 16)]
     # lowest seed per cell: seed 0 -> value 0 (bce) or 100 (wgangp)
     assert sorted(int(np.asarray(Image.open(io.BytesIO(p))).mean()) for p in grids) == [0, 100, 100]
-    assert "<td class='na'>not available</td>" in page
+    assert '<td class="na">not available</td>' in page
     assert "training curves: not available" not in page and "PCA of features: not available" not in page
     assert {p.name for p in out.figures} >= {"training_curves.png", "pca.png", "samples_wgangp_0.5.png"}
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -48,11 +49,12 @@ from lossbench.metrics import DIRECTIONS, metric_description
 from lossbench.tracking import Artifacts
 
 NOT_AVAILABLE = "not available"
-CSS = """body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;
-text-align:right}th{background:#f0f0f0}img{max-width:100%}.na{color:#888;font-style:italic}
-.warn{background:#fff3cd;border:1px solid #e0b000;padding:.3em 1em;margin:1em 0}
-.grid td{text-align:center}.grid img{width:180px;image-rendering:pixelated}"""
+#: The page template (templates/report.html.j2), escaping every value it is given.
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("lossbench.analysis", "templates"),
+    autoescape=True,
+    keep_trailing_newline=True,
+)
 
 
 @dataclass
@@ -249,18 +251,13 @@ def paper_table(summary: pd.DataFrame, best: pd.DataFrame) -> tuple[pd.DataFrame
     return table, mask
 
 
-def _html_table(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = []
-    for i, row in enumerate(table.astype(str).itertuples(index=False)):
-        cells = []
-        for j, value in enumerate(row):
-            text = html.escape(value)
-            cells.append(
-                f"<td><b>{text}</b></td>" if bold is not None and bold.iat[i, j] else f"<td>{text}</td>"
-            )
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+def _table_block(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> dict[str, Any]:
+    """A table for the page template: column names and rows of cells, bold where `bold` says."""
+    rows = [
+        [{"text": value, "bold": bold is not None and bool(bold.iat[i, j])} for j, value in enumerate(row)]
+        for i, row in enumerate(table.astype(str).itertuples(index=False))
+    ]
+    return {"kind": "table", "columns": [str(c) for c in table.columns], "rows": rows}
 
 
 def _md_table(table: pd.DataFrame, bold: pd.DataFrame | None = None) -> str:
@@ -290,65 +287,63 @@ EMPTY_BECAUSE = {
 
 
 class _Doc:
-    """Collects each section once, as HTML and as markdown."""
+    """Collects each section once: as blocks for the HTML page (rendered by templates/report.html.j2,
+    which escapes every value) and as markdown."""
 
     def __init__(self, out_dir: Path) -> None:
-        self.html: list[str] = []
+        self.blocks: list[dict[str, Any]] = []
         self.md: list[str] = []
         self.figures: list[Path] = []
         self.fig_dir = out_dir / "figures"
 
     def heading(self, text: str, level: int = 2) -> None:
-        self.html.append(f"<h{level}>{html.escape(text)}</h{level}>")
+        self.blocks.append({"kind": "heading", "text": text, "level": level})
         self.md.append("#" * level + " " + text)
 
     def text(self, text: str, css: str = "") -> None:
-        self.html.append(f"<p{f' class={css!r}' if css else ''}>{html.escape(text)}</p>")
+        self.blocks.append({"kind": "text", "text": text, "css": css})
         self.md.append(f"_{text}_" if css == "na" else text)
 
     def lines(self, lines: list[str]) -> None:
         """Separate lines of one paragraph."""
-        self.html.append("<p>" + "<br>".join(html.escape(line) for line in lines) + "</p>")
+        self.blocks.append({"kind": "lines", "lines": lines})
         self.md.append("  \n".join(lines))
 
     def bullets(self, lines: list[str]) -> None:
         """An unordered list, one item per line."""
-        self.html.append("<ul>" + "".join(f"<li>{html.escape(x)}</li>" for x in lines) + "</ul>")
+        self.blocks.append({"kind": "bullets", "lines": lines})
         self.md.append("\n".join(f"- {x}" for x in lines))
 
     def folded(self, title: str, lines: list[str]) -> None:
         """A list folded under `title` (HTML <details>, which GitHub's markdown renders too)."""
         if not lines:
             return
+        self.blocks.append({"kind": "folded", "title": title, "lines": lines})
         items = "".join(f"<li>{html.escape(x)}</li>" for x in lines)
-        block = f"<details><summary>{html.escape(title)}</summary><ul>{items}</ul></details>"
-        self.html.append(block)
-        self.md.append(block)
+        self.md.append(f"<details><summary>{html.escape(title)}</summary><ul>{items}</ul></details>")
 
     def table(self, table: pd.DataFrame, bold: pd.DataFrame | None = None) -> None:
         if table.empty:
             return self.text(NOT_AVAILABLE, "na")
-        self.html.append(_html_table(table, bold))
+        self.blocks.append(_table_block(table, bold))
         self.md.append(_md_table(table, bold))
 
-    def _save(self, name: str, png: bytes, alt: str) -> tuple[str, str]:
-        """Write figures/<name>.png; return its embedded HTML <img> and its markdown reference."""
+    def _save(self, name: str, png: bytes, alt: str) -> tuple[dict[str, Any], str]:
+        """Write figures/<name>.png; return its image block (embedded in the page) and its markdown
+        reference."""
         name = re.sub(r"[^\w.=-]", "_", name)
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         path = self.fig_dir / f"{name}.png"
         path.write_bytes(png)
         self.figures.append(path)
-        data = base64.b64encode(png).decode()
-        return (
-            f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">',
-            f"![{alt}](figures/{name}.png)",
-        )
+        image = {"kind": "image", "alt": alt, "data": base64.b64encode(png).decode()}
+        return image, f"![{alt}](figures/{name}.png)"
 
     def image(self, name: str, png: bytes | None, alt: str) -> None:
         if png is None:
             return self.text(f"{alt}: {NOT_AVAILABLE}", "na")
-        img, md = self._save(name, png, alt)
-        self.html.append(img)
+        image, md = self._save(name, png, alt)
+        self.blocks.append(image)
         self.md.append(md)
 
     def grids(
@@ -361,31 +356,31 @@ class _Doc:
     ) -> None:
         if not grids:
             return self.text(f"{kind[1]}: {NOT_AVAILABLE} ({missing})", "na")
-        head = "<th>loss \\ λ</th>" + "".join(f"<th>{lambda_text(lam)}</th>" for lam in lambdas)
-        md = [
-            "| loss \\ λ | " + " | ".join(lambda_text(lam) for lam in lambdas) + " |",
-            "|---" * (len(lambdas) + 1) + "|",
-        ]
+        columns = ["loss \\ λ", *(lambda_text(lam) for lam in lambdas)]
+        md = ["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|"]
         rows = []
         for loss in losses:
-            cells, md_cells = [], []
+            cells: list[dict[str, Any]] = [{"header": True, "text": loss}]
+            md_cells = []
             for lam in lambdas:
                 png = grids.get((loss, lam))
                 if png is None:
-                    cells.append(f"<td class='na'>{NOT_AVAILABLE}</td>")
+                    cells.append({"na": True, "text": NOT_AVAILABLE})
                     md_cells.append(NOT_AVAILABLE)
                     continue
-                img, md_img = self._save(
+                image, md_image = self._save(
                     f"{kind[0]}_{loss}_{lambda_text(lam)}", png, f"{loss} {lambda_label(lam)}"
                 )
-                cells.append(f"<td>{img}</td>")
-                md_cells.append(md_img)
-            rows.append(f"<tr><th>{html.escape(loss)}</th>{''.join(cells)}</tr>")
+                cells.append({"image": image})
+                md_cells.append(md_image)
+            rows.append(cells)
             md.append(f"| {loss} | " + " | ".join(md_cells) + " |")
-        self.html.append(
-            f"<table class='grid'><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        )
+        self.blocks.append({"kind": "table", "css": "grid", "columns": columns, "rows": rows})
         self.md.append("\n".join(md))
+
+    def page(self, title: str) -> str:
+        """The self-contained HTML page (no external file, script or stylesheet)."""
+        return _TEMPLATES.get_template("report.html.j2").render(title=title, blocks=self.blocks)
 
 
 def closest_fakes_section(doc: _Doc, art: Artifacts, losses: list[str], lambdas: list[float]) -> None:
@@ -494,12 +489,8 @@ def build_report(
         why = [f"{c} ({EMPTY_BECAUSE[c]})" if c in EMPTY_BECAUSE else c for c in left_out]
         doc.text(f"Left out, empty in every cell: {', '.join(why)}.")
 
-    page = (
-        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-        f"<style>{CSS}</style></head><body>\n" + "\n".join(doc.html) + "\n</body></html>\n"
-    )
     paths = Report(out_dir / "report.html", out_dir / "report.md", out_dir / "stats.json", doc.figures)
-    paths.html.write_text(page, encoding="utf-8")
+    paths.html.write_text(doc.page(title), encoding="utf-8")
     paths.markdown.write_text("\n\n".join(doc.md) + "\n", encoding="utf-8")
     paths.stats_json.write_text(format_result(result, "json"), encoding="utf-8")
     return paths
