@@ -18,9 +18,8 @@ Field roles (dataclass metadata "role", declared once on each field and read by 
 - CELL: set per cell of a study grid (loss, lam, seed, loss_params); never set in a study's [train].
 A resume may also extend `steps` (see train.RESUMABLE_CHANGES).
 
-A field that the command line sets carries its meaning in its metadata (`help=`, one sentence), which
-the option shows with the config's default (`cli.options.config_option`); other fields say it in a
-comment.
+Every field carries its meaning in its metadata (`help=`, one sentence); an option that sets a field
+shows it with the command's default (`cli.options.config_option`).
 
 Every field's type is checked in `__post_init__` (TOML `batch_size = 1.5`, `seeds = "01"` and
 `losses = "bce"` are ConfigErrors, ints are accepted for floats, lists for tuples), then its range:
@@ -323,7 +322,7 @@ class ModelConfig:
     """Which registered architecture (lossbench.models) builds the generator and critic."""
 
     arch: str = result("dgan", help="Registered architecture (lossbench.models).")
-    kwargs: dict[str, Any] = result(factory=dict)  # extra architecture-specific arguments
+    kwargs: dict[str, Any] = result(factory=dict, help="Extra architecture-specific arguments.")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -334,19 +333,19 @@ class TrainConfig:
     """One training run of DGAN-WP-TL with one adversarial loss and one λ."""
 
     loss: str = per_cell("wgangp", help="Adversarial loss (see `lossbench losses list`).")
-    loss_params: dict[str, Any] = per_cell(factory=dict)
+    loss_params: dict[str, Any] = per_cell(factory=dict, help="The loss's hyper-parameters (docs/losses.md).")
     lam: float = per_cell(5.0, help="Perceptual-loss weight λ (0: no perceptual loss).")
     seed: int = per_cell(0, within=(0, None), help="Seed of weights, data order, noise and samples.")
     steps: int = result(2000, within=(1, MAX_STEPS), help="Generator steps.")
     batch_size: int = result(64, within=(1, MAX_BATCH), help="Images per batch.")
     lr_g: float = result(1e-4, within=(0, None), help="Generator learning rate (0 freezes it).")
     lr_d: float = result(1e-4, within=(0, None), help="Critic learning rate (0 freezes it).")
-    betas: tuple[float, float] = result((0.0, 0.9))
+    betas: tuple[float, float] = result((0.0, 0.9), help="Adam's betas, both networks.")
     n_critic: int | None = result(
         None, within=(1, MAX_WIDTH), help="Critic steps per generator step (None: the loss's own)."
     )
-    model: ModelConfig = result(factory=ModelConfig)
-    z_dim: int = result(128, within=(1, MAX_WIDTH))
+    model: ModelConfig = result(factory=ModelConfig, help="The architecture that builds G and D.")
+    z_dim: int = result(128, within=(1, MAX_WIDTH), help="Length of the generator's noise vector z.")
     g_width: int = result(
         64, within=(1, MAX_WIDTH), help="Channels of the generator's last hidden layer, doubled per stage up."
     )
@@ -364,23 +363,30 @@ class TrainConfig:
     )
     ema_decay: float = result(0.999, help="Decay of the generator's exponential moving average, in [0, 1).")
     augment: tuple[str, ...] = result((), help="DiffAugment policies (differentiable augmentation).")
-    conditional: bool = result(False)  # class-conditional G and projection critic (labels from the data)
+    conditional: bool = result(
+        False, help="Class-conditional generator and projection critic (labels from the data)."
+    )
     device: str = run_only("cpu", help="cpu, cuda, cuda:1, ...")
-    amp: bool = result(True)  # bf16 autocast where the device computes bf16 natively (lossbench.precision)
-    channels_last: bool = result(True)  # CUDA only
+    amp: bool = result(
+        True, help="bf16 autocast where the device computes bf16 natively (lossbench.precision)."
+    )
+    channels_last: bool = result(True, help="Channels-last memory format (CUDA only).")
     checkpoint_every: int = run_only(500, within=(1, MAX_STEPS), help="Steps between checkpoints.")
     log_every: int = run_only(10, within=(1, MAX_STEPS), help="Steps between logged losses.")
-    # training-health probe (lossbench.health) every N steps; 0 = never
-    health_every: int = run_only(50, within=(0, MAX_STEPS))
+    health_every: int = run_only(
+        50, within=(0, MAX_STEPS), help="Steps between training-health probes (lossbench.health; 0: never)."
+    )
     sample_every: int = run_only(
         500, within=(0, MAX_STEPS), help="Steps between sample grids (0: the final one only)."
     )
-    # explicit opt-in to random pretrained-network weights (demos, tests)
-    random_weights: bool = result(False)
-    weights_dir: str | None = run_only(None)
+    random_weights: bool = result(
+        False, help="Explicit opt-in to random weights for the pretrained networks (demos, tests)."
+    )
+    weights_dir: str | None = run_only(None, help="Extra folder searched first for weight files.")
     progress: bool = run_only(True, help="A progress bar on stderr (shown only on a terminal).")
-    # images in the sample grids (fixed z from `seed`, EMA generator)
-    n_samples: int = run_only(64, within=(1, MAX_BATCH))
+    n_samples: int = run_only(
+        64, within=(1, MAX_BATCH), help="Images in the sample grids (fixed z from `seed`, EMA generator)."
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -416,35 +422,56 @@ class TrainConfig:
 class EvalConfig:
     """How generated images are scored. Every field is logged beside the numbers it produces."""
 
-    metrics: tuple[str, ...] = result(("fid", "kid", "lpips", "msssim"))
+    metrics: tuple[str, ...] = result(
+        ("fid", "kid", "lpips", "msssim"), help="Metrics computed (`lossbench metrics`)."
+    )
     n_fake: int = result(1000, within=(2, MAX_IMAGES), help="Generated images per evaluation.")
     feature_extractor: str = result("inception-v3-compat", help="FID/KID feature extractor.")
-    kid_subset_size: int | None = result(None, within=(2, MAX_IMAGES))  # None = min(1000, n_real, n_fake)
-    kid_subsets: int = result(100, within=(1, MAX_RESAMPLES))  # torch-fidelity's default
-    prc_extractor: str = result("vgg16")  # precision/recall features (torch-fidelity's PRC default)
-    extra_extractors: tuple[str, ...] = result(())  # feature metrics again in each; keys `fid.<name>`
-    # random projections of the sliced Wasserstein distance
-    swd_directions: int = result(128, within=(1, MAX_RESAMPLES))
-    # random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real
-    n_pairs: int = result(500, within=(1, MAX_IMAGES))
-    # classifier seeds of the downstream-utility metric
-    utility_seeds: int = result(3, within=(1, MAX_PROCESSES))
-    # optimiser steps per utility classifier (~60 epochs of BUSI)
-    utility_steps: int = result(1200, within=(1, MAX_STEPS))
-    utility_classifier: str = result("resnet")  # the judge, lossbench.metrics.judges ("cnn3": fast, weak)
-    utility_width: int = result(32, within=(1, MAX_WIDTH))  # utility classifier's first-layer channels
-    utility_augment: bool = result(True)  # classic augmentation while the judge trains
-    # 0 = synthetic images balance the classes; r = add r × N_train
-    utility_ratio: float = result(0.0, within=(0, None))
-    # held-out resamples for the utility's confidence intervals
-    utility_bootstrap: int = result(1000, within=(1, MAX_RESAMPLES))
-    batch_size: int = result(100, within=(1, MAX_BATCH))
-    seed: int = result(0, within=(0, None))
-    # resamples of the fakes for the standard errors `*_se`; 0 = none
-    bootstrap: int = result(0, within=(0, MAX_RESAMPLES))
-    cache_dir: str | None = run_only(None)  # real-feature cache; None = mlruns/feature-cache
-    random_weights: bool = result(False)  # explicit opt-in (demos, tests); tagged on every result
-    weights_dir: str | None = run_only(None)
+    kid_subset_size: int | None = result(
+        None, within=(2, MAX_IMAGES), help="KID subset size (None: min(1000, n_real, n_fake))."
+    )
+    kid_subsets: int = result(100, within=(1, MAX_RESAMPLES), help="KID subsets (torch-fidelity's default).")
+    prc_extractor: str = result(
+        "vgg16", help="Features of precision/recall and density/coverage (torch-fidelity's PRC default)."
+    )
+    extra_extractors: tuple[str, ...] = result(
+        (), help="Feature metrics again in each of these spaces (keys `fid.<name>`)."
+    )
+    swd_directions: int = result(
+        128, within=(1, MAX_RESAMPLES), help="Random projections of the sliced Wasserstein distance."
+    )
+    n_pairs: int = result(
+        500, within=(1, MAX_IMAGES), help="Random disjoint pairs for LPIPS / MS-SSIM fake-fake and real-real."
+    )
+    utility_seeds: int = result(
+        3, within=(1, MAX_PROCESSES), help="Classifier seeds of the downstream utility."
+    )
+    utility_steps: int = result(
+        1200, within=(1, MAX_STEPS), help="Optimiser steps per utility classifier (~60 epochs of BUSI)."
+    )
+    utility_classifier: str = result(
+        "resnet", help="The utility's judge (lossbench.metrics.judges; cnn3: fast, weak)."
+    )
+    utility_width: int = result(32, within=(1, MAX_WIDTH), help="The judge's first-layer channels.")
+    utility_augment: bool = result(True, help="Classic augmentation while the judge trains.")
+    utility_ratio: float = result(
+        0.0, within=(0, None), help="Synthetic images added: 0 balances the classes; r adds r × N_train."
+    )
+    utility_bootstrap: int = result(
+        1000, within=(1, MAX_RESAMPLES), help="Held-out resamples for the utility's confidence intervals."
+    )
+    batch_size: int = result(
+        100, within=(1, MAX_BATCH), help="Images per batch of the evaluation's networks."
+    )
+    seed: int = result(0, within=(0, None), help="Seed of the generated images, pairs and projections.")
+    bootstrap: int = result(
+        0, within=(0, MAX_RESAMPLES), help="Resamples of the fakes for the standard errors `*_se` (0: none)."
+    )
+    cache_dir: str | None = run_only(None, help="Real-feature cache (None: <root>/feature-cache).")
+    random_weights: bool = result(
+        False, help="Explicit opt-in to random extractor weights (demos, tests); tagged on every result."
+    )
+    weights_dir: str | None = run_only(None, help="Extra folder searched first for weight files.")
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -463,33 +490,41 @@ class StudyConfig:
     name: str = run_only("lossbench", help="Study name (MLflow experiment, Optuna study).")
     losses: tuple[str, ...] = result(("wgangp", "bce"), help="Losses of the grid.")
     lambdas: tuple[float, ...] = result((0.5, 3.0, 5.0, 7.0, 10.0), help="λ values of the grid.")
-    seeds: tuple[int, ...] = result((0, 1, 2))
-    loss_params: dict[str, dict[str, Any]] = result(factory=dict)  # loss name -> its hyper-parameters
-    data: DataConfig = result(factory=lambda: DataConfig(spec="busi", holdout=0.2))  # see lossbench.data
-    train: TrainConfig = result(factory=TrainConfig)
-    eval: EvalConfig = result(factory=EvalConfig)
+    seeds: tuple[int, ...] = result((0, 1, 2), help="Seeds of the grid.")
+    loss_params: dict[str, dict[str, Any]] = result(factory=dict, help="Loss name -> its hyper-parameters.")
+    data: DataConfig = result(
+        factory=lambda: DataConfig(spec="busi", holdout=0.2), help="The images (lossbench.data)."
+    )
+    train: TrainConfig = result(factory=TrainConfig, help="Each cell's training, but for its cell fields.")
+    eval: EvalConfig = result(factory=EvalConfig, help="How each cell is scored.")
     objective: str = result(
         "fid", help="The metric each trial reports: fid, kid, lpips, msssim, utility_gain, ..."
     )
     eval_every: int = result(
         0, within=(0, MAX_STEPS), help="Steps between curve evaluations (0: at the end only)."
     )
-    # Metrics evaluated every `eval_every` steps (MLflow curves `eval/<key>`): cheap ones. `best_metric`
-    # chooses the generator kept as best.pt; None: the objective when it is a curve metric, else the first.
-    curve_metrics: tuple[str, ...] = result(("swd", "msssim"))
-    best_metric: str | None = result(None)
+    curve_metrics: tuple[str, ...] = result(
+        ("swd", "msssim"),
+        help="Cheap metrics evaluated every `eval_every` steps (MLflow curves `eval/<key>`).",
+    )
+    best_metric: str | None = result(
+        None,
+        help="Chooses the generator kept as best.pt (None: the objective if a curve metric, else the first).",
+    )
     threads: int = result(
         1, within=(1, MAX_PROCESSES), help="torch CPU threads per cell (results depend on it)."
     )
-    # Cells per fused group (lossbench.training.fused): a worker trains up to `fuse` waiting cells of one loss
-    # as one grouped network; their numbers equal the unfused ones up to float rounding.
+    # lossbench.training.fused: a worker trains up to `fuse` waiting cells of one loss as one grouped
+    # network; their numbers equal the unfused ones up to float rounding.
     fuse: int = result(
         1,
         within=(1, MAX_PROCESSES),
         help="Cells of one loss a worker trains as one fused group (docs/study.md).",
     )
-    storage: str | None = run_only(None)  # None = journal file under mlruns/
-    tracking_uri: str | None = run_only(None)  # None = sqlite:///mlruns/mlflow.db
+    storage: str | None = run_only(
+        None, help="Optuna storage: RDB URL or journal file (None: the root's journal)."
+    )
+    tracking_uri: str | None = run_only(None, help="MLflow tracking URI (None: the root's store).")
     workers: int = run_only(
         1,
         within=(0, MAX_PROCESSES),
@@ -499,8 +534,12 @@ class StudyConfig:
     # RDB storages (several machines): a worker records a heartbeat every `heartbeat_s` seconds; a
     # RUNNING trial without one for `grace_s` seconds is failed by whichever machine notices, and a
     # worker that cannot reach the database retries for at most `grace_s` seconds (docs/cluster.md).
-    heartbeat_s: int = run_only(60, within=(1, None))
-    grace_s: int = run_only(180, within=(1, None))
+    heartbeat_s: int = run_only(
+        60, within=(1, None), help="Seconds between a worker's heartbeats (RDB storages)."
+    )
+    grace_s: int = run_only(
+        180, within=(1, None), help="Seconds without a heartbeat after which a trial is failed and requeued."
+    )
 
     def __post_init__(self) -> None:
         _check_types(self)
@@ -527,8 +566,8 @@ class StudyConfig:
 class RunConfig:
     """One `lossbench train` run: a TOML file with [data] and [train] tables."""
 
-    data: DataConfig = result(factory=DataConfig)
-    train: TrainConfig = result(factory=TrainConfig)
+    data: DataConfig = result(factory=DataConfig, help="The images (lossbench.data).")
+    train: TrainConfig = result(factory=TrainConfig, help="The training run.")
 
     def __post_init__(self) -> None:
         _check_types(self)

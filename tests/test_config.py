@@ -171,3 +171,13 @@ def test_overrides_name_close_matches_for_unknown_keys():
         with_overrides(StudyConfig(), parse_assignments(['seeds="01"']))
     with pytest.raises(ConfigError, match="unknown key 'train.lam'"):  # per cell: the grid sets it
         study_overrides(StudyConfig(), {"train.lam": 1.0})
+
+
+def test_every_config_field_says_what_it_is():
+    """Issue #27: a field's meaning lives in its metadata (the command line's help is built from it)."""
+    from lossbench.config import EvalConfig, ModelConfig, RunConfig
+
+    for cls in (DataConfig, ModelConfig, TrainConfig, EvalConfig, StudyConfig, RunConfig):
+        for f in dataclasses.fields(cls):
+            text = f.metadata.get("help", "")
+            assert text.endswith("."), (cls.__name__, f.name, text)  # a sentence, not a stub
