@@ -16,7 +16,7 @@ demo: $(STAMP)  ## the main job on the built-in phantom data, fully offline
 	$(BIN)/lossbench study --config studies/demo.toml
 
 test: $(STAMP)  ## the test suite, one worker process per core (each test runs torch on one thread)
-	$(BIN)/python -m pytest -q -n auto --dist worksteal
+	$(BIN)/python -m pytest -q -n auto --dist worksteal --durations=15
 
 quick: $(STAMP)  ## the everyday run: the suite without the tests marked slow or servers (CI runs all)
 	$(BIN)/python -m pytest -q -n auto --dist worksteal -m "not slow and not servers"
