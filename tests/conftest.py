@@ -43,3 +43,11 @@ def _isolated_weights(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("torch_home")
     monkeypatch.setenv("TORCH_HOME", str(home))
     monkeypatch.delenv("LOSSBENCH_WEIGHTS", raising=False)
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    """`err` (a command's stderr) is one line, `error: ...`, without a traceback, holding each fragment."""
+    assert err.startswith("error: ") and err.count("\n") == 1 and err.endswith("\n"), err
+    assert "Traceback" not in err, err
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import assert_one_line_error
 
 from lossbench import weights
 from lossbench.cli import main
@@ -167,7 +168,7 @@ def test_bad_input_is_one_line_exit_2(args, message, tmp_path, capsys):
         args += ["--out", str(tmp_path / "run")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert_one_line_error(err)
     assert message in err
     assert not (tmp_path / "out").exists()
 
@@ -254,4 +255,4 @@ def test_paths_that_cannot_be_used_are_one_line_exit_2(args, message, tmp_path, 
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+    assert_one_line_error(err, message)

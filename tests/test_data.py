@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_one_line_error
 from PIL import Image
 
 from lossbench.cli import main
@@ -52,7 +53,7 @@ def _run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def _assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert_one_line_error(err)
     for needle in needles:
         assert needle in err
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
 from torch import nn
 
 from lossbench.cli import main
@@ -400,4 +401,4 @@ def test_cli_losses_list_and_show(capsys):
 def test_cli_show_unknown_loss_is_one_line_exit_2(capsys):
     assert main(["losses", "show", "nope"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "unknown loss 'nope'" in err and "wgangp" in err
+    assert_one_line_error(err, "unknown loss 'nope'", "wgangp")

@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from conftest import assert_one_line_error
 from torch import nn
 
 from lossbench.cli import main
@@ -121,7 +122,8 @@ def test_broken_plugin_names_itself_and_breaks_nothing(site, capsys):
     assert err.startswith("warning: plugin entry point 'broken'") and "ModuleNotFoundError" in err
     assert main(["losses", "show", "broken"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: plugin entry point 'broken'")
+    assert err.startswith("error: plugin entry point 'broken'")
+    assert_one_line_error(err)
 
 
 def test_plugin_clashing_with_a_builtin_is_an_error_for_that_name_only(site, capsys):
@@ -294,7 +296,8 @@ def test_broken_or_clashing_metric_plugins_break_only_themselves(metric_site, ca
     assert err.count("warning: ") == 4 and "lb_nope" in err
     assert main(["evaluate", "--fake", "x", "--data", "phantom:8", "--metrics", "broken"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: plugin entry point 'broken'")
+    assert err.startswith("error: plugin entry point 'broken'")
+    assert_one_line_error(err)
 
 
 def test_docs_show_the_tested_metric_plugin():

@@ -12,6 +12,7 @@ import matplotlib.axes
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_one_line_error
 from matplotlib.figure import Figure
 from PIL import Image
 
@@ -87,7 +88,7 @@ def test_report_bad_input_is_one_line_exit_2(tmp_path, capsys):
     csv.write_text("loss,seed,fid\na,0,1\n")
     assert main(["report", str(csv), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "lacks column(s) lambda" in err and err.count("\n") == 1
+    assert_one_line_error(err, "lacks column(s) lambda")
 
 
 def test_every_value_on_the_page_is_escaped(tmp_path):

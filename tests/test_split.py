@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
 from typer.testing import CliRunner
 
 from lossbench.cli import app, main
@@ -77,7 +78,7 @@ def test_inspect_shows_split(capsys):
     assert "held-out" in result.output and "same-lesion groups" in result.output
     assert main(["data", "inspect", "phantom:40", "-r", "32", "--holdout", "1.5"]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and "holdout" in err
+    assert_one_line_error(err, "holdout")
 
 
 def _sizes_cell(cell, ctx):
@@ -174,11 +175,11 @@ def test_inspect_writes_the_nearest_pairs_apart(tmp_path, capsys):
     capsys.readouterr()
     assert main(["data", "inspect", "phantom:40", "-r", "32", "--pairs", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
-    assert "Traceback" not in err and "--holdout" in err and len(err.strip().splitlines()) == 1
+    assert_one_line_error(err, "--holdout")
     for bad in (out / "x.png", tmp_path):  # under a file; a folder
         assert main([*args[:-4], "--pairs", str(bad)]) == 2
         err = capsys.readouterr().err
-        assert "Traceback" not in err and "--pairs" in err and len(err.strip().splitlines()) == 1
+        assert_one_line_error(err, "--pairs")
 
 
 def test_nearest_pairs_apart_are_the_closest_across_the_split():

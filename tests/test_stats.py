@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import assert_one_line_error
 from scipy import stats as st
 from statsmodels.stats.multitest import multipletests
 
@@ -370,7 +371,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, content, args, messa
     path.write_text(content)
     assert main(["stats", str(path), *args]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert_one_line_error(err, message)
 
 
 def test_cli_missing_file_and_paired_duplicates(tmp_path, capsys):

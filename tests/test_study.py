@@ -21,6 +21,7 @@ import optuna
 import pandas as pd
 import pytest
 import torch
+from conftest import assert_one_line_error
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 from PIL import Image
@@ -415,7 +416,8 @@ def test_a_study_that_cannot_be_fused_is_refused_before_anything_runs(tmp_path, 
     args = ["--preset", "tiny", "--fuse", "2", "--losses", "wgangp-unfusable-study", "--root", str(tmp_path)]
     code = cli.main(["study", *args])
     err = capsys.readouterr().err
-    assert code == 2 and "cannot be fused" in err and len(err.strip().splitlines()) == 1
+    assert code == 2
+    assert_one_line_error(err, "cannot be fused")
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -578,7 +580,7 @@ def test_bad_input_is_one_line_exit_2_and_records_nothing(tmp_path, capsys, args
     root = tmp_path / "mlruns"
     assert cli.main(["study", "--data", "phantom:16", "--root", str(root), *args]) == 2
     err = capsys.readouterr().err
-    assert message in err and err.count("\n") == 1
+    assert_one_line_error(err, message)
     assert not root.exists()
 
 
@@ -588,7 +590,8 @@ def test_missing_busi_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("LOSSBENCH_BUSI", raising=False)
     assert cli.main(["study", "--losses", "wgangp,bce", "--lambdas", "0.5,3,5,7,10"]) == 2
     err = capsys.readouterr().err
-    assert "BUSI not found" in err and "--data phantom" in err and err.count("\n") == 1
+    assert "BUSI not found" in err
+    assert_one_line_error(err, "--data phantom")
     assert not (tmp_path / "mlruns").exists()
 
 

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import assert_one_line_error
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_auc_score
 
 from lossbench.cli import main
@@ -148,7 +149,7 @@ def test_cli_utility(checkpoint, tmp_path, capsys):
     assert report["settings"]["utility_steps"] == 5 and "utility_gain" in report["metrics"]
     for bad in (["--ratio", "-1"], ["--holdout", "0"]):
         assert main([*args, *bad]) == 2
-        assert capsys.readouterr().err.count("\n") == 1
+        assert_one_line_error(capsys.readouterr().err)
 
 
 @pytest.mark.slow

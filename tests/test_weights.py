@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_one_line_error
 from PIL import Image
 from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
@@ -109,7 +110,8 @@ def test_crafted_pickle_never_runs_through_lossbench_evaluate(tmp_path, monkeypa
     argv = ["evaluate", "--fake", str(fakes), "--data", "phantom:12", "--resolution", "32"]
     code = main([*argv, "--metrics", "fid", "--weights-dir", str(tmp_path / "w")])
     err = capsys.readouterr().err
-    assert code == 2 and INCEPTION in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2
+    assert_one_line_error(err, INCEPTION)
     assert not (tmp_path / "marker").exists()
 
 
@@ -120,7 +122,8 @@ def test_crafted_pickle_is_refused_by_weights_import(tmp_path, monkeypatch, caps
         trust_file(monkeypatch, "inception-v3-compat", path)
     code = main(["weights", "import", str(tmp_path / "src"), "--dest", str(tmp_path / "dest")])
     err = capsys.readouterr().err
-    assert code == 2 and INCEPTION in err and err.count("\n") == 1 and "Traceback" not in err
+    assert code == 2
+    assert_one_line_error(err, INCEPTION)
     assert not (tmp_path / "marker").exists() and not (tmp_path / "dest" / INCEPTION).exists()
 
 
@@ -213,7 +216,7 @@ def test_study_names_every_missing_file_at_once_and_points_to_the_demo(tmp_path,
     args = ["study", "--data", "phantom:8", "--root", str(tmp_path / "runs"), "--weights-dir", str(tmp_path)]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "3 pretrained weight file(s) missing" in err
+    assert_one_line_error(err, "3 pretrained weight file(s) missing")
     for key in ("vgg16", "inception-v3-compat", "alexnet"):
         assert weights.WEIGHTS[key].source in err
     assert "lossbench weights fetch" in err and "--preset tiny" in err
