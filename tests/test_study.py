@@ -595,6 +595,17 @@ def test_missing_busi_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_status_estimates_the_cell_time_left_per_loss_and_says_where_it_cannot():
+    from lossbench.cli.study import _time_left
+    from lossbench.progress import duration
+
+    text = _time_left({"wgangp": [60.0, 180.0, 120.0]}, {"wgangp": 2, "bce": 3})
+    assert text == (
+        f"5 cell(s) left: about {duration(240)} of cell time (2 wgangp at {duration(120)}; divide by the "
+        "workers); no estimate for 3 bce (none of that loss has finished)"
+    )
+
+
 def test_status_and_export_of_unknown_study_are_one_line(tmp_path, capsys):
     assert cli.main(["study", "status", "nope", "--root", str(tmp_path)]) == 2
     assert "no study storage" in capsys.readouterr().err

@@ -206,8 +206,11 @@ def status(
         "time",
         "note",
     )
-    took = []  # seconds per finished cell
+    took: dict[str, list[float]] = {}  # loss -> seconds per finished cell
+    left: dict[str, int] = {}  # loss -> cells not finished (running, queued or pending)
     for cell, state, trial in study_cells(study):
+        if state in ("running", "queued", "pending"):
+            left[cell.loss] = left.get(cell.loss, 0) + 1
         start = trial.datetime_start if trial is not None else None
         end = trial.datetime_complete if trial is not None else None
         time_text = ""
@@ -215,8 +218,8 @@ def status(
             time_text = duration(((end or datetime.now()) - start).total_seconds())
             if end is None:
                 time_text += " so far"
-            else:
-                took.append((end - start).total_seconds())
+            elif state == "done":
+                took.setdefault(cell.loss, []).append((end - start).total_seconds())
         table.add_row(
             cell.loss,
             lambda_text(cell.lam),
@@ -233,10 +236,32 @@ def status(
         trials = study.get_trials(deepcopy=False)
         first = min(t.datetime_start for t in trials if t.datetime_start is not None)
         last = max(t.datetime_complete for t in trials if t.datetime_complete is not None)
+        every = [t for times in took.values() for t in times]
         console.print(
-            f"{len(took)} finished cell(s): median {duration(statistics.median(took))} per cell; "
+            f"{len(every)} finished cell(s): median {duration(statistics.median(every))} per cell; "
             f"first start to last finish {duration((last - first).total_seconds())}"
         )
+    if left:
+        console.print(_time_left(took, left))
+
+
+def _time_left(took: dict[str, list[float]], left: dict[str, int]) -> str:
+    """The cell time the unfinished cells need at the median of the finished cells of their loss
+    (a retried cell's time counts from its last attempt), or why there is no estimate."""
+    import statistics
+
+    known = {loss: n * statistics.median(took[loss]) for loss, n in left.items() if loss in took}
+    parts = [
+        f"{n} {loss} at {duration(statistics.median(took[loss]))}" for loss, n in left.items() if loss in took
+    ]
+    unknown = [f"{n} {loss}" for loss, n in left.items() if loss not in took]
+    text = f"{sum(left.values())} cell(s) left"
+    if known:
+        total = duration(sum(known.values()))
+        text += f": about {total} of cell time ({', '.join(parts)}; divide by the workers)"
+    if unknown:
+        text += f"; no estimate for {', '.join(unknown)} (none of that loss has finished)"
+    return text
 
 
 def _note(trial: Any) -> str:
