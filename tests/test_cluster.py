@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -569,10 +570,16 @@ def test_the_tracking_server_hung_killed_or_gone_past_mlflows_retries(
     own_mlflow.stop()
     assert machine.wait(timeout=150) == 2
     errors = [line for line in machine.log.read_text().splitlines() if "error" in line.lower()]
-    assert errors and set(errors) == {
-        f"error: the tracking server {mlflow_url} did not answer (connection refused); rerun the same "
-        "command once it is back: finished cells are kept and the others run again"
-    }, machine.log.read_text()[-3000:]
+    # one line per process (the worker, the parent); a request in flight when the server went away
+    # gets no answer, a later one is refused: which a process met depends on timing (seen on CI)
+    said = re.compile(
+        rf"error: the tracking server {re.escape(mlflow_url)} did not answer "
+        r"\((connection refused|no answer)\); rerun the same command once it is back: finished cells are "
+        r"kept and the others run again"
+    )
+    shown = machine.log.read_text()[-3000:]
+    assert errors and all(said.fullmatch(e) for e in errors), shown
+    assert any("(connection refused)" in e for e in errors), shown  # the parent, after the server went away
     own_mlflow.start()
     _wait([_machine(tmp_path / "b", "machine-a", url, mlflow_url, "gone")])
     _check_grid(url, mlflow_url, "gone")

@@ -218,7 +218,7 @@ def status(
             time_text = duration(((end or datetime.now()) - start).total_seconds())
             if end is None:
                 time_text += " so far"
-            elif state == "done":
+            else:  # done, or failed (diverged), or a retryable failure
                 took.setdefault(cell.loss, []).append((end - start).total_seconds())
         table.add_row(
             cell.loss,
