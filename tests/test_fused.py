@@ -84,16 +84,17 @@ def assert_equal_first_step(a: dict, b: dict) -> None:
     """After one generator step (n_critic critic steps, one generator step): every gradient of both
     networks (Adam's exp_avg: betas (0, 0.9) keep the last gradient) within 10⁻⁴ of its tensor's
     scale, and every logged term within 10⁻⁴. A wrong batch, label, draw or pairing is off by O(1).
-    A tensor's scale is at least 10⁻⁵ of its network's largest gradient: below that a gradient is
-    zero up to rounding (the critic's output bias under a relativistic loss, which cancels it: 1e-7
-    of noise, whose sign flipped on CI)."""
+    A tensor's scale is at least a tenth of its network's largest gradient, so a gradient that is zero
+    up to rounding (the critic's output bias under a relativistic loss, which cancels it: about 1e-7
+    of noise against 0.2, different on CI) is held to 10⁻⁵ of the largest, and any tensor above
+    10⁻⁵ of it still fails on an O(1) error."""
     assert a["step"] == b["step"] == 1
     assert_close_states(a, b)
     for key in ("opt_g", "opt_d"):
         largest = max(state["exp_avg"].abs().max().item() for state in a[key]["state"].values())
         for index, state in a[key]["state"].items():
             last, fused_last = state["exp_avg"], b[key]["state"][index]["exp_avg"]
-            scale = max(last.abs().max().item(), 1e-5 * largest)
+            scale = max(last.abs().max().item(), 0.1 * largest)
             diff = (last - fused_last).abs().max().item()
             assert diff <= 1e-4 * scale, f"{key} gradient {index}: {diff / scale:.1e} of its scale"
     for term, ((step, x),) in a["history"].items():
