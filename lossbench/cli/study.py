@@ -250,14 +250,12 @@ def _time_left(took: dict[str, list[float]], left: dict[str, int]) -> str:
     (a retried cell's time counts from its last attempt), or why there is no estimate."""
     import statistics
 
-    known = {loss: n * statistics.median(took[loss]) for loss, n in left.items() if loss in took}
-    parts = [
-        f"{n} {loss} at {duration(statistics.median(took[loss]))}" for loss, n in left.items() if loss in took
-    ]
-    unknown = [f"{n} {loss}" for loss, n in left.items() if loss not in took]
+    median = {loss: statistics.median(times) for loss, times in took.items()}
+    parts = [f"{n} {loss} at {duration(median[loss])}" for loss, n in left.items() if loss in median]
+    unknown = [f"{n} {loss}" for loss, n in left.items() if loss not in median]
     text = f"{sum(left.values())} cell(s) left"
-    if known:
-        total = duration(sum(known.values()))
+    if parts:
+        total = duration(sum(n * median[loss] for loss, n in left.items() if loss in median))
         text += f": about {total} of cell time ({', '.join(parts)}; divide by the workers)"
     if unknown:
         text += f"; no estimate for {', '.join(unknown)} (none of that loss has finished)"

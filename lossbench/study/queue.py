@@ -176,13 +176,13 @@ def put_retries_first(study: optuna.Study) -> None:
     recorded as its worker, so its death leaves it to `recover`), marked `skipped`, pruned, and its
     cell queued again."""
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    retries = [t.number for t in waiting if record.RETRY_OF in t.user_attrs]
-    if not retries:
+    last_retry = max((t.number for t in waiting if record.RETRY_OF in t.user_attrs), default=None)
+    if last_retry is None:
         return
     storage = study._storage  # Optuna's own pop of a WAITING trial goes through the storage too
     for t in waiting:
         cell = trial_cell(t)
-        if t.number > max(retries) or record.RETRY_OF in t.user_attrs or cell is None:
+        if t.number > last_retry or record.RETRY_OF in t.user_attrs or cell is None:
             continue
         if not storage.set_trial_state_values(t._trial_id, TrialState.RUNNING):
             continue  # a worker took it

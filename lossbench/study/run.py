@@ -49,7 +49,7 @@ from lossbench.study.queue import (
     untracked_trials,
 )
 from lossbench.study.results import cell_problems, results_frame
-from lossbench.study.workers import Workers, run_here
+from lossbench.study.workers import Workers
 from lossbench.training.train import save_real_grid
 
 
@@ -246,7 +246,7 @@ def run_study(
     repair_tracking: bool = False,
 ) -> StudySummary:
     """Run (or resume) the study `config.name`: every pending cell once, on `config.workers` processes
-    (0: in this process, one cell after another; `workers.run_here`).
+    (0: in this process, one cell after another; `Workers.run`).
 
     Everything lives under `root`: the journal storage, the MLflow store and artifacts (unless
     `storage` / `tracking_uri` name others), checkpoints and the real-data feature cache.
@@ -286,14 +286,13 @@ def run_study(
     error: BaseException | None = None
     try:
         mlflow_ids = (tracking_uri, experiment_id, parent_run_id)
-        run_cells = run_here if config.workers == 0 and not finished else workers.run
-        errors = run_cells(study, config, root, mlflow_ids, data, cell_fn, progress)
+        errors = workers.run(study, config, root, mlflow_ids, data, cell_fn, progress)
         while not errors and shared_and_running(study, config):  # other machines' cells: wait, take over
             time.sleep(config.heartbeat_s)
             recover(study, tracking_uri, experiment_id)
             if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                run_cells = run_here if config.workers == 0 else Workers.start(n_workers).run
-                errors = run_cells(study, config, root, mlflow_ids, data, cell_fn, progress)
+                workers = Workers.start(n_workers)
+                errors = workers.run(study, config, root, mlflow_ids, data, cell_fn, progress)
     except BaseException as e:
         error = e
         raise

@@ -98,30 +98,20 @@ def take_trials(objective: Objective, index: int, after_each: Callable[[], None]
         study.optimize(objective, catch=tuple(FINAL_ERRORS), callbacks=[stop_when_done])
 
 
-def run_here(
-    study: optuna.Study,
-    config: StudyConfig,
-    root: Path,
-    mlflow_ids: tuple[str, str, str],
-    data: Any,
-    cell_fn: CellFn,
-    progress: bool,
-) -> list[str]:
+def run_here(objective: Objective, study: optuna.Study, progress: bool) -> None:
     """`workers = 0`: the cells run in this process, one after another, on the first device (for a
     debugger or a profiler, and the tests); the same numbers as a worker process, which runs the same
     `take_trials` under the same thread limits (restored afterwards). A line (or the bar) per
     finished cell."""
-    objective = Objective(config, str(root), *mlflow_ids, data, config.devices[0], cell_fn)
     torch_threads, verbosity = torch.get_num_threads(), optuna.logging.get_verbosity()
-    limiter = limit_threads_and_select(config.threads, objective.device)
+    limiter = limit_threads_and_select(objective.config.threads, objective.device)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # as in a worker: a failed cell says so once
     try:
-        take_trials(objective, 0, lambda: _show_progress(study, config, [], progress))
+        take_trials(objective, 0, lambda: _show_progress(study, objective.config, [], progress))
     finally:
         limiter.restore_original_limits()  # before torch's: its OpenMP limit was taken after torch's was set
         torch.set_num_threads(torch_threads)
         optuna.logging.set_verbosity(verbosity)
-    return []
 
 
 def run_fused(
@@ -176,18 +166,25 @@ class Workers:
         cell_fn: CellFn,
         progress: bool,
     ) -> list[str]:
-        """Send each needed worker its job, show the grid's progress, return what went wrong.
+        """Send each needed worker its job, show the grid's progress, return what went wrong; with
+        `workers = 0`, run the queued cells in this process instead (`run_here`).
 
         `mlflow_ids`: tracking URI, experiment id, parent run id. Workers beyond the number of
         queued cells are stopped."""
+
+        def objective(device: str) -> Objective:
+            return Objective(config, str(root), *mlflow_ids, data, device, cell_fn)
+
         n_waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        if config.workers == 0:
+            if n_waiting:
+                run_here(objective(config.devices[0]), study, progress)
+            return []
         n_needed = min(len(self.processes), n_waiting)
         for p in self.processes[n_needed:]:  # not needed: nothing recorded yet, stopped at once
             p.terminate()
         for i, inbox in enumerate(self._inboxes[:n_needed]):
-            device = config.devices[i % len(config.devices)]
-            objective = Objective(config, str(root), *mlflow_ids, data, device, cell_fn)
-            inbox.put(_Job(objective, config.threads, i))
+            inbox.put(_Job(objective(config.devices[i % len(config.devices)]), config.threads, i))
         try:
             _show_progress(study, config, self.processes, progress)
         except BaseException:  # interrupted (Ctrl-C, SIGTERM): stop the workers now, not after their cells
