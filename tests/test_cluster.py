@@ -392,7 +392,8 @@ def _check_grid(url: str, mlflow_url: str, name: str) -> tuple[list, list]:
         Cell(t[tracking.LOSS_TAG], float(t[tracking.LAMBDA_TAG]), int(t[tracking.SEED_TAG])) for t in tags
     )
     assert finished == Counter(grid_cells(config))
-    assert not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
+    left_running = [(r.info.run_id, r.info.run_name, r.data.tags) for r in runs if r.info.status == "RUNNING"]
+    assert not left_running, left_running  # which run, should this fail again (it did once on CI)
     return trials, children
 
 
