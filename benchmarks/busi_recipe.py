@@ -25,7 +25,7 @@ from lossbench import health
 from lossbench.config import DataConfig, ModelConfig, TrainConfig
 from lossbench.data.split import load_split
 from lossbench.images import sample_classes
-from lossbench.metrics.diversity import msssim_score, pair_scores
+from lossbench.metrics.diversity import msssim_score, pair_values
 from lossbench.training.train import CHECKPOINT, train
 
 RECIPES = {  # TrainConfig fields each recipe sets on top of the defaults
@@ -41,7 +41,10 @@ N_PER_CLASS, N_PAIRS = 60, 30
 
 def within_class(images: torch.Tensor, labels: torch.Tensor, resolution: int) -> list[float]:
     score = msssim_score(resolution)
-    return [pair_scores(score, images[labels == k], N_PAIRS, seed=0)[0] for k in range(int(labels.max()) + 1)]
+    return [
+        pair_values(score, images[labels == k], N_PAIRS, seed=0).mean().item()
+        for k in range(int(labels.max()) + 1)
+    ]
 
 
 def one_run(data, resolution: int, loss: str, lam: float, seed: int, args, out: Path) -> dict:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import os
 import re
@@ -79,45 +80,25 @@ ROLES = (RESULT, RUN, CELL)
 Range = tuple[float, float | None]  # (lowest, highest) value a number field accepts; None: no highest
 
 
-def _field(role: str, default: Any, factory: Any, within: Range | None, help: str) -> Any:
+def _field(
+    role: str,
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    within: Range | None = None,
+    help: str = "",
+) -> Any:
+    """A dataclass field with its role; `within`: the values a number accepts (`_check_ranges`);
+    `help`: what it is, one sentence (the command line's help for the option that sets it)."""
     metadata = (
         {"role": role} | ({"within": within} if within is not None else {}) | ({"help": help} if help else {})
     )
     return field(default=default, default_factory=factory, metadata=metadata)
 
 
-def result(
-    default: Any = dataclasses.MISSING,
-    *,
-    factory: Any = dataclasses.MISSING,
-    within: Range | None = None,
-    help: str = "",
-) -> Any:
-    """A field that changes what a run computes; `within`: the values a number accepts (`_check_ranges`);
-    `help`: what it is, one sentence (the command line's help for the option that sets it)."""
-    return _field(RESULT, default, factory, within, help)
-
-
-def run_only(
-    default: Any = dataclasses.MISSING,
-    *,
-    factory: Any = dataclasses.MISSING,
-    within: Range | None = None,
-    help: str = "",
-) -> Any:
-    """A field that may change on resume without changing results."""
-    return _field(RUN, default, factory, within, help)
-
-
-def per_cell(
-    default: Any = dataclasses.MISSING,
-    *,
-    factory: Any = dataclasses.MISSING,
-    within: Range | None = None,
-    help: str = "",
-) -> Any:
-    """A field that a study sets per grid cell."""
-    return _field(CELL, default, factory, within, help)
+result = functools.partial(_field, RESULT)  # a field that changes what a run computes
+run_only = functools.partial(_field, RUN)  # a field that may change on resume without changing results
+per_cell = functools.partial(_field, CELL)  # a field that a study sets per grid cell
 
 
 def config_field(root: Any, key: str) -> tuple[dataclasses.Field, Any]:

@@ -37,7 +37,7 @@ from lossbench.files import load_tensors
 from lossbench.study import grid_cells, handover, open_storage, rdb
 from lossbench.study.grid import Cell
 from lossbench.study.liveness import HOST_ENV, Worker, current_worker
-from lossbench.study.queue import cell_states, enqueue, recover, trial_cell
+from lossbench.study.queue import Requeue, cell_states, enqueue, recover, trial_cell
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -129,6 +129,27 @@ def test_a_retried_cell_is_taken_before_the_cells_that_never_ran(tmp_path):
     assert states == {0: "queued", 1: "running", 2: "queued", 3: "queued"}
 
 
+def test_a_cell_requeued_by_heartbeat_waits_before_the_cells_that_never_ran(tmp_path):
+    """Optuna fails another machine's stale trial from inside a worker's loop and calls `Requeue`
+    (no `recover` runs then): its retry too goes ahead of the new cells. Two machines that queued at
+    once leave a duplicate of the dead cell waiting; run first, it took the cell from the retry."""
+    study = optuna.create_study(study_name="stale", storage=open_storage(None, tmp_path))
+    uri = tracking.default_tracking_uri(tmp_path)
+    exp = tracking.init_experiment(uri, "stale", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "stale", {}, {})
+    dead, _ = _running_trial(study, Cell("bce", 1.0, 0), current_worker(), uri, exp, parent)
+    for seed in (0, 1):  # seed 0: the duplicate
+        enqueue(study, Cell("bce", 1.0, seed))
+    study._storage.set_trial_state_values(dead._trial_id, TrialState.FAIL)
+    Requeue(uri)(study, study.get_trials()[dead.number])
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [(trial_cell(t).seed, t.user_attrs.get("retry_of")) for t in waiting] == [
+        (0, dead.number),
+        (0, None),
+        (1, None),
+    ]
+
+
 def test_storage_retries_an_unreachable_database_then_gives_up_in_one_line(monkeypatch):
     monkeypatch.setattr(rdb, "FIRST_DELAY_S", 0.01)
     calls = []
@@ -213,18 +234,21 @@ def test_a_worker_finds_our_error_behind_the_one_optuna_raises_while_handling_it
 
 
 def test_a_handed_over_checkpoint_is_the_furthest_intact_one(tmp_path):
-    """study/handover.py on a file store (the server only carries the files): the retry takes the
-    furthest upload along its chain, never a slot being written, never a file that fails its digest,
-    and keeps a local checkpoint that is further."""
+    """study/handover.py on a file store (the server only carries the files): a trial takes the
+    furthest upload of the earlier trials of its cell (retried or not: two machines that queued one
+    cell at once can leave a dead trial's cell to the duplicate rather than to its retry), never
+    another cell's, never a slot being written, never a file that fails its digest, and keeps a local
+    checkpoint that is further."""
     uri = tracking.default_tracking_uri(tmp_path)
     exp = tracking.init_experiment(uri, "h", tmp_path / "artifacts")
     study = optuna.create_study()
     client = MlflowClient(uri)
 
-    def attempt(retry_of: int | None) -> tuple[optuna.Trial, str]:
+    def attempt(retry_of: int | None, seed: int = 0) -> tuple[optuna.Trial, str]:
         trial = study.ask()
         run_id = client.create_run(exp).info.run_id
-        trial.set_user_attr("mlflow_run_id", run_id)
+        for key, value in {"mlflow_run_id": run_id, "loss": "bce", "lambda": 0.5, "seed": seed}.items():
+            trial.set_user_attr(key, value)
         if retry_of is not None:
             trial.set_user_attr("retry_of", retry_of)
         return trial, run_id
@@ -243,7 +267,9 @@ def test_a_handed_over_checkpoint_is_the_furthest_intact_one(tmp_path):
     slots = {json.loads(client.get_run(first_run).data.tags[handover.HANDOVER_TAG])["slot"]}
     torch.save({"step": 40}, tmp_path / "a" / "checkpoint.pt")  # an upload of step 40 killed halfway:
     client.log_artifact(first_run, str(tmp_path / "a" / "checkpoint.pt"), handover.SLOTS[0])  # tag unchanged
-    third, _ = attempt(second.number)
+    other_cell, other_run = attempt(None, seed=1)
+    handover.upload(client, other_run, 50, checkpoint(tmp_path / "o", 50))
+    third, _ = attempt(None)  # a duplicate of the cell, not a retry
     local = tmp_path / "c" / "checkpoint.pt"
     (local.parent / f"{handover.PARTIAL}killed").mkdir(parents=True)  # a download killed with -9
     assert (
@@ -355,6 +381,12 @@ def _machine(folder: Path, host: str, url: str, mlflow_url: str, name: str, *arg
     return machine
 
 
+def _completed(trials: list, dead) -> list:
+    """The COMPLETE trials of dead's cell: its retry's, or a duplicate's that two machines queued at
+    once and that ran first (both take over the cell's checkpoint, study/handover.py)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and trial_cell(t) == trial_cell(dead)]
+
+
 def _poll(url: str, name: str, state: TrialState, enough: int, timeout: float = 120) -> list:
     """Wait until the study `name` has `enough` trials in `state` that have an MLflow run; those trials."""
     storage = open_storage(url)
@@ -458,8 +490,9 @@ def test_a_machine_killed_mid_trial_is_taken_over(postgres, mlflow_url, tmp_path
     trials, _ = _check_grid(url, mlflow_url, "kill")
     assert trials[dead.number].state == TrialState.FAIL
     assert MlflowClient(mlflow_url).get_run(dead.user_attrs["mlflow_run_id"]).info.status == "KILLED"
-    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == dead.number]
-    assert retry.state == TrialState.COMPLETE and retry.user_attrs["host"] == "machine-b"
+    assert any(t.user_attrs.get("retry_of") == dead.number for t in trials)
+    (retry,) = _completed(trials, dead)  # the retry, or a duplicate queued at the start
+    assert retry.user_attrs["host"] == "machine-b"
     took = retry.datetime_start.timestamp() - killed_at
     print(f"\ntake-over: the dead machine's cell restarted on the other {took:.1f} s after the kill")
 
@@ -504,8 +537,7 @@ def test_a_cell_taken_over_by_another_machine_resumes_from_its_last_checkpoint(
     _wait([survivor, reference])
 
     study = optuna.load_study(study_name="handover", storage=open_storage(url))
-    (retry,) = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == dead.number]
-    assert retry.state == TrialState.COMPLETE
+    (retry,) = _completed(study.get_trials(), dead)
     run = MlflowClient(mlflow_url).get_run(retry.user_attrs["mlflow_run_id"])
     uploaded = json.loads(
         MlflowClient(mlflow_url).get_run(dead.user_attrs["mlflow_run_id"]).data.tags[handover.HANDOVER_TAG]

@@ -23,7 +23,7 @@ from lossbench import health
 from lossbench.config import DataConfig, ModelConfig, TrainConfig
 from lossbench.data.split import load_split
 from lossbench.images import generate_images, sample_classes, to_float
-from lossbench.metrics.diversity import msssim_score, pair_scores
+from lossbench.metrics.diversity import msssim_score, pair_values
 from lossbench.metrics.utility import recalls
 from lossbench.training.train import Run, build, train, train_step
 
@@ -141,7 +141,8 @@ def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, re
     real = torch.cat([data.images[data.labels == k][:60] for k in range(3)])
     score = msssim_score(32)
     gap = max(
-        pair_scores(score, fakes[y == k], 30, 0)[0] - pair_scores(score, real[y == k], 30, 0)[0]
+        pair_values(score, fakes[y == k], 30, 0).mean().item()
+        - pair_values(score, real[y == k], 30, 0).mean().item()
         for k in range(3)
     )
     found = [kind for kind, _ in health.findings(result.history, "bce")]

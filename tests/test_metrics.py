@@ -26,9 +26,10 @@ from lossbench.metrics import cache as cache_lib
 from lossbench.metrics.diversity import (
     load_lpips,
     lpips_score,
+    mean_std,
     msssim_score,
     msssim_window,
-    pair_scores,
+    pair_values,
     random_pairs,
 )
 from lossbench.metrics.extractors import TINY, register_extractors
@@ -243,9 +244,11 @@ def test_lpips_equals_lpips_package_with_the_same_alexnet_file(phantom, alexnet_
     model, label = load_lpips(alexnet_dir)
     assert label == "alexnet-owt-7be5be79.pth"
     images = phantom.images[:40]
-    mean, std = pair_scores(lpips_score(model), images, 12, seed=5)
+    mean, std = mean_std(pair_values(lpips_score(model), images, 12, seed=5))
     random_model, _ = load_lpips(random_weights=True)
-    assert not math.isclose(pair_scores(lpips_score(random_model), images, 12, seed=5)[0], mean, rel_tol=1e-3)
+    assert not math.isclose(
+        pair_values(lpips_score(random_model), images, 12, seed=5).mean().item(), mean, rel_tol=1e-3
+    )
 
     # Reference: lpips slices torchvision's alexnet() itself; here alexnet() returns the file's weights.
     state = torch.load(alexnet_dir / "alexnet-owt-7be5be79.pth")
@@ -311,7 +314,7 @@ def test_msssim_window_is_the_largest_that_fits_the_pyramid():
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_msssim_equals_pytorch_msssim_called_directly(resolution):
     images = load_dataset("phantom:30", resolution).images
-    mean, std = pair_scores(msssim_score(resolution), images, 10, seed=2, batch_size=4)
+    mean, std = mean_std(pair_values(msssim_score(resolution), images, 10, seed=2, batch_size=4))
     a, b = random_pairs(30, 10, seed=2)
     x = images.float()
     if resolution == 64:

@@ -59,16 +59,8 @@ def pair_values(
     )
 
 
-def pair_scores(
-    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-    images: torch.Tensor,
-    n_pairs: int,
-    seed: int,
-    batch_size: int = 100,
-    device: str = "cpu",
-) -> tuple[float, float]:
-    """Mean and std of `pair_values(...)` over the pairs."""
-    values = pair_values(score, images, n_pairs, seed, batch_size, device)
+def mean_std(values: torch.Tensor) -> tuple[float, float]:
+    """Mean and (population) std of `pair_values(...)`."""
     return values.mean().item(), values.std(correction=0).item()
 
 

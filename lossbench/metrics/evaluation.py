@@ -169,13 +169,15 @@ class EvalState:
         n_pairs = min(config.n_pairs, len(self.fakes) // 2, len(self.real.images) // 2)
         self.settings["n_pairs"] = n_pairs
         ff_values = diversity.pair_values(score, self.fakes, n_pairs, config.seed, config.batch_size, device)
-        ff = ff_values.mean().item(), ff_values.std(correction=0).item()
+        ff = diversity.mean_std(ff_values)
         rr, hit = cache.cached(
             self.folder,
             {"kind": name, **self.data_key, "variant": variant, "n_pairs": n_pairs, "seed": config.seed},
             lambda: torch.tensor(
-                diversity.pair_scores(
-                    score, self.real.images, n_pairs, config.seed, config.batch_size, device
+                diversity.mean_std(
+                    diversity.pair_values(
+                        score, self.real.images, n_pairs, config.seed, config.batch_size, device
+                    )
                 )
             ),
         )

@@ -8,11 +8,12 @@ HANDOVER_TAG name the slot, the step and each file's SHA-256; a worker killed du
 therefore leaves the slot the tag names intact. Two slots per run: at most twice a checkpoint's size
 in the artifact store per cell.
 
-A retried trial (user attribute `retry_of`) looks along its chain of retried trials for the furthest
-uploaded checkpoint. When it is further than the one in the local checkpoint folder, or there is
-none, it is downloaded, its digests checked and its files moved into place; training then resumes
-from it as from a local checkpoint, bit for bit. A download that fails or does not match its digests
-is reported in one line and the cell resumes from what the machine has (or from scratch).
+A trial looks through the earlier trials of its cell (the trials it retries, or a dead trial whose
+retry a duplicate pre-empted: two machines queueing at once can queue one cell twice) for the
+furthest uploaded checkpoint. When it is further than the one in the local checkpoint folder, or
+there is none, it is downloaded, its digests checked and its files moved into place; training then
+resumes from it as from a local checkpoint, bit for bit. A download that fails or does not match its
+digests is reported in one line and the cell resumes from what the machine has (or from scratch).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from mlflow.tracking import MlflowClient
 from lossbench.errors import first_line
 from lossbench.files import load_tensors
 from lossbench.study import record
+from lossbench.study.queue import trial_cell
 
 SLOTS = ("checkpoint/a", "checkpoint/b")
 HANDOVER_TAG = "lossbench.handover"  # JSON {"step", "slot", "sha256": {file name: digest}}
@@ -77,16 +79,15 @@ def _local_step(checkpoint: Path) -> int:
         return -1
 
 
-def _retried_runs(trial: optuna.Trial) -> list[str]:
-    """The MLflow run ids of the trials this one retries, the most recent first."""
-    trials = {t.number: t for t in trial.study.get_trials(deepcopy=False)}
-    runs, number = [], trial.user_attrs.get(record.RETRY_OF)
-    while number is not None and number in trials:
-        earlier = trials.pop(number)  # popped: a malformed chain cannot loop
-        if run_id := earlier.user_attrs.get(record.RUN_ID):
-            runs.append(run_id)
-        number = earlier.user_attrs.get(record.RETRY_OF)
-    return runs
+def _earlier_runs(trial: optuna.Trial) -> list[str]:
+    """The MLflow run ids of the trials of `trial`'s cell with lower numbers, the most recent first."""
+    cell = trial_cell(trial)
+    earlier = sorted(trial.study.get_trials(deepcopy=False), key=lambda t: -t.number)
+    return [
+        t.user_attrs[record.RUN_ID]
+        for t in earlier
+        if t.number < trial.number and record.RUN_ID in t.user_attrs and cell and trial_cell(t) == cell
+    ]
 
 
 def take_over(trial: optuna.Trial, tracking_uri: str, checkpoint: Path) -> str | None:
@@ -95,7 +96,7 @@ def take_over(trial: optuna.Trial, tracking_uri: str, checkpoint: Path) -> str |
     a line saying what was taken over or why not, or None when there was nothing to take."""
     client = MlflowClient(tracking_uri)
     best: tuple[int, str, dict] | None = None
-    for run_id in _retried_runs(trial):
+    for run_id in _earlier_runs(trial):
         try:
             handover = _handover(client, run_id)
         except MlflowException:

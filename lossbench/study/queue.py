@@ -251,7 +251,8 @@ def restore_untracked(
 @dataclass(frozen=True)
 class Requeue:
     """What is done to a trial whose worker died, once, by the process that failed it: end its MLflow
-    run KILLED with the reason, queue its cell again (unless a retry of it exists). Also Optuna's
+    run KILLED with the reason, queue its cell again (unless a retry of it exists) ahead of the cells
+    that never ran (`put_retries_first`). Also Optuna's
     `heartbeat_stale_trial_callback` of RDB storages (which cannot add attributes to a failed trial)."""
 
     tracking_uri: str
@@ -267,6 +268,7 @@ class Requeue:
         )
         if cell is not None and is_queued(trial) and record.SKIPPED not in trial.user_attrs and not retried:
             enqueue(study, cell, retry_of=trial.number)
+            put_retries_first(study)
 
 
 def _fail_dead_local_workers(study: optuna.Study, tracking_uri: str) -> None:
