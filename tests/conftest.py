@@ -38,6 +38,17 @@ def busi_dir() -> Path:
 
 
 @pytest.fixture(autouse=True)
+def _torch_threads_left_as_found():
+    """A test that leaves torch on more threads slows every later test of its process (the learning
+    runs took 3-5x longer behind one that left 2): fail it."""
+    threads = torch.get_num_threads()
+    yield
+    left = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    assert left == threads, f"the test left torch on {left} threads (found {threads})"
+
+
+@pytest.fixture(autouse=True)
 def _isolated_weights(tmp_path_factory, monkeypatch):
     """Point the torch hub cache at an empty folder so no test sees (or needs) real weights."""
     home = tmp_path_factory.mktemp("torch_home")

@@ -155,10 +155,14 @@ def umap_2d(real: np.ndarray, fakes: list[np.ndarray]) -> tuple[np.ndarray, list
     """Real and generated features embedded together by UMAP (McInnes et al. 2018, as the paper
     plots them; umap-learn's defaults, 15 neighbours, seed 0 so the map repeats). Needs the optional
     extra: pip install 'lossbench[umap]'."""
-    import umap  # the optional extra; the report checks `UMAP_AVAILABLE` first
+    import umap  # the optional extra; the report checks `umap_available()` first
+    from threadpoolctl import threadpool_limits
 
     union = np.concatenate([real, *fakes]).astype(np.float64)
-    embedded = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(union)
+    # numba's OpenMP layer sets the process's OpenMP threads to the core count, and torch reads them
+    # (a process that trains after it would oversubscribe the cores): the limiter puts them back.
+    with threadpool_limits(limits=None):
+        embedded = umap.UMAP(n_components=2, random_state=0, n_jobs=1).fit_transform(union)
     bounds = np.cumsum([len(real), *(len(f) for f in fakes)])
     return embedded[: bounds[0]], [embedded[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
