@@ -77,13 +77,16 @@ def test_a_copied_function_is_one_block_with_its_lines_and_imports_are_not_copie
     assert blocks == [(7, "pkg/one.py:9-15", "pkg/two.py:12-18")]
 
 
-def test_longest_functions_count_def_to_last_line_methods_by_qualified_name(tmp_path):
+def test_longest_functions_count_body_lines_methods_by_qualified_name(tmp_path):
     package = plant(
         tmp_path,
-        {"m.py": "class K:\n    def method(self):\n        a = 1\n        return a\ndef short(): pass\n"},
+        {
+            "m.py": 'class K:\n    def method(\n        self,\n    ):\n        """Doc."""\n'
+            "        a = 1\n        return a\ndef short(): pass\n"
+        },
     )
     assert code_shape.longest_functions(code_shape.module_names(package)) == [
-        (3, "pkg.m:K.method"),
+        (2, "pkg.m:K.method"),  # the signature's three lines and the docstring left out
         (1, "pkg.m:short"),
     ]
 

@@ -6,7 +6,7 @@ Three lists, each rerunnable on any commit (check the commit out, point this at 
 
 - import loops: groups of modules that import each other, directly or through others (strongly
   connected components of the import graph; imports inside functions count, marked "deferred");
-- the longest functions, in lines from `def` to their last line (docstring included);
+- the longest functions, in lines of their body (signature and docstring left out);
 - alike blocks: runs of MIN_BLOCK or more consecutive code lines that occur in two places, compared
   after stripping indentation and trailing comments (blank, comment-only and import lines skipped).
   Runs made mostly of punctuation (closing brackets) are not counted.
@@ -121,13 +121,20 @@ def import_loops(edges: list[Edge]) -> list[list[str]]:
 
 
 def longest_functions(names: dict[str, Path], count: int = LONGEST) -> list[tuple[int, str]]:
-    """(lines, "module:qualified name") of the `count` longest functions, longest first."""
+    """(body lines, "module:qualified name") of the `count` longest functions, longest first."""
     found = []
     for module, path in names.items():
         tree = ast.parse(path.read_text(), str(path))
         for qualname, node in _functions(tree, ""):
-            found.append((node.end_lineno - node.lineno + 1, f"{module}:{qualname}"))
+            found.append((_body_lines(node), f"{module}:{qualname}"))
     return sorted(found, key=lambda f: (-f[0], f[1]))[:count]
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """Lines from the first statement after the docstring to the function's last line (a command's
+    options, declared as parameters, are not its body)."""
+    body = node.body[1:] if ast.get_docstring(node, clean=False) is not None else node.body
+    return node.end_lineno - body[0].lineno + 1 if body else 0
 
 
 def _functions(tree: ast.AST, prefix: str):
@@ -210,7 +217,7 @@ def main(argv: list[str]) -> int:
                 f"  {' <-> '.join(group)}: "
                 + ", ".join(f"{e.source} -> {e.target} ({e.when})" for e in inside)
             )
-    print(f"\nlongest functions (lines from def to end, docstring included): top {LONGEST}")
+    print(f"\nlongest function bodies (lines after the signature and docstring): top {LONGEST}")
     for lines, name in longest_functions(names):
         print(f"  {lines:4d}  {name}")
     blocks = alike_blocks(names)
