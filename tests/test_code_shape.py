@@ -91,9 +91,12 @@ def test_longest_functions_count_body_lines_methods_by_qualified_name(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("argument", ["no-such-folder", "tests"])
-def test_a_folder_that_is_no_package_is_one_line(argument):
+@pytest.mark.parametrize("argument", ["no-such-folder", "tests", "broken"])
+def test_a_folder_that_is_no_package_or_does_not_parse_is_one_line(argument, tmp_path):
     folder = TOOL.parent.parent / argument
+    if argument == "broken":
+        folder = plant(tmp_path, {"bad.py": "def f(:\n"})
     run = subprocess.run([sys.executable, str(TOOL), str(folder)], capture_output=True, text=True)
     assert run.returncode == 2
-    assert run.stderr.count("\n") == 1 and "not a Python package folder" in run.stderr
+    assert run.stderr.count("\n") == 1 and run.stderr.startswith("error: "), run.stderr
+    assert ("bad.py" if argument == "broken" else "not a Python package folder") in run.stderr

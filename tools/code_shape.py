@@ -203,7 +203,11 @@ def main(argv: list[str]) -> int:
         print(f"error: {root} is not a Python package folder", file=sys.stderr)
         return 2
     names = module_names(root)
-    edges = import_edges(names)
+    try:
+        edges = import_edges(names)
+    except (SyntaxError, UnicodeDecodeError) as e:
+        print(f"error: cannot parse {getattr(e, 'filename', None) or root}: {e}", file=sys.stderr)
+        return 2
     print(f"{len(names)} modules, {len(edges)} imports between them")
     running = [e for e in edges if e.when != "typing"]
     for title, loops in [
