@@ -129,6 +129,30 @@ def test_a_retried_cell_is_taken_before_the_cells_that_never_ran(tmp_path):
     assert states == {0: "queued", 1: "running", 2: "queued", 3: "queued"}
 
 
+def test_two_dead_workers_move_each_new_cell_behind_the_retries_once(tmp_path):
+    """A machine restarted after both its workers died: `recover` queues two retries, and each cell
+    that never ran is queued again once behind both (not once per retry: 2 x the queue of pruned
+    copies in the journal)."""
+    study = optuna.create_study(study_name="twice", storage=open_storage(None, tmp_path))
+    uri = tracking.default_tracking_uri(tmp_path)
+    exp = tracking.init_experiment(uri, "twice", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "twice", {}, {})
+    me = current_worker()
+    gone = Worker(me.host, me.pid, "gone", me.started - 5)
+    dead = [_running_trial(study, Cell("bce", 1.0, seed), gone, uri, exp, parent)[0] for seed in (0, 1)]
+    for seed in (2, 3, 4):
+        enqueue(study, Cell("bce", 1.0, seed))
+
+    recover(study, uri, exp)
+    trials = study.get_trials()
+    waiting = [
+        (trial_cell(t).seed, t.user_attrs.get("retry_of")) for t in trials if t.state == TrialState.WAITING
+    ]
+    assert waiting == [(0, dead[0].number), (1, dead[1].number), (2, None), (3, None), (4, None)]
+    moved = [trial_cell(t).seed for t in trials if t.state == TrialState.PRUNED]
+    assert moved == [2, 3, 4]
+
+
 def test_a_cell_requeued_by_heartbeat_waits_before_the_cells_that_never_ran(tmp_path):
     """Optuna fails another machine's stale trial from inside a worker's loop and calls `Requeue`
     (no `recover` runs then): its retry too goes ahead of the new cells. Two machines that queued at

@@ -252,11 +252,13 @@ def restore_untracked(
 class Requeue:
     """What is done to a trial whose worker died, once, by the process that failed it: end its MLflow
     run KILLED with the reason, queue its cell again (unless a retry of it exists) ahead of the cells
-    that never ran (`put_retries_first`). Also Optuna's
+    that never ran (`put_retries_first`; `reorder=False` leaves that to a caller that fails several
+    trials, which would otherwise queue the new cells again once per retry). Also Optuna's
     `heartbeat_stale_trial_callback` of RDB storages (which cannot add attributes to a failed trial)."""
 
     tracking_uri: str
     reason: str = "no heartbeat for the grace period"
+    reorder: bool = True
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if run_id := trial.user_attrs.get(record.RUN_ID):
@@ -268,7 +270,8 @@ class Requeue:
         )
         if cell is not None and is_queued(trial) and record.SKIPPED not in trial.user_attrs and not retried:
             enqueue(study, cell, retry_of=trial.number)
-            put_retries_first(study)
+            if self.reorder:
+                put_retries_first(study)
 
 
 def _fail_dead_local_workers(study: optuna.Study, tracking_uri: str) -> None:
@@ -285,7 +288,7 @@ def _fail_dead_local_workers(study: optuna.Study, tracking_uri: str) -> None:
         except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
             continue
         if failed:
-            Requeue(tracking_uri, reason)(study, t)
+            Requeue(tracking_uri, reason, reorder=False)(study, t)  # `recover` reorders once after
 
 
 def recover(study: optuna.Study, tracking_uri: str, experiment_id: str) -> None:
