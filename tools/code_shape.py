@@ -191,9 +191,9 @@ def alike_blocks(names: dict[str, Path], size: int = MIN_BLOCK) -> list[tuple[in
     return sorted(blocks, key=lambda b: (-b[0], b[1], b[2]))
 
 
-def _new(loops: list[list[str]], running: list[Edge]) -> list[list[str]]:
-    """The loops that need a typing-only edge: those not inside a loop of the running imports."""
-    known = [set(group) for group in import_loops(running)]
+def _typing_only(loops: list[list[str]], running_loops: list[list[str]]) -> list[list[str]]:
+    """Those of `loops` that close only through a TYPE_CHECKING import: inside no running loop."""
+    known = [set(group) for group in running_loops]
     return [group for group in loops if not any(set(group) <= k for k in known)]
 
 
@@ -209,10 +209,10 @@ def main(argv: list[str]) -> int:
         print(f"error: cannot parse {getattr(e, 'filename', None) or root}: {e}", file=sys.stderr)
         return 2
     print(f"{len(names)} modules, {len(edges)} imports between them")
-    running = [e for e in edges if e.when != "typing"]
+    running = import_loops([e for e in edges if e.when != "typing"])
     for title, loops in [
-        ("import loops (imports that run)", import_loops(running)),
-        ("loops through type annotations only (TYPE_CHECKING)", _new(import_loops(edges), running)),
+        ("import loops (imports that run)", running),
+        ("loops through type annotations only (TYPE_CHECKING)", _typing_only(import_loops(edges), running)),
     ]:
         print(f"\n{title}: {len(loops)}")
         for group in loops:

@@ -82,11 +82,13 @@ def _local_step(checkpoint: Path) -> int:
 def _earlier_runs(trial: optuna.Trial) -> list[str]:
     """The MLflow run ids of the trials of `trial`'s cell with lower numbers, the most recent first."""
     cell = trial_cell(trial)
+    if cell is None:
+        return []
     earlier = sorted(trial.study.get_trials(deepcopy=False), key=lambda t: -t.number)
     return [
         t.user_attrs[record.RUN_ID]
         for t in earlier
-        if t.number < trial.number and record.RUN_ID in t.user_attrs and cell and trial_cell(t) == cell
+        if t.number < trial.number and record.RUN_ID in t.user_attrs and trial_cell(t) == cell
     ]
 
 
