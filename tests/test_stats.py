@@ -300,6 +300,19 @@ def test_evaluation_settings_are_printed_and_mixed_or_random_ones_warned():
     assert any(w.startswith("n_fake differs between rows") for w in res.warnings)
 
 
+def test_no_perceptual_loss_at_lambda_0_is_not_a_different_setting():
+    df = synthetic(seeds=range(3), lambdas=(0.0, 0.5))
+    df["setting.perceptual_weights"] = np.where(df["lambda"] == 0, "none", "random")
+    res = analysis.analyze(df, ["fid"])
+    assert res.settings["perceptual_weights"] == "none | random"  # still shown as it is
+    assert not any("differs" in w for w in res.warnings)
+    assert any("random-weight VGG16" in w for w in res.warnings)
+    df.loc[df["lambda"] == 0.5, "setting.perceptual_weights"] = ["pretrained", "random"] * 3
+    res = analysis.analyze(df, ["fid"])
+    assert any(w.startswith("perceptual_weights differs between rows") for w in res.warnings)
+    assert not any("random-weight VGG16" in w for w in res.warnings)
+
+
 def test_too_few_seeds_warn_and_are_not_tested():
     df = synthetic(seeds=range(3), lambdas=(0.5, 3.0))
     df = df[~((df["loss"] == "bce") & (df["lambda"] == 3.0) & (df["seed"] > 0))]

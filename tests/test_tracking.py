@@ -81,6 +81,24 @@ def test_features_artifact_keeps_at_most_500_rows(store, tmp_path):
     np.testing.assert_array_equal(np.load(local), features[:500])
 
 
+def test_a_study_begun_before_class_names_were_logged_gains_them_on_resume(store, tmp_path):
+    from lossbench.metrics.evaluation import EvalResult
+    from lossbench.study.run import _log_real_features
+
+    uri = store[1]
+    exp = tracking.init_experiment(uri, "s4", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "s4", {}, {})
+    features = np.arange(12, dtype=np.float32).reshape(6, 2)
+    tracking.log_features(uri, parent, features, tracking.REAL_FEATURES)  # as the older version left it
+    classes = np.array(["a", "a", "b", "b", "c", "c"])
+    _log_real_features(uri, parent, EvalResult({}, {}, real_features=features + 1, real_classes=classes))
+    client = MlflowClient(uri)
+    kept = np.load(client.download_artifacts(parent, tracking.REAL_FEATURES, str(tmp_path / "f")))
+    np.testing.assert_array_equal(kept, features)  # what was recorded is left as it was
+    added = client.download_artifacts(parent, tracking.REAL_CLASSES, str(tmp_path / "c"))
+    assert np.load(added).tolist() == classes.tolist()
+
+
 @pytest.mark.parametrize(
     ("error", "status", "reason"),
     [

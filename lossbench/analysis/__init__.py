@@ -118,18 +118,31 @@ def _cell_warnings(summary: pd.DataFrame) -> list[str]:
 
 
 def _settings_warnings(settings: dict[str, str]) -> list[str]:
-    """Settings that differ between rows, and explicitly random network weights."""
+    """Settings that differ between rows, and explicitly random network weights. A λ = 0 cell has no
+    perceptual loss (perceptual_weights "none"): beside one other kind that is not a difference."""
     notes = [
         f"{key} differs between rows ({value}): the numbers are not comparable"
         for key, value in settings.items()
-        if "|" in value
+        if len(_kinds(key, value)) > 1
     ]
     if settings.get("weights") == "random":
         notes.append(
             "metrics come from explicitly random network weights: they exercise the pipeline and are "
             "not comparable with published scores"
         )
+    if _kinds("perceptual_weights", settings.get("perceptual_weights", "")) == {"random"}:
+        notes.append(
+            "the perceptual loss (λ > 0) ran on a random-weight VGG16: the λ effects are those of random "
+            "features, not of the paper's ImageNet-trained VGG"
+        )
     return notes
+
+
+def _kinds(key: str, value: str) -> set[str]:
+    """The distinct values of a setting as `evaluation_settings` joins them, "none" of
+    perceptual_weights (no perceptual loss at λ = 0) left out."""
+    kinds = set(value.split(" | ")) - {""}
+    return kinds - {"none"} if key == "perceptual_weights" else kinds
 
 
 def _verdict_and_pairwise(

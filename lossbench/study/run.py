@@ -109,6 +109,15 @@ def _open_study(config: StudyConfig, root: Path, fingerprint: str) -> optuna.Stu
     return study
 
 
+def _log_real_features(tracking_uri: str, parent_run_id: str, real: EvalResult) -> None:
+    """Log the real features and their class names to the parent run, each only where it is absent:
+    a study begun before class names were logged gains them when it resumes."""
+    parts = ((real.real_features, tracking.REAL_FEATURES), (real.real_classes, tracking.REAL_CLASSES))
+    for values, path in parts:
+        if values is not None and not tracking.has_artifact(tracking_uri, parent_run_id, path):
+            tracking.log_features(tracking_uri, parent_run_id, values, path)
+
+
 def _start_tracking(
     config: StudyConfig, root: Path, study: optuna.Study, real: EvalResult | None, train: ImageDataset
 ) -> tuple[str, str, str]:
@@ -131,14 +140,8 @@ def _start_tracking(
             **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
         },
     )
-    if (
-        real is not None
-        and real.real_features is not None
-        and not tracking.has_artifact(tracking_uri, parent_run_id, tracking.REAL_FEATURES)
-    ):
-        tracking.log_features(tracking_uri, parent_run_id, real.real_features, tracking.REAL_FEATURES)
-        if real.real_classes is not None:
-            tracking.log_features(tracking_uri, parent_run_id, real.real_classes, tracking.REAL_CLASSES)
+    if real is not None:
+        _log_real_features(tracking_uri, parent_run_id, real)
     if not tracking.has_artifact(tracking_uri, parent_run_id, tracking.REAL_GRID):
         with tempfile.TemporaryDirectory() as tmp:
             grid = save_real_grid(train, Path(tmp, os.path.basename(tracking.REAL_GRID)), config.train)
