@@ -577,7 +577,10 @@ class Artifacts:
     """What MLflow holds for the trials of a results frame; every part may be empty."""
 
     grids: dict[tuple[str, float], bytes] = field(default_factory=dict)  # PNG bytes per cell (lowest seed)
+    # term -> (loss, lambda, steps, values) per trial run: training terms (`train/`) and quality
+    # curves (`eval/`, without their _std), each whole across the runs that trained the cell in turn
     curves: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
+    quality: dict[str, list[tuple[str, float, list[int], list[float]]]] = field(default_factory=dict)
     real_features: np.ndarray | None = None
     real_classes: np.ndarray | None = None  # class name per row of real_features
     fake_features: dict[tuple[str, float], np.ndarray] = field(default_factory=dict)
@@ -635,6 +638,7 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
     rows = rows.assign(loss=rows["loss"].astype(str), run_id=rows["run_id"].astype(str))
     if study is None and "study" in df.columns and len(df):
         study = str(df["study"].iloc[0])
+    by_cell: dict[str, dict] = {}  # experiment id -> its trial runs by cell (`_runs_by_cell`)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for r in rows.to_dict("records"):
@@ -643,11 +647,16 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
                 run = client.get_run(run_id)
             except MlflowException:
                 continue
-            for key in sorted(k for k in run.data.metrics if k.startswith(TRAIN_PREFIX)):
-                history = sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)
-                art.curves.setdefault(key.removeprefix(TRAIN_PREFIX), []).append(
-                    (cell[0], cell[1], [m.step for m in history], [m.value for m in history])
-                )
+            experiment = run.info.experiment_id
+            if experiment not in by_cell:
+                by_cell[experiment] = _runs_by_cell(client, experiment)
+            cell_runs = by_cell[experiment].get(_cell_key(run.data.tags), [])
+            turns = sorted(cell_runs, key=lambda turn: turn[0] != run_id)  # the finished run first
+            for key in sorted(run.data.metrics):
+                for prefix, curves in ((TRAIN_PREFIX, art.curves), (EVAL_PREFIX, art.quality)):
+                    if key.startswith(prefix) and not key.endswith("_std"):
+                        steps, values = _whole_history(client, turns or [(run_id, None)], key)
+                        curves.setdefault(key.removeprefix(prefix), []).append((*cell, steps, values))
             if cell not in art.grids and (png := _download(client, run_id, SAMPLE_GRID, tmp)):
                 art.grids[cell] = png.read_bytes()
             if cell not in art.closest and (png := _download(client, run_id, CLOSEST_FAKES, tmp)):
@@ -667,6 +676,48 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
         if art.parent_run_id and (png := _download(client, art.parent_run_id, REAL_GRID, tmp)):
             art.real_grid = png.read_bytes()
     return art
+
+
+def _cell_key(tags: dict[str, str]) -> tuple[str, str, str, str]:
+    return tags.get(STUDY_TAG, ""), tags.get(LOSS_TAG, ""), tags.get(LAMBDA_TAG, ""), tags.get(SEED_TAG, "")
+
+
+def _runs_by_cell(
+    client: MlflowClient, experiment_id: str
+) -> dict[tuple[str, str, str, str], list[tuple[str, int | None]]]:
+    """The trial runs of an experiment by (study, loss, lambda, seed) tags, newest first, each with
+    the step its training resumed from (None: not recorded)."""
+    runs = client.search_runs(
+        [experiment_id], f"tags.`{ROLE_TAG}` = 'trial'", max_results=50_000, order_by=["start_time DESC"]
+    )
+    out: dict[tuple[str, str, str, str], list[tuple[str, int | None]]] = {}
+    for run in runs:
+        resumed = run.data.tags.get(RESUMED_FROM_TAG)
+        out.setdefault(_cell_key(run.data.tags), []).append(
+            (run.info.run_id, int(resumed) if resumed and resumed.isdigit() else None)
+        )
+    return out
+
+
+def _whole_history(
+    client: MlflowClient, runs: list[tuple[str, int | None]], key: str
+) -> tuple[list[int], list[float]]:
+    """The metric `key` of one cell by step across the runs that trained it in turn (`runs`: the
+    finished one first, then the earlier ones of the cell, newest first, with the step each resumed
+    from): a run resumed from step S holds the steps after S, so the steps up to S come from the
+    runs before it, down to one that started at 0. A step logged twice keeps the later run's value
+    (resumption replays it exactly)."""
+    by_step: dict[int, float] = {}
+    limit = float("inf")
+    for run_id, resumed in runs:
+        for m in client.get_metric_history(run_id, key):
+            if m.step <= limit:
+                by_step.setdefault(m.step, m.value)
+        if not resumed:  # started from step 0, or not recorded: nothing before it is this training's
+            break
+        limit = min(limit, resumed)
+    steps = sorted(by_step)
+    return steps, [by_step[k] for k in steps]
 
 
 def log_report(

@@ -226,6 +226,69 @@ def test_fetch_artifacts_follows_conventions(tracked):
     assert steps == [0, 10, 20, 30, 40] and values[0] == pytest.approx(1.0)  # bce λ=0.5 seed 0
 
 
+def test_a_cell_killed_and_resumed_has_its_whole_curves(tmp_path):
+    """Three runs trained one cell in turn (from 0 to step 750; killed before logging; resumed from
+    750 to the end); an older run of the cell that started from 0 and a run of another seed must not
+    leak in. The curves join the turns at the checkpoint's step."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("s", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def run(seed: int, resumed: int | None, steps: range, offset: float) -> str:
+        tags = {"lossbench.role": "trial", "lossbench.study": "s", "lossbench.loss": "wgangp"}
+        tags |= {"lossbench.lambda": "0.5", "lossbench.seed": str(seed)}
+        if resumed is not None:
+            tags[tracking.RESUMED_FROM_TAG] = str(resumed)
+        run_id = client.create_run(exp, tags=tags).info.run_id
+        for step in steps:
+            client.log_metric(run_id, "eval/fid", offset + step, step=step)
+            client.log_metric(run_id, "eval/fid_std", 1.0, step=step)
+            client.log_metric(run_id, "train/g/loss", offset - step, step=step)
+        return run_id
+
+    run(0, 0, range(250, 3001, 250), 10_000.0)  # an older, unrelated training of the cell
+    run(1, 750, range(1000, 3001, 250), 20_000.0)  # another seed
+    run(0, 0, range(250, 1001, 250), 0.0)  # the first turn, killed after logging step 1000
+    run(0, 750, range(0), 0.0)  # the second turn, killed before logging
+    final = run(0, 750, range(1000, 3001, 250), 0.5)  # the third turn replays step 1000 (+0.5 here)
+    df = pd.DataFrame([{"loss": "wgangp", "lambda": 0.5, "seed": 0, "run_id": final, "study": "s"}])
+    art = tracking.fetch_artifacts(df, client)
+    assert set(art.quality) == {"fid"} and set(art.curves) == {"g/loss"}
+    ((loss, lam, steps, values),) = art.quality["fid"]
+    assert (loss, lam, steps) == ("wgangp", 0.5, list(range(250, 3001, 250)))
+    assert values == [s + (0.5 if s > 750 else 0.0) for s in steps]  # the later turn wins from 1000
+    ((*_, g_steps, g_values),) = art.curves["g/loss"]
+    assert g_steps == steps and g_values[0] == -250.0
+
+
+def test_quality_curves_draw_every_seed_and_the_reals_reference_in_their_partner_panel(monkeypatch):
+    titles, set_title = [], matplotlib.axes.Axes.set_title
+    lines, plot = [], matplotlib.axes.Axes.plot
+
+    def record(self, label, *args, **kwargs):
+        titles.append(label)
+        return set_title(self, label, *args, **kwargs)
+
+    def count(self, *args, **kwargs):
+        lines.append(kwargs.get("lw"))
+        return plot(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record)
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", count)
+    quality = {
+        term: [("bce", lam, [250, 500], [1.0, 0.5]) for lam in (0.0, 5.0) for _ in range(3)]
+        for term in ("fid", "msssim_ff", "msssim_rr")
+    }
+    assert rp.plot_curves(quality, each_seed=True) is not None
+    assert sorted(titles) == ["bce: fid", "bce: msssim_ff"]  # msssim_rr: a reference, no panel
+    assert lines.count(0.6) == 2 * 2 * 3 and lines.count(1.5) == 2 * 2  # seeds, then each λ's mean
+    lines.clear()
+    rp.plot_curves(quality)
+    assert lines == [1] * 2 * 2  # the mean per λ only
+
+
 def test_report_from_study_is_logged_to_parent_run(tracked, tmp_path, monkeypatch, capsys):
     uri, client, parent, df = tracked
     frame = df.drop(columns=["run_id"]).assign(run_id=df["run_id"])
@@ -285,7 +348,7 @@ def test_training_curves_are_drawn_per_loss_and_lambda():
             (loss, lam, [0, 1, 2], [1.0, 0.5, 0.2]) for loss in LOSSES for lam in LAMBDAS for _ in SEEDS
         ]
     }
-    png = rp.plot_training_curves(curves)
+    png = rp.plot_curves(curves)
     assert Image.open(io.BytesIO(png)).size[1] > 300  # one row of panels per loss
 
 
@@ -300,7 +363,7 @@ def test_a_term_a_loss_does_not_log_gets_no_panel_and_rows_hold_at_most_four(mon
     terms = ["d/gp", "d/loss", "g/adv", "g/loss", "g/perc", "d/acc"]
     curves = {t: [("wgangp", 0.5, [0, 1], [1.0, 0.5])] for t in terms}
     curves["g/loss"].append(("bce", 0.5, [0, 1], [1.0, 0.5]))
-    png = rp.plot_training_curves(curves)
+    png = rp.plot_curves(curves)
     assert sorted(titles) == sorted([f"wgangp: {t}" for t in terms] + ["bce: g/loss"])
     width, height = Image.open(io.BytesIO(png)).size  # wgangp's 6 panels in 2 rows, bce's in 1: 3 rows
     assert height > 2.5 * 300 and width < 4.5 * 420

@@ -108,17 +108,27 @@ def plot_metrics_vs_lambda(summary: pd.DataFrame, metrics: list[str]) -> bytes:
 CURVE_COLUMNS = 4
 
 
-def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], list[float]]]]) -> bytes | None:
-    """Per loss, one panel per training term it logs (rows of at most CURVE_COLUMNS; a term a loss
-    does not log, e.g. another loss's gradient penalty, gets no panel); one line per λ (coloured by
-    λ, viridis), the mean over seeds."""
+#: Quality curves drawn as a reference line in another's panel: the real images' own value.
+CURVE_REFERENCES = {"msssim_ff": "msssim_rr"}
+
+
+def plot_curves(
+    curves: dict[str, list[tuple[str, float, list[int], list[float]]]], each_seed: bool = False
+) -> bytes | None:
+    """Per loss, one panel per term it logs (rows of at most CURVE_COLUMNS; a term a loss does not
+    log, e.g. another loss's gradient penalty, gets no panel); per λ (coloured by λ, viridis) the
+    mean over seeds, and with `each_seed` every seed's curve as a thin line beside it, so whether
+    each run flattened is seen. A term of CURVE_REFERENCES' values is drawn, dashed grey, as the
+    mean reference in its partner's panel instead of in a panel of its own."""
     if not curves:
         return None
+    references = {ff: rr for ff, rr in CURVE_REFERENCES.items() if ff in curves and rr in curves}
     losses = sorted({c[0] for runs in curves.values() for c in runs})
     lambdas = sorted({c[1] for runs in curves.values() for c in runs})
     cmap = matplotlib.colormaps["viridis"]
     colors = {lam: cmap(i / max(1, len(lambdas) - 1)) for i, lam in enumerate(lambdas)}
-    logged = {loss: [t for t in sorted(curves) if any(c[0] == loss for c in curves[t])] for loss in losses}
+    drawn = sorted(set(curves) - set(references.values()))
+    logged = {loss: [t for t in drawn if any(c[0] == loss for c in curves[t])] for loss in losses}
     rows = [(loss, chunk) for loss in losses for chunk in _chunks(logged[loss], CURVE_COLUMNS)]
     fig = Figure(figsize=(4.2 * min(CURVE_COLUMNS, max(map(len, logged.values()))), 3.0 * len(rows)))
     for r, (loss, terms) in enumerate(rows):
@@ -126,10 +136,17 @@ def plot_training_curves(curves: dict[str, list[tuple[str, float, list[int], lis
             ax = fig.add_subplot(len(rows), CURVE_COLUMNS, r * CURVE_COLUMNS + c + 1)
             for lam in lambdas:
                 runs = [pd.Series(v, index=s) for x, y, s, v in curves[term] if (x, y) == (loss, lam)]
-                if runs:
-                    mean = pd.concat(runs, axis=1).mean(axis=1).sort_index()
-                    label = lambda_label(lam)
-                    ax.plot(mean.index, mean.to_numpy(), color=colors[lam], lw=1, label=label)
+                if not runs:
+                    continue
+                if each_seed:
+                    for run in runs:
+                        ax.plot(run.index, run.to_numpy(), color=colors[lam], lw=0.6, alpha=0.35)
+                mean = pd.concat(runs, axis=1).mean(axis=1).sort_index()
+                ax.plot(mean.index, mean.to_numpy(), color=colors[lam], lw=1.5 if each_seed else 1,
+                        label=lambda_label(lam))  # fmt: skip
+            if term in references:
+                level = np.mean([v for x, _, _, vs in curves[references[term]] if x == loss for v in vs])
+                ax.axhline(level, color="0.4", ls="--", lw=1, label=f"{references[term]} (real)")
             ax.set_title(f"{loss}: {term}", fontsize=10)
             ax.set_xlabel("generator step")
             ax.grid(alpha=0.3)
@@ -472,8 +489,14 @@ def build_report(
         )
     doc.grids(art.grids, losses, lambdas)
     closest_fakes_section(doc, art, losses, lambdas)
-    doc.heading("Training curves", 3)
-    doc.image("training_curves", plot_training_curves(art.curves), "training curves")
+    doc.heading("Quality curves during training (every seed; bold: the mean over seeds)", 3)
+    doc.text(
+        "The curve metrics evaluated every eval_every steps (eval/ in MLflow), each run's whole "
+        "training: a cell resumed after a kill is drawn from the runs that trained it in turn."
+    )
+    doc.image("quality_curves", plot_curves(art.quality, each_seed=True), "quality curves")
+    doc.heading("Training curves (mean over seeds)", 3)
+    doc.image("training_curves", plot_curves(art.curves), "training curves")
     doc.heading("PCA of real and generated features", 3)
     doc.image("pca", plot_pca(art.real_features, art.fake_features), "PCA of features")
     doc.heading("Per class: real and generated features (PCA)", 3)
