@@ -52,7 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from filelock import FileLock
-from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_LOGGED_ARTIFACTS, MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
@@ -638,7 +638,7 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
     rows = rows.assign(loss=rows["loss"].astype(str), run_id=rows["run_id"].astype(str))
     if study is None and "study" in df.columns and len(df):
         study = str(df["study"].iloc[0])
-    by_cell: dict[str, dict] = {}  # experiment id -> its trial runs by cell (`_runs_by_cell`)
+    by_cell: dict[str, dict[tuple[str, str, str, str], list[Run]]] = {}  # experiment id -> `_runs_by_cell`
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for r in rows.to_dict("records"):
@@ -649,14 +649,16 @@ def fetch_artifacts(df: pd.DataFrame, client: MlflowClient | None, study: str | 
                 continue
             experiment = run.info.experiment_id
             if experiment not in by_cell:
-                by_cell[experiment] = _runs_by_cell(client, experiment)
-            cell_runs = by_cell[experiment].get(_cell_key(run.data.tags), [])
-            turns = sorted(cell_runs, key=lambda turn: turn[0] != run_id)  # the finished run first
-            for key in sorted(run.data.metrics):
+                by_cell[experiment] = _runs_by_cell(experiment, client)
+            key = _cell_key(run.data.tags)
+            same_cell = by_cell[experiment].get(key, []) if all(key) else []  # untagged: itself only
+            turns = [run, *(other for other in same_cell if other.info.run_id != run_id)]  # itself first
+            for metric in sorted({k for turn in turns for k in turn.data.metrics}):
                 for prefix, curves in ((TRAIN_PREFIX, art.curves), (EVAL_PREFIX, art.quality)):
-                    if key.startswith(prefix) and not key.endswith("_std"):
-                        steps, values = _whole_history(client, turns or [(run_id, None)], key)
-                        curves.setdefault(key.removeprefix(prefix), []).append((*cell, steps, values))
+                    if metric.startswith(prefix) and not metric.endswith("_std"):
+                        steps, values = _whole_history(client, turns, metric)
+                        if steps:
+                            curves.setdefault(metric.removeprefix(prefix), []).append((*cell, steps, values))
             if cell not in art.grids and (png := _download(client, run_id, SAMPLE_GRID, tmp)):
                 art.grids[cell] = png.read_bytes()
             if cell not in art.closest and (png := _download(client, run_id, CLOSEST_FAKES, tmp)):
@@ -682,38 +684,42 @@ def _cell_key(tags: dict[str, str]) -> tuple[str, str, str, str]:
     return tags.get(STUDY_TAG, ""), tags.get(LOSS_TAG, ""), tags.get(LAMBDA_TAG, ""), tags.get(SEED_TAG, "")
 
 
-def _runs_by_cell(
-    client: MlflowClient, experiment_id: str
-) -> dict[tuple[str, str, str, str], list[tuple[str, int | None]]]:
-    """The trial runs of an experiment by (study, loss, lambda, seed) tags, newest first, each with
-    the step its training resumed from (None: not recorded)."""
+def _runs_by_cell(experiment_id: str, client: MlflowClient) -> dict[tuple[str, str, str, str], list[Run]]:
+    """The trial runs of an experiment by (study, loss, lambda, seed) tags, newest first."""
     runs = client.search_runs(
         [experiment_id], f"tags.`{ROLE_TAG}` = 'trial'", max_results=50_000, order_by=["start_time DESC"]
     )
-    out: dict[tuple[str, str, str, str], list[tuple[str, int | None]]] = {}
+    out: dict[tuple[str, str, str, str], list[Run]] = {}
     for run in runs:
-        resumed = run.data.tags.get(RESUMED_FROM_TAG)
-        out.setdefault(_cell_key(run.data.tags), []).append(
-            (run.info.run_id, int(resumed) if resumed and resumed.isdigit() else None)
-        )
+        out.setdefault(_cell_key(run.data.tags), []).append(run)
     return out
 
 
-def _whole_history(
-    client: MlflowClient, runs: list[tuple[str, int | None]], key: str
-) -> tuple[list[int], list[float]]:
+def _started_from(run: Run) -> int | None:
+    """The step a trial run's training started from (RESUMED_FROM_TAG), None where not recorded."""
+    step = run.data.tags.get(RESUMED_FROM_TAG, "")
+    return int(step) if step.isdigit() else None
+
+
+def _whole_history(client: MlflowClient, runs: list[Run], key: str) -> tuple[list[int], list[float]]:
     """The metric `key` of one cell by step across the runs that trained it in turn (`runs`: the
-    finished one first, then the earlier ones of the cell, newest first, with the step each resumed
-    from): a run resumed from step S holds the steps after S, so the steps up to S come from the
-    runs before it, down to one that started at 0. A step logged twice keeps the later run's value
-    (resumption replays it exactly)."""
+    finished one first, then the cell's earlier runs, newest first). A run that started from step S
+    holds the steps after S; the steps up to S come from the runs before it, down to one that
+    started at 0. A run without a start step that logged nothing ran no step (runs before
+    2026-12-06 were tagged at their first step only) and is passed over; one that logged steps
+    without it ends the search. A step logged twice keeps the later run's value (resumption
+    replays it exactly)."""
     by_step: dict[int, float] = {}
     limit = float("inf")
-    for run_id, resumed in runs:
-        for m in client.get_metric_history(run_id, key):
+    for run in runs:
+        resumed = _started_from(run)
+        history = client.get_metric_history(run.info.run_id, key) if key in run.data.metrics else []
+        for m in history:
             if m.step <= limit:
                 by_step.setdefault(m.step, m.value)
-        if not resumed:  # started from step 0, or not recorded: nothing before it is this training's
+        if resumed is None and not history:
+            continue
+        if not resumed:  # started from step 0, or from a step not recorded
             break
         limit = min(limit, resumed)
     steps = sorted(by_step)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from lossbench import health
+from lossbench import health, tracking
 from lossbench.config import TrainConfig
 from lossbench.data import load_dataset
 from lossbench.training.train import train
@@ -165,3 +165,25 @@ def test_a_trial_keeps_its_best_evaluation_as_a_loadable_generator(tmp_path):
     TrialCallback(fresh).on_start(0)
     TrialCallback(fresh).keep_best(100, generators[100], 50.0)
     assert torch.load(tmp_path / BEST_CHECKPOINT, weights_only=True)["step"] == 100
+
+
+def test_every_trial_run_records_the_step_its_training_started_from(tmp_path):
+    """Also a retry whose cell had finished training (its attempt died evaluating): it runs no step,
+    and its run says it started at the last one, so the report joins its curves to the attempt's."""
+    from types import SimpleNamespace
+
+    from lossbench.study.cell import TrialCallback
+
+    data = load_dataset("phantom:48", 32)
+    config = TrainConfig(loss="bce", batch_size=8, z_dim=8, g_width=4, d_width=4, perceptual="none",
+                         lam=0.0, progress=False, sample_every=0, log_every=1, steps=3)  # fmt: skip
+    started = []
+    for _ in range(2):
+        tags = {}
+        run = SimpleNamespace(set_tags=tags.update, log_metrics=lambda *a: None, flush=lambda: None,
+                              tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")  # fmt: skip
+        ctx = SimpleNamespace(trial=FakeTrial(), checkpoint_dir=tmp_path, best_metric="fid", run=run,
+                              config=SimpleNamespace(eval_every=0))  # fmt: skip
+        train(data, config, tmp_path, callbacks=[TrialCallback(ctx)], resume=True)
+        started.append(tags[tracking.RESUMED_FROM_TAG])
+    assert started == [0, 3]

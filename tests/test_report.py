@@ -262,6 +262,15 @@ def test_a_cell_killed_and_resumed_has_its_whole_curves(tmp_path):
     ((*_, g_steps, g_values),) = art.curves["g/loss"]
     assert g_steps == steps and g_values[0] == -250.0
 
+    # seed 2: trained to the end, killed evaluating; its retry only evaluated. Before 2026-12-06 such
+    # a retry carried no start step (tagged at a first step it never ran); now it carries the last.
+    run(2, 0, range(250, 3001, 250), 0.0)
+    for tag in (None, 3000):
+        final = run(2, tag, range(0), 0.0)
+        df = pd.DataFrame([{"loss": "wgangp", "lambda": 0.5, "seed": 2, "run_id": final, "study": "s"}])
+        ((*_, steps, values),) = tracking.fetch_artifacts(df, client).quality["fid"]
+        assert steps == values == list(range(250, 3001, 250)), tag
+
 
 def test_quality_curves_draw_every_seed_and_the_reals_reference_in_their_partner_panel(monkeypatch):
     titles, set_title = [], matplotlib.axes.Axes.set_title
@@ -287,6 +296,33 @@ def test_quality_curves_draw_every_seed_and_the_reals_reference_in_their_partner
     lines.clear()
     rp.plot_curves(quality)
     assert lines == [1] * 2 * 2  # the mean per λ only
+
+
+def test_curve_ends_give_each_cells_last_value_and_its_slope_over_the_last_third():
+    from scipy.stats import linregress
+
+    steps = list(range(250, 3001, 250))
+    noisy = [100 - 0.01 * s + (7 if s % 500 else -3) for s in steps]
+    quality = {
+        "fid": [
+            ("wgangp", 0.5, steps, [100 - 0.01 * s for s in steps]),  # -10 per 1000 steps
+            ("wgangp", 0.5, steps, [80 - 0.02 * s for s in steps]),  # -20 per 1000 steps
+            ("wgangp", 0.5, [250, 500], [3.0, 2.0]),  # too short to fit: left out
+            ("bce", 0.0, steps, noisy),
+        ],
+        "msssim_rr": [("wgangp", 0.5, steps, [0.2] * len(steps))],  # a reference, not a curve
+    }
+    table = rp.curve_ends(quality).set_index(["loss", "lambda"])
+    assert list(table["metric"].unique()) == ["fid"]
+    cell = table.loc[("wgangp", 0.5)]
+    assert cell["n"] == 2 and (cell["from_step"], cell["to_step"]) == (2000, 3000)
+    assert cell["last"] == pytest.approx(45.0) and cell["slope_per_1000"] == pytest.approx(-15.0)
+    assert cell["slope_sd"] == pytest.approx(np.std([-10, -20], ddof=1))
+    assert cell["slope_share"] == pytest.approx(np.mean([-10 / 70, -20 / 20]))
+    end = [i for i, s in enumerate(steps) if s >= 2000]
+    reference = linregress([steps[i] for i in end], [noisy[i] for i in end]).slope * 1000
+    assert table.loc[("bce", 0.0), "slope_per_1000"] == pytest.approx(reference)
+    assert rp.curve_ends({}).empty
 
 
 def test_report_from_study_is_logged_to_parent_run(tracked, tmp_path, monkeypatch, capsys):

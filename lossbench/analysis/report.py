@@ -155,6 +155,37 @@ def plot_curves(
     return _png(fig)
 
 
+#: `curve_ends` fits a slope to the last 1 / END_PARTS of a run's steps: the last third.
+END_PARTS = 3
+
+
+def curve_ends(quality: dict[str, list[tuple[str, float, list[int], list[float]]]]) -> pd.DataFrame:
+    """Whether each cell's quality curves had flattened when training ended: per curve metric (not
+    the CURVE_REFERENCES partners), loss and λ, over seeds (mean and sd): the last value and the
+    least-squares slope of the values in the last 1 / END_PARTS of the steps, per 1000 steps and as a
+    share of the last value. A run with fewer than 3 points in that part is left out."""
+    rows = []
+    for metric in sorted(set(quality) - set(CURVE_REFERENCES.values())):
+        for loss, lam, steps, values in quality[metric]:
+            x, y = np.asarray(steps, float), np.asarray(values, float)
+            end = END_PARTS * x >= (END_PARTS - 1) * x.max() if len(x) else x.astype(bool)
+            if end.sum() < 3:
+                continue
+            slope = np.polyfit(x[end], y[end], 1)[0] * 1000
+            rows.append({"metric": metric, "loss": loss, "lambda": lam, "last": y[-1], "slope": slope,
+                         "from_step": int(x[end].min()), "to_step": int(x.max())})  # fmt: skip
+    if not rows:
+        return pd.DataFrame()
+    runs = pd.DataFrame(rows).assign(share=lambda d: d["slope"] / d["last"].abs())
+    cells = runs.groupby(["metric", "loss", "lambda"], sort=True)
+    table = cells.agg(
+        n=("last", "size"), from_step=("from_step", "min"), to_step=("to_step", "max"),
+        last=("last", "mean"), last_sd=("last", "std"), slope_per_1000=("slope", "mean"),
+        slope_sd=("slope", "std"), slope_share=("share", "mean"),
+    )  # fmt: skip
+    return table.reset_index()
+
+
 def _chunks(items: list[str], size: int) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
 
@@ -495,6 +526,12 @@ def build_report(
         "training: a cell resumed after a kill is drawn from the runs that trained it in turn."
     )
     doc.image("quality_curves", plot_curves(art.quality, each_seed=True), "quality curves")
+    doc.text(
+        f"Where the curves ended: the last value and the least-squares slope over the last "
+        f"1/{END_PARTS} of the steps (per 1000 steps; slope_share: as a share of the last value, "
+        "negative = still falling), mean and sd over seeds. A flat curve has a slope near 0."
+    )
+    doc.table(display(curve_ends(art.quality)))
     doc.heading("Training curves (mean over seeds)", 3)
     doc.image("training_curves", plot_curves(art.curves), "training curves")
     doc.heading("PCA of real and generated features", 3)

@@ -87,16 +87,18 @@ class TrialCallback(Callback):
     """Training hooks of a trial: curves to MLflow (flushed at checkpoints), training-health warnings
     to the trial record and the MLflow run, the curve metrics every `eval_every` steps with the EMA
     generator of the best `best_metric` so far kept as `best.pt` beside the checkpoint (as StudioGAN
-    keeps its best model), and the step training resumed from."""
+    keeps its best model), and the step training started from."""
 
     def __init__(self, ctx: CellContext) -> None:
         self.ctx = ctx
-        self.resumed_from: int | None = None
 
     def on_start(self, step: int) -> None:
-        """A trial that resumes training an earlier attempt of its cell left (a retry, on this machine
-        or taken over) takes that attempt's best evaluation into its record from BEST_CHECKPOINT, so
-        its best generator is the one an uninterrupted run keeps."""
+        """Tag the run with the step its training starts from (0, or a checkpoint's: also the last step,
+        when an earlier attempt finished training and died evaluating). A trial that resumes training
+        an earlier attempt of its cell left (a retry, on this machine or taken over) takes that
+        attempt's best evaluation into its record from BEST_CHECKPOINT, so its best generator is the
+        one an uninterrupted run keeps."""
+        self.ctx.run.set_tags({tracking.RESUMED_FROM_TAG: step})
         path = self.ctx.checkpoint_dir / BEST_CHECKPOINT
         if step > 0 and record.BEST not in self.ctx.trial.user_attrs and path.exists():
             saved = load_tensors(path)
@@ -121,9 +123,6 @@ class TrialCallback(Callback):
             )
 
     def on_step(self, step: int, generator_ema: torch.nn.Module) -> None:
-        if self.resumed_from is None:
-            self.resumed_from = step - 1
-            self.ctx.run.set_tags({tracking.RESUMED_FROM_TAG: step - 1})
         every = self.ctx.config.eval_every
         if every > 0 and step % every == 0:
             metrics = evaluate_curves(self.ctx, generator_ema, step)
