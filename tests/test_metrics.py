@@ -387,6 +387,20 @@ def test_evaluate_a_generator_is_seeded_and_reproducible(phantom, tmp_path):
 # --- the registry -------------------------------------------------------------------------------------------
 
 
+def test_each_key_of_a_metric_that_declares_its_own_description_says_what_it_alone_measures():
+    from lossbench.metrics import DIRECTIONS, metric_description
+    from lossbench.metrics.registry import extractor_key
+
+    assert "trained on synthetic images only" in metric_description("cas")
+    assert "minus one trained on real only" in metric_description("utility_gain")
+    assert "pixel space" in metric_description("authenticity_pixel")
+    assert "the FID extractor's space" in metric_description(extractor_key("authenticity_feat", "tiny"))
+    assert metric_description("fid") == "Fréchet distance of extractor features (torch-fidelity)"
+    assert metric_description("not-a-metric") == ""
+    texts = [metric_description(k) for k in DIRECTIONS]
+    assert all(texts) and len(set(texts)) == len(texts)  # no two result keys read the same
+
+
 def test_registry_names_aliases_and_directions():
     from lossbench.metrics import (
         ALIASES,

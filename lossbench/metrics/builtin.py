@@ -91,6 +91,12 @@ register_metric(
     prepare=f"{_COMPUTE}:load_prc_extractor",
     weights=_prc_weights,
     description="improved precision and recall, k-NN manifolds (torch-fidelity)",
+    key_descriptions={
+        "precision": "improved precision (Kynkäänniemi et al. 2019, torch-fidelity): the share of fakes "
+        "inside the real images' k-NN manifold",
+        "recall": "improved recall (Kynkäänniemi et al. 2019, torch-fidelity): the share of real images "
+        "inside the fakes' k-NN manifold",
+    },
     extractor_roles=("prc",),
 )
 register_metric(
@@ -102,6 +108,12 @@ register_metric(
     prepare=f"{_COMPUTE}:load_prc_extractor",
     weights=_prc_weights,
     description="density and coverage (Naeem et al. 2020), k = 5, precision/recall features",
+    key_descriptions={
+        "density": "density (Naeem et al. 2020): how many real k-NN balls (k = 5) hold each fake, "
+        "on average over fakes, divided by k; precision/recall features",
+        "coverage": "coverage (Naeem et al. 2020): the share of real images whose k-NN ball (k = 5) "
+        "holds a fake; precision/recall features",
+    },
     extractor_roles=("prc",),
 )
 register_metric(
@@ -114,6 +126,12 @@ register_metric(
     weights=_fid_weights,
     description="copy detection vs the train part: authenticity (Alaa 2022), C_T (Meehan 2020; "
     "<< 0 = copying); needs a held-out part",
+    key_descriptions={
+        f"authenticity_{space}": f"authenticity (Alaa 2022) in {where}: the share of fakes farther "
+        "from their nearest training image than it is from its own nearest training neighbour "
+        "(held-out images score authenticity_heldout)"
+        for space, where in (("feat", "the FID extractor's space"), ("pixel", "pixel space"))
+    },
     extractor_roles=("fid",),
     needs=("heldout",),
 )
@@ -137,4 +155,10 @@ register_metric(
     compute=f"{_COMPUTE}:utility",
     needs=("heldout", "conditional"),
     description="held-out balanced accuracy of a classifier: real + synthetic minus real; train-on-synthetic",
+    key_descriptions={
+        "utility_gain": "held-out balanced accuracy of a classifier trained on real + synthetic minus "
+        "one trained on real only (both with classic augmentation)",
+        "cas": "classification accuracy score: held-out balanced accuracy of a classifier trained on "
+        "synthetic images only",
+    },
 )

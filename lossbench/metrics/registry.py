@@ -56,6 +56,7 @@ class Metric:
     weights: Callable[[EvalConfig], list[str]] = _no_weights
     prepare: str | Callable[[Any], None] | None = None
     description: str = ""
+    key_descriptions: Mapping[str, str] = field(default_factory=dict)  # key -> what it alone measures
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)  # key -> (low, high) bounds
     extractor_roles: tuple[str, ...] = ()  # "fid"/"prc": feature spaces it computes in (extra extractors)
     needs: tuple[str, ...] = ()  # from NEEDS
@@ -70,6 +71,7 @@ class Metric:
         if bad:
             raise ValueError(f"metric {self.name!r}: directions must be 'min' or 'max', got {bad}")
         object.__setattr__(self, "keys", dict(self.keys))
+        object.__setattr__(self, "key_descriptions", dict(self.key_descriptions))
         object.__setattr__(self, "ranges", {k: (float(lo), float(hi)) for k, (lo, hi) in self.ranges.items()})
         object.__setattr__(self, "aliases", tuple(self.aliases))
         object.__setattr__(self, "auxiliary", tuple(self.auxiliary))
@@ -310,11 +312,13 @@ def metric_range(key: str) -> tuple[float, float]:
 
 
 def metric_description(key: str) -> str:
-    """What a result key measures: its metric's declared description ("" when it declares none)."""
+    """What a result key measures: its own description where its metric declares one
+    (`key_descriptions`), else the metric's ("" when it declares none)."""
     base = key.partition(EXTRACTOR_SEP)[0]
     for metric in _metrics().values():
-        if key in metric.keys or base in metric.keys:
-            return metric.description
+        for k in (key, base):
+            if k in metric.keys:
+                return metric.key_descriptions.get(k) or metric.description
     return ""
 
 
