@@ -18,7 +18,8 @@ The layout (every run made by lossbench follows it; each name below is a constan
 - the parent run holds the study's summary once cells are done: the table `summary.json` (metric,
   loss, λ, mean, sd, n over seeds; an MLflow table artifact), the tag `lossbench.best.<key>`
   naming the best cell and its mean, and a description (the verdict first);
-  runs made with random network weights carry WARNING_TAG and say so first in their description;
+  runs made with random network weights carry WARNING_TAG (`weights_warning`) and say so first in
+  their description;
 - λ is written by `config.lambda_text` everywhere (tags, params, names);
 - artifacts: `samples/final.png`, `metrics.json`, `config.json`, `features/fake.npy` (and
   `features/fake_classes.npy`, conditional runs) per trial, `features/real.npy` (and
@@ -103,8 +104,12 @@ FORGOTTEN_TAG = "lossbench.forgotten"  # a finished trial run its Optuna storage
 RESTORED_TAG = "lossbench.restored_from"  # a trial run rewritten from the Optuna records: the lost run's id
 TAG_PREFIX = "lossbench."
 BEST_TAG = "lossbench.best."  # + result key: the best cell, e.g. "wgangp λ=5: mean 31.2 over 5 seeds"
-WARNING_TAG = "WARNING"  # on every run made with random network weights
+WARNING_TAG = "WARNING"  # on every run made with random network weights (`weights_warning`)
 RANDOM_WARNING = "RANDOM NETWORK WEIGHTS: the metrics test the pipeline only, they are not comparable"
+RANDOM_PERCEPTUAL_WARNING = (
+    "RANDOM-WEIGHT VGG16 IN THE PERCEPTUAL LOSS: λ > 0 is not the paper's perceptual loss; "
+    "the evaluation's networks are as its settings say"
+)
 DESCRIPTION_TAG = MLFLOW_RUN_NOTE  # shown by the MLflow UI as the run's description
 SUMMARY_STEP = 0  # the step of final metrics: one value per run, drawn as bars
 MAX_FEATURE_ROWS = 500  # rows of fake features kept as an artifact
@@ -194,6 +199,16 @@ def _forget_engine(uri: str) -> None:
     engine = engines.pop(uri, None)
     if engine is not None:
         engine.dispose()
+
+
+def weights_warning(train: Any, eval: Any) -> str | None:
+    """The warning a run made with random network weights carries: RANDOM_WARNING when the
+    evaluation's networks are random (its numbers test the pipeline only), RANDOM_PERCEPTUAL_WARNING
+    when only training's perceptual network is (the metrics, e.g. in a trained domain encoder's
+    space, still measure the generators), None otherwise."""
+    if eval.random_weights:
+        return RANDOM_WARNING
+    return RANDOM_PERCEPTUAL_WARNING if train.random_weights else None
 
 
 def weights_kind(train: Any, eval: Any) -> str:
@@ -423,9 +438,9 @@ def runs_view_url(server: str, experiment_id: str, order_by: str | None = None) 
     return f"{url}?orderByKey=metrics.%60{order_by}%60&orderByAsc={ascending}"
 
 
-def describe(lines: list[str], random_weights: bool) -> str:
-    """A run description (markdown): the random-weights warning first when it applies."""
-    return "\n\n".join(([f"**{RANDOM_WARNING}**"] if random_weights else []) + lines)
+def describe(lines: list[str], warning: str | None) -> str:
+    """A run description (markdown): the run's `weights_warning` first when it has one."""
+    return "\n\n".join(([f"**{warning}**"] if warning else []) + lines)
 
 
 #: How MLflow's stores report a dataset inserted twice: SQLite, PostgreSQL (key "dataset_pk"), MySQL.

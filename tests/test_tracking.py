@@ -86,8 +86,8 @@ def test_a_study_begun_before_class_names_were_logged_gains_them_on_resume(store
     from lossbench.study.run import _log_real_features
 
     uri = store[1]
-    exp = tracking.init_experiment(uri, "s4", tmp_path / "artifacts")
-    parent = tracking.study_run(uri, exp, "s4", {}, {})
+    exp = tracking.init_experiment(uri, "classes-on-resume", tmp_path / "artifacts")
+    parent = tracking.study_run(uri, exp, "classes-on-resume", {}, {})
     features = np.arange(12, dtype=np.float32).reshape(6, 2)
     tracking.log_features(uri, parent, features, tracking.REAL_FEATURES)  # as the older version left it
     classes = np.array(["a", "a", "b", "b", "c", "c"])
@@ -129,6 +129,12 @@ def test_weights_kind_is_random_when_either_config_asks():
 
     assert tracking.weights_kind(TrainConfig(), EvalConfig()) == "pretrained"
     assert tracking.weights_kind(TrainConfig(random_weights=True), EvalConfig()) == "random"
+    assert tracking.weights_warning(TrainConfig(), EvalConfig()) is None
+    # a random VGG16 in the perceptual loss alone: the evaluation (a trained encoder, say) still measures
+    only_perceptual = tracking.weights_warning(TrainConfig(random_weights=True), EvalConfig())
+    assert only_perceptual == tracking.RANDOM_PERCEPTUAL_WARNING and "perceptual loss" in only_perceptual
+    for train in (TrainConfig(), TrainConfig(random_weights=True)):
+        assert tracking.weights_warning(train, EvalConfig(random_weights=True)) == tracking.RANDOM_WARNING
     assert tracking.weights_kind(TrainConfig(), EvalConfig(random_weights=True)) == "random"
 
 

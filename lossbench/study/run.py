@@ -128,6 +128,7 @@ def _start_tracking(
     artifact_root = root / tracking.ARTIFACTS_DIR if config.tracking_uri is None else None
     experiment_id = tracking.init_experiment(tracking_uri, config.name, artifact_root)
     weights = tracking.weights_kind(config.train, config.eval)
+    warning = tracking.weights_warning(config.train, config.eval)
     parent_run_id = tracking.study_run(
         tracking_uri,
         experiment_id,
@@ -137,7 +138,7 @@ def _start_tracking(
             tracking.WEIGHTS_TAG: weights,
             tracking.STORAGE_TAG: storage_name(config.storage, root),
             tracking.DESCRIPTION_TAG: _description(config),
-            **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
+            **({tracking.WARNING_TAG: warning} if warning else {}),
         },
     )
     if real is not None:
@@ -195,7 +196,7 @@ def _description(config: StudyConfig, verdict: list[str] | None = None) -> str:
         f"verdict's tables are `{tracking.VERDICT_FILE}`; every table and figure: "
         f"`lossbench report {config.name} --out report/`.",
     ]
-    return tracking.describe(lines, weights == "random")
+    return tracking.describe(lines, tracking.weights_warning(config.train, config.eval))
 
 
 def _verdict_text(config: StudyConfig, frame: pd.DataFrame, problems: pd.DataFrame) -> tuple[list[str], str]:

@@ -31,6 +31,7 @@ def start_trial_run(
     and `config.json`, the data it trains and is scored on as datasets; its id on the trial."""
     config, data = objective.config, objective.data
     weights = tracking.weights_kind(train_cfg, config.eval)
+    warning = tracking.weights_warning(train_cfg, config.eval)
     description = _description(config, cell, trial.number, train_cfg, weights, len(data.train))
     run = tracking.TrialRun.start(
         objective.tracking_uri,
@@ -38,8 +39,8 @@ def start_trial_run(
         objective.parent_run_id,
         tracking.trial_run_name(cell.loss, cell.lam, cell.seed),
         {
-            tracking.DESCRIPTION_TAG: tracking.describe(description, weights == "random"),
-            **({tracking.WARNING_TAG: tracking.RANDOM_WARNING} if weights == "random" else {}),
+            tracking.DESCRIPTION_TAG: tracking.describe(description, warning),
+            **({tracking.WARNING_TAG: warning} if warning else {}),
             **tracking.trial_tags(config.name, trial.number, cell.loss, cell.lam, cell.seed),
             tracking.WEIGHTS_TAG: weights,
             tracking.DEVICE_TAG: objective.device,
