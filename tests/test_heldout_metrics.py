@@ -165,3 +165,24 @@ def test_closest_fakes_panel(split, tmp_path):
     assert dist[:2] == [0.0, 0.0] and torch.equal(shown[:2], train[:2]) and dist[2] > 0
     assert {bytes(x.numpy()) for x in shown[:2]} == {bytes(x.numpy()) for x in fakes[6:]}
     assert closest_fakes_png(shown, train, dist).startswith(b"\x89PNG")
+
+
+def test_fid_comes_with_what_unseen_real_images_score_at_their_own_count(split, tmp_path):
+    from scipy import linalg
+
+    def frechet(a: np.ndarray, b: np.ndarray) -> float:  # the formula by hand
+        ma, mb, ca, cb = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+        return float(((ma - mb) ** 2).sum() + np.trace(ca + cb - 2 * linalg.sqrtm(ca @ cb).real))
+
+    gen = torch.Generator().manual_seed(3)
+    fakes = split.train.images[torch.randperm(len(split.train), generator=gen)[:90]].flip(-1)
+    config = EvalConfig(metrics=("fid",), n_fake=90, feature_extractor=TINY, cache_dir=str(tmp_path), seed=5)
+    result = evaluate(fakes, split.train, config, heldout=split.heldout)
+    n = len(split.heldout)
+    pick = torch.randperm(90, generator=torch.Generator().manual_seed(5))[:n].numpy()
+    fake_f, real_f = result.fake_features, result.real_features
+    assert result.metrics["fid_at_heldout_n"] == pytest.approx(frechet(fake_f[pick], real_f), rel=1e-4)
+    alone = evaluate(split.heldout.images, split.train, EvalConfig(**{**vars(config), "n_fake": n}))
+    assert result.metrics["fid_heldout"] == pytest.approx(alone.metrics["fid"], rel=1e-9)
+    assert result.metrics["fid_heldout"] == pytest.approx(frechet(alone.fake_features, real_f), rel=1e-4)
+    assert "fid_heldout" not in evaluate(fakes, split.train, config).metrics  # no held-out part

@@ -403,3 +403,18 @@ def test_a_term_a_loss_does_not_log_gets_no_panel_and_rows_hold_at_most_four(mon
     assert sorted(titles) == sorted([f"wgangp: {t}" for t in terms] + ["bce: g/loss"])
     width, height = Image.open(io.BytesIO(png)).size  # wgangp's 6 panels in 2 rows, bce's in 1: 3 rows
     assert height > 2.5 * 300 and width < 4.5 * 420
+
+
+def test_the_fid_yardstick_reads_the_heldout_score_beside_the_fakes_at_its_count(tmp_path):
+    df = results()
+    sentence, table = rp.fid_yardstick(df)  # no held-out part
+    assert sentence is None and table.empty
+    df = df.assign(fid_heldout=11.18, **{"setting.n_heldout": 156})
+    df["fid_at_heldout_n"] = df["fid"] / 2
+    sentence, table = rp.fid_yardstick(df)
+    assert "held-out images (n = 156) score FID 11.18" in sentence
+    expected = df.groupby(["loss", "lambda"])["fid_at_heldout_n"].agg(["count", "mean", "std"])
+    got = table.set_index(["loss", "lambda"])
+    np.testing.assert_allclose(got[["n", "mean", "sd"]].to_numpy(float), expected.to_numpy(float))
+    page = rp.report(df, tmp_path / "out").markdown.read_text()
+    assert "Real yardstick: the held-out images (n = 156) score FID 11.18" in page

@@ -285,6 +285,26 @@ def plot_pca(real: np.ndarray | None, fakes: dict[tuple[str, float], np.ndarray]
 # ------------------------------------------------------------------------------------- tables
 
 
+def fid_yardstick(df: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
+    """What real data scores, beside the fakes at the same sample size: a sentence with the held-out
+    part's FID against the train part (`fid_heldout`; one value where every row used the same part
+    and extractor), and per cell the mean and sd over seeds of `fid_at_heldout_n`. (None, empty) for
+    results without a held-out part."""
+    if not {"fid_heldout", "fid_at_heldout_n"} <= set(df.columns) or df["fid_heldout"].isna().all():
+        return None, pd.DataFrame()
+    values = ", ".join(f"{v:.4g}" for v in sorted(df["fid_heldout"].dropna().unique()))
+    n = df["setting.n_heldout"].dropna().unique() if "setting.n_heldout" in df.columns else []
+    count = f" (n = {', '.join(str(int(float(x))) for x in n)})" if len(n) else ""
+    sentence = (
+        f"Real yardstick: the held-out images{count} score FID {values} against the train part; "
+        "the fakes, drawn at that count, score fid_at_heldout_n (FID's bias grows as the sample "
+        "shrinks, so compare these two, not fid)."
+    )
+    cells = df.groupby(["loss", "lambda"], sort=True)["fid_at_heldout_n"]
+    table = cells.agg(n="count", mean="mean", sd="std").reset_index()
+    return sentence, table
+
+
 def paper_table(summary: pd.DataFrame, best: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rows (loss, lambda), one column per metric, "mean ± sd" over seeds; and a mask of best cells."""
     cells = summary[["loss", "lambda"]].drop_duplicates().sort_values(["loss", "lambda"])
@@ -481,6 +501,10 @@ def build_report(
     doc.text("Bold: the best mean per metric, not a significant difference (the verdict says which are).")
     doc.table(*paper_table(result.summary, result.best))
     doc.lines([f"{m}: {metric_description(m) or 'a plugin metric'}; {_better(m)}" for m in result.metrics])
+    sentence, yardstick = fid_yardstick(df)
+    if sentence:
+        doc.text(sentence)
+        doc.table(display(yardstick))
     doc.folded(f"{len(result.warnings)} warning(s)", result.warnings)
     if len(result.problems):
         doc.heading(TITLES["problems"], 3)

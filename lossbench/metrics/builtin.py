@@ -47,7 +47,7 @@ register_metric(
     "fid",
     keys={"fid": "min"},
     ranges={"fid": (0, INF)},
-    auxiliary=("fid_se",),
+    auxiliary=("fid_se", "fid_heldout", "fid_at_heldout_n"),  # the last two: with a held-out part
     compute=f"{_COMPUTE}:fid",
     prepare=f"{_COMPUTE}:load_fid_extractor",
     weights=_fid_weights,

@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 from lossbench.config import EvalConfig
 from lossbench.errors import ConfigError
@@ -54,7 +55,25 @@ def _bootstrap(
 def fid(state: EvalState) -> dict[str, float]:
     fake_f, real_f = state.features("fid", state.config.feature_extractor)
     se = _bootstrap(state, "fid", lambda i: fidelity.fid(fake_f[i], real_f), len(fake_f))
-    return {"fid": fidelity.fid(fake_f, real_f), **se}
+    return {"fid": fidelity.fid(fake_f, real_f), **se, **_fid_yardstick(state, fake_f, real_f)}
+
+
+def _fid_yardstick(state: EvalState, fake_f: torch.Tensor, real_f: torch.Tensor) -> dict[str, float]:
+    """With a held-out part of n images: `fid_heldout`, the FID of those unseen real images against
+    the reference (what real data scores), and `fid_at_heldout_n`, the FID of n of the fakes drawn
+    at random (seeded by `seed`) against it. FID's bias grows as the sample shrinks, so the two are
+    read side by side at one n, not against `fid` (all the fakes)."""
+    if state.heldout is None:
+        return {}
+    heldout_f = state.heldout_features("fid", state.config.feature_extractor)
+    n = len(heldout_f)
+    if not 2 <= n <= len(fake_f):
+        return {}
+    pick = torch.randperm(len(fake_f), generator=torch.Generator().manual_seed(state.config.seed))[:n]
+    return {
+        "fid_heldout": fidelity.fid(heldout_f, real_f),
+        "fid_at_heldout_n": fidelity.fid(fake_f[pick], real_f),
+    }
 
 
 def kid(state: EvalState) -> dict[str, float]:
