@@ -472,6 +472,32 @@ def closest_fakes_section(doc: _Doc, art: Artifacts, losses: list[str], lambdas:
     )
 
 
+def yardstick_section(doc: _Doc, df: pd.DataFrame) -> None:
+    """What held-out real images score beside the fakes at their count (`fid_yardstick`), if any."""
+    sentence, yardstick = fid_yardstick(df)
+    if sentence:
+        doc.text(sentence)
+        doc.table(display(yardstick))
+
+
+def curves_section(doc: _Doc, art: Artifacts) -> None:
+    """The quality curves of every seed, where they ended, and the training curves."""
+    doc.heading("Quality curves during training (every seed; bold: the mean over seeds)", 3)
+    doc.text(
+        "The curve metrics evaluated every eval_every steps (eval/ in MLflow), each run's whole "
+        "training: a cell resumed after a kill is drawn from the runs that trained it in turn."
+    )
+    doc.image("quality_curves", plot_curves(art.quality, each_seed=True), "quality curves")
+    doc.text(
+        f"Where the curves ended: the last value and the least-squares slope over the last "
+        f"1/{END_PARTS} of the steps (per 1000 steps; slope_share: as a share of the last value, "
+        "negative = still falling), mean and sd over seeds. A flat curve has a slope near 0."
+    )
+    doc.table(display(curve_ends(art.quality)))
+    doc.heading("Training curves (mean over seeds)", 3)
+    doc.image("training_curves", plot_curves(art.curves), "training curves")
+
+
 def build_report(
     df: pd.DataFrame,
     out_dir: Path,
@@ -501,10 +527,7 @@ def build_report(
     doc.text("Bold: the best mean per metric, not a significant difference (the verdict says which are).")
     doc.table(*paper_table(result.summary, result.best))
     doc.lines([f"{m}: {metric_description(m) or 'a plugin metric'}; {_better(m)}" for m in result.metrics])
-    sentence, yardstick = fid_yardstick(df)
-    if sentence:
-        doc.text(sentence)
-        doc.table(display(yardstick))
+    yardstick_section(doc, df)
     doc.folded(f"{len(result.warnings)} warning(s)", result.warnings)
     if len(result.problems):
         doc.heading(TITLES["problems"], 3)
@@ -544,20 +567,7 @@ def build_report(
         )
     doc.grids(art.grids, losses, lambdas)
     closest_fakes_section(doc, art, losses, lambdas)
-    doc.heading("Quality curves during training (every seed; bold: the mean over seeds)", 3)
-    doc.text(
-        "The curve metrics evaluated every eval_every steps (eval/ in MLflow), each run's whole "
-        "training: a cell resumed after a kill is drawn from the runs that trained it in turn."
-    )
-    doc.image("quality_curves", plot_curves(art.quality, each_seed=True), "quality curves")
-    doc.text(
-        f"Where the curves ended: the last value and the least-squares slope over the last "
-        f"1/{END_PARTS} of the steps (per 1000 steps; slope_share: as a share of the last value, "
-        "negative = still falling), mean and sd over seeds. A flat curve has a slope near 0."
-    )
-    doc.table(display(curve_ends(art.quality)))
-    doc.heading("Training curves (mean over seeds)", 3)
-    doc.image("training_curves", plot_curves(art.curves), "training curves")
+    curves_section(doc, art)
     doc.heading("PCA of real and generated features", 3)
     doc.image("pca", plot_pca(art.real_features, art.fake_features), "PCA of features")
     doc.heading("Per class: real and generated features (PCA)", 3)
