@@ -323,6 +323,10 @@ def test_curve_ends_give_each_cells_last_value_and_its_slope_over_the_last_third
     reference = linregress([steps[i] for i in end], [noisy[i] for i in end]).slope * 1000
     assert table.loc[("bce", 0.0), "slope_per_1000"] == pytest.approx(reference)
     assert rp.curve_ends({}).empty
+    diverged = [np.nan if s == 2500 else 1.0 for s in steps]  # one NaN evaluation: 4 finite points left
+    quality = {"fid": [("bce", 0.0, steps, diverged), ("bce", 0.0, steps, [*diverged[:-1], np.inf])]}
+    (row,) = rp.curve_ends(quality).to_dict("records")  # the run ending in inf is left out
+    assert row["n"] == 1 and row["slope_per_1000"] == pytest.approx(0.0) and row["last"] == 1.0
 
 
 def test_report_from_study_is_logged_to_parent_run(tracked, tmp_path, monkeypatch, capsys):

@@ -163,13 +163,15 @@ def curve_ends(quality: dict[str, list[tuple[str, float, list[int], list[float]]
     """Whether each cell's quality curves had flattened when training ended: per curve metric (not
     the CURVE_REFERENCES partners), loss and λ, over seeds (mean and sd): the last value and the
     least-squares slope of the values in the last 1 / END_PARTS of the steps, per 1000 steps and as a
-    share of the last value. A run with fewer than 3 points in that part is left out."""
+    share of the last value. A run with fewer than 3 finite points in that part, or a last value
+    that is not finite, is left out."""
     rows = []
     for metric in sorted(set(quality) - set(CURVE_REFERENCES.values())):
         for loss, lam, steps, values in quality[metric]:
             x, y = np.asarray(steps, float), np.asarray(values, float)
             end = END_PARTS * x >= (END_PARTS - 1) * x.max() if len(x) else x.astype(bool)
-            if end.sum() < 3:
+            end &= np.isfinite(y)  # a diverged evaluation (NaN, inf) is no point of the line
+            if end.sum() < 3 or not np.isfinite(y[-1]):
                 continue
             slope = np.polyfit(x[end], y[end], 1)[0] * 1000
             rows.append({"metric": metric, "loss": loss, "lambda": lam, "last": y[-1], "slope": slope,
