@@ -422,3 +422,6 @@ def test_the_fid_yardstick_reads_the_heldout_score_beside_the_fakes_at_its_count
     np.testing.assert_allclose(got[["n", "mean", "sd"]].to_numpy(float), expected.to_numpy(float))
     page = rp.report(df, tmp_path / "out").markdown.read_text()
     assert "Real yardstick: the held-out images (n = 156) score FID 11.18" in page
+    df["fid_heldout"] = ["abc"] + [11.18] * (len(df) - 1)  # a damaged CSV: unparsable counts as missing
+    assert "score FID 11.18 against" in rp.fid_yardstick(df)[0]
+    assert rp.fid_yardstick(df.assign(fid_heldout="abc"))[0] is None

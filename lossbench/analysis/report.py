@@ -292,9 +292,13 @@ def fid_yardstick(df: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
     part's FID against the train part (`fid_heldout`; one value where every row used the same part
     and extractor), and per cell the mean and sd over seeds of `fid_at_heldout_n`. (None, empty) for
     results without a held-out part."""
-    if not {"fid_heldout", "fid_at_heldout_n"} <= set(df.columns) or df["fid_heldout"].isna().all():
+    if not {"fid_heldout", "fid_at_heldout_n"} <= set(df.columns):
         return None, pd.DataFrame()
-    values = ", ".join(f"{v:.4g}" for v in sorted(df["fid_heldout"].dropna().unique()))
+    df = df.assign(**{c: pd.to_numeric(df[c], errors="coerce") for c in ("fid_heldout", "fid_at_heldout_n")})
+    heldout = stats.finite(df["fid_heldout"])  # unparsable values count as missing, as metrics do
+    if not len(heldout):
+        return None, pd.DataFrame()
+    values = ", ".join(f"{v:.4g}" for v in sorted(set(heldout)))
     n = df["setting.n_heldout"].dropna().unique() if "setting.n_heldout" in df.columns else []
     count = f" (n = {', '.join(str(int(float(x))) for x in n)})" if len(n) else ""
     sentence = (
