@@ -112,7 +112,7 @@ RANDOM_PERCEPTUAL_WARNING = (
 )
 DESCRIPTION_TAG = MLFLOW_RUN_NOTE  # shown by the MLflow UI as the run's description
 SUMMARY_STEP = 0  # the step of final metrics: one value per run, drawn as bars
-MAX_FEATURE_ROWS = 500  # rows of fake features kept as an artifact
+MAX_FEATURE_ROWS = 500  # rows of a feature matrix (real or fake) kept as an artifact (`kept_rows`)
 FLUSH_EVERY = 1000  # buffered metric values before an automatic flush
 
 # Alembic and MLflow print every step of a new SQLite store's creation at INFO level.
@@ -507,11 +507,22 @@ def has_artifact(tracking_uri: str, run_id: str, path: str) -> bool:
     return any(f.path == path for f in MlflowClient(tracking_uri).list_artifacts(run_id, folder))
 
 
+def kept_rows(n: int) -> np.ndarray:
+    """Indices of the rows of an n-row feature matrix that are logged: all of them up to
+    MAX_FEATURE_ROWS, else that many spread evenly over the rows. Real images and fakes come class
+    by class, so every class keeps its share (the first rows alone would drop the last classes)."""
+    if n <= MAX_FEATURE_ROWS:
+        return np.arange(n)
+    return np.linspace(0, n - 1, MAX_FEATURE_ROWS).round().astype(int)
+
+
 def log_features(tracking_uri: str, run_id: str, features: np.ndarray, path: str) -> None:
-    """Store at most MAX_FEATURE_ROWS rows of a feature matrix as the `.npy` artifact `path`."""
+    """Store at most MAX_FEATURE_ROWS rows of a feature matrix (or of its class names) as the `.npy`
+    artifact `path`: the rows `kept_rows` picks, the same for any two arrays of one length."""
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp, os.path.basename(path))
-        np.save(local, np.asarray(features)[:MAX_FEATURE_ROWS])
+        values = np.asarray(features)
+        np.save(local, values[kept_rows(len(values))])
         MlflowClient(tracking_uri).log_artifact(run_id, str(local), os.path.dirname(path) or None)
 
 

@@ -78,7 +78,18 @@ def test_features_artifact_keeps_at_most_500_rows(store, tmp_path):
     tracking.log_features(uri, parent, features, "features/real.npy")
     assert tracking.has_artifact(uri, parent, "features/real.npy")
     local = MlflowClient(uri).download_artifacts(parent, "features/real.npy", str(tmp_path))
-    np.testing.assert_array_equal(np.load(local), features[:500])
+    kept = np.load(local)
+    assert len(kept) == 500 and (kept[0] == features[0]).all() and (kept[-1] == features[-1]).all()
+    # rows come class by class: every class keeps its share (the first 500 rows had dropped the last
+    # class of the BUSI study's 624 real images, 106 normal ones, from its maps)
+    classes = np.repeat(["benign", "malignant", "normal"], [351, 167, 106])
+    tracking.log_features(uri, parent, classes, "features/real_classes.npy")
+    local = MlflowClient(uri).download_artifacts(parent, "features/real_classes.npy", str(tmp_path))
+    counts = dict(zip(*np.unique(np.load(local), return_counts=True), strict=True))
+    assert counts == {"benign": 281, "malignant": 134, "normal": 85}
+    rows = tracking.kept_rows(624)
+    assert len(set(rows)) == 500 and (np.diff(rows) > 0).all()
+    np.testing.assert_array_equal(tracking.kept_rows(300), np.arange(300))
 
 
 def test_a_study_begun_before_class_names_were_logged_gains_them_on_resume(store, tmp_path):
