@@ -252,6 +252,19 @@ def test_more_than_two_losses_omnibus_and_all_pairs():
 # ------------------------------------------------------------------------ direction, verdicts, edge cases
 
 
+def test_a_cell_with_fewer_seeds_done_is_not_named_best():
+    """A study still running: bce λ 5 has one seed done, with the lowest fid of all."""
+    df = synthetic(lambdas=(0.5, 5.0), shift={"wgangp": -10})
+    df = df[~((df["loss"] == "bce") & (df["lambda"] == 5.0) & (df["seed"] > 0))]
+    df.loc[(df["loss"] == "bce") & (df["lambda"] == 5.0), "fid"] = 1.0
+    best = analysis.analyze(df, ["fid"]).best.set_index("metric").loc["fid"]
+    full = df[df["loss"] == "wgangp"].groupby("lambda")["fid"].mean()
+    assert (best["loss"], best["lambda"], best["n"]) == ("wgangp", full.idxmin(), 5)
+    assert best["mean"] == pytest.approx(full.min())
+    one_seed = analysis.analyze(df[df["seed"] == 0], ["fid"]).best.set_index("metric").loc["fid"]
+    assert (one_seed["loss"], one_seed["lambda"], one_seed["mean"]) == ("bce", 5.0, 1.0)  # all alike
+
+
 def test_verdicts_are_direction_aware():
     df = synthetic(seeds=range(8), lambdas=(5.0,), shift={"wgangp": -30})
     df.loc[df["loss"] == "wgangp", "lpips_ff"] += 0.3  # wgangp more diverse: higher lpips is better

@@ -296,10 +296,13 @@ def summarize(
 
 
 def best_cells(summary: pd.DataFrame) -> pd.DataFrame:
-    """The cell with the best mean per metric (lowest for "min" metrics, highest for "max")."""
+    """The cell with the best mean per metric (lowest for "min" metrics, highest for "max"), among
+    the cells with the most seeds for that metric: a cell of a study still running, with fewer
+    seeds done, is not named best on a mean its missing seeds may move."""
     rows = []
     for metric, s in summary.dropna(subset=["mean"]).groupby("metric", sort=False):
         direction = DIRECTIONS[metric]
+        s = s[s["n"] == s["n"].max()]
         row = s.loc[s["mean"].idxmin() if direction == "min" else s["mean"].idxmax()]
         rows.append(
             {
