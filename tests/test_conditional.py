@@ -218,3 +218,28 @@ def test_checkpoints_record_the_conditioning_and_an_old_one_is_a_one_line_error(
     state["model"]["args"]["conditioning"] = "concat"
     torch.save(state, tmp_path / "mended.pt")
     assert load_generator(tmp_path / "mended.pt").conditioning == "concat"
+
+
+def test_per_class_fid_comes_with_what_the_class_held_out_images_score(tmp_path):
+    from lossbench.config import EvalConfig
+    from lossbench.data.split import holdout_split
+    from lossbench.metrics import evaluate, evaluate_per_class
+    from lossbench.metrics.evaluation import _class_part
+
+    split = holdout_split(load_dataset("phantom:120", 32), 0.25, 0)
+    G = load_generator(train(split.train, TrainConfig(steps=1, **TINY), tmp_path).checkpoint)
+    config = EvalConfig(
+        metrics=("fid",), n_fake=90, feature_extractor="lossbench-tiny", cache_dir=str(tmp_path)
+    )
+    per_class = evaluate_per_class(G, split.train, config, heldout=split.heldout)
+    for k, (name, result) in enumerate(per_class.items()):
+        held = split.heldout.images[split.heldout.labels == k]
+        assert result.settings["n_heldout"] == len(held) > 0, name
+        # the class's held-out images scored as fakes against the class's training images
+        reference = evaluate(held, _class_part(split.train, k), config).metrics["fid"]
+        assert result.metrics["fid_heldout"] == pytest.approx(reference, rel=1e-9), name
+        assert "fid_at_heldout_n" in result.metrics
+        assert evaluate(held, split.train, config).metrics["fid"] != pytest.approx(
+            reference
+        )  # not all classes
+    assert all("fid_heldout" not in r.metrics for r in evaluate_per_class(G, split.train, config).values())

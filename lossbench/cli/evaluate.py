@@ -118,7 +118,7 @@ def evaluate(
     real = split.train
     result = evaluate_images(fake, real, config, device, heldout=split.heldout)
     result.settings.update(holdout=split.fraction, split_seed=split.seed)
-    classes = evaluate_per_class(fake, real, config, device) if per_class else {}
+    classes = evaluate_per_class(fake, real, config, device, split.heldout) if per_class else {}
 
     if as_json:
         typer.echo(

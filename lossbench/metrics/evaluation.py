@@ -312,13 +312,17 @@ def evaluate(
 
 
 def evaluate_per_class(
-    generator: nn.Module, real: ImageDataset, config: EvalConfig, device: str = "cpu"
+    generator: nn.Module,
+    real: ImageDataset,
+    config: EvalConfig,
+    device: str = "cpu",
+    heldout: ImageDataset | None = None,
 ) -> dict[str, EvalResult]:
     """Class name -> `config.metrics` of a conditional generator's fakes of that class against the real
     images of that class. `n_fake` is split over the classes as the real labels are (at least 2 per
-    class); metrics that need a held-out part or a generator (`Metric.needs`) are left out."""
-    from lossbench.data import fingerprint
-
+    class); metrics that need a held-out part or a generator (`Metric.needs`) are left out. With
+    `heldout`, each class's held-out images are that class's held-out part (FID's yardstick,
+    `fid_heldout`, per class)."""
     if not is_conditional(generator):
         raise ConfigError(
             "per-class evaluation needs a class-conditional generator (train.conditional = true)"
@@ -327,17 +331,27 @@ def evaluate_per_class(
     counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
     out: dict[str, EvalResult] = {}
     for k, name in enumerate(real.class_names):
-        images = real.images[real.labels == k]
-        labels = torch.zeros(len(images), dtype=torch.int64)
-        part = replace(
-            real, images=images, labels=labels, class_names=(name,), skipped=[], sizes=None,
-            fingerprint=fingerprint(images, labels, (name,)),
-        )  # fmt: skip
         n = max(2, counts[k])
         fakes, _ = sample_classes(generator, [n if j == k else 0 for j in range(generator.n_classes)],
                                   config.seed, config.batch_size, device)  # fmt: skip
-        out[name] = evaluate(fakes, part, replace(config, metrics=metrics, n_fake=n), device)
+        held = _class_part(heldout, k) if heldout is not None else None
+        out[name] = evaluate(
+            fakes, _class_part(real, k), replace(config, metrics=metrics, n_fake=n), device, heldout=held
+        )
     return out
+
+
+def _class_part(data: ImageDataset, k: int) -> ImageDataset:
+    """The images of class `k` of `data` as a one-class dataset, fingerprinted by its content."""
+    from lossbench.data import fingerprint
+
+    name = data.class_names[k]
+    images = data.images[data.labels == k]
+    labels = torch.zeros(len(images), dtype=torch.int64)
+    return replace(
+        data, images=images, labels=labels, class_names=(name,), skipped=[], sizes=None,
+        fingerprint=fingerprint(images, labels, (name,)),
+    )  # fmt: skip
 
 
 def release_networks() -> None:
