@@ -493,13 +493,16 @@ def curves_section(doc: _Doc, art: Artifacts) -> None:
         "The curve metrics evaluated every eval_every steps (eval/ in MLflow), each run's whole "
         "training: a cell resumed after a kill is drawn from the runs that trained it in turn."
     )
-    doc.image("quality_curves", plot_curves(art.quality, each_seed=True), "quality curves")
-    doc.text(
-        f"Where the curves ended: the last value and the least-squares slope over the last "
-        f"1/{END_PARTS} of the steps (per 1000 steps; slope_share: as a share of the last value, "
-        "negative = still falling), mean and sd over seeds. A flat curve has a slope near 0."
-    )
-    doc.table(display(curve_ends(art.quality)))
+    if not art.quality:
+        doc.text(f"quality curves: {NOT_AVAILABLE} (a study logs them when eval_every > 0)", "na")
+    else:
+        doc.image("quality_curves", plot_curves(art.quality, each_seed=True), "quality curves")
+        doc.text(
+            f"Where the curves ended: the last value and the least-squares slope over the last "
+            f"1/{END_PARTS} of the steps (per 1000 steps; slope_share: as a share of the last value, "
+            "negative = still falling), mean and sd over seeds. A flat curve has a slope near 0."
+        )
+        doc.table(display(curve_ends(art.quality)))
     doc.heading("Training curves (mean over seeds)", 3)
     doc.image("training_curves", plot_curves(art.curves), "training curves")
 
