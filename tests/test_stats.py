@@ -265,6 +265,16 @@ def test_a_cell_with_fewer_seeds_done_is_not_named_best():
     assert (one_seed["loss"], one_seed["lambda"], one_seed["mean"]) == ("bce", 5.0, 1.0)  # all alike
 
 
+def test_power_on_one_loss_says_why_it_is_not_computed():
+    """A study still running with one loss done (the BUSI grid at 12 of 30 cells) printed
+    "no seed count for nan (observed mean |a - b|)"."""
+    res = analysis.analyze(synthetic(losses=("wgangp",), lambdas=(0.0, 0.5)), ["fid"])
+    (line,) = formatting.power_lines(res)
+    assert line.startswith("power, fid: not computed (it compares two losses at one λ") and "nan" not in line
+    (line,) = formatting.power_lines(analysis.analyze(synthetic(lambdas=(0.5,)), ["fid"]))
+    assert "seeds" in line and "not computed" not in line
+
+
 def test_verdicts_are_direction_aware():
     df = synthetic(seeds=range(8), lambdas=(5.0,), shift={"wgangp": -30})
     df.loc[df["loss"] == "wgangp", "lpips_ff"] += 0.3  # wgangp more diverse: higher lpips is better

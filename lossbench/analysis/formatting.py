@@ -96,6 +96,12 @@ def power_lines(result: StatsResult) -> list[str]:
     """One sentence per metric: the smallest difference detectable and the seeds a difference needs."""
     lines = []
     for r in result.power.to_dict("records"):
+        if pd.isna(r["sd"]) and pd.isna(r["delta"]):  # `power_analysis`: no two losses to compare
+            lines.append(
+                f"power, {r['metric']}: not computed (it compares two losses at one λ; no λ here has "
+                "two losses with 2+ seeds each)"
+            )
+            continue
         if pd.isna(r["min_detectable"]):
             detect = f"with {r['n']} seeds per cell no detectable difference can be computed"
         else:
