@@ -243,3 +243,16 @@ def test_per_class_fid_comes_with_what_the_class_held_out_images_score(tmp_path)
             reference
         )  # not all classes
     assert all("fid_heldout" not in r.metrics for r in evaluate_per_class(G, split.train, config).values())
+    # a domain encoder trained on this split is accepted for every class's part of it (its check is on
+    # the whole train part: a class's part has another fingerprint), and refused on another split
+    from dataclasses import replace
+
+    from lossbench.metrics.encoder import train_encoder
+
+    train_encoder(split, tmp_path / "enc.pt", epochs=1, batch_size=32, seed=0)
+    encoded = replace(config, feature_extractor=f"encoder:{tmp_path / 'enc.pt'}")
+    per_class = evaluate_per_class(G, split.train, encoded, heldout=split.heldout)
+    assert all("fid_heldout" in r.metrics for r in per_class.values())
+    other = holdout_split(load_dataset("phantom:120", 32), 0.25, 1)
+    with pytest.raises(ConfigError, match="trained on another train part"):
+        evaluate_per_class(G, other.train, encoded, heldout=other.heldout)

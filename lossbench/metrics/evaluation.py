@@ -257,6 +257,26 @@ def evaluate(
     `config.metrics`; `heldout`, real images the generator never saw, is the yardstick of the
     metrics that need one (copy detection, utility). In fp32 without TF32; the device type and
     precision are in the settings and the cache keys."""
+    _check_encoders(config, real, heldout)
+    return _evaluate(fake, real, config, device, heldout)
+
+
+def _check_encoders(config: EvalConfig, real: ImageDataset, heldout: ImageDataset | None) -> None:
+    """`encoder.check_split` of every domain encoder `config` names, on the whole train part."""
+    for spec in {config.feature_extractor, config.prc_extractor, *config.extra_extractors}:
+        if spec.startswith(encoder.PREFIX):
+            encoder.check_split(spec, real, heldout)
+
+
+def _evaluate(
+    fake: nn.Module | torch.Tensor,
+    real: ImageDataset,
+    config: EvalConfig,
+    device: str,
+    heldout: ImageDataset | None,
+) -> EvalResult:
+    """`evaluate` once its encoders' splits were checked (on the whole train part: a class's part
+    of it, `evaluate_per_class`, has another fingerprint)."""
     metrics = [get_metric(name) for name in resolve_metrics(config.metrics)]
     generator = fake if isinstance(fake, nn.Module) else None
     check_needs(
@@ -264,9 +284,6 @@ def evaluate(
         heldout=heldout is not None,
         conditional=generator is not None and is_conditional(generator),
     )
-    for spec in {config.feature_extractor, config.prc_extractor, *config.extra_extractors}:
-        if spec.startswith(encoder.PREFIX):
-            encoder.check_split(spec, real, heldout)
     state = EvalState(real, config, device, heldout, generator)
     extra = _extra_states(metrics, state)
     for metric in metrics:
@@ -328,6 +345,7 @@ def evaluate_per_class(
             "per-class evaluation needs a class-conditional generator (train.conditional = true)"
         )
     metrics = tuple(m for m in resolve_metrics(config.metrics) if not get_metric(m).needs)
+    _check_encoders(config, real, heldout)
     counts = proportional_counts(real.labels, generator.n_classes, config.n_fake)
     out: dict[str, EvalResult] = {}
     for k, name in enumerate(real.class_names):
@@ -335,8 +353,8 @@ def evaluate_per_class(
         fakes, _ = sample_classes(generator, [n if j == k else 0 for j in range(generator.n_classes)],
                                   config.seed, config.batch_size, device)  # fmt: skip
         held = _class_part(heldout, k) if heldout is not None else None
-        out[name] = evaluate(
-            fakes, _class_part(real, k), replace(config, metrics=metrics, n_fake=n), device, heldout=held
+        out[name] = _evaluate(
+            fakes, _class_part(real, k), replace(config, metrics=metrics, n_fake=n), device, held
         )
     return out
 
