@@ -43,6 +43,15 @@ REPO = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
 
 
+def _local_study(name: str, tmp_path: Path) -> tuple[optuna.Study, str, str, str]:
+    """A study in a journal under `tmp_path`, with its MLflow store, experiment and parent run:
+    (study, tracking URI, experiment id, parent run id)."""
+    study = optuna.create_study(study_name=name, storage=open_storage(None, tmp_path))
+    uri = tracking.default_tracking_uri(tmp_path)
+    exp = tracking.init_experiment(uri, name, tmp_path / "artifacts")
+    return study, uri, exp, tracking.study_run(uri, exp, name, {}, {})
+
+
 def _running_trial(study: optuna.Study, cell: Cell, worker: Worker, uri: str, exp: str, parent: str):
     """A queued cell taken by `worker` (RUNNING, with an MLflow run), as a worker would leave it."""
     enqueue(study, cell)
@@ -76,10 +85,7 @@ def test_worker_identity_round_trips_and_other_hosts_are_not_judged_here(monkeyp
 
 def test_a_reused_pid_is_a_dead_worker_and_its_cell_is_requeued_once(tmp_path):
     """A RUNNING trial whose recorded pid is alive but started at another time (the pid was reused)."""
-    study = optuna.create_study(study_name="reuse", storage=open_storage(None, tmp_path))
-    uri = tracking.default_tracking_uri(tmp_path)
-    exp = tracking.init_experiment(uri, "reuse", tmp_path / "artifacts")
-    parent = tracking.study_run(uri, exp, "reuse", {}, {})
+    study, uri, exp, parent = _local_study("reuse", tmp_path)
     me = current_worker()
     reused = Worker(me.host, me.pid, "deadbeef", me.started - 5.0)
     dead, dead_run = _running_trial(study, Cell("bce", 1.0, 0), reused, uri, exp, parent)
@@ -102,10 +108,7 @@ def test_a_reused_pid_is_a_dead_worker_and_its_cell_is_requeued_once(tmp_path):
 def test_a_retried_cell_is_taken_before_the_cells_that_never_ran(tmp_path):
     """Optuna takes WAITING trials in creation order: a retry (its cell has a checkpoint) queued
     behind 20 new cells waited hours on BUSI (#24). A new cell a worker already took is left alone."""
-    study = optuna.create_study(study_name="order", storage=open_storage(None, tmp_path))
-    uri = tracking.default_tracking_uri(tmp_path)
-    exp = tracking.init_experiment(uri, "order", tmp_path / "artifacts")
-    parent = tracking.study_run(uri, exp, "order", {}, {})
+    study, uri, exp, parent = _local_study("order", tmp_path)
     me = current_worker()
     dead, _ = _running_trial(
         study, Cell("bce", 1.0, 0), Worker(me.host, me.pid, "gone", me.started - 5), uri, exp, parent
@@ -133,10 +136,7 @@ def test_two_dead_workers_move_each_new_cell_behind_the_retries_once(tmp_path):
     """A machine restarted after both its workers died: `recover` queues two retries, and each cell
     that never ran is queued again once behind both (not once per retry: 2 x the queue of pruned
     copies in the journal)."""
-    study = optuna.create_study(study_name="twice", storage=open_storage(None, tmp_path))
-    uri = tracking.default_tracking_uri(tmp_path)
-    exp = tracking.init_experiment(uri, "twice", tmp_path / "artifacts")
-    parent = tracking.study_run(uri, exp, "twice", {}, {})
+    study, uri, exp, parent = _local_study("twice", tmp_path)
     me = current_worker()
     gone = Worker(me.host, me.pid, "gone", me.started - 5)
     dead = [_running_trial(study, Cell("bce", 1.0, seed), gone, uri, exp, parent)[0] for seed in (0, 1)]
@@ -157,10 +157,7 @@ def test_a_cell_requeued_by_heartbeat_waits_before_the_cells_that_never_ran(tmp_
     """Optuna fails another machine's stale trial from inside a worker's loop and calls `Requeue`
     (no `recover` runs then): its retry too goes ahead of the new cells. Two machines that queued at
     once leave a duplicate of the dead cell waiting; run first, it took the cell from the retry."""
-    study = optuna.create_study(study_name="stale", storage=open_storage(None, tmp_path))
-    uri = tracking.default_tracking_uri(tmp_path)
-    exp = tracking.init_experiment(uri, "stale", tmp_path / "artifacts")
-    parent = tracking.study_run(uri, exp, "stale", {}, {})
+    study, uri, exp, parent = _local_study("stale", tmp_path)
     dead, _ = _running_trial(study, Cell("bce", 1.0, 0), current_worker(), uri, exp, parent)
     for seed in (0, 1):  # seed 0: the duplicate
         enqueue(study, Cell("bce", 1.0, seed))
