@@ -272,20 +272,27 @@ def test_a_cell_killed_and_resumed_has_its_whole_curves(tmp_path):
         assert steps == values == list(range(250, 3001, 250)), tag
 
 
-def test_quality_curves_draw_every_seed_and_the_reals_reference_in_their_partner_panel(monkeypatch):
-    titles, set_title = [], matplotlib.axes.Axes.set_title
-    lines, plot = [], matplotlib.axes.Axes.plot
+@pytest.fixture
+def drawn(monkeypatch) -> dict[str, list]:
+    """What the figures draw: each panel's title ("titles") and each line's width ("lines")."""
+    out: dict[str, list] = {"titles": [], "lines": []}
+    set_title, plot = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.plot
 
-    def record(self, label, *args, **kwargs):
-        titles.append(label)
+    def record_title(self, label, *args, **kwargs):
+        out["titles"].append(label)
         return set_title(self, label, *args, **kwargs)
 
-    def count(self, *args, **kwargs):
-        lines.append(kwargs.get("lw"))
+    def record_line(self, *args, **kwargs):
+        out["lines"].append(kwargs.get("lw"))
         return plot(self, *args, **kwargs)
 
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record)
-    monkeypatch.setattr(matplotlib.axes.Axes, "plot", count)
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record_title)
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", record_line)
+    return out
+
+
+def test_quality_curves_draw_every_seed_and_the_reals_reference_in_their_partner_panel(drawn):
+    titles, lines = drawn["titles"], drawn["lines"]
     quality = {
         term: [("bce", lam, [250, 500], [1.0, 0.5]) for lam in (0.0, 5.0) for _ in range(3)]
         for term in ("fid", "msssim_ff", "msssim_rr")
@@ -392,14 +399,8 @@ def test_training_curves_are_drawn_per_loss_and_lambda():
     assert Image.open(io.BytesIO(png)).size[1] > 300  # one row of panels per loss
 
 
-def test_a_term_a_loss_does_not_log_gets_no_panel_and_rows_hold_at_most_four(monkeypatch):
-    titles, set_title = [], matplotlib.axes.Axes.set_title
-
-    def record(self, label, *args, **kwargs):
-        titles.append(label)
-        return set_title(self, label, *args, **kwargs)
-
-    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record)
+def test_a_term_a_loss_does_not_log_gets_no_panel_and_rows_hold_at_most_four(drawn):
+    titles = drawn["titles"]
     terms = ["d/gp", "d/loss", "g/adv", "g/loss", "g/perc", "d/acc"]
     curves = {t: [("wgangp", 0.5, [0, 1], [1.0, 0.5])] for t in terms}
     curves["g/loss"].append(("bce", 0.5, [0, 1], [1.0, 0.5]))
