@@ -26,7 +26,10 @@ HELP = [
     (["losses", "show"], ["name"]),
     (["train"], ["--loss", "--lambda", "--data", "--out", "--weights-dir", "--random-weights", "--device"]),
     (["evaluate"], ["--checkpoint", "--fake", "--data", "--metrics", "--weights-dir", "--random-weights"]),
-    (["study"], ["--losses", "--lambdas", "--seeds", "--classes", "--storage", "--root", "--preset"]),
+    (
+        ["study"],
+        ["--losses", "--lambdas", "--seeds", "--classes", "--storage", "--root", "--preset", "--plan"],
+    ),
     (["study"], ["[default: wgangp,bce]", "[default: 0.5,3,5,7,10]", "[default: 2000]", "--weights-dir"]),
     (["study", "status"], ["--storage", "--root"]),
     (["study", "export"], ["--out", "--storage", "--root"]),

@@ -87,6 +87,13 @@ def study(
     devices: str | None = options.config_option("--devices", "devices", D),
     root: Path = options.ROOT,
     progress: bool = typer.Option(True, "--progress/--no-progress", metavar=""),
+    plan: bool = typer.Option(
+        False,
+        "--plan",
+        help="Run nothing: measure what each cell kind costs on this machine (a few training steps, one "
+        "evaluation, the judge's steps) and print the study's estimated time.",
+        metavar="",
+    ),
     force: bool = typer.Option(
         False,
         "--force",
@@ -144,6 +151,12 @@ def study(
         typer.echo(f"warning: {warning}", err=True)
     if config.fuse > 1 and all(d == "cpu" for d in config.devices):
         typer.echo("note: --fuse gains nothing on a CPU (docs/performance.md); --workers does", err=True)
+    if plan:
+        stage("measuring the study's cost here: a few steps of each cell kind, one evaluation", progress)
+        from lossbench.study.plan import measure_plan, plan_lines
+
+        typer.echo("\n".join(plan_lines(measure_plan(config))))
+        return
     stage("loading torch, optuna and mlflow", progress)
     import optuna
 
