@@ -59,6 +59,19 @@ def test_a_plan_adds_up_what_it_measured(monkeypatch):
     assert any(line.startswith("utility judge: 4 classifiers of 10 steps per cell") for line in lines)
 
 
+@pytest.mark.parametrize(
+    "workers, said",
+    [(0, "with the command's own process (--workers 0)"), (1, "with 1 worker(s)"), (3, "3 worker(s), if")],
+)
+def test_the_total_names_who_runs_the_cells(workers, said):
+    kind = plan.KindCost("bce", False, cells=2, step=0.1, train=1.0, curves=0.0, final=2.0)
+    one = plan.Plan("s", [kind], setup=1.0, judge_once=0.0, judge_note="", cell_total=6.0, wall=7.0,
+                    workers=workers, threads=1, header="h")  # fmt: skip
+    (total,) = [line for line in plan.plan_lines(one) if line.startswith("total: ")]
+    assert total.startswith("total: 6.0 s of cell time; about 7.0 s of wall time") and said in total
+    assert ("side by side" in total) == (workers > 1)
+
+
 def test_plan_measures_every_part_and_records_nothing(tmp_path, capsys):
     """The real measurement (training steps, curves, the final evaluation, the judge's steps) on the
     tiny preset with a held-out part and the judge: a row per cell kind, and no file in --root."""

@@ -218,9 +218,13 @@ def _header(config: StudyConfig, n_cells: int, device: torch.device, steps: int)
     return (
         f"plan for study {config.name}: {n_cells} cells ({', '.join(config.losses)} × λ {lambdas} × "
         f"{len(config.seeds)} seeds), {config.data.resolution} px, {config.train.steps} steps a cell, "
-        f"{config.workers} worker(s) × {config.threads} thread(s) on {device.type}. Measured now in one "
+        f"{_workers(config.workers)} × {config.threads} thread(s) on {device.type}. Measured now in one "
         f"process ({steps} generator steps per cell kind{load})."
     )
+
+
+def _workers(workers: int) -> str:
+    return f"{workers} worker(s)" if workers else "the command's own process (--workers 0)"
 
 
 def plan_lines(plan: Plan) -> list[str]:
@@ -237,8 +241,9 @@ def plan_lines(plan: Plan) -> list[str]:
     if plan.judge_note:
         out.append(f"utility judge: {plan.judge_note}: {duration(plan.judge_once)} once")
     out.append(f"set-up (data, real features): {duration(plan.setup)}")
+    side_by_side = ", if they run side by side as fast as one ran alone" if plan.workers > 1 else ""
     out.append(
-        f"total: {duration(plan.cell_total)} of cell time; about {duration(plan.wall)} of wall time on "
-        f"{plan.workers} worker(s), if they run side by side as fast as one ran alone"
+        f"total: {duration(plan.cell_total)} of cell time; about {duration(plan.wall)} of wall time with "
+        f"{_workers(plan.workers)}{side_by_side}"
     )
     return out
