@@ -35,7 +35,7 @@ from lossbench.metrics.compute import utility_settings
 from lossbench.metrics.evaluation import evaluate
 from lossbench.metrics.utility import train_classifier
 from lossbench.progress import duration
-from lossbench.study.grid import grid_cells, train_config_for
+from lossbench.study.grid import Cell, grid_cells, train_config_for
 from lossbench.study.prepare import preflight, prepare
 from lossbench.training.train import Run, build, train_step
 
@@ -119,33 +119,15 @@ def _measure(
 ) -> Plan:
     cells = grid_cells(config)
     kind_of = {cell: (cell.loss, cell.lam > 0) for cell in cells}
-    metrics = resolve_metrics(config.eval.metrics)
-    final_metrics = [m for m in metrics if m != JUDGE]
-    judge_step = _judge_step(config, split, device, judge_steps) if JUDGE in metrics else 0.0
     judge = utility_settings(config.eval)
-    kinds: list[KindCost] = []
-    evaluations: dict[str, float] = {}
-    for loss, perceptual in dict.fromkeys(kind_of.values()):
-        cell = next(c for c in cells if kind_of[c] == (loss, perceptual))
-        train_cfg = train_config_for(config, cell, str(device))
-        run = build(split.train.images, train_cfg, split.train.labels)
-        step_s = _step_seconds(run, steps, device)
-        if not evaluations:  # the same work for every kind: an untrained generator of the first
-            evaluations = _evaluations(config, split, run.G_ema, final_metrics, device)
-        n_curves = config.train.steps // config.eval_every if config.eval_every > 0 else 0
-        kinds.append(
-            KindCost(
-                loss=loss,
-                perceptual=perceptual,
-                cells=sum(k == (loss, perceptual) for k in kind_of.values()),
-                step=step_s,
-                train=step_s * config.train.steps,
-                curves=n_curves * evaluations.get("curves", 0.0),
-                final=evaluations.get("final", 0.0) + 2 * judge.seeds * judge.steps * judge_step,
-            )
-        )
+    judge_step = (
+        _judge_step(config, split, device, judge_steps)
+        if JUDGE in resolve_metrics(config.eval.metrics)
+        else 0.0
+    )
+    judge_once = judge.seeds * judge.steps * judge_step  # the real arm's classifiers
+    kinds = _kind_costs(config, split, device, steps, kind_of, judge_cell=2 * judge_once)
     per_cell = {(k.loss, k.perceptual): k.cell for k in kinds}
-    judge_once = judge.seeds * judge.steps * judge_step
     durations = [per_cell[kind_of[c]] for c in cells]
     if durations:
         durations[0] += judge_once  # the first cell evaluated computes the real arm for the cache
@@ -167,6 +149,40 @@ def _measure(
         threads=config.threads,
         header=_header(config, len(cells), device, steps),
     )
+
+
+def _kind_costs(
+    config: StudyConfig,
+    split: Split,
+    device: torch.device,
+    steps: int,
+    kind_of: dict[Cell, tuple[str, bool]],
+    judge_cell: float,
+) -> list[KindCost]:
+    """Each cell kind built from its first cell and timed; the evaluations timed once, on the first
+    kind's untrained generator (the same work for every kind); `judge_cell`: the judge's seconds a cell."""
+    kinds: list[KindCost] = []
+    evaluations: dict[str, float] = {}
+    for kind in dict.fromkeys(kind_of.values()):
+        cell = next(c for c, k in kind_of.items() if k == kind)
+        run = build(split.train.images, train_config_for(config, cell, str(device)), split.train.labels)
+        step = _step_seconds(run, steps, device)
+        if not evaluations:
+            final = [m for m in resolve_metrics(config.eval.metrics) if m != JUDGE]
+            evaluations = _evaluations(config, split, run.G_ema, final, device)
+        n_curves = config.train.steps // config.eval_every if config.eval_every > 0 else 0
+        kinds.append(
+            KindCost(
+                loss=kind[0],
+                perceptual=kind[1],
+                cells=list(kind_of.values()).count(kind),
+                step=step,
+                train=step * config.train.steps,
+                curves=n_curves * evaluations.get("curves", 0.0),
+                final=evaluations.get("final", 0.0) + judge_cell,
+            )
+        )
+    return kinds
 
 
 def _step_seconds(run: Run, steps: int, device: torch.device) -> float:
