@@ -88,6 +88,12 @@ def test_plan_measures_every_part_and_records_nothing(tmp_path, capsys):
         assert row in out
     assert "utility judge: 2 classifiers of 4 steps per cell" in out and "total: " in out
     assert not root.exists()
+    assert "Fused groups" not in out  # --fuse 1
+
+
+def test_a_fused_study_is_told_its_groups_are_timed_as_single_cells(capsys):
+    assert main(["study", "--preset", "tiny", "--plan", "--no-progress", "--fuse", "2"]) == 0
+    assert "Fused groups (--fuse 2) are timed as single cells." in capsys.readouterr().out
 
 
 def test_a_plan_on_data_that_is_not_there_is_one_line(tmp_path, capsys):

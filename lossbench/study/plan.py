@@ -236,6 +236,7 @@ def _header(config: StudyConfig, n_cells: int, device: torch.device, steps: int)
         f"{len(config.seeds)} seeds), {config.data.resolution} px, {config.train.steps} steps a cell, "
         f"{_workers(config.workers)} × {config.threads} thread(s) on {device.type}. Measured now in one "
         f"process ({steps} generator steps per cell kind{load})."
+        + (f" Fused groups (--fuse {config.fuse}) are timed as single cells." if config.fuse > 1 else "")
     )
 
 
