@@ -602,7 +602,8 @@ def test_status_estimates_the_cell_time_left_per_loss_and_says_where_it_cannot()
     text = _time_left({"wgangp": [60.0, 180.0, 120.0]}, {"wgangp": 2, "bce": 3})
     assert text == (
         f"5 cell(s) left: about {duration(240)} of cell time (2 wgangp at {duration(120)}; divide by the "
-        "workers); no estimate for 3 bce (none of that loss has finished)"
+        "workers); no estimate for 3 bce (none of that loss has finished; the study's command with --plan "
+        "measures it)"
     )
 
 

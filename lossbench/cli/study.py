@@ -271,7 +271,8 @@ def _time_left(took: dict[str, list[float]], left: dict[str, int]) -> str:
         total = duration(sum(n * median[loss] for loss, n in left.items() if loss in median))
         text += f": about {total} of cell time ({', '.join(parts)}; divide by the workers)"
     if unknown:
-        text += f"; no estimate for {', '.join(unknown)} (none of that loss has finished)"
+        text += f"; no estimate for {', '.join(unknown)} (none of that loss has finished; "
+        text += "the study's command with --plan measures it)"
     return text
 
 
