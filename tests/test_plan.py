@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import queue
+import threading
 
 import pytest
+import torch
 from conftest import assert_one_line_error
 from test_study import tiny
 
@@ -34,6 +39,7 @@ def test_a_plan_adds_up_what_it_measured(monkeypatch):
     monkeypatch.setattr(plan, "_step_seconds", lambda run, steps, device: 0.2 if run.perceptual else 0.1)
     monkeypatch.setattr(plan, "_evaluations", lambda *a: {"final": 3.0, "curves": 0.5})
     monkeypatch.setattr(plan, "_judge_step", lambda *a: 0.01)
+    monkeypatch.setattr(plan, "_company", lambda *a: contextlib.nullcontext())  # timings are fixed
     config = tiny("plan", lambdas=(0.0, 0.5), eval_every=2, curve_metrics=("swd",), workers=2)
     config = dataclasses.replace(
         config,
@@ -61,7 +67,7 @@ def test_a_plan_adds_up_what_it_measured(monkeypatch):
 
 @pytest.mark.parametrize(
     "workers, said",
-    [(0, "with the command's own process (--workers 0)"), (1, "with 1 worker(s)"), (3, "3 worker(s), if")],
+    [(0, "with the command's own process (--workers 0)"), (1, "with 1 worker(s)"), (3, "with 3 worker(s)")],
 )
 def test_the_total_names_who_runs_the_cells(workers, said):
     kind = plan.KindCost("bce", False, cells=2, step=0.1, train=1.0, curves=0.0, final=2.0)
@@ -69,7 +75,6 @@ def test_the_total_names_who_runs_the_cells(workers, said):
                     workers=workers, threads=1, header="h")  # fmt: skip
     (total,) = [line for line in plan.plan_lines(one) if line.startswith("total: ")]
     assert total.startswith("total: 6.0 s of cell time; about 7.0 s of wall time") and said in total
-    assert ("side by side" in total) == (workers > 1)
 
 
 def test_plan_measures_every_part_and_records_nothing(tmp_path, capsys):
@@ -94,6 +99,33 @@ def test_plan_measures_every_part_and_records_nothing(tmp_path, capsys):
 def test_a_fused_study_is_told_its_groups_are_timed_as_single_cells(capsys):
     assert main(["study", "--preset", "tiny", "--plan", "--no-progress", "--fuse", "2"]) == 0
     assert "Fused groups (--fuse 2) are timed as single cells." in capsys.readouterr().out
+
+
+def test_the_other_workers_train_beside_the_timings_and_stop_with_them(tmp_path):
+    """On a CPU, workers - 1 processes train while the plan times (none with one worker), and none
+    is left once the timings end."""
+    import multiprocessing
+
+    from lossbench.study.prepare import prepare
+
+    config, split = prepare(tiny("company", workers=3), tmp_path)
+    cpu = torch.device("cpu")
+    assert plan.company_size(config, cpu) == 2 and plan.company_size(tiny("alone", workers=1), cpu) == 0
+    assert plan.company_size(config, torch.device("cuda:0")) == 0
+    with plan._company(config, split, cpu):
+        assert len(multiprocessing.active_children()) == 2
+    assert multiprocessing.active_children() == []
+
+
+def test_a_company_process_that_cannot_train_says_why():
+    images = torch.zeros(4, 1, 32, 32, dtype=torch.uint8)
+    told = queue.Queue()
+    config = dataclasses.replace(tiny("bad").train, batch_size=8)  # more than the 4 images
+    plan.keep_training(
+        config, images, torch.zeros(4, dtype=torch.long), 1, told, threading.Event(), os.getppid()
+    )
+    said = told.get_nowait()
+    assert said.startswith("failed: batch size 8 is larger than the dataset"), said
 
 
 def test_a_plan_on_data_that_is_not_there_is_one_line(tmp_path, capsys):

@@ -8,28 +8,34 @@ timed over a few classifier steps. Nothing is recorded: the data is loaded and t
 are computed as the study's preflight does, into a temporary cache.
 
 Conventions: seconds. Everything is timed in this one process with the study's `threads` torch
-threads; W workers side by side share the machine's cores and memory, so they run no faster than
-this. Cells go to the first free worker in grid order, as the study's queue hands them out. Not
-counted: checkpoints, sample grids and MLflow writes (a few per cent, benchmarks/cell_cost.py), and
-fused training (`fuse` > 1): every cell is timed alone.
+threads; on a CPU, the study's W workers share its cores and memory bus, so W - 1 spawned processes
+train beside the timings as the other workers would (`_company`). Cells go to the first free worker
+in grid order, as the study's queue hands them out. Not counted: checkpoints, sample grids and
+MLflow writes (a few per cent, benchmarks/cell_cost.py), and fused training (`fuse` > 1): every
+cell is timed alone.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import heapq
+import multiprocessing
 import os
+import queue
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig, lambda_text
+from lossbench.errors import LossbenchError
 from lossbench.metrics import resolve_metrics
 from lossbench.metrics.compute import utility_settings
 from lossbench.metrics.evaluation import evaluate
@@ -45,6 +51,7 @@ if TYPE_CHECKING:
 WARMUP_STEPS = 2  # untimed steps before each timing (first-call allocations, lazy init)
 STEPS = 5  # timed generator steps per cell kind
 JUDGE_STEPS = 10  # timed classifier steps of the utility judge
+COMPANY_START_S = 120  # the longest a company process may take to start training (imports, build)
 JUDGE = "utility"  # the metric whose classifiers are timed by the step, not run
 
 
@@ -109,9 +116,64 @@ def measure_plan(config: StudyConfig, steps: int = STEPS, judge_steps: int = JUD
             config, split = prepare(config, Path(tmp))
             device = torch.device(config.devices[0])
             setup = timed(lambda: preflight(config, split), device)
-            return _measure(config, split, device, setup, steps, judge_steps)
+            with _company(config, split, device):
+                return _measure(config, split, device, setup, steps, judge_steps)
     finally:
         torch.set_num_threads(before)
+
+
+def company_size(config: StudyConfig, device: torch.device) -> int:
+    """How many processes train beside the timings: the study's other workers, on a CPU (they share
+    its cores and memory bus); none on an accelerator, where each worker has its own device or queue."""
+    return max(0, config.workers - 1) if device.type == "cpu" else 0
+
+
+@contextlib.contextmanager
+def _company(config: StudyConfig, split: Split, device: torch.device) -> Iterator[None]:
+    """`company_size` spawned processes training the grid's first cell, as the other workers would,
+    for as long as the block runs; it starts once each has taken WARMUP_STEPS steps."""
+    n = company_size(config, device)
+    if n == 0:
+        yield
+        return
+    context = multiprocessing.get_context("spawn")
+    ready, stop = context.Queue(), context.Event()
+    train_cfg = train_config_for(config, grid_cells(config)[0], str(device))
+    args = (train_cfg, split.train.images, split.train.labels, config.threads, ready, stop, os.getpid())
+    processes = [context.Process(target=keep_training, args=args, daemon=True) for _ in range(n)]
+    try:
+        for process in processes:
+            process.start()
+        for _ in processes:
+            try:
+                said = ready.get(timeout=COMPANY_START_S)
+            except queue.Empty:
+                said = f"not training after {COMPANY_START_S} s"
+            if said != "ready":
+                raise LossbenchError(f"a process training beside the plan's timings: {said}")
+        yield
+    finally:
+        stop.set()
+        for process in processes:
+            process.join(timeout=COMPANY_START_S)
+            if process.is_alive():
+                process.kill()
+
+
+def keep_training(train_cfg, images, labels, threads, ready, stop, parent: int) -> None:
+    """A company process (`_company`): train until `stop` is set or the parent is gone."""
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            run = build(images, train_cfg, labels)
+            step = 0
+            while not stop.is_set() and os.getppid() == parent:
+                train_step(run, step)
+                step += 1
+                if step == WARMUP_STEPS:
+                    ready.put("ready")
+    except Exception as e:  # reported to the parent, which stops with it
+        ready.put(f"failed: {e}")
 
 
 def _measure(
@@ -231,11 +293,13 @@ def _judge_step(config: StudyConfig, split: Split, device: torch.device, judge_s
 def _header(config: StudyConfig, n_cells: int, device: torch.device, steps: int) -> str:
     lambdas = ", ".join(lambda_text(lam) for lam in config.lambdas)
     load = f"; load average {os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else ""
+    company = company_size(config, device)
+    beside = f" while {company} more trained beside it, as the other workers will" if company else ""
     return (
         f"plan for study {config.name}: {n_cells} cells ({', '.join(config.losses)} × λ {lambdas} × "
         f"{len(config.seeds)} seeds), {config.data.resolution} px, {config.train.steps} steps a cell, "
         f"{_workers(config.workers)} × {config.threads} thread(s) on {device.type}. Measured now in one "
-        f"process ({steps} generator steps per cell kind{load})."
+        f"process{beside} ({steps} generator steps per cell kind{load})."
         + (f" Fused groups (--fuse {config.fuse}) are timed as single cells." if config.fuse > 1 else "")
     )
 
@@ -258,9 +322,8 @@ def plan_lines(plan: Plan) -> list[str]:
     if plan.judge_note:
         out.append(f"utility judge: {plan.judge_note}: {duration(plan.judge_once)} once")
     out.append(f"set-up (data, real features): {duration(plan.setup)}")
-    side_by_side = ", if they run side by side as fast as one ran alone" if plan.workers > 1 else ""
     out.append(
         f"total: {duration(plan.cell_total)} of cell time; about {duration(plan.wall)} of wall time with "
-        f"{_workers(plan.workers)}{side_by_side}"
+        f"{_workers(plan.workers)} (the fixed rest not counted)"
     )
     return out
