@@ -2,10 +2,10 @@
 
 Each cell kind, a loss with λ = 0 or λ > 0 (λ's value does not change the work, only whether the
 perceptual network runs), is built as a worker builds it and timed over a few generator steps after
-warm-up. One curve evaluation and the final evaluation without the utility judge are timed on an
-untrained generator: what they cost does not depend on what the generator has learnt. The judge is
-timed over a few classifier steps. Nothing is recorded: the data is loaded and the real features
-are computed as the study's preflight does, into a temporary cache.
+warm-up (the median of REPEATS timings). One curve evaluation and the final evaluation without the
+utility judge are timed on an untrained generator: what they cost does not depend on what the
+generator has learnt. The judge is timed over a few classifier steps. Nothing is recorded: the data
+is loaded and the real features are computed as the study's preflight does, into a temporary cache.
 
 Conventions: seconds. Everything is timed in this one process with the study's `threads` torch
 threads; on a CPU, the study's W workers share its cores and memory bus, so W - 1 spawned processes
@@ -24,6 +24,7 @@ import heapq
 import multiprocessing
 import os
 import queue
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -49,8 +50,9 @@ if TYPE_CHECKING:
     from lossbench.data.split import Split
 
 WARMUP_STEPS = 2  # untimed steps before each timing (first-call allocations, lazy init)
-STEPS = 5  # timed generator steps per cell kind
-JUDGE_STEPS = 10  # timed classifier steps of the utility judge
+STEPS = 5  # timed generator steps per cell kind, in each of REPEATS timings
+JUDGE_STEPS = 10  # timed classifier steps of the utility judge, in each of REPEATS timings
+REPEATS = 3  # timings of a step, of which the median counts (one slow timing moves it less)
 COMPANY_START_S = 120  # the longest a company process may take to start training (imports, build)
 JUDGE = "utility"  # the metric whose classifiers are timed by the step, not run
 
@@ -248,12 +250,16 @@ def _kind_costs(
 
 
 def _step_seconds(run: Run, steps: int, device: torch.device) -> float:
-    """Seconds of one generator step of `run`, the mean of `steps` after WARMUP_STEPS untimed ones."""
+    """Seconds of one generator step of `run`: after WARMUP_STEPS untimed steps, the median over
+    REPEATS timings of the mean of `steps` steps."""
     for step in range(WARMUP_STEPS):
         train_step(run, step)
-    return (
-        timed(lambda: [train_step(run, s) for s in range(WARMUP_STEPS, WARMUP_STEPS + steps)], device) / steps
-    )
+    step = WARMUP_STEPS
+    times = []
+    for _ in range(REPEATS):
+        times.append(timed(lambda s=step: [train_step(run, s + i) for i in range(steps)], device) / steps)
+        step += steps
+    return statistics.median(times)
 
 
 def _evaluations(
@@ -280,14 +286,14 @@ def _evaluations(
 
 
 def _judge_step(config: StudyConfig, split: Split, device: torch.device, judge_steps: int) -> float:
-    """Seconds of one optimiser step of the utility judge on the train part's images."""
+    """Seconds of one optimiser step of the utility judge on the train part's images (the median of
+    REPEATS timings of `judge_steps` steps, after WARMUP_STEPS untimed ones)."""
     settings = dataclasses.replace(utility_settings(config.eval), steps=WARMUP_STEPS)
     images, labels, n_classes = split.train.images, split.train.labels, len(split.train.class_names)
     train_classifier(images, labels, n_classes, 0, settings, device)
     settings = dataclasses.replace(settings, steps=judge_steps)
-    return (
-        timed(lambda: train_classifier(images, labels, n_classes, 0, settings, device), device) / judge_steps
-    )
+    train = functools.partial(train_classifier, images, labels, n_classes, 0, settings, device)
+    return statistics.median(timed(train, device) for _ in range(REPEATS)) / judge_steps
 
 
 def _header(config: StudyConfig, n_cells: int, device: torch.device, steps: int) -> str:
@@ -299,7 +305,7 @@ def _header(config: StudyConfig, n_cells: int, device: torch.device, steps: int)
         f"plan for study {config.name}: {n_cells} cells ({', '.join(config.losses)} × λ {lambdas} × "
         f"{len(config.seeds)} seeds), {config.data.resolution} px, {config.train.steps} steps a cell, "
         f"{_workers(config.workers)} × {config.threads} thread(s) on {device.type}. Measured now in one "
-        f"process{beside} ({steps} generator steps per cell kind{load})."
+        f"process{beside} (the median of {REPEATS} timings of {steps} generator steps per cell kind{load})."
         + (f" Fused groups (--fuse {config.fuse}) are timed as single cells." if config.fuse > 1 else "")
     )
 
