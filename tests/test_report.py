@@ -274,9 +274,15 @@ def test_a_cell_killed_and_resumed_has_its_whole_curves(tmp_path):
 
 @pytest.fixture
 def drawn(monkeypatch) -> dict[str, list]:
-    """What the figures draw: each panel's title ("titles") and each line's width ("lines")."""
-    out: dict[str, list] = {"titles": [], "lines": []}
+    """What the figures draw: each panel's title ("titles"), each line's width ("lines") and each
+    horizontal reference line's label ("references")."""
+    out: dict[str, list] = {"titles": [], "lines": [], "references": []}
     set_title, plot = matplotlib.axes.Axes.set_title, matplotlib.axes.Axes.plot
+    axhline = matplotlib.axes.Axes.axhline
+
+    def record_reference(self, *args, **kwargs):
+        out["references"].append(kwargs.get("label"))
+        return axhline(self, *args, **kwargs)
 
     def record_title(self, label, *args, **kwargs):
         out["titles"].append(label)
@@ -288,6 +294,7 @@ def drawn(monkeypatch) -> dict[str, list]:
 
     monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record_title)
     monkeypatch.setattr(matplotlib.axes.Axes, "plot", record_line)
+    monkeypatch.setattr(matplotlib.axes.Axes, "axhline", record_reference)
     return out
 
 
@@ -295,14 +302,16 @@ def test_quality_curves_draw_every_seed_and_the_reals_reference_in_their_partner
     titles, lines = drawn["titles"], drawn["lines"]
     quality = {
         term: [("bce", lam, [250, 500], [1.0, 0.5]) for lam in (0.0, 5.0) for _ in range(3)]
-        for term in ("fid", "msssim_ff", "msssim_rr")
+        for term in ("fid", "msssim_ff", "msssim_rr", "fid_at_heldout_n", "fid_heldout")
     }
     assert rp.plot_curves(quality, each_seed=True) is not None
-    assert sorted(titles) == ["bce: fid", "bce: msssim_ff"]  # msssim_rr: a reference, no panel
-    assert lines.count(0.6) == 2 * 2 * 3 and lines.count(1.5) == 2 * 2  # seeds, then each λ's mean
+    # msssim_rr and fid_heldout: references in their partners' panels, no panel of their own
+    assert sorted(titles) == ["bce: fid", "bce: fid_at_heldout_n", "bce: msssim_ff"]
+    assert lines.count(0.6) == 3 * 2 * 3 and lines.count(1.5) == 3 * 2  # seeds, then each λ's mean
+    assert drawn["references"] == ["fid_heldout (real)", "msssim_rr (real)"]
     lines.clear()
     rp.plot_curves(quality)
-    assert lines == [1] * 2 * 2  # the mean per λ only
+    assert lines == [1] * 3 * 2  # the mean per λ only
 
 
 def test_curve_ends_give_each_cells_last_value_and_its_slope_over_the_last_third():

@@ -108,8 +108,9 @@ def plot_metrics_vs_lambda(summary: pd.DataFrame, metrics: list[str]) -> bytes:
 CURVE_COLUMNS = 4
 
 
-#: Quality curves drawn as a reference line in another's panel: the real images' own value.
-CURVE_REFERENCES = {"msssim_ff": "msssim_rr"}
+#: Quality curves drawn as a reference line in another's panel: the real images' own value (fake-fake
+#: MS-SSIM beside real-real; fakes' FID at the held-out count beside the held-out images' own FID).
+CURVE_REFERENCES = {"msssim_ff": "msssim_rr", "fid_at_heldout_n": "fid_heldout"}
 
 
 def plot_curves(
