@@ -435,3 +435,14 @@ def test_the_fid_yardstick_reads_the_heldout_score_beside_the_fakes_at_its_count
     df["fid_heldout"] = ["abc"] + [11.18] * (len(df) - 1)  # a damaged CSV: unparsable counts as missing
     assert "score FID 11.18 against" in rp.fid_yardstick(df)[0]
     assert rp.fid_yardstick(df.assign(fid_heldout="abc"))[0] is None
+    assert "Below the held-out images" not in sentence  # every cell's fakes above 11.18
+
+
+def test_the_yardstick_names_the_cells_whose_fakes_score_below_unseen_real_images():
+    df = results().assign(**{"setting.n_heldout": 156})
+    df["fid_at_heldout_n"] = np.where(df["loss"] == "wgangp", 60.0, 90.0) + df["seed"]
+    sentence, table = rp.fid_yardstick(df.assign(fid_heldout=80.0))
+    wgangp = ", ".join(f"wgangp λ {rp.lambda_text(lam)}" for lam in LAMBDAS)
+    assert f"Below the held-out images: {wgangp}. This space ranks those fakes closer" in sentence
+    assert "bce λ" not in sentence
+    assert "Below the held-out" not in rp.fid_yardstick(df.assign(fid_heldout=50.0))[0]

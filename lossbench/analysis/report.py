@@ -309,6 +309,14 @@ def fid_yardstick(df: pd.DataFrame) -> tuple[str | None, pd.DataFrame]:
     )
     cells = df.groupby(["loss", "lambda"], sort=True)["fid_at_heldout_n"]
     table = cells.agg(n="count", mean="mean", sd="std").reset_index()
+    below = table[table["mean"] < heldout.min()]
+    if len(below):
+        names = ", ".join(f"{r.loss} λ {lambda_text(r['lambda'])}" for _, r in below.iterrows())
+        sentence += (
+            f" Below the held-out images: {names}. This space ranks those fakes closer to the train "
+            "part than unseen real images are, so a lower FID here does not mean more realistic "
+            "images: look at copy detection and the samples."
+        )
     return sentence, table
 
 
