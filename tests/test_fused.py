@@ -338,3 +338,15 @@ def test_fused_members_are_probed_like_separate_runs(data, tmp_path, conditional
         for name, ((step, x),) in probes.items():
             ((step_b, y),) = b.history[name]
             assert step == step_b == 1 and y == pytest.approx(x, rel=1e-3, abs=0.03), name
+
+
+def test_a_non_finite_loss_is_left_out_of_the_backward_pass():
+    """A diverged member's inf must not reach any gradient: only the finite losses are summed."""
+    from lossbench.training.fused import backward_finite
+
+    a, b = torch.ones(3, requires_grad=True), torch.ones(3, requires_grad=True)
+    backward_finite([(2 * a).sum(), (b * float("inf")).sum()])
+    assert torch.equal(a.grad, torch.full((3,), 2.0)) and b.grad is None
+    c = torch.ones(1, requires_grad=True)
+    backward_finite([(c * float("nan")).sum()])  # nothing finite: no backward at all
+    assert c.grad is None

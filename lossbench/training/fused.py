@@ -20,7 +20,8 @@ sums in another order than K single ones); tests compare them. Checkpoints are t
 (`train.checkpoint_state`): a member can be resumed, evaluated or loaded alone, fused or not.
 
 A member whose logged terms go NaN/Inf fails alone (its result is the DivergedError); the others
-go on, unaffected, since the fused tensors are block-diagonal.
+go on, unaffected: the fused tensors are block-diagonal, and a non-finite loss is left out of the
+backward pass (`backward_finite`), since a kernel may spread inf/NaN across blocks.
 
 What can be fused: see lossbench.training.fusable.
 """
@@ -266,12 +267,12 @@ class FusedGroup:
         for _ in range(self.views[0].n_critic):
             outs_d = self.each(critic_loss, inputs)
             self.opt_d.zero_grad(set_to_none=True)
-            sum(out.loss for out in outs_d).backward()
+            backward_finite([out.loss for out in outs_d])
             self.opt_d.step()
         self.D.requires_grad_(False)
         outs_g = self.each(generator_loss, inputs)
         self.opt_g.zero_grad(set_to_none=True)
-        sum(loss_g for _, _, loss_g in outs_g).backward()
+        backward_finite([loss_g for _, _, loss_g in outs_g])
         self.opt_g.step()
         update_ema(self.G_ema, self.G, ema_decay(self.config, step))
         return [step_terms(d, *g) for d, g in zip(outs_d, outs_g, strict=True)]
@@ -345,6 +346,17 @@ def fused_channels_last(config: TrainConfig, device: torch.device) -> bool:
     so (benchmarks/fused_parts.py: G and D at R = 128, K = 4, batch 16, widths 16, forward and
     backward: 0.71 s against 0.99 s in NCHW, 0.83 s for the 4 separate pairs)."""
     return channels_last(config, device) or device.type == "cpu"
+
+
+def backward_finite(losses: list[torch.Tensor]) -> None:
+    """Back-propagate the sum of the members' losses, leaving out each non-finite one. A diverged
+    member fails alone on its logged terms, but its inf/NaN must not reach the others' gradients
+    first: exact arithmetic keeps the blocks apart, a kernel need not (on an AMD EPYC with bf16
+    autocast, the backward of the generator's last grouped convolution spread a member's inf into
+    its partner's block). Costs one device sync per backward on an accelerator."""
+    finite = [loss for loss in losses if bool(torch.isfinite(loss).all())]
+    if finite:
+        sum(finite).backward()
 
 
 def batches_perceptual(device: torch.device) -> bool:
