@@ -4,6 +4,7 @@ the domain encoder as an extractor, and the sanity ladder in its space."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -153,6 +154,26 @@ def test_encoder_file_registers_as_extractor_and_ladder_holds(tmp_path):
     path.write_bytes(path.read_bytes() + b"x")  # altered file: refused, one line
     with pytest.raises(WeightsDigestError, match="sidecar says"):
         load_encoder(path)
+
+
+def test_the_encoder_learning_rate_decays_to_zero_along_a_cosine(tmp_path, monkeypatch):
+    """Every optimiser step's learning rate: lr at the first, a cosine down to 0 after the last
+    (a constant rate leaves the last weights a draw from a noisy trajectory, docs/metrics.md)."""
+    from lossbench.metrics.encoder import LR_SCHEDULE, train_encoder
+
+    rates, step = [], torch.optim.AdamW.step
+
+    def record(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", record)
+    split = holdout_split(load_dataset("phantom:49", 32), 0.25, 0)  # 37 train images: batches 16, 16, 5
+    sidecar = train_encoder(split, tmp_path / "enc.pt", epochs=2, batch_size=16, lr=1e-3, seed=0)
+    total = len(rates)
+    assert total == 2 * 3 and sidecar["lr_schedule"] == LR_SCHEDULE
+    expected = [0.5e-3 * (1 + math.cos(math.pi * t / total)) for t in range(total)]
+    assert rates == pytest.approx(expected)
 
 
 def test_closest_fakes_panel(split, tmp_path):
