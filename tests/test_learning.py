@@ -149,8 +149,10 @@ def test_conditional_bce_on_busi_keeps_fakes_as_varied_as_the_reals(busi_dir, re
     assert (gap < 0.2) == learns, f"fake-fake minus real-real SSIM {gap:.3f}"
     if learns:
         assert found == [], found
-    else:  # "logits" too, or not: its mean |logit| hovers around the 0.05 line
-        assert {"pinned", "z", "alike"} <= set(found), found
+    else:  # z ignored, fakes alike, and a critic at chance: its loss pinned at 2 ln 2, or its
+        # mean |logit| below 0.05, or both; which of the two fires hovers with the machine's bf16
+        # kernels ("pinned" on the machine before, only "logits" on an AMD EPYC, 2026-12-06)
+        assert {"z", "alike"} <= set(found) and {"pinned", "logits"} & set(found), found
 
 
 @pytest.mark.slow
