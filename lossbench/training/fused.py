@@ -351,12 +351,13 @@ def fused_channels_last(config: TrainConfig, device: torch.device) -> bool:
 def backward_finite(losses: list[torch.Tensor]) -> None:
     """Back-propagate the sum of the members' losses, leaving out each non-finite one. A diverged
     member fails alone on its logged terms, but its inf/NaN must not reach the others' gradients
-    first: exact arithmetic keeps the blocks apart, a kernel need not (on an AMD EPYC with bf16
-    autocast, the backward of the generator's last grouped convolution spread a member's inf into
-    its partner's block). Costs one device sync per backward on an accelerator."""
-    finite = [loss for loss in losses if bool(torch.isfinite(loss).all())]
-    if finite:
-        sum(finite).backward()
+    first: exact arithmetic keeps the blocks apart, a kernel need not (on an AMD EPYC, the input
+    gradient of a grouped convolution in bf16 and channels_last, as fused CPU runs are, carries one
+    group's inf into the others). One device sync per backward on an accelerator."""
+    finite = torch.isfinite(torch.stack([loss.detach() for loss in losses])).tolist()
+    kept = [loss for loss, ok in zip(losses, finite, strict=True) if ok]
+    if kept:
+        sum(kept).backward()
 
 
 def batches_perceptual(device: torch.device) -> bool:
