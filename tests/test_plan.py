@@ -71,8 +71,8 @@ def test_a_plan_adds_up_what_it_measured(monkeypatch):
 )
 def test_the_total_names_who_runs_the_cells(workers, said):
     kind = plan.KindCost("bce", False, cells=2, step=0.1, train=1.0, curves=0.0, final=2.0)
-    one = plan.Plan("s", [kind], setup=1.0, judge_once=0.0, judge_note="", cell_total=6.0, wall=7.0,
-                    workers=workers, threads=1, header="h")  # fmt: skip
+    one = plan.Plan([kind], setup=1.0, judge_once=0.0, judge_note="", cell_total=6.0, wall=7.0,
+                    workers=workers, header="h")  # fmt: skip
     (total,) = [line for line in plan.plan_lines(one) if line.startswith("total: ")]
     assert total.startswith("total: 6.0 s of cell time; about 7.0 s of wall time") and said in total
 

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from threadpoolctl import threadpool_limits
 
 from lossbench.config import StudyConfig, lambda_text
 from lossbench.errors import LossbenchError
@@ -44,6 +43,7 @@ from lossbench.metrics.utility import train_classifier
 from lossbench.progress import duration
 from lossbench.study.grid import Cell, grid_cells, train_config_for
 from lossbench.study.prepare import preflight, prepare
+from lossbench.study.workers import limit_threads_and_select
 from lossbench.training.train import Run, build, train_step
 
 if TYPE_CHECKING:
@@ -78,7 +78,6 @@ class KindCost:
 class Plan:
     """A study's measured cost: per cell kind, the set-up, the judge's one-off real arm, the total."""
 
-    name: str
     kinds: list[KindCost]
     setup: float  # data loading and real features (the study's preflight)
     judge_once: float  # the judge's real arm: once per study, then cached
@@ -86,7 +85,6 @@ class Plan:
     cell_total: float  # the sum over cells of their cost, judge_once included
     wall: float  # set-up + the cells shared out over the workers
     workers: int
-    threads: int
     header: str  # what was measured, and how
 
 
@@ -112,7 +110,7 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 def measure_plan(config: StudyConfig, steps: int = STEPS, judge_steps: int = JUDGE_STEPS) -> Plan:
     """Measure `config`'s cost here (see the module docstring); its data and networks must load."""
     before = torch.get_num_threads()
-    torch.set_num_threads(config.threads)  # numbers and speed depend on it, as in the workers
+    limiter = limit_threads_and_select(config.threads, config.devices[0])  # as a worker runs
     try:
         with tempfile.TemporaryDirectory(prefix="lossbench-plan-") as tmp:
             config, split = prepare(config, Path(tmp))
@@ -121,6 +119,7 @@ def measure_plan(config: StudyConfig, steps: int = STEPS, judge_steps: int = JUD
             with _company(config, split, device):
                 return _measure(config, split, device, setup, steps, judge_steps)
     finally:
+        limiter.restore_original_limits()  # before torch's, as `workers.run_here` does
         torch.set_num_threads(before)
 
 
@@ -164,16 +163,15 @@ def _company(config: StudyConfig, split: Split, device: torch.device) -> Iterato
 
 def keep_training(train_cfg, images, labels, threads, ready, stop, parent: int) -> None:
     """A company process (`_company`): train until `stop` is set or the parent is gone."""
-    torch.set_num_threads(threads)
+    limit_threads_and_select(threads, str(train_cfg.device))
     try:
-        with threadpool_limits(limits=threads):
-            run = build(images, train_cfg, labels)
-            step = 0
-            while not stop.is_set() and os.getppid() == parent:
-                train_step(run, step)
-                step += 1
-                if step == WARMUP_STEPS:
-                    ready.put("ready")
+        run = build(images, train_cfg, labels)
+        step = 0
+        while not stop.is_set() and os.getppid() == parent:
+            train_step(run, step)
+            step += 1
+            if step == WARMUP_STEPS:
+                ready.put("ready")
     except Exception as e:  # reported to the parent, which stops with it
         ready.put(f"failed: {e}")
 
@@ -202,7 +200,6 @@ def _measure(
         else ""
     )
     return Plan(
-        name=config.name,
         kinds=kinds,
         setup=setup,
         judge_once=judge_once,
@@ -210,7 +207,6 @@ def _measure(
         cell_total=sum(durations),
         wall=setup + shared_out(durations, config.workers),
         workers=config.workers,
-        threads=config.threads,
         header=_header(config, len(cells), device, steps),
     )
 
@@ -226,15 +222,15 @@ def _kind_costs(
     """Each cell kind built from its first cell and timed; the evaluations timed once, on the first
     kind's untrained generator (the same work for every kind); `judge_cell`: the judge's seconds a cell."""
     kinds: list[KindCost] = []
-    evaluations: dict[str, float] = {}
+    evaluations: dict[str, float] | None = None  # timed on the first kind's generator
+    n_curves = config.train.steps // config.eval_every if config.eval_every > 0 else 0
     for kind in dict.fromkeys(kind_of.values()):
         cell = next(c for c, k in kind_of.items() if k == kind)
         run = build(split.train.images, train_config_for(config, cell, str(device)), split.train.labels)
         step = _step_seconds(run, steps, device)
-        if not evaluations:
+        if evaluations is None:
             final = [m for m in resolve_metrics(config.eval.metrics) if m != JUDGE]
             evaluations = _evaluations(config, split, run.G_ema, final, device)
-        n_curves = config.train.steps // config.eval_every if config.eval_every > 0 else 0
         kinds.append(
             KindCost(
                 loss=kind[0],
